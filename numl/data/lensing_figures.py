@@ -1,0 +1,68 @@
+"""Figures of the lensing data: example maps of each class and the spectrum check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def plot_example_maps(maps: torch.Tensor, labels: torch.Tensor, m_nu_values: list[float], field_deg: float,
+                      path: Path, per_class: int = 3) -> Path:
+    """First channel of a few maps of each class, in units of the map's standard deviation."""
+    classes = [k for k in range(len(m_nu_values)) if (labels == k).any()][:4]
+    fig, axes = plt.subplots(len(classes), per_class, figsize=(3 * per_class, 3 * len(classes)), squeeze=False)
+    scale = float(maps[:, 0].std())
+    for row, k in enumerate(classes):
+        members = maps[labels == k][:per_class, 0]
+        for col in range(per_class):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col < len(members):
+                im = ax.imshow(members[col].numpy() / scale, cmap="RdBu_r", vmin=-3, vmax=3,
+                               extent=(0, field_deg, 0, field_deg))
+            if col == 0:
+                ax.set_ylabel(f"M_nu = {m_nu_values[k]:.2f} eV")
+    fig.colorbar(im, ax=axes, shrink=0.8, label="kappa / sigma_kappa")
+    fig.suptitle(f"convergence maps, {field_deg:g} x {field_deg:g} deg")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_spectra_check(simulators, m_nu_values: list[float], measured: list[tuple], path: Path) -> Path:
+    """Input C_ell^kappa (+ shape noise) per class against the spectrum measured on the test maps,
+    and the massive/massless ratio that carries the neutrino signal."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 7), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    inputs = []
+    for k, (simulator, (ell_centers, cl_measured)) in enumerate(zip(simulators, measured, strict=False)):
+        spectra = simulator.spectra
+        ell = spectra.ell[2:]
+        total = spectra.cl[0, 0, 2:] + float(np.atleast_1d(simulator.noise_power)[0])
+        inputs.append((ell, spectra.cl[0, 0, 2:]))
+        line, = top.loglog(ell, ell * (ell + 1) * total / (2 * np.pi), label=f"input, M_nu={m_nu_values[k]:.2f} eV")
+        cl = np.asarray(cl_measured)[0, 0]
+        ec = np.asarray(ell_centers)
+        top.loglog(ec, ec * (ec + 1) * cl / (2 * np.pi), "o", color=line.get_color(), ms=4,
+                   label=f"measured on test maps, M_nu={m_nu_values[k]:.2f} eV")
+    top.set_ylabel("ell (ell + 1) C_ell / 2 pi  (signal + noise)")
+    top.legend(fontsize=7)
+    if len(inputs) >= 2:
+        (ell, c0), (_, c1) = inputs[0], inputs[-1]
+        bottom.semilogx(ell, c1 / c0, label="C_ell(massive) / C_ell(massless), signal only")
+        bottom.axhline(1, color="k", lw=0.5)
+        bottom.set_ylabel("ratio")
+        bottom.legend(fontsize=7)
+    bottom.set_xlabel("multipole ell")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,75 @@
+"""Evaluate a trained checkpoint on its experiment's test set: metrics JSON and figures.
+
+    python -m numl.evaluate ckpt_path=logs/lensing_cnn/runs/<time>/checkpoints/last.ckpt
+    python -m numl.evaluate ckpt_path=... data.n_test=10000 data.seed=7
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from numl.utils.errors import ConfigError
+from numl.utils.runtime import (
+    check_checkpoint,
+    check_writable_dir,
+    load_task_from_run,
+    one_line_errors,
+    register_resolvers,
+)
+
+
+def run_config_for(ckpt_path: Path) -> DictConfig:
+    """The resolved config saved by the run that wrote the checkpoint (<run dir>/.hydra/config.yaml)."""
+    for parent in ckpt_path.resolve().parents:
+        candidate = parent / ".hydra" / "config.yaml"
+        if candidate.is_file():
+            return OmegaConf.load(candidate)
+    raise ConfigError(f"ckpt_path={str(ckpt_path)!r}: no .hydra/config.yaml in any parent directory: "
+                      "not a checkpoint written by numl.train")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    ckpt_path = check_checkpoint("ckpt_path", cfg.ckpt_path)
+    output_dir = check_writable_dir("paths.output_dir", cfg.paths.output_dir)
+    run_cfg = run_config_for(ckpt_path)
+    if cfg.get("data"):
+        run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data)
+    datamodule = instantiate(run_cfg.data)
+    task = load_task_from_run(run_cfg, ckpt_path)
+    trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
+                         default_root_dir=str(output_dir))
+    trainer.test(task, datamodule=datamodule)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    predictions = trainer.predict(task, dataloaders=datamodule.test_dataloader())
+    merged = {k: torch.cat([p[k] for p in predictions]) for k in predictions[0]}
+    figure_dir = output_dir / "figures"
+    task.save_figures(merged, figure_dir)
+    if cfg.get("baseline", True) and hasattr(datamodule, "run_baseline"):
+        metrics.update(datamodule.run_baseline())
+    if hasattr(datamodule, "save_figures"):
+        datamodule.save_figures(figure_dir, predictions=merged)
+    torch.save(merged, output_dir / "test_predictions.pt")
+    summary = {"checkpoint": str(ckpt_path), "run_dir": str(output_dir), "metrics": metrics}
+    (output_dir / "test_metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    print(f"run directory: {output_dir}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@one_line_errors
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+register_resolvers()
+
+if __name__ == "__main__":
+    main()

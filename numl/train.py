@@ -1,0 +1,153 @@
+"""Train a model, test its best checkpoint, and run the classical baseline on the same test events.
+
+    python -m numl.train +experiment=lensing_cnn
+    python -m numl.train +experiment=lensing_cnn resume=true hydra.run.dir=<run dir of a killed run>
+    python -m numl.train -m +experiment=lensing_cnn hparams_search=lensing_optuna
+
+Returns the value of `optimized_metric` so that a Hydra sweeper can optimise it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from numl.utils.errors import ConfigError
+from numl.utils.plots import save_metric_history
+from numl.utils.runtime import (
+    apply_debug,
+    build_task,
+    check_checkpoint,
+    check_common_config,
+    check_writable_dir,
+    one_line_errors,
+    register_resolvers,
+)
+
+log = logging.getLogger("numl.train")
+
+
+def _instantiate_group(node: DictConfig | None) -> list[Any]:
+    """Every `_target_` node directly under a group (callbacks, logger); `null` entries are skipped."""
+    if not node:
+        return []
+    return [instantiate(sub) for sub in node.values() if isinstance(sub, DictConfig) and "_target_" in sub]
+
+
+def _resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
+    if cfg.get("ckpt_path"):
+        return str(check_checkpoint("ckpt_path", cfg.ckpt_path))
+    if cfg.get("resume"):
+        last = output_dir / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            return str(check_checkpoint("resume", last))
+        log.info("resume=true but %s does not exist yet: starting from scratch", last)
+    return None
+
+
+def _to_float(value: Any) -> float:
+    return float(value.item() if isinstance(value, torch.Tensor) else value)
+
+
+def _finish_loggers() -> None:
+    """Close a W&B run even if training crashed, so the run is not left 'running' forever."""
+    import sys
+
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    cfg = apply_debug(cfg)
+    check_common_config(cfg)
+    output_dir = check_writable_dir("paths.output_dir", cfg.paths.output_dir)
+    ckpt_path = _resume_checkpoint(cfg, output_dir)
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule: pl.LightningDataModule = instantiate(cfg.data)
+    task = build_task(cfg)
+    callbacks = _instantiate_group(cfg.get("callbacks"))
+    loggers = _instantiate_group(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    metrics = {k: _to_float(v) for k, v in trainer.callback_metrics.items()}
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    if checkpoint is not None and checkpoint.best_model_score is not None and checkpoint.monitor:
+        metrics[f"{checkpoint.monitor}_best"] = _to_float(checkpoint.best_model_score)
+
+    if cfg.get("test", True):
+        test_ckpt = best if best else None
+        if test_ckpt is None and not trainer.fast_dev_run:
+            log.warning("no best checkpoint: testing the weights at the end of training")
+        trainer.test(task, datamodule=datamodule, ckpt_path=test_ckpt)
+        metrics.update({k: _to_float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+        if trainer.is_global_zero:
+            figure_dir = output_dir / "figures"
+            predictions = trainer.predict(task, dataloaders=datamodule.test_dataloader())
+            merged = {k: torch.cat([p[k] for p in predictions]) for k in predictions[0]}
+            task.save_figures(merged, figure_dir)
+            if cfg.get("baseline", True) and hasattr(datamodule, "run_baseline"):
+                metrics.update(datamodule.run_baseline())
+            if hasattr(datamodule, "save_figures"):
+                datamodule.save_figures(figure_dir, predictions=merged)
+            for lg in loggers:
+                if isinstance(lg, pl.loggers.CSVLogger):
+                    save_metric_history(Path(lg.log_dir) / "metrics.csv", figure_dir / "training_history.png")
+
+    if trainer.is_global_zero:
+        summary = {"run_dir": str(output_dir), "best_checkpoint": best, "metrics": metrics}
+        (output_dir / "test_metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+        _print_summary(metrics, output_dir)
+    return metrics
+
+
+def _print_summary(metrics: dict[str, float], output_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="numl results")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in sorted(metrics):
+        if key.startswith(("test/", "baseline/")) or key.endswith("_best"):
+            table.add_row(key, f"{metrics[key]:.4f}")
+    console = Console()
+    console.print(table)
+    console.print(f"run directory: {output_dir}")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@one_line_errors
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg)
+    finally:
+        _finish_loggers()
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        raise ConfigError(f"optimized_metric={name!r}: not among the run's metrics ({', '.join(sorted(metrics))})")
+    return metrics[name]
+
+
+register_resolvers()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""What every entry point shares: config checks, one-line errors, instantiation of the run's parts."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from numl.utils.errors import ConfigError, check_positive
+
+_RESOLVERS_REGISTERED = False
+
+
+def register_resolvers() -> None:
+    """OmegaConf resolvers used in conf/: `${len:...}` and `${wandb_offline:}`."""
+    global _RESOLVERS_REGISTERED
+    if _RESOLVERS_REGISTERED:
+        return
+    OmegaConf.register_new_resolver("len", lambda seq: len(seq), replace=True)
+    # W&B logs offline unless the user has credentials or asked for online mode explicitly.
+    OmegaConf.register_new_resolver(
+        "wandb_offline",
+        lambda: os.environ.get("WANDB_MODE", "") != "online" and not os.environ.get("WANDB_API_KEY"),
+        replace=True,
+    )
+    _RESOLVERS_REGISTERED = True
+
+
+def _is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def one_line_errors(task_function: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Turn a user error into `numl: error: <message>` and exit code 2.
+
+    In a multirun the error propagates instead, so that the sweeper records the trial as failed
+    and goes on.
+    """
+
+    @functools.wraps(task_function)
+    def wrapper(cfg: DictConfig) -> Any:
+        try:
+            return task_function(cfg)
+        except (ConfigError, FileNotFoundError, PermissionError) as err:
+            if _is_multirun():
+                raise
+            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            print(f"numl: error: {message}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def apply_debug(cfg: DictConfig) -> DictConfig:
+    """Merge the chosen `debug` config over everything else, the experiment included.
+
+    `+experiment=X` is appended to the end of the defaults list by Hydra, after `debug`, so a debug
+    config cannot win by its position; it wins here instead.
+    """
+    if not cfg.get("debug"):
+        return cfg
+    debug = cfg.debug
+    with open_dict(cfg):
+        cfg.debug = None
+        merged = OmegaConf.merge(cfg, debug)
+    return merged
+
+
+def check_common_config(cfg: DictConfig) -> None:
+    """Range checks on the keys every experiment shares; each domain checks its own in its DataModule."""
+    for key in ("data", "model", "task", "optimizer", "trainer"):
+        if cfg.get(key) is None:
+            raise ConfigError(f"{key}: missing; choose one with {key}=<name> or an experiment (+experiment=<name>)")
+    lr = cfg.optimizer.get("lr")
+    if lr is None:
+        raise ConfigError("optimizer.lr: missing; set optimizer.lr=<positive number>")
+    check_positive("optimizer.lr", lr)
+    if cfg.optimizer.get("weight_decay") is not None:
+        check_positive("optimizer.weight_decay", cfg.optimizer.weight_decay, allow_zero=True)
+    for key in ("batch_size", "n_train", "n_val", "n_test"):
+        if key in cfg.data:
+            check_positive(f"data.{key}", cfg.data[key], integer=True)
+    if "num_workers" in cfg.data:
+        check_positive("data.num_workers", cfg.data.num_workers, integer=True, allow_zero=True)
+    max_epochs = cfg.trainer.get("max_epochs")
+    if max_epochs is not None and max_epochs != -1:
+        check_positive("trainer.max_epochs", max_epochs, integer=True)
+    if cfg.get("seed") is not None and not isinstance(cfg.seed, int):
+        raise ConfigError(f"seed={cfg.seed!r}: must be an integer")
+
+
+def check_writable_dir(key: str, path: str | Path) -> Path:
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".numl_write_probe"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"{key}={str(path)!r}: output directory is not writable ({err.strerror})") from None
+    return path
+
+
+def check_checkpoint(key: str, path: str | Path) -> Path:
+    """A checkpoint path must exist and hold a Lightning checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{key}={str(path)!r}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:
+        raise ConfigError(f"{key}={str(path)!r}: not a checkpoint (torch.load cannot read it)") from None
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise ConfigError(f"{key}={str(path)!r}: not a Lightning checkpoint (it has no state_dict)")
+    return path
+
+
+def build_task(cfg: DictConfig):
+    """Model, task, optimizer and scheduler from the composed config."""
+    model = instantiate(cfg.model)
+    scheduler = None
+    if cfg.get("scheduler"):
+        scheduler = {k: v for k, v in OmegaConf.to_container(cfg.scheduler, resolve=True).items() if k != "scheduler"}
+        scheduler["scheduler"] = instantiate(cfg.scheduler.scheduler)
+    return instantiate(cfg.task, model=model, optimizer=instantiate(cfg.optimizer), scheduler=scheduler)
+
+
+def load_task_from_run(cfg: DictConfig, ckpt_path: Path):
+    """Rebuild a run's task from its config and load the checkpoint's weights."""
+    task = build_task(cfg)
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    missing, unexpected = task.load_state_dict(state["state_dict"], strict=False)
+    if missing or unexpected:
+        raise ConfigError(
+            f"ckpt_path={str(ckpt_path)!r}: checkpoint does not match task {cfg.task._target_} "
+            f"({len(missing)} missing and {len(unexpected)} unexpected weights)"
+        )
+    return task

@@ -1,0 +1,95 @@
+"""A user's mistake gets one clear line naming the key or path, a non-zero exit, and no run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_numl
+
+
+def _error_line(result) -> str:
+    lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
+    assert lines, f"no error message (exit {result.returncode}); stdout: {result.stdout[-500:]}"
+    return lines[-1]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["optimizer.lr=-1"], "optimizer.lr=-1"),
+        (["data.batch_size=0"], "data.batch_size=0"),
+        (["data.m_nu_massive_ev=-0.1"], "data.m_nu_massive_ev=-0.1"),
+        (["data.source_redshifts=[]"], "data.source_redshifts"),
+        (["data.source_redshifts=[-1.0]"], "data.source_redshifts[0]=-1.0"),
+        (["data.field=voronoi"], "data.field='voronoi'"),
+        (["ckpt_path=/nonexistent/model.ckpt"], "/nonexistent/model.ckpt"),
+    ],
+)
+def test_bad_value_one_line(overrides, expected, tmp_path):
+    result = run_numl("train", "+experiment=lensing_cnn", "debug=fast_dev_run", f"paths.log_dir={tmp_path}", *overrides)
+    assert result.returncode == 2, result.stderr[-2000:]
+    line = _error_line(result)
+    assert line.startswith("numl: error: ") and expected in line, line
+    assert len([ln for ln in result.stderr.splitlines() if ln.startswith("numl: error")]) == 1
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_not_a_checkpoint(tmp_path):
+    fake = tmp_path / "fake.ckpt"
+    fake.write_text("not a checkpoint")
+    result = run_numl("train", "+experiment=lensing_cnn", "debug=fast_dev_run", f"paths.log_dir={tmp_path}",
+                      f"ckpt_path={fake}")
+    assert result.returncode == 2
+    assert f"ckpt_path={str(fake)!r}: not a checkpoint" in _error_line(result)
+
+
+def test_unknown_experiment_lists_choices(tmp_path):
+    result = run_numl("train", "+experiment=does_not_exist", f"paths.log_dir={tmp_path}")
+    assert result.returncode != 0
+    assert "experiment/does_not_exist" in result.stderr
+    assert "lensing_cnn" in result.stderr  # Hydra lists the available experiments
+
+
+def test_unknown_key(tmp_path):
+    result = run_numl("train", "+experiment=lensing_cnn", "data.bacth_size=3", f"paths.log_dir={tmp_path}")
+    assert result.returncode != 0
+    assert "bacth_size" in result.stderr
+
+
+def test_missing_experiment_names_the_group(tmp_path):
+    result = run_numl("train", f"paths.log_dir={tmp_path}")
+    assert result.returncode == 2
+    assert "data: missing" in _error_line(result)
+
+
+def test_unwritable_output_dir(tmp_path):
+    blocked = tmp_path / "file_not_dir"
+    blocked.write_text("")
+    result = run_numl("train", "+experiment=lensing_cnn", "debug=fast_dev_run", f"hydra.run.dir={blocked}/run")
+    assert result.returncode != 0
+    assert str(blocked) in result.stderr
+
+
+def test_evaluate_missing_checkpoint(tmp_path):
+    result = run_numl("evaluate", "ckpt_path=/nonexistent.ckpt", f"paths.log_dir={tmp_path}")
+    assert result.returncode == 2
+    assert "ckpt_path='/nonexistent.ckpt': no such checkpoint file" in _error_line(result)
+
+
+def test_hdf5_of_other_config_refused(tmp_path):
+    out = tmp_path / "maps.h5"
+    small = ["data.n_train=8", "data.n_val=8", "data.n_test=8", "data.n_pix=32", f"paths.log_dir={tmp_path}"]
+    written = run_numl("simulate", "+experiment=lensing_cnn", f"output={out}", *small)
+    assert written.returncode == 0, written.stderr[-2000:]
+    assert out.is_file()
+    refused = run_numl("train", "+experiment=lensing_cnn", "debug=fast_dev_run", "data.source=hdf5",
+                       f"data.hdf5_path={out}", "data.n_pix=64", f"paths.log_dir={tmp_path}")
+    assert refused.returncode == 2
+    line = _error_line(refused)
+    assert str(out) in line and "n_pix" in line, line
+    accepted = run_numl("train", "+experiment=lensing_cnn", "debug=fast_dev_run", "data.source=hdf5",
+                        f"data.hdf5_path={out}", "data.n_pix=32", f"paths.log_dir={tmp_path}")
+    assert accepted.returncode == 0, accepted.stderr[-2000:]
+    assert Path(out).stat().st_size > 0
