@@ -81,8 +81,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_group(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # The whole run config, without Hydra's own node (present when composed by the tests).
+    run_config = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
     for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        lg.log_hyperparams(run_config)
 
     trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: _to_float(v) for k, v in trainer.callback_metrics.items()}

@@ -14,7 +14,6 @@ O(1) numbers), ``label`` (1 = massive), ``m_nu_ev``.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +168,7 @@ class LensingDataModule(pl.LightningDataModule):
     # ----- physics -------------------------------------------------------------------------
     def cosmology(self, m_nu_ev: float) -> Cosmology:
         try:
-            return Cosmology(**{**self.cosmology_kwargs, "m_nu_ev": m_nu_ev})
+            return Cosmology(**{**self.cosmology_kwargs, "m_nu_ev": m_nu_ev}, key_prefix="data.cosmology")
         except TypeError as err:
             raise ConfigError(f"data.cosmology: {err}") from None
 
@@ -180,8 +179,8 @@ class LensingDataModule(pl.LightningDataModule):
             spectra = convergence_power_spectra(self.cosmology(m_nu), self.source_redshifts, self.ell_max,
                                                 cache_dir=self.cache_dir)
             self.spectra.append(spectra)
-            self.simulators.append(ConvergenceMapSimulator(spectra, field=self.field, lognormal_shift=self.lognormal_shift,
-                                                           **self.observation_kwargs()))
+            self.simulators.append(ConvergenceMapSimulator(
+                spectra, field=self.field, lognormal_shift=self.lognormal_shift, **self.observation_kwargs()))
 
     def observation_kwargs(self) -> dict[str, Any]:
         """Field, pixels, noise and smoothing: what the likelihood-ratio baseline must share with the maps."""
@@ -221,7 +220,7 @@ class LensingDataModule(pl.LightningDataModule):
     def metadata(self) -> dict[str, Any]:
         """Everything that determines the maps; an HDF5 file must match it to be used."""
         return {
-            "cosmology": asdict(self.cosmology(0.0)) | {"m_nu_ev": None}, "target": self.target,
+            "cosmology": self.cosmology(0.0).physics_dict() | {"m_nu_ev": None}, "target": self.target,
             "m_nu_values_ev": self.m_nu_values, "source_redshifts": self.source_redshifts,
             "field_deg": self.field_deg, "n_pix": self.n_pix, "field": self.field,
             "shape_noise_sigma_e": self.shape_noise_sigma_e, "galaxy_density_arcmin2": self.galaxy_density_arcmin2,
@@ -311,7 +310,9 @@ class LensingDataModule(pl.LightningDataModule):
             return {}
         # The power-spectrum classifier learns class means and covariances from training maps.
         # At least 256 fitting maps, so that the 20-bin covariance is well conditioned even in debug runs.
-        fit = self._h5_train if self._h5_train is not None else self._fixed_split("baseline_fit", max(self.n_train, 256))
+        fit = self._h5_train
+        if fit is None:
+            fit = self._fixed_split("baseline_fit", max(self.n_train, 256))
         n_bins = int(min(20, max(2, min(int((fit.labels == k).sum()) for k in (0, 1)) // 4)))
         ell_edges = np.geomspace(100, self.ell_max / np.sqrt(2), n_bins + 1)
         power_spectrum = PowerSpectrumClassifier(self.field_deg, ell_edges).fit(fit.maps, fit.labels)

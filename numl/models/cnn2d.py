@@ -26,14 +26,10 @@ class ConvBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, norm: str, padding_mode: str,
                  residual: bool) -> None:
         super().__init__()
-        pad = kernel_size // 2
-        self.body = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, kernel_size, padding=pad, padding_mode=padding_mode, bias=norm == "none"),
-            _norm(norm, out_channels),
-            nn.GELU(),
-            nn.Conv2d(out_channels, out_channels, kernel_size, padding=pad, padding_mode=padding_mode, bias=norm == "none"),
-            _norm(norm, out_channels),
-        )
+        conv = {"kernel_size": kernel_size, "padding": kernel_size // 2, "padding_mode": padding_mode,
+                "bias": norm == "none"}  # a bias before a normalisation layer is redundant
+        self.body = nn.Sequential(nn.Conv2d(in_channels, out_channels, **conv), _norm(norm, out_channels), nn.GELU(),
+                                  nn.Conv2d(out_channels, out_channels, **conv), _norm(norm, out_channels))
         self.residual = residual
         self.shortcut = (
             nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1, bias=False)
@@ -61,7 +57,7 @@ class ConvNet2d(nn.Module):
         residual: ResNet-style skip connections in every block.
     """
 
-    def __init__(self, in_channels: int = 1, n_outputs: int = 1, channels: list[int] | tuple[int, ...] = (16, 32, 64, 64),
+    def __init__(self, in_channels: int = 1, n_outputs: int = 1, channels: tuple[int, ...] = (8, 16, 32, 64),
                  kernel_size: int = 3, norm: str = "batch", dropout: float = 0.0, pooling: str = "avg",
                  global_pooling: str = "avgmax", residual: bool = False, padding_mode: str = "circular",
                  head_hidden: int = 64) -> None:

@@ -103,7 +103,8 @@ class BaseTask(pl.LightningModule):
         factory = config.pop("scheduler")
         kwargs = {}
         func = getattr(factory, "func", factory)
-        if "total_steps" in inspect.signature(func).parameters and "total_steps" not in getattr(factory, "keywords", {}):
+        given = getattr(factory, "keywords", {})
+        if "total_steps" in inspect.signature(func).parameters and "total_steps" not in given:
             kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
         scheduler = factory(optimizer, **kwargs)
         lr_scheduler = {"scheduler": scheduler, "interval": config.get("interval", "epoch"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -16,7 +17,7 @@ class GaussianNLL(nn.Module):
     """Heteroscedastic Gaussian negative log likelihood; the network predicts log variance for stability."""
 
     def forward(self, mean: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (log_var + (target - mean) ** 2 * torch.exp(-log_var) + torch.log(torch.tensor(2 * torch.pi))).mean()
+        return 0.5 * (log_var + (target - mean) ** 2 * torch.exp(-log_var) + math.log(2 * math.pi)).mean()
 
 
 class _RMSE(MeanMetric):

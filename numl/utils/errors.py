@@ -18,7 +18,7 @@ def require(condition: bool, message: str) -> None:
 def check_positive(key: str, value: Any, *, integer: bool = False, allow_zero: bool = False) -> None:
     kind = "an integer" if integer else "a number"
     bound = ">= 0" if allow_zero else "> 0"
-    ok_type = isinstance(value, int) and not isinstance(value, bool) if integer else isinstance(value, int | float) and not isinstance(value, bool)
+    ok_type = isinstance(value, int if integer else int | float) and not isinstance(value, bool)
     if not ok_type or (value < 0 if allow_zero else value <= 0):
         raise ConfigError(f"{key}={value!r}: must be {kind} {bound}")
 
