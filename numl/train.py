@@ -57,15 +57,15 @@ def _to_float(value: Any) -> float:
     return float(value.item() if isinstance(value, torch.Tensor) else value)
 
 
-def _finish_loggers() -> None:
-    """Close a W&B run even if training crashed, so the run is not left 'running' forever."""
+def _finish_loggers(exit_code: int) -> None:
+    """Close a W&B run even if training crashed, so the run is not left 'running' forever, and mark it failed."""
     import sys
 
     if "wandb" in sys.modules:
         import wandb
 
         if wandb.run is not None:
-            wandb.finish()
+            wandb.finish(exit_code=exit_code)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -139,8 +139,10 @@ def _print_summary(metrics: dict[str, float], output_dir: Path) -> None:
 def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
-    finally:
-        _finish_loggers()
+    except BaseException:
+        _finish_loggers(exit_code=1)
+        raise
+    _finish_loggers(exit_code=0)
     name = cfg.get("optimized_metric")
     if not name:
         return None

@@ -187,6 +187,16 @@ class LensingDataModule(pl.LightningDataModule):
         return {"field_deg": self.field_deg, "n_pix": self.n_pix, "shape_noise_sigma_e": self.shape_noise_sigma_e,
                 "galaxy_density_arcmin2": self.galaxy_density_arcmin2, "smoothing_arcmin": self.smoothing_arcmin}
 
+    def ell_bin_edges(self, n_bins: int) -> np.ndarray:
+        """Logarithmic multipole bins from twice the fundamental mode to the grid's edge, each at least
+        1.5 fundamental modes wide so that small maps have Fourier modes in every bin."""
+        ell_fundamental = 2 * np.pi / np.deg2rad(self.field_deg)
+        edges = [2 * ell_fundamental]
+        for edge in np.geomspace(edges[0], np.pi * self.n_pix / np.deg2rad(self.field_deg), n_bins + 1)[1:]:
+            if edge >= edges[-1] + 1.5 * ell_fundamental:
+                edges.append(edge)
+        return np.asarray(edges)
+
     def draw_labels(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Class index per map (balanced in expectation) and its M_nu."""
         generator = torch.Generator().manual_seed(seed)
@@ -314,7 +324,7 @@ class LensingDataModule(pl.LightningDataModule):
         if fit is None:
             fit = self._fixed_split("baseline_fit", max(self.n_train, 256))
         n_bins = int(min(20, max(2, min(int((fit.labels == k).sum()) for k in (0, 1)) // 4)))
-        ell_edges = np.geomspace(100, self.ell_max / np.sqrt(2), n_bins + 1)
+        ell_edges = self.ell_bin_edges(n_bins)
         power_spectrum = PowerSpectrumClassifier(self.field_deg, ell_edges).fit(fit.maps, fit.labels)
         scores = {"power-spectrum classifier": power_spectrum.log_likelihood_ratio(test.maps)}
         if self.field == "gaussian":
@@ -337,7 +347,7 @@ class LensingDataModule(pl.LightningDataModule):
         test = self._splits["test"]
         paths = [plot_example_maps(test.maps, test.labels, self.m_nu_values, self.field_deg,
                                    output_dir / "example_maps.png")]
-        ell_edges = np.geomspace(100, 0.9 * self.ell_max / np.sqrt(2), 16)
+        ell_edges = self.ell_bin_edges(15)
         measured = [measure_power_spectrum(test.maps[test.labels == k][:256], self.field_deg, ell_edges)
                     for k in range(len(self.m_nu_values)) if (test.labels == k).any()]
         paths.append(plot_spectra_check(self.simulators, self.m_nu_values, measured, output_dir / "power_spectra.png"))

@@ -23,6 +23,8 @@ STAGES = ("train", "val", "test")
 class BaseTask(pl.LightningModule):
     #: batch key holding the model input; Captum attributions are taken with respect to it
     input_key: str = "inputs"
+    #: further constructor arguments that are modules (e.g. a second network): kept out of the hyperparameters
+    module_arguments: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -33,7 +35,7 @@ class BaseTask(pl.LightningModule):
     ) -> None:
         super().__init__()
         # The model object is stored as a module; its config is in the run's resolved config.
-        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler", *self.module_arguments])
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_config = dict(scheduler) if scheduler else None

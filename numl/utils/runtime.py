@@ -72,6 +72,14 @@ def apply_debug(cfg: DictConfig) -> DictConfig:
     with open_dict(cfg):
         cfg.debug = None
         merged = OmegaConf.merge(cfg, debug)
+    # What the user typed on the command line still wins over the debug config.
+    if HydraConfig.initialized():
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        for override in OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task)):
+            key = override.key_or_group
+            if override.package is None and OmegaConf.select(debug, key, default=None) is not None:
+                OmegaConf.update(merged, key, override.value(), merge=False, force_add=True)
     return merged
 
 

@@ -1,0 +1,428 @@
+"""PETALO tasks: interaction point with a predicted error per coordinate, and on-the-fly event tagging.
+
+Position (PetaloPositionTask), two ways to predict the error, chosen by `uncertainty`:
+- "gaussian_nll": one network outputs (r, r*phi, z) and their log variances, trained on the Gaussian NLL.
+- "error_net": the seed's scheme: the position network is trained on the squared error, and a separate
+  fully connected error network (``error_model``) learns the log variance of the (frozen, detached)
+  residuals with the Gaussian NLL, i.e. it predicts the expected squared error of each event.
+
+Tagging (PetaloTaggerTask): a logit per event, positive = discard (multi-site Compton events, whose
+first interaction point the pattern does not pin down). The operating point is a threshold that keeps
+``keep_efficiency`` of the single-site validation events; it is stored with the weights.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics import MeanMetric, Metric, MetricCollection
+from torchmetrics.utilities import dim_zero_cat
+
+from numl.baselines.petalo import COORDINATES, fwhm
+from numl.tasks.base import BaseTask
+from numl.tasks.classification import BinaryClassificationTask
+from numl.tasks.regression import GaussianNLL
+from numl.utils.errors import ConfigError, check_choice, check_range
+
+#: events with a predicted z error below these values [mm] are kept in the cut curve (12 mm: the seed's)
+Z_SIGMA_CUTS_MM = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
+
+
+class _Residuals(Metric):
+    """Collects (predicted - true) of one coordinate; computes the FWHM or the RMS in mm."""
+
+    full_state_update = False
+
+    def __init__(self, index: int, kind: str) -> None:
+        super().__init__()
+        self.index, self.kind = index, kind
+        self.add_state("residuals", default=[], dist_reduce_fx="cat")
+
+    def update(self, predicted: torch.Tensor, target: torch.Tensor) -> None:  # type: ignore[override]
+        self.residuals.append((predicted[:, self.index] - target[:, self.index]).detach().float())
+
+    def compute(self) -> torch.Tensor:
+        res = dim_zero_cat(self.residuals)
+        res = res[torch.isfinite(res)]
+        if self.kind == "rms":
+            return res.pow(2).mean().sqrt()
+        return torch.tensor(fwhm(res.cpu().numpy()), device=res.device)
+
+
+class _Coverage(MeanMetric):
+    """Fraction of events whose truth is within one predicted sigma (68.3 % if the errors are calibrated)."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def update(self, predicted, sigma, target) -> None:  # type: ignore[override]
+        i = self.index
+        super().update(((predicted[:, i] - target[:, i]).abs() <= sigma[:, i]).float())
+
+
+class _PositionWithError(nn.Module):
+    def __init__(
+        self, model: nn.Module, error_model: nn.Module | None, center_mm: torch.Tensor, scale_mm: torch.Tensor
+    ) -> None:
+        super().__init__()
+        self.model, self.error_model = model, error_model
+        self.register_buffer("center_mm", center_mm.clone())
+        self.register_buffer("scale_mm", scale_mm.clone())
+
+    def forward(self, pattern: torch.Tensor) -> torch.Tensor:
+        out = self.model(pattern)
+        log_var = out[:, 3:6] if self.error_model is None else self.error_model(pattern)[:, :3]
+        sigma = torch.nan_to_num(torch.exp(0.5 * log_var.clamp(-20.0, 20.0)) * self.scale_mm, nan=math.inf)
+        return torch.cat([out[:, :3] * self.scale_mm + self.center_mm, sigma], dim=1)
+
+
+class PetaloPositionTask(BaseTask):
+    """Interaction point (r, r*phi, z) in mm with a predicted sigma per coordinate.
+
+    Args:
+        model: network on `sipm_pattern`; outputs 6 numbers (gaussian_nll) or 3 (error_net).
+        error_model: the error network for uncertainty="error_net" (3 outputs: log variances).
+        target_center_mm, target_scale_mm: the networks work in (position - center) / scale.
+    """
+
+    input_key = "sipm_pattern"
+    module_arguments = ("error_model",)
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer=None,
+        scheduler=None,
+        error_model: nn.Module | None = None,
+        uncertainty: str = "gaussian_nll",
+        target_center_mm: list[float] = (175.0, 0.0, 0.0),
+        target_scale_mm: list[float] = (15.0, 15.0, 15.0),
+        **hparams: Any,
+    ) -> None:
+        check_choice("task.uncertainty", uncertainty, ("gaussian_nll", "error_net"))
+        if uncertainty == "error_net" and error_model is None:
+            raise ConfigError("task.error_model: missing; task.uncertainty=error_net needs an error network")
+        if uncertainty == "gaussian_nll" and error_model is not None:
+            raise ConfigError("task.error_model: only used with task.uncertainty=error_net; set it to null")
+        if len(target_center_mm) != 3 or len(target_scale_mm) != 3:
+            raise ConfigError("task.target_center_mm / task.target_scale_mm: need three values (r, rphi, z)")
+        self.uncertainty = uncertainty
+        super().__init__(
+            model,
+            optimizer,
+            scheduler,
+            uncertainty=uncertainty,
+            target_center_mm=list(target_center_mm),
+            target_scale_mm=list(target_scale_mm),
+            **hparams,
+        )
+        self.error_model = error_model
+        self.register_buffer("center_mm", torch.tensor(list(target_center_mm), dtype=torch.float32))
+        self.register_buffer("scale_mm", torch.tensor(list(target_scale_mm), dtype=torch.float32))
+
+    def configure_losses(self) -> None:
+        self.nll = GaussianNLL()
+
+    def configure_metrics(self) -> MetricCollection:
+        metrics: dict[str, Metric] = {}
+        for i, name in enumerate(COORDINATES):
+            metrics[f"{name}_fwhm_mm"] = _Residuals(i, "fwhm")
+            metrics[f"{name}_rms_mm"] = _Residuals(i, "rms")
+            metrics[f"{name}_coverage_1sigma"] = _Coverage(i)
+        return MetricCollection(metrics)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised means and log variances, each [B, 3]."""
+        pattern = batch[self.input_key]
+        out = self.model(pattern)
+        if self.uncertainty == "gaussian_nll":
+            mean, log_var = out[:, :3], out[:, 3:6]
+        else:
+            mean, log_var = out[:, :3], self.error_model(pattern)[:, :3]
+        return mean, log_var.clamp(-20, 20)
+
+    def _normalised_target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return (batch["position_mm"].float() - self.center_mm) / self.scale_mm
+
+    def compute_loss(self, outputs, batch):
+        mean, log_var = outputs
+        target = self._normalised_target(batch)
+        if self.uncertainty == "gaussian_nll":
+            return self.nll(mean, log_var, target)
+        # Position net: squared error. Error net: NLL of the residuals with the position held fixed.
+        return ((mean - target) ** 2).mean() + self.nll(mean.detach(), log_var, target)
+
+    def to_mm(self, outputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted position and sigma in mm; sigma is inf for events the network flags as invalid."""
+        mean, log_var = outputs
+        position = mean * self.scale_mm + self.center_mm
+        sigma = torch.exp(0.5 * log_var) * self.scale_mm
+        return position, torch.nan_to_num(sigma, nan=math.inf)
+
+    def update_metrics(self, metrics, outputs, batch):
+        position, sigma = self.to_mm(outputs)
+        target = batch["position_mm"].float()
+        for name, metric in metrics.items():
+            if name.endswith("coverage_1sigma"):
+                metric.update(position, sigma, target)
+            else:
+                metric.update(position, target)
+
+    def predictions(self, outputs, batch):
+        position, sigma = self.to_mm(outputs)
+        out = {"position_mm_pred": position, "sigma_mm": sigma, "valid": torch.isfinite(position).all(dim=1)}
+        for key in ("position_mm", "depth_mm", "multi_site", "energy_kev", "n_interactions"):
+            out[key] = batch[key]
+        return out
+
+    def export_module(self) -> nn.Module:
+        """One module for inference: SiPM pattern -> [B, 6] = (r, r*phi, z) in mm, then their sigmas in mm."""
+        return _PositionWithError(self.model, self.error_model, self.center_mm, self.scale_mm)
+
+    def attribution_forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        # z, the coordinate the seed asks to cut on.
+        return self.model(inputs)[:, 2]
+
+    def save_figures(self, predictions, output_dir: Path) -> list[Path]:
+        output_dir = Path(output_dir)
+        return [
+            plot_residuals(predictions, output_dir / "position_residuals.png"),
+            plot_sigma_cut(predictions, output_dir / "z_sigma_cut.png"),
+            plot_calibration(predictions, output_dir / "calibration.png"),
+        ]
+
+
+def sigma_cut_curve(
+    predictions: dict[str, Any], cuts_mm=Z_SIGMA_CUTS_MM, coordinate: int = 2
+) -> list[dict[str, float]]:
+    """Efficiency and resolution of the events whose predicted sigma (default of z) is below each cut."""
+    pred = np.asarray(predictions["position_mm_pred"], dtype=np.float64)
+    true = np.asarray(predictions["position_mm"], dtype=np.float64)
+    sigma = np.asarray(predictions["sigma_mm"], dtype=np.float64)[:, coordinate]
+    rows = []
+    for cut in cuts_mm:
+        keep = sigma < cut
+        res = pred[keep, coordinate] - true[keep, coordinate]
+        rows.append(
+            {
+                "cut_mm": float(cut),
+                "efficiency": float(keep.mean()),
+                "fwhm_mm": fwhm(res) if keep.sum() >= 10 else float("nan"),
+                "rms_mm": float(np.sqrt(np.mean(res**2))) if keep.any() else float("nan"),
+            }
+        )
+    return rows
+
+
+def coverage(predictions: dict[str, Any]) -> dict[str, float]:
+    """Fraction of events with |predicted - true| <= predicted sigma, per coordinate (68.3 % if calibrated)."""
+    pred = np.asarray(predictions["position_mm_pred"], dtype=np.float64)
+    true = np.asarray(predictions["position_mm"], dtype=np.float64)
+    sigma = np.asarray(predictions["sigma_mm"], dtype=np.float64)
+    return {name: float((np.abs(pred[:, i] - true[:, i]) <= sigma[:, i]).mean()) for i, name in enumerate(COORDINATES)}
+
+
+class _RejectionAtKeep(Metric):
+    """Fraction of discard-class events flagged when the threshold keeps `keep` of the good events."""
+
+    full_state_update = False
+
+    def __init__(self, keep: float) -> None:
+        super().__init__()
+        self.keep = keep
+        self.add_state("scores", default=[], dist_reduce_fx="cat")
+        self.add_state("labels", default=[], dist_reduce_fx="cat")
+
+    def update(self, scores: torch.Tensor, labels: torch.Tensor) -> None:  # type: ignore[override]
+        self.scores.append(scores.detach().float())
+        self.labels.append(labels.detach().float())
+
+    def compute(self) -> torch.Tensor:
+        scores, labels = dim_zero_cat(self.scores), dim_zero_cat(self.labels)
+        good, bad = scores[labels < 0.5], scores[labels > 0.5]
+        if len(good) == 0 or len(bad) == 0:
+            return torch.tensor(float("nan"), device=scores.device)
+        threshold = torch.quantile(good, self.keep)
+        return (bad > threshold).float().mean()
+
+
+class PetaloTaggerTask(BinaryClassificationTask):
+    """Discard tagger: BCE on one logit, label `multi_site` (1 = discard), SiPM pattern in.
+
+    `keep_efficiency` sets the operating point: the logit threshold that keeps this fraction of
+    single-site validation events. It is recomputed after every validation epoch and saved as the
+    buffer `discard_threshold_logit`, so the exported tagger decides with `logit > threshold`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer=None,
+        scheduler=None,
+        input_key: str = "sipm_pattern",
+        label_key: str = "multi_site",
+        keep_efficiency: float = 0.9,
+        **hparams: Any,
+    ) -> None:
+        check_range("task.keep_efficiency", keep_efficiency, 0.01, 0.999)
+        self.keep_efficiency = float(keep_efficiency)
+        super().__init__(
+            model,
+            optimizer,
+            scheduler,
+            input_key=input_key,
+            label_key=label_key,
+            positive_class="discard (multi-site)",
+            negative_class="keep (single-site)",
+            keep_efficiency=keep_efficiency,
+            **hparams,
+        )
+        self.register_buffer("discard_threshold_logit", torch.tensor(0.0))
+        self._val_logits: list[torch.Tensor] = []
+        self._val_labels: list[torch.Tensor] = []
+
+    def configure_metrics(self) -> MetricCollection:
+        metrics = super().configure_metrics()
+        keep = int(round(100 * self.keep_efficiency))
+        metrics.add_metrics({f"discard_rejection_at_keep{keep}": _RejectionAtKeep(self.keep_efficiency)})
+        return metrics
+
+    def update_metrics(self, metrics, outputs, batch):
+        labels = batch[self.label_key].long()
+        if getattr(metrics, "prefix", None) == "val/":  # the validation logits set the operating point
+            self._val_logits.append(outputs.detach())
+            self._val_labels.append(labels.detach())
+        probabilities = torch.sigmoid(outputs)
+        for name, metric in metrics.items():
+            if name.endswith(("acc", "auroc")):
+                metric.update(probabilities, labels)
+            else:
+                metric.update(outputs, labels)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_logits:
+            return
+        logits, labels = torch.cat(self._val_logits), torch.cat(self._val_labels)
+        self._val_logits, self._val_labels = [], []
+        good = logits[labels < 0.5]
+        if len(good):
+            self.discard_threshold_logit.fill_(float(torch.quantile(good.float(), self.keep_efficiency)))
+
+    def predictions(self, outputs, batch):
+        out = super().predictions(outputs, batch)
+        out["logit"] = outputs
+        out["discard"] = outputs > self.discard_threshold_logit
+        for key in ("position_mm", "depth_mm", "energy_kev", "n_interactions"):
+            out[key] = batch[key]
+        return out
+
+
+# ----- figures --------------------------------------------------------------------------------------
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return path
+
+
+def plot_residuals(predictions: dict[str, Any], path: Path, baseline_mm: np.ndarray | None = None) -> Path:
+    """Residual histograms per coordinate, network (and centroid baseline when given)."""
+    plt = _pyplot()
+    pred, true = np.asarray(predictions["position_mm_pred"]), np.asarray(predictions["position_mm"])
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for i, (ax, name) in enumerate(zip(axes, COORDINATES, strict=True)):
+        curves = {"network": pred[:, i] - true[:, i]}
+        if baseline_mm is not None:
+            curves["centroid + r-map"] = np.asarray(baseline_mm)[:, i] - true[:, i]
+        for label, res in curves.items():
+            res = res[np.isfinite(res)]
+            ax.hist(res, bins=120, range=(-15, 15), histtype="step", label=f"{label}: FWHM {fwhm(res):.2f} mm")
+        ax.set_xlabel(f"{name} predicted - true [mm]")
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_sigma_cut(predictions: dict[str, Any], path: Path) -> Path:
+    """Efficiency vs z resolution for cuts on the predicted z error (the seed's 12 mm among them)."""
+    plt = _pyplot()
+    rows = sigma_cut_curve(predictions)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot([r["efficiency"] for r in rows], [r["fwhm_mm"] for r in rows], "o-", label="FWHM")
+    ax.plot([r["efficiency"] for r in rows], [r["rms_mm"] for r in rows], "s--", label="RMS")
+    for r in rows:
+        ax.annotate(f"<{r['cut_mm']:g}", (r["efficiency"], r["rms_mm"]), fontsize=6)
+    ax.set_xlabel("efficiency (fraction kept)")
+    ax.set_ylabel("z resolution of kept events [mm]")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_calibration(predictions: dict[str, Any], path: Path) -> Path:
+    """Pulls (predicted - true) / predicted sigma per coordinate against N(0, 1), with 1-sigma coverage."""
+    plt = _pyplot()
+    pred, true = np.asarray(predictions["position_mm_pred"]), np.asarray(predictions["position_mm"])
+    sigma = np.asarray(predictions["sigma_mm"])
+    cover = coverage(predictions)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    x = np.linspace(-5, 5, 200)
+    for i, (ax, name) in enumerate(zip(axes, COORDINATES, strict=True)):
+        pull = (pred[:, i] - true[:, i]) / sigma[:, i]
+        ax.hist(pull[np.isfinite(pull)], bins=80, range=(-5, 5), density=True, alpha=0.6)
+        ax.plot(x, np.exp(-(x**2) / 2) / np.sqrt(2 * np.pi), "k", lw=1)
+        ax.set_title(f"{name}: {100 * cover[name]:.1f} % within 1 sigma", fontsize=9)
+        ax.set_xlabel("pull")
+    return _save(fig, path)
+
+
+def plot_resolution_vs_depth(
+    predictions: dict[str, Any],
+    path: Path,
+    baseline_mm: np.ndarray | None = None,
+    depth_edges_mm: np.ndarray | None = None,
+) -> tuple[Path, list[dict[str, float]]]:
+    """FWHM per coordinate in bins of true depth, network vs baseline; returns the table too."""
+    plt = _pyplot()
+    depth = np.asarray(predictions["depth_mm"])
+    edges = np.linspace(0, float(np.nanmax(depth)) + 1e-6, 6) if depth_edges_mm is None else depth_edges_mm
+    pred, true = np.asarray(predictions["position_mm_pred"]), np.asarray(predictions["position_mm"])
+    methods = {"network": pred}
+    if baseline_mm is not None:
+        methods["centroid + r-map"] = np.asarray(baseline_mm)
+    table = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        sel = (depth >= lo) & (depth < hi)
+        row = {"depth_lo_mm": float(lo), "depth_hi_mm": float(hi), "n": int(sel.sum())}
+        for label, p in methods.items():
+            key = "net" if label == "network" else "base"
+            for i, name in enumerate(COORDINATES):
+                row[f"{key}_{name}_fwhm_mm"] = fwhm(p[sel, i] - true[sel, i])
+        table.append(row)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    for ax, name in zip(axes, COORDINATES, strict=True):
+        for label in methods:
+            key = "net" if label == "network" else "base"
+            ax.plot(centres, [r[f"{key}_{name}_fwhm_mm"] for r in table], "o-", label=label)
+        ax.set_xlabel("true depth in LXe [mm]")
+        ax.set_ylabel(f"{name} FWHM [mm]")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, path), table

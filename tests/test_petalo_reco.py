@@ -1,0 +1,193 @@
+"""PETALO reconstruction: baseline, networks, bad input, export, DataModule and HDF5."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+from numl.baselines.petalo import CentroidRMap, fwhm, resolution_metrics
+from numl.data.petalo import PetaloDataModule
+from numl.export import export_torchscript
+from numl.models.petalo_mlp import SiPMPatternMLP
+from numl.tasks.petalo import PetaloPositionTask, PetaloTaggerTask, coverage, sigma_cut_curve
+from numl.utils.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def datamodule():
+    dm = PetaloDataModule(n_train=400, n_val=64, n_test=200, batch_size=64, seed=11, progress=False)
+    dm.setup()
+    return dm
+
+
+def test_fwhm_of_a_gaussian():
+    x = np.random.default_rng(0).normal(0.3, 2.0, 20000)
+    assert fwhm(x) == pytest.approx(2 * math.sqrt(2 * math.log(2)) * 2.0, rel=0.05)
+
+
+def test_centroid_rmap_baseline_reconstructs_single_site_events(datamodule):
+    baseline = CentroidRMap(datamodule.config).fit(datamodule.splits["train"].events)
+    test = datamodule.splits["test"].events
+    predicted = baseline.predict(test["sipm_charge"])
+    single = test["multi_site"] < 0.5
+    metrics = resolution_metrics(predicted[single], test["position_mm"][single])
+    # Few-mm resolution on single-site events, against a 50 mm depth and +-48 mm phi window.
+    assert metrics["rphi_fwhm_mm"] < 4.0
+    assert metrics["r_fwhm_mm"] < 8.0
+    assert metrics["reconstructed_fraction"] == 1.0
+    # The r-map is monotonic in the charge spread: deeper events spread more light on the inner face.
+    assert np.corrcoef(baseline.map_spread, baseline.map_r_mm)[0, 1] > 0.9
+
+
+def test_bad_sipm_patterns_are_flagged_or_refused(datamodule):
+    config = datamodule.config
+    baseline = CentroidRMap(config).fit(datamodule.splits["train"].events)
+    charge = datamodule.splits["test"].events["sipm_charge"][:3].copy()
+    charge[1] = 0.0
+    charge[2, 0, 0, 0] = np.nan
+    predicted = baseline.predict(charge)
+    assert np.isfinite(predicted[0]).all() and np.isnan(predicted[1:]).all()
+    with pytest.raises(ValueError, match="expected"):
+        baseline.predict(charge[:, :, :, :-1])
+
+    model = SiPMPatternMLP(in_channels=4, n_rows=config.n_rows, n_columns=config.window_columns, hidden=[32])
+    pattern = datamodule.splits["test"].pattern[:4].clone()
+    pattern[1] = 0.0
+    pattern[2, 0, 0, 0] = float("nan")
+    pattern[3, 3, 0, 0] = float("inf")
+    out = model(pattern)
+    assert torch.isfinite(out[0]).all() and torch.isnan(out[1:]).all()
+    with pytest.raises(ValueError, match="expected"):
+        model(pattern[:, :2])
+    task = PetaloPositionTask(model)
+    position, sigma = task.to_mm(task({"sipm_pattern": pattern}))
+    assert torch.isnan(position[1:]).all() and torch.isinf(sigma[1:]).all()  # any error cut rejects them
+
+    tagger = SiPMPatternMLP(
+        in_channels=2,
+        n_rows=config.n_rows,
+        n_columns=config.window_columns,
+        hidden=[8],
+        n_outputs=1,
+        invalid_output=math.inf,
+    )
+    logits = tagger(pattern[:, :2])
+    assert torch.isfinite(logits[0]).all() and (logits[1:3] == math.inf).all()  # always discarded
+
+
+def test_torchscript_export_gives_identical_outputs(tmp_path, datamodule):
+    config = datamodule.config
+    pattern = datamodule.splits["test"].pattern[:32].clone()
+    pattern[5] = 0.0
+    tagger = SiPMPatternMLP(
+        in_channels=2,
+        n_rows=config.n_rows,
+        n_columns=config.window_columns,
+        hidden=[16, 8],
+        n_outputs=1,
+        invalid_output=math.inf,
+    )
+    path = export_torchscript(tagger, pattern[:, :2], tmp_path / "tagger.pt")
+    loaded = torch.jit.load(str(path))
+    x = datamodule.splits["test"].pattern[32:96, :2]
+    with torch.inference_mode():
+        assert torch.equal(loaded(x), tagger(x))
+    task = PetaloPositionTask(
+        SiPMPatternMLP(n_rows=config.n_rows, n_columns=config.window_columns, hidden=[16], n_outputs=3),
+        error_model=SiPMPatternMLP(n_rows=config.n_rows, n_columns=config.window_columns, hidden=[8], n_outputs=3),
+        uncertainty="error_net",
+    )
+    module = task.export_module()
+    path = export_torchscript(module, pattern, tmp_path / "position.pt")
+    out = torch.jit.load(str(path))(pattern)
+    assert out.shape == (32, 6) and torch.isnan(out[5, :3]).all() and torch.isinf(out[5, 3:]).all()
+
+
+@pytest.mark.slow
+def test_position_network_learns_and_reports_calibration(datamodule):
+    import pytorch_lightning as pl
+
+    config = datamodule.config
+    task = PetaloPositionTask(
+        SiPMPatternMLP(n_rows=config.n_rows, n_columns=config.window_columns, hidden=[128, 64], n_outputs=6),
+        partial(torch.optim.AdamW, lr=2e-3),
+    )
+    trainer = pl.Trainer(
+        max_epochs=6,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(task, datamodule=datamodule)
+    batches = trainer.predict(task, dataloaders=datamodule.test_dataloader())
+    pred = {k: torch.cat([b[k] for b in batches]).numpy() for k in batches[0]}
+    true = pred["position_mm"]
+    # Better than guessing the mean position on every coordinate.
+    rms = np.sqrt(np.mean((pred["position_mm_pred"] - true) ** 2, axis=0))
+    assert (rms < true.std(axis=0)).all()
+    cover = coverage(pred)
+    assert all(0.0 < v < 1.0 for v in cover.values())
+    curve = sigma_cut_curve(pred)
+    efficiencies = [row["efficiency"] for row in curve]
+    assert efficiencies == sorted(efficiencies) and curve[-1]["cut_mm"] == 12.0
+
+
+@pytest.mark.slow
+def test_tagger_task_sets_an_operating_point(datamodule):
+    import pytorch_lightning as pl
+
+    config = datamodule.config
+    dm = PetaloDataModule(n_train=400, n_val=64, n_test=200, batch_size=64, seed=11, use_time=False, progress=False)
+    dm.splits = {s: type(d)(d.events, False, config.inner_radius_mm) for s, d in datamodule.splits.items()}
+    task = PetaloTaggerTask(
+        SiPMPatternMLP(
+            in_channels=2,
+            n_rows=config.n_rows,
+            n_columns=config.window_columns,
+            hidden=[32],
+            n_outputs=1,
+            invalid_output=math.inf,
+        ),
+        partial(torch.optim.AdamW, lr=2e-3),
+        keep_efficiency=0.8,
+    )
+    pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(task, datamodule=dm)
+    with torch.inference_mode():
+        val = dm.splits["val"]
+        logits = task.model(val.pattern)[:, 0]
+    good = val.tensors["multi_site"] < 0.5
+    kept = (logits[good] <= task.discard_threshold_logit).float().mean()
+    assert float(kept) == pytest.approx(0.8, abs=0.06)
+
+
+def test_datamodule_hdf5_round_trip_and_mismatch(tmp_path):
+    dm = PetaloDataModule(n_train=16, n_val=8, n_test=8, batch_size=8, seed=3, progress=False)
+    path = dm.write_hdf5(tmp_path / "petalo.h5")
+    from_file = PetaloDataModule(
+        n_train=16, n_val=8, n_test=8, batch_size=8, seed=3, source="hdf5", hdf5_path=str(path)
+    )
+    from_file.setup()
+    dm.setup()
+    torch.testing.assert_close(from_file.splits["test"].pattern, dm.splits["test"].pattern)
+    other = PetaloDataModule(
+        detector={"lxe_depth_mm": 40.0}, n_train=16, n_val=8, n_test=8, source="hdf5", hdf5_path=str(path)
+    )
+    with pytest.raises(ConfigError, match="detector"):
+        other.setup()
+    with pytest.raises(ConfigError, match="data.n_train"):
+        PetaloDataModule(n_train=64, n_val=8, n_test=8, source="hdf5", hdf5_path=str(path)).setup()
+    with pytest.raises(ConfigError, match="data.source"):
+        PetaloDataModule(source="root")
