@@ -63,8 +63,8 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
 
     n = args.n_test
-    print(f"\n| maps | CNN | likelihood ratio (optimal if Gaussian) | power-spectrum classifier | CNN - optimum |"
-          f"\n|---|---|---|---|---|")
+    print("\n| maps | CNN | likelihood ratio (optimal if Gaussian) | power-spectrum classifier | CNN - optimum |"
+          "\n|---|---|---|---|---|")
     for name, m in results.items():
         cnn = m["test/acc"]
         lr = m.get("baseline/likelihood_ratio/acc")
