@@ -41,7 +41,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     run_cfg = run_config_for(ckpt_path)
     if cfg.get("data"):
         run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data)
-    datamodule = instantiate(run_cfg.data)
+    datamodule = instantiate(run_cfg.data, _convert_="all")
     task = load_task_from_run(run_cfg, ckpt_path)
     trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
                          default_root_dir=str(output_dir))

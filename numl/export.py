@@ -125,7 +125,7 @@ def export_run(
         cfg.data,
         {"n_train": n_example, "n_val": n_example, "n_test": n_example, "batch_size": n_example, "num_workers": 0},
     )
-    datamodule = instantiate(data_cfg)
+    datamodule = instantiate(data_cfg, _convert_="all")
     datamodule.setup("test")
     example = next(iter(datamodule.test_dataloader()))[task.input_key]
     module = task.export_module() if hasattr(task, "export_module") else task.model

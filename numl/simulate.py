@@ -30,7 +30,7 @@ def simulate(cfg: DictConfig) -> Path:
     output = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.data_dir) / f"{cfg.task_name}.h5"
     check_writable_dir("output", output.parent)
     data_cfg = OmegaConf.merge(cfg.data, {"source": "simulate"})
-    datamodule = instantiate(data_cfg)
+    datamodule = instantiate(data_cfg, _convert_="all")
     if not hasattr(datamodule, "write_hdf5"):
         raise ConfigError(f"data._target_={cfg.data._target_}: this DataModule cannot write HDF5")
     start = time.perf_counter()

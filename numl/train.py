@@ -76,7 +76,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
 
-    datamodule: pl.LightningDataModule = instantiate(cfg.data)
+    datamodule: pl.LightningDataModule = instantiate(cfg.data, _convert_="all")
     task = build_task(cfg)
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_group(cfg.get("logger"))

@@ -172,3 +172,33 @@ class PowerSpectrumClassifier:
 
     def predict(self, maps: torch.Tensor) -> torch.Tensor:
         return (self.log_likelihood_ratio(maps) > 0).long()
+
+
+class PowerSpectrumGridRegressor(PowerSpectrumClassifier):
+    """M_nu from the binned spectra: a Gaussian likelihood per cosmology of the training grid
+    (class means, one pooled covariance), then the posterior mean and standard deviation over the
+    grid with a flat prior. The classical counterpart of the CNN's M_nu regression."""
+
+    def fit(self, maps: torch.Tensor, labels: torch.Tensor, values: Sequence[float] = ()) -> PowerSpectrumGridRegressor:
+        feats = self.features(maps)
+        labels = np.asarray(torch.as_tensor(labels).cpu())
+        self.values = np.asarray(values, dtype=np.float64)
+        if len(feats) < feats.shape[1] + len(self.values) + 3:
+            raise ConfigError(f"PowerSpectrumGridRegressor.fit: {len(feats)} maps for a {feats.shape[1]}-dimensional "
+                              f"covariance and {len(self.values)} cosmologies; simulate more")
+        self.means = np.stack([feats[labels == k].mean(axis=0) for k in range(len(self.values))])
+        residuals = feats - self.means[labels]
+        dof = len(feats) - len(self.values)
+        cov = residuals.T @ residuals / dof
+        self.precision = (dof - feats.shape[1] - 1) / dof * np.linalg.inv(cov)  # Hartlap correction
+        return self
+
+    def posterior(self, maps: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and standard deviation of the grid value for each map."""
+        d = self.features(maps)[:, None, :] - self.means[None]
+        log_like = -0.5 * np.einsum("nki,ij,nkj->nk", d, self.precision, d)
+        weights = np.exp(log_like - log_like.max(axis=1, keepdims=True))
+        weights /= weights.sum(axis=1, keepdims=True)
+        mean = weights @ self.values
+        sigma = np.sqrt(np.maximum(weights @ self.values**2 - mean**2, 0.0))
+        return mean, sigma

@@ -311,20 +311,25 @@ class LensingDataModule(pl.LightningDataModule):
         """Likelihood-ratio test with the known spectra and a power-spectrum classifier, on the test maps."""
         from sklearn.metrics import roc_auc_score
 
-        from numl.baselines.lensing import GaussianLikelihoodRatio, PowerSpectrumClassifier
+        from numl.baselines.lensing import GaussianLikelihoodRatio, PowerSpectrumClassifier, PowerSpectrumGridRegressor
 
         self.build_simulators()
         test = self._splits["test"]
         labels = test.labels.numpy()
-        if self.target != "classification":
-            return {}
-        # The power-spectrum classifier learns class means and covariances from training maps.
-        # At least 256 fitting maps, so that the 20-bin covariance is well conditioned even in debug runs.
+        # The power-spectrum methods learn means and covariances from training maps: at least 256 of
+        # them per cosmology, so that the covariance is well conditioned even in debug runs.
         fit = self._h5_train
         if fit is None:
-            fit = self._fixed_split("baseline_fit", max(self.n_train, 256))
-        n_bins = int(min(20, max(2, min(int((fit.labels == k).sum()) for k in (0, 1)) // 4)))
+            fit = self._fixed_split("baseline_fit", max(self.n_train, 256 * len(self.m_nu_values)))
+        n_bins = int(min(20, max(2, min(int((fit.labels == k).sum()) for k in range(len(self.m_nu_values))) // 4)))
         ell_edges = self.ell_bin_edges(n_bins)
+        if self.target == "regression":
+            regressor = PowerSpectrumGridRegressor(self.field_deg, ell_edges).fit(fit.maps, fit.labels,
+                                                                                   self.m_nu_values)
+            mean, sigma = regressor.posterior(test.maps)
+            truth = test.m_nu.numpy()
+            return {"baseline/power_spectrum/rmse": float(np.sqrt(np.mean((mean - truth) ** 2))),
+                    "baseline/power_spectrum/coverage_1sigma": float(np.mean(np.abs(mean - truth) <= sigma))}
         power_spectrum = PowerSpectrumClassifier(self.field_deg, ell_edges).fit(fit.maps, fit.labels)
         scores = {"power-spectrum classifier": power_spectrum.log_likelihood_ratio(test.maps)}
         if self.field == "gaussian":

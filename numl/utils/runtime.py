@@ -134,12 +134,13 @@ def check_checkpoint(key: str, path: str | Path) -> Path:
 
 def build_task(cfg: DictConfig):
     """Model, task, optimizer and scheduler from the composed config."""
-    model = instantiate(cfg.model)
+    model = instantiate(cfg.model, _convert_="all")
     scheduler = None
     if cfg.get("scheduler"):
         scheduler = {k: v for k, v in OmegaConf.to_container(cfg.scheduler, resolve=True).items() if k != "scheduler"}
         scheduler["scheduler"] = instantiate(cfg.scheduler.scheduler)
-    return instantiate(cfg.task, model=model, optimizer=instantiate(cfg.optimizer), scheduler=scheduler)
+    return instantiate(cfg.task, model=model, optimizer=instantiate(cfg.optimizer), scheduler=scheduler,
+                       _convert_="all")
 
 
 def load_task_from_run(cfg: DictConfig, ckpt_path: Path):
