@@ -76,9 +76,10 @@ def apply_debug(cfg: DictConfig) -> DictConfig:
     if HydraConfig.initialized():
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
+        groups = set(HydraConfig.get().runtime.choices)  # `trainer=ddp` picks a config, it sets no value
         for override in OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task)):
             key = override.key_or_group
-            if override.package is None and OmegaConf.select(debug, key, default=None) is not None:
+            if key not in groups and OmegaConf.select(debug, key, default=None) is not None:
                 OmegaConf.update(merged, key, override.value(), merge=False, force_add=True)
     return merged
 

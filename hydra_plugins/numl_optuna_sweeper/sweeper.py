@@ -1,0 +1,264 @@
+"""The sweeper: ask Optuna for trials, launch them through Hydra's launcher, tell Optuna the results."""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from .config import NumlOptunaSweeperConf  # noqa: F401  (registers hydra/sweeper=numl_optuna)
+
+log = logging.getLogger(__name__)
+
+
+class NumlOptunaSweeper(Sweeper):
+    def __init__(
+        self,
+        study_name: str,
+        storage: str | None,
+        direction: str,
+        n_trials: int,
+        n_jobs: int,
+        max_failure_rate: float,
+        sampler: Any,
+        pruner: Any,
+        pruning_monitor: str | None,
+        heartbeat_interval_s: int,
+        params: dict[str, str] | None,
+    ) -> None:
+        self.study_name = study_name
+        self.storage = storage
+        self.direction = direction
+        self.n_trials = n_trials
+        self.n_jobs = n_jobs
+        self.max_failure_rate = max_failure_rate
+        self.sampler = sampler
+        self.pruner = pruner
+        self.pruning_monitor = pruning_monitor
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.params = dict(params or {})
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
+        self.sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        # The trials rebuild the pruner from its config (objects do not travel to SLURM jobs as overrides).
+        pruner = config.hydra.sweeper.get("pruner")
+        self.pruner_conf = OmegaConf.to_container(pruner, resolve=True) if pruner is not None else None
+
+    # ------------------------------------------------------------------ checks before any trial
+    def _check_config(self, arguments: list[str]) -> tuple[dict, list[str], str | None]:
+        from numl.sweeps.search_space import check_keys_exist, parse_search_space, split_arguments
+        from numl.utils.errors import ConfigError, check_choice, check_positive, check_range
+
+        check_positive("hydra.sweeper.n_trials", self.n_trials, integer=True)
+        check_positive("hydra.sweeper.n_jobs", self.n_jobs, integer=True)
+        check_range("hydra.sweeper.max_failure_rate", self.max_failure_rate, 0.0, 1.0)
+        check_choice("hydra.sweeper.direction", self.direction, ["minimize", "maximize"])
+        distributions, fixed = parse_search_space(self.params)
+        cli_distributions, cli_fixed = split_arguments(arguments)
+        distributions.update(cli_distributions)
+        fixed_overrides = [f"{k}={v}" for k, v in fixed.items()] + cli_fixed
+        job_config = self.hydra_context.config_loader.load_sweep_config(self.config, fixed_overrides)
+        check_keys_exist(list(distributions) + list(fixed), job_config)
+        monitor = None
+        if self.pruner_conf is not None:
+            monitor = self.pruning_monitor or job_config.get("optimized_metric")
+            if not monitor:
+                raise ConfigError("hydra.sweeper.pruning_monitor: unset and the experiment sets no optimized_metric")
+        self._check_slurm_partition()
+        return distributions, fixed_overrides, monitor
+
+    def _check_slurm_partition(self) -> None:
+        from numl.utils.errors import ConfigError
+
+        launcher = self.config.hydra.launcher
+        if not str(launcher.get("_target_", "")).endswith("SlurmLauncher") or not launcher.get("partition"):
+            return
+        partition = str(launcher.partition)
+        if shutil.which("sinfo") is None:
+            raise ConfigError(f"hydra.launcher.partition={partition!r}: sinfo not found; run the sweep on a SLURM node")
+        result = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            reason = (result.stderr.strip().splitlines() or ["no output"])[0]
+            raise ConfigError(f"hydra.launcher.partition={partition!r}: cannot query SLURM with sinfo ({reason})")
+        partitions = sorted({p.rstrip("*") for p in result.stdout.split()})
+        if partition not in partitions:
+            have = ", ".join(partitions)
+            raise ConfigError(f"hydra.launcher.partition={partition!r}: no such SLURM partition; have {have}")
+
+    # ------------------------------------------------------------------ the study
+    def _open_study(self):
+        import optuna
+
+        from numl.sweeps.storage import open_storage
+
+        self.storage_spec = self.storage or f"sqlite:///{self.sweep_dir / 'optuna.db'}"
+        if self.storage_spec.endswith(".journal"):
+            self.storage_spec = str(Path(self.storage_spec).resolve())
+        storage = open_storage(self.storage_spec, heartbeat_interval_s=self.heartbeat_interval_s)
+        if isinstance(storage, optuna.storages.RDBStorage):
+            # Trials a killed sweeper left RUNNING are failed once their heartbeat is stale, and
+            # re-enqueued with the same parameters (they resume in the same directory).
+            storage.failed_trial_callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=storage,
+            sampler=self.sampler,
+            pruner=self.pruner,
+            direction=self.direction,
+            load_if_exists=True,
+        )
+        optuna.storages.fail_stale_trials(study)
+        return study, storage
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from optuna.trial import TrialState
+
+        from numl.sweeps.plots import save_study_report, summarize_study
+        from numl.utils.errors import ConfigError
+
+        distributions, fixed, monitor = self._check_config(arguments)
+        study, storage = self._open_study()
+        study_id = storage.get_study_id_from_name(self.study_name)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        log.info("sweep: study %r in %s, %d trials wanted", self.study_name, self.storage_spec, self.n_trials)
+
+        max_failures = math.floor(self.max_failure_rate * self.n_trials)
+        n_failed = 0
+        while True:
+            states = [t.state for t in study.get_trials(deepcopy=False)]
+            finished = states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED)
+            remaining = self.n_trials - finished - states.count(TrialState.RUNNING)
+            if remaining <= 0:
+                break
+            trials = [study.ask(fixed_distributions=distributions) for _ in range(min(self.n_jobs, remaining))]
+            trial_ids = [storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in trials]
+            overrides = [
+                self._trial_overrides(t, storage.get_trial(i), fixed, monitor)
+                for t, i in zip(trials, trial_ids, strict=True)
+            ]
+            with _Heartbeat(storage, trial_ids, self.heartbeat_interval_s):
+                try:
+                    returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
+                except Exception as err:  # a launcher error (e.g. a SLURM job killed hard) fails the batch
+                    log.error("sweep: launching trials %s failed: %s", [t.number for t in trials], err)
+                    returns = [err] * len(trials)
+            for trial, trial_id, ret in zip(trials, trial_ids, returns, strict=True):
+                n_failed += self._tell(study, storage.get_trial(trial_id), trial, ret)
+            log.info("sweep: %d/%d trials finished, %d failed", finished + len(trials), self.n_trials, n_failed)
+            if n_failed > max_failures:
+                raise ConfigError(
+                    f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: {n_failed} of {self.n_trials} "
+                    f"trials failed, sweep stopped (see the trial directories in {self.sweep_dir})"
+                )
+
+        summary = summarize_study(study)
+        save_study_report(study, self.sweep_dir)
+        if "best_value" in summary:
+            log.info("sweep: best value %.6g (trial %d)", summary["best_value"], summary["best_trial"])
+            log.info("sweep: best parameters %s", summary["best_params"])
+        log.info("sweep: results and plots in %s", self.sweep_dir)
+        print(OmegaConf.to_yaml(OmegaConf.create(summary)), flush=True)
+        return summary
+
+    def _trial_overrides(self, trial, frozen, fixed: list[str], monitor: str | None) -> list[str]:
+        import optuna
+
+        from numl.sweeps.search_space import trial_overrides
+
+        retried = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+        directory_number = trial.number if retried is None else retried
+        overrides = list(fixed) + trial_overrides(trial.params)
+        # One fixed directory per trial (its retries included): a requeued or retried trial resumes there.
+        overrides.append(f"hydra.sweep.subdir=trial_{directory_number:04d}")
+        if monitor is not None:
+            cb = "++callbacks.optuna_pruning"
+            overrides += [
+                f"{cb}._target_=numl.sweeps.pruning.OptunaPruningCallback",
+                f"{cb}.storage='{self.storage_spec}'",
+                f"{cb}.study_name='{self.study_name}'",
+                f"{cb}.trial_number={trial.number}",
+                f"{cb}.monitor='{monitor}'",
+            ]
+            overrides += [f"{cb}.pruner.{k}={_override_value(v)}" for k, v in _flatten(self.pruner_conf).items()]
+        return overrides
+
+    @staticmethod
+    def _tell(study, frozen, trial, ret) -> int:
+        """Record one trial's outcome; returns 1 if it failed."""
+        from optuna.trial import TrialState
+
+        if frozen.state.is_finished():
+            return 0  # pruned by its own callback
+        value = None
+        if not isinstance(ret, Exception) and ret.status == JobStatus.COMPLETED:
+            value = ret.return_value
+        if value is None or not math.isfinite(float(value)):
+            reason = ret if isinstance(ret, Exception) else getattr(ret, "_return_value", value)
+            log.warning("sweep: trial %d failed: %s", trial.number, reason)
+            study.tell(trial, state=TrialState.FAIL)
+            return 1
+        study.tell(trial, float(value))
+        return 0
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _override_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return f"'{value}'"
+    return str(value)
+
+
+class _Heartbeat:
+    """Record heartbeats of in-flight trials from the sweeper process (database storages only)."""
+
+    def __init__(self, storage, trial_ids: list[int], interval_s: int) -> None:
+        import optuna
+
+        self.enabled = isinstance(storage, optuna.storages.RDBStorage) and interval_s > 0
+        self.storage, self.trial_ids, self.interval_s = storage, trial_ids, interval_s
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            for trial_id in self.trial_ids:
+                self.storage.record_heartbeat(trial_id)
+            if self.stop.wait(self.interval_s):
+                return
+
+    def __enter__(self) -> _Heartbeat:
+        if self.enabled:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        if self.enabled:
+            self.thread.join()

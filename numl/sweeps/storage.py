@@ -1,0 +1,48 @@
+"""Open an Optuna storage from one string, the same in the sweeper and in every trial process.
+
+- a database URL (`sqlite:///...`, `postgresql://...`, `mysql+pymysql://...`): `optuna.storages.RDBStorage`
+  with heartbeats, so trials of a killed sweeper are found stale and retried on resume;
+- a file path ending in `.journal`: Optuna's journal file (append-only, safe on shared file systems
+  where SQLite locking is not, e.g. NFS; no heartbeats).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+
+from numl.utils.errors import ConfigError
+
+# SQLite serialises writers; trials and the sweeper write at once, so wait for the lock instead of failing.
+_SQLITE_LOCK_TIMEOUT_S = 120
+
+
+def open_storage(
+    spec: str, key: str = "hydra.sweeper.storage", heartbeat_interval_s: int | None = None
+) -> optuna.storages.BaseStorage:
+    """The storage named by `spec`; a ConfigError naming `key` if it cannot be opened."""
+    if spec.endswith(".journal"):
+        path = Path(spec)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            backend = optuna.storages.journal.JournalFileBackend(str(path))
+        except OSError as err:
+            raise ConfigError(f"{key}={spec!r}: cannot open journal file ({err.strerror})") from None
+        return optuna.storages.JournalStorage(backend)
+    if "://" not in spec:
+        raise ConfigError(f"{key}={spec!r}: must be a database URL (sqlite:///..., postgresql://...) or *.journal")
+    engine_kwargs = {"connect_args": {"timeout": _SQLITE_LOCK_TIMEOUT_S}} if spec.startswith("sqlite") else {}
+    if spec.startswith("sqlite:///"):
+        try:
+            Path(spec.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"{key}={spec!r}: cannot create the database directory ({err.strerror})") from None
+    heartbeat = {}
+    if heartbeat_interval_s:
+        heartbeat = {"heartbeat_interval": heartbeat_interval_s, "grace_period": 3 * heartbeat_interval_s}
+    try:
+        return optuna.storages.RDBStorage(spec, engine_kwargs=engine_kwargs, **heartbeat)
+    except Exception as err:  # SQLAlchemy raises driver-specific errors: report any as a config error
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise ConfigError(f"{key}={spec!r}: cannot connect to the storage ({reason})") from None
