@@ -13,7 +13,6 @@ O(1) numbers), ``label`` (1 = massive), ``m_nu_ev``.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +31,11 @@ from numl.sim.lensing import (
 )
 from numl.utils.errors import ConfigError, check_choice, check_positive
 from numl.utils.hdf5 import open_checked, write_metadata
+from numl.utils.seeds import derived_seed
 
 SIMULATOR_NAME = "numl.sim.lensing"
 
 
-def derived_seed(*parts: Any) -> int:
-    """A 63-bit seed from any parts (base seed, split, epoch, batch): independent streams per split."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 class _BatchKeys(Sampler):

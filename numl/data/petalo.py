@@ -13,7 +13,6 @@ Batches are dicts:
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from numl.sim.petalo import EVENT_KEYS, PetaloConfig, simulate_events
 from numl.utils.errors import ConfigError, check_choice, check_positive
 from numl.utils.hdf5 import open_checked, write_metadata
+from numl.utils.seeds import derived_seed
 
 SIMULATOR_NAME = "numl.sim.petalo"
 SPLITS = ("train", "val", "test")
@@ -34,9 +34,6 @@ SPLITS = ("train", "val", "test")
 CHUNK_EVENTS = 2048
 
 
-def derived_seed(*parts: Any) -> int:
-    """A 63-bit seed from any parts (base seed, split, chunk): independent streams per split."""
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
 
 
 class PetaloEvents(Dataset):
