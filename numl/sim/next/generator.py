@@ -1,0 +1,443 @@
+"""Toy Monte Carlo of 0vbb signal and single-electron background events in high-pressure xenon gas.
+
+The stepping follows Renner et al. (jerenner/dnntoy toyMC/trackgen.py): fixed energy steps, step length
+dE / (rho S(E)), a Highland scattering kick after each step. Electrons of one batch are stepped together
+(vectorised over events); the step lengths depend only on energy and so are shared by all electrons.
+Hard bremsstrahlung photons are emitted from the radiative part of the stopping power and absorbed a
+few cm away: they make the satellite deposits labelled "other". Ionisation charge is drifted to the
+anode at z = 0 with Gaussian diffusion, voxelised and thresholded; the event energy is smeared with the
+detector resolution. A simulator is a pure function of (config, seed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+from rich.progress import Progress
+from scipy.spatial import cKDTree
+
+from numl.sim.next import physics
+from numl.utils.errors import ConfigError, check_positive, check_range
+
+SIMULATOR_NAME = "numl.sim.next"
+#: Per-voxel segmentation classes, as the NEXT sparse-CNN segmentation work labels voxels.
+SEGMENT_CLASSES = ("track", "blob", "other")
+TRACK, BLOB, OTHER = range(3)
+
+
+@dataclass(frozen=True)
+class NextSimConfig:
+    """Detector and physics parameters. Units are in the names; defaults from PHYSICS.md (NEXT)."""
+
+    q_bb_kev: float = 2457.83
+    pressure_bar: float = 15.0
+    temperature_k: float = 293.0
+    step_kev: float = 2.5
+    radiation_length_mm_bar: float = 15300.0
+    #: detector box (x, y, drift z) in mm; the anode is the plane z = 0.  NEXT-White is 454 mm x 530 mm.
+    detector_size_mm: tuple[float, float, float] = (440.0, 440.0, 520.0)
+    #: vertices are uniform in the box shrunk by this margin, so electron tracks stay inside.
+    fiducial_margin_mm: float = 150.0
+    transverse_diffusion_mm_per_sqrt_cm: float = 1.20
+    longitudinal_diffusion_mm_per_sqrt_cm: float = 0.30
+    #: energy carried by one diffused charge packet (the toy's stand-in for single ionisation electrons)
+    packet_energy_kev: float = 0.625
+    energy_resolution_fwhm: float = 0.01
+    voxel_size_mm: float = 10.0
+    energy_threshold_kev: float = 10.0
+    #: per-voxel label "blob": the last blob_energy_kev of each primary electron
+    blob_energy_kev: float = 400.0
+    #: bremsstrahlung photons above this energy are tracked; softer radiation is absorbed locally
+    photon_cut_kev: float = 40.0
+    #: side of the cube (in voxels) around the event centroid that the networks see
+    window_voxels: int = 32
+    #: event selection on the smeared energy, as the NEXT analyses cut on the Q_bb region before the
+    #: topology cut; events that lost a bremsstrahlung photon fall out. None keeps every event.
+    energy_roi_kev: tuple[float, float] | None = (2400.0, 2520.0)
+    signal_fraction: float = 0.5
+    events_per_batch: int = 256
+    extra: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for key in ("q_bb_kev", "pressure_bar", "temperature_k", "step_kev", "radiation_length_mm_bar",
+                    "packet_energy_kev", "voxel_size_mm", "blob_energy_kev", "photon_cut_kev"):
+            check_positive(f"data.sim.{key}", getattr(self, key))
+        for key in ("transverse_diffusion_mm_per_sqrt_cm", "longitudinal_diffusion_mm_per_sqrt_cm",
+                    "energy_resolution_fwhm", "energy_threshold_kev", "fiducial_margin_mm"):
+            check_positive(f"data.sim.{key}", getattr(self, key), allow_zero=True)
+        check_positive("data.sim.window_voxels", self.window_voxels, integer=True)
+        check_positive("data.sim.events_per_batch", self.events_per_batch, integer=True)
+        check_range("data.sim.signal_fraction", self.signal_fraction, 0.0, 1.0)
+        if self.energy_roi_kev is not None and not (len(self.energy_roi_kev) == 2
+                                                    and 0 <= self.energy_roi_kev[0] < self.energy_roi_kev[1]):
+            raise ConfigError(f"data.sim.energy_roi_kev={self.energy_roi_kev}: must be null or [low, high] keV "
+                              "with 0 <= low < high")
+        if len(self.detector_size_mm) != 3:
+            raise ConfigError(f"data.sim.detector_size_mm={list(self.detector_size_mm)}: "
+                              "must be three lengths (x, y, z)")
+        for axis, size in zip("xyz", self.detector_size_mm, strict=True):
+            check_positive(f"data.sim.detector_size_mm.{axis}", size)
+            n_voxels = size / self.voxel_size_mm
+            if abs(n_voxels - round(n_voxels)) > 1e-6:
+                raise ConfigError(
+                    f"data.sim.voxel_size_mm={self.voxel_size_mm}: does not divide the detector "
+                    f"{axis} size {size} mm; choose a divisor of {list(self.detector_size_mm)}"
+                )
+            if 2 * self.fiducial_margin_mm >= size:
+                raise ConfigError(f"data.sim.fiducial_margin_mm={self.fiducial_margin_mm}: leaves no fiducial "
+                                  f"volume along {axis} (size {size} mm)")
+
+    @property
+    def grid_shape(self) -> tuple[int, int, int]:
+        return tuple(int(round(s / self.voxel_size_mm)) for s in self.detector_size_mm)
+
+    @property
+    def density_g_cm3(self) -> float:
+        return physics.xenon_density_g_cm3(self.pressure_bar, self.temperature_k)
+
+    @property
+    def radiation_length_mm(self) -> float:
+        return self.radiation_length_mm_bar / self.pressure_bar
+
+    def as_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out.pop("extra")
+        out["detector_size_mm"] = list(self.detector_size_mm)
+        out["energy_roi_kev"] = None if self.energy_roi_kev is None else list(self.energy_roi_kev)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict) -> NextSimConfig:
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"data.sim.{unknown[0]}: unknown key; allowed: {', '.join(sorted(known))}")
+        values = dict(values)
+        for key in ("detector_size_mm", "energy_roi_kev"):
+            if values.get(key) is not None:
+                values[key] = tuple(float(v) for v in values[key])
+        return cls(**values)
+
+
+@dataclass
+class NextEvent:
+    """One voxelised event. Voxel indices are global detector indices (x, y, z)."""
+
+    label: int  # 1 = 0vbb signal (two electrons), 0 = background (one electron)
+    voxel_index: np.ndarray  # (n, 3) int32
+    voxel_energy_kev: np.ndarray  # (n,) float32, after smearing and threshold
+    voxel_segment: np.ndarray  # (n,) int8, SEGMENT_CLASSES
+    energy_kev: float  # smeared total energy of the voxels
+    vertex_mm: np.ndarray  # (3,)
+    track_ends_mm: np.ndarray  # (2, 3): the two electrons' ends (signal) or start and end (background)
+    path_length_mm: float  # summed step lengths of all primary electrons
+    deposited_kev: float  # energy deposited inside the detector before diffusion and smearing
+    escaped_kev: float  # photon energy leaving the detector
+
+
+def _electron_energy_split(rng: np.random.Generator, q_kev: float, n: int) -> np.ndarray:
+    """Kinetic energy of the first electron of a 0vbb pair, from the Primakoff-Rosen single-electron spectrum.
+
+    dN/dT1 ~ (T1 + m)^2 (T2 + m)^2 with T2 = Q - T1 (phase space times the Primakoff-Rosen Fermi factor);
+    sampled by rejection.
+    """
+    m = physics.ELECTRON_MASS_MEV * 1e3
+    peak = (q_kev / 2 + m) ** 4
+    out = np.empty(n)
+    filled = 0
+    while filled < n:
+        t1 = rng.uniform(0, q_kev, 2 * (n - filled) + 8)
+        accept = rng.uniform(0, peak, t1.size) < (t1 + m) ** 2 * (q_kev - t1 + m) ** 2
+        take = t1[accept][: n - filled]
+        out[filled:filled + take.size] = take
+        filled += take.size
+    return out
+
+
+def _isotropic(rng: np.random.Generator, n: int) -> np.ndarray:
+    cos_t = rng.uniform(-1, 1, n)
+    phi = rng.uniform(0, 2 * np.pi, n)
+    sin_t = np.sqrt(1 - cos_t**2)
+    return np.column_stack([sin_t * np.cos(phi), sin_t * np.sin(phi), cos_t])
+
+
+def _second_direction(rng: np.random.Generator, first: np.ndarray, beta1: np.ndarray, beta2: np.ndarray) -> np.ndarray:
+    """Direction of the second 0vbb electron: angular correlation 1 - beta1 beta2 cos(theta) (mass mechanism)."""
+    n = len(first)
+    cos_t = np.empty(n)
+    todo = np.arange(n)
+    while todo.size:
+        trial = rng.uniform(-1, 1, todo.size)
+        ok = rng.uniform(0, 2, todo.size) < 1 - beta1[todo] * beta2[todo] * trial
+        cos_t[todo[ok]] = trial[ok]
+        todo = todo[~ok]
+    u, v = _perpendicular_basis(first)
+    phi = rng.uniform(0, 2 * np.pi, n)
+    sin_t = np.sqrt(1 - cos_t**2)
+    return cos_t[:, None] * first + sin_t[:, None] * (np.cos(phi)[:, None] * u + np.sin(phi)[:, None] * v)
+
+
+def _perpendicular_basis(direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit vectors perpendicular to each row of `direction` (and to each other)."""
+    helper = np.zeros_like(direction)
+    helper[np.arange(len(direction)), np.argmin(np.abs(direction), axis=1)] = 1.0
+    u = np.cross(direction, helper)
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    return u, np.cross(direction, u)
+
+
+def _beta(kinetic_kev: np.ndarray) -> np.ndarray:
+    gamma = 1 + kinetic_kev / (physics.ELECTRON_MASS_MEV * 1e3)
+    return np.sqrt(1 - 1 / gamma**2)
+
+
+def step_table(cfg: NextSimConfig, max_kinetic_kev: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Energy at the start of each step (counting down from the end of the track), step length in mm,
+    and the radiative fraction of the energy lost in that step.
+
+    Index k is the k-th step before the electron stops, so an electron of energy T uses the first
+    ceil(T / step) entries, read backwards: its last step (the one that stops it) is the remainder.
+    """
+    n = int(np.ceil(max_kinetic_kev / cfg.step_kev)) + 1
+    energy_kev = np.arange(n) * cfg.step_kev + cfg.step_kev
+    lower_kev = energy_kev - cfg.step_kev
+    # Exact integral of dE / (rho S) over each step (Simpson on 8 sub-intervals).
+    sub = np.linspace(0, 1, 9)[None, :] * cfg.step_kev + lower_kev[:, None]
+    inverse = 1 / (cfg.density_g_cm3 * physics.stopping_power_mev_cm2_g(np.maximum(sub, 1.0) / 1e3))
+    weights = np.array([1, 4, 2, 4, 2, 4, 2, 4, 1]) / 24.0
+    step_mm = (inverse @ weights) * cfg.step_kev / 1e3 * 10.0
+    mid_mev = (energy_kev - cfg.step_kev / 2) / 1e3
+    radiative_fraction = (physics.stopping_power_mev_cm2_g(mid_mev, column=2)
+                          / physics.stopping_power_mev_cm2_g(mid_mev, column=3))
+    return energy_kev, step_mm, radiative_fraction
+
+
+def _transport_electrons(rng: np.random.Generator, cfg: NextSimConfig, start_mm: np.ndarray,
+                         direction: np.ndarray, kinetic_kev: np.ndarray) -> dict[str, np.ndarray]:
+    """Step all electrons together. Returns deposits (position, energy, electron id, blob flag) and
+    bremsstrahlung photons (origin, energy, electron id) as flat arrays."""
+    n_el = len(kinetic_kev)
+    energy_tbl, step_tbl, rad_tbl = step_table(cfg, float(kinetic_kev.max()))
+    n_steps = np.ceil(kinetic_kev / cfg.step_kev - 1e-9).astype(int)
+    pos = start_mm.astype(np.float64).copy()
+    d = direction.astype(np.float64).copy()
+    energy = kinetic_kev.astype(np.float64).copy()
+    max_steps = int(n_steps.max())
+    dep_pos = np.empty((max_steps, n_el, 3))
+    dep_e = np.zeros((max_steps, n_el))
+    remaining_after = np.zeros((max_steps, n_el))
+    path = np.zeros(n_el)
+    for k in range(max_steps):
+        alive = energy > 0
+        if not alive.any():
+            break
+        # steps left including this one; the table is indexed from the end of the track
+        left = np.ceil(energy / cfg.step_kev - 1e-9).astype(int)
+        idx = np.clip(left - 1, 0, len(step_tbl) - 1)
+        de = np.where(alive, np.minimum(energy, cfg.step_kev), 0.0)
+        # the final partial step is shortened in proportion to its energy
+        dx = np.where(alive, step_tbl[idx] * de / cfg.step_kev, 0.0)
+        mid = pos + 0.5 * dx[:, None] * d
+        pos = pos + dx[:, None] * d
+        path += dx
+        dep_pos[k] = mid
+        dep_e[k] = de
+        energy = energy - de
+        remaining_after[k] = energy
+        # Highland kick with the momentum at the start of the step, as dnntoy does
+        e_mev = np.maximum(energy + de, 1e-3) / 1e3
+        sigma = physics.highland_sigma_rad(e_mev, np.maximum(dx, 1e-9), cfg.radiation_length_mm)
+        theta = sigma * np.sqrt(rng.standard_normal(n_el) ** 2 + rng.standard_normal(n_el) ** 2)
+        phi = rng.uniform(0, 2 * np.pi, n_el)
+        u, v = _perpendicular_basis(d)
+        kick = np.cos(phi)[:, None] * u + np.sin(phi)[:, None] * v
+        new_d = np.cos(theta)[:, None] * d + np.sin(theta)[:, None] * kick
+        d = np.where(alive[:, None], new_d, d)
+    rad_frac = rad_tbl[np.clip(np.ceil((remaining_after + dep_e) / cfg.step_kev - 1e-9).astype(int) - 1, 0, None)]
+    rad_frac = np.where(dep_e > 0, rad_frac, 0.0)
+    # Hard photons: the radiated energy above the cut, in photons with a 1/k spectrum up to the
+    # electron energy. Mean photon energy (T - k_c) / ln(T / k_c); Poisson number per step.
+    kinetic_before = remaining_after + dep_e
+    k_cut = cfg.photon_cut_kev
+    hard = kinetic_before > k_cut * 1.0001
+    log_ratio = np.log(np.where(hard, kinetic_before / k_cut, 2.0))
+    # fraction of the radiated energy of a 1/k spectrum that lies above the cut
+    above_cut = np.where(hard, (kinetic_before - k_cut) / np.maximum(kinetic_before, 1e-9), 0.0)
+    mean_k = np.where(hard, (kinetic_before - k_cut) / log_ratio, 1.0)
+    n_photons = rng.poisson(np.where(hard, rad_frac * dep_e * above_cut / mean_k, 0.0))
+    step_i, el_i = np.nonzero(n_photons)
+    reps = n_photons[step_i, el_i]
+    step_i, el_i = np.repeat(step_i, reps), np.repeat(el_i, reps)
+    t_max = kinetic_before[step_i, el_i]
+    photon_kev = k_cut * (t_max / k_cut) ** rng.uniform(0, 1, step_i.size)
+    # The photon energy is taken from the electron's local deposits (energy is conserved exactly):
+    # a photon may not take more than what the electron deposits from this step on.
+    dep_flat_e = dep_e.copy()
+    photon_kev = _withdraw_photon_energy(dep_flat_e, step_i, el_i, photon_kev)
+    emitted = photon_kev > 0
+    step_i, el_i, photon_kev = step_i[emitted], el_i[emitted], photon_kev[emitted]
+    # the last blob_energy_kev of each electron is "blob"
+    blob = (remaining_after + dep_e / 2 < cfg.blob_energy_kev) & (dep_e > 0)
+    mask = dep_flat_e > 0
+    el_grid = np.broadcast_to(np.arange(n_el), dep_e.shape)
+    return {
+        "deposit_mm": dep_pos[mask], "deposit_kev": dep_flat_e[mask], "deposit_electron": el_grid[mask],
+        "deposit_blob": blob[mask], "end_mm": pos, "path_mm": path,
+        "photon_origin_mm": dep_pos[step_i, el_i], "photon_kev": photon_kev, "photon_electron": el_i,
+    }
+
+
+def _withdraw_photon_energy(dep_e: np.ndarray, step_i: np.ndarray, el_i: np.ndarray,
+                            photon_kev: np.ndarray) -> np.ndarray:
+    """Subtract each photon's energy from the electron's deposits at and after its emission step, in place.
+
+    Returns the photon energies actually taken (equal to the sampled ones unless the electron has
+    less energy left to deposit)."""
+    taken = np.zeros_like(photon_kev)
+    for j in np.argsort(step_i, kind="stable"):
+        need = photon_kev[j]
+        column = dep_e[step_i[j]:, el_i[j]]
+        cumulative = np.cumsum(column)
+        cut = np.searchsorted(cumulative, need)
+        if cut >= column.size:
+            need = cumulative[-1]
+            column[:] = 0.0
+        else:
+            column[:cut] = 0.0
+            column[cut] = cumulative[cut] - need
+        taken[j] = need
+    return taken
+
+
+def _absorb_photons(rng: np.random.Generator, cfg: NextSimConfig, origin_mm: np.ndarray,
+                    photon_kev: np.ndarray) -> np.ndarray:
+    """Where each photon deposits its energy: isotropic, exponential with the xenon attenuation length
+    (first interaction treated as full absorption)."""
+    length = physics.photon_attenuation_length_mm(photon_kev / 1e3, cfg.density_g_cm3)
+    return origin_mm + _isotropic(rng, len(photon_kev)) * rng.exponential(length)[:, None]
+
+
+def _diffuse(rng: np.random.Generator, cfg: NextSimConfig, pos_mm: np.ndarray, energy_kev: np.ndarray,
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split deposits into charge packets and drift them to the anode (z = 0) with Gaussian diffusion."""
+    n_packets = np.maximum(1, np.round(energy_kev / cfg.packet_energy_kev)).astype(int)
+    source = np.repeat(np.arange(len(energy_kev)), n_packets)
+    packet_kev = (energy_kev / n_packets)[source]
+    start = pos_mm[source]
+    drift_cm = np.clip(start[:, 2], 0, None) / 10.0
+    sigma_t = cfg.transverse_diffusion_mm_per_sqrt_cm * np.sqrt(drift_cm)
+    sigma_l = cfg.longitudinal_diffusion_mm_per_sqrt_cm * np.sqrt(drift_cm)
+    noise = rng.standard_normal(start.shape) * np.column_stack([sigma_t, sigma_t, sigma_l])
+    return start + noise, packet_kev, source
+
+
+def _voxelise(cfg: NextSimConfig, pos_mm: np.ndarray, energy_kev: np.ndarray, segment: np.ndarray,
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Sum packets into detector voxels. Returns indices, energies, majority-energy segment labels and
+    the energy that fell outside the detector."""
+    grid = np.array(cfg.grid_shape)
+    index = np.floor(pos_mm / cfg.voxel_size_mm).astype(np.int64)
+    inside = np.all((index >= 0) & (index < grid), axis=1)
+    outside_kev = float(energy_kev[~inside].sum())
+    index, energy_kev, segment = index[inside], energy_kev[inside], segment[inside]
+    flat = np.ravel_multi_index(index.T, grid)
+    keys, inverse = np.unique(flat, return_inverse=True)
+    voxel_kev = np.bincount(inverse, weights=energy_kev, minlength=keys.size)
+    per_class = np.stack([np.bincount(inverse, weights=energy_kev * (segment == c), minlength=keys.size)
+                          for c in range(len(SEGMENT_CLASSES))], axis=1)
+    voxel_index = np.stack(np.unravel_index(keys, grid), axis=1)
+    return voxel_index.astype(np.int32), voxel_kev, per_class.argmax(axis=1).astype(np.int8), outside_kev
+
+
+def _apply_threshold(cfg: NextSimConfig, index: np.ndarray, voxel_kev: np.ndarray, voxel_seg: np.ndarray,
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Drop voxels below the energy threshold and give their energy to the nearest kept voxel, as the
+    NEXT reconstruction (IC `drop_end_point_voxels`) does, so the threshold does not lose energy."""
+    keep = voxel_kev >= cfg.energy_threshold_kev
+    if keep.all() or not keep.any():
+        return index, voxel_kev, voxel_seg
+    _, nearest = cKDTree(index[keep]).query(index[~keep])
+    kept_kev = voxel_kev[keep] + np.bincount(nearest, weights=voxel_kev[~keep], minlength=int(keep.sum()))
+    return index[keep], kept_kev, voxel_seg[keep]
+
+
+def simulate_batch(cfg: NextSimConfig, rng: np.random.Generator, labels: np.ndarray) -> list[NextEvent]:
+    """Simulate one batch of events with the given labels (1 signal, 0 background)."""
+    n_ev = len(labels)
+    size = np.array(cfg.detector_size_mm)
+    vertex = rng.uniform(cfg.fiducial_margin_mm, size - cfg.fiducial_margin_mm, (n_ev, 3))
+    is_signal = labels.astype(bool)
+    # electron list: one per background event, two per signal event
+    first_kev = np.where(is_signal, _electron_energy_split(rng, cfg.q_bb_kev, n_ev), cfg.q_bb_kev)
+    first_dir = _isotropic(rng, n_ev)
+    second_kev = cfg.q_bb_kev - first_kev[is_signal]
+    second_dir = _second_direction(rng, first_dir[is_signal], _beta(first_kev[is_signal]), _beta(second_kev))
+    event_of = np.concatenate([np.arange(n_ev), np.flatnonzero(is_signal)])
+    kinetic = np.concatenate([first_kev, second_kev])
+    direction = np.concatenate([first_dir, second_dir])
+    tracks = _transport_electrons(rng, cfg, vertex[event_of], direction, kinetic)
+
+    dep_event = event_of[tracks["deposit_electron"]]
+    dep_segment = np.where(tracks["deposit_blob"], BLOB, TRACK).astype(np.int8)
+    photon_event = event_of[tracks["photon_electron"]]
+    photon_at = _absorb_photons(rng, cfg, tracks["photon_origin_mm"], tracks["photon_kev"])
+    pos = np.concatenate([tracks["deposit_mm"], photon_at])
+    kev = np.concatenate([tracks["deposit_kev"], tracks["photon_kev"]])
+    seg = np.concatenate([dep_segment, np.full(len(photon_at), OTHER, np.int8)])
+    ev = np.concatenate([dep_event, photon_event])
+    inside = np.all((pos >= 0) & (pos < size), axis=1)
+
+    packets_mm, packet_kev, source = _diffuse(rng, cfg, pos, kev)
+    packet_event = ev[source]
+    packet_seg = seg[source]
+    order = np.argsort(packet_event, kind="stable")
+    bounds = np.searchsorted(packet_event[order], np.arange(n_ev + 1))
+    sigma_rel = cfg.energy_resolution_fwhm / 2.3548 * np.sqrt(cfg.q_bb_kev)
+    path = np.bincount(event_of, weights=tracks["path_mm"], minlength=n_ev)
+    events = []
+    for i in range(n_ev):
+        sel = order[bounds[i]:bounds[i + 1]]
+        index, voxel_kev, voxel_seg, _ = _voxelise(cfg, packets_mm[sel], packet_kev[sel], packet_seg[sel])
+        index, voxel_kev, voxel_seg = _apply_threshold(cfg, index, voxel_kev, voxel_seg)
+        total = voxel_kev.sum()
+        # resolution scales as 1/sqrt(E): sigma_E = fwhm/2.355 * sqrt(Q_bb * E)
+        smear = 1 + rng.standard_normal() * sigma_rel / np.sqrt(max(total, 1e-9))
+        voxel_kev = (voxel_kev * smear).astype(np.float32)
+        electrons = np.flatnonzero(event_of == i)
+        ends = tracks["end_mm"][electrons]
+        if len(electrons) == 1:
+            ends = np.stack([vertex[i], ends[0]])
+        mine = (ev == i)
+        events.append(NextEvent(
+            label=int(labels[i]), voxel_index=index, voxel_energy_kev=voxel_kev, voxel_segment=voxel_seg,
+            energy_kev=float(voxel_kev.sum()), vertex_mm=vertex[i], track_ends_mm=ends,
+            path_length_mm=float(path[i]), deposited_kev=float(kev[mine & inside].sum()),
+            escaped_kev=float(kev[mine & ~inside].sum()),
+        ))
+    return events
+
+
+def simulate_events(cfg: NextSimConfig, n_events: int, seed: int, progress: bool = False,
+                    labels: np.ndarray | None = None) -> list[NextEvent]:
+    """`n_events` events in the energy ROI, signal with probability `signal_fraction`; a pure function
+    of (cfg, seed). Events outside the ROI are replaced by new ones with the same label."""
+    check_positive("n_events", n_events, integer=True)
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        labels = (rng.uniform(size=n_events) < cfg.signal_fraction).astype(np.int64)
+    slots = {lab: list(np.flatnonzero(labels == lab)) for lab in (0, 1)}
+    events: list[NextEvent | None] = [None] * n_events
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("simulating NEXT events", total=n_events)
+        while slots[0] or slots[1]:
+            pending = np.array([lab for lab in (0, 1) for _ in slots[lab]])[: cfg.events_per_batch]
+            for event in simulate_batch(cfg, rng, pending):
+                roi = cfg.energy_roi_kev
+                if roi is not None and not roi[0] <= event.energy_kev <= roi[1]:
+                    continue
+                if slots[event.label]:
+                    events[slots[event.label].pop(0)] = event
+                    bar.advance(task)
+    return events

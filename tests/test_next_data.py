@@ -1,0 +1,110 @@
+"""NEXT DataModule: batches, augmentation, HDF5 round trip and the files and events it refuses."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from numl.data.next import NextDataModule
+from numl.utils.errors import ConfigError
+
+SMALL = {"n_train": 12, "n_val": 6, "n_test": 20, "batch_size": 4, "seed": 7}
+
+
+@pytest.fixture(scope="module")
+def datamodule():
+    dm = NextDataModule(representation="dense", **SMALL)
+    dm.setup()
+    return dm
+
+
+def test_batches_hold_sparse_voxels_and_the_same_dense_grid(datamodule):
+    batch = next(iter(datamodule.val_dataloader()))
+    assert list(batch)[0] == "label"  # BaseTask takes the batch size from the first entry
+    coords, features = batch["coords"], batch["features"]
+    assert coords.shape[1] == 4 and coords[:, 0].max() == 3
+    window = datamodule.sim.window_voxels
+    assert coords[:, 1:].min() >= 0 and coords[:, 1:].max() < window
+    assert batch["voxels"].shape == (4, 1, window, window, window)
+    assert batch["voxels"].sum() == pytest.approx(features.sum().item(), rel=1e-5)
+    assert len(batch["segment"]) == len(features)
+
+
+def test_augmentation_moves_voxels_but_keeps_their_energies(datamodule):
+    plain = next(iter(datamodule.val_dataloader()))
+    dataset = datamodule.train_dataloader().dataset
+    event = dataset.events[0]
+    items = [dataset[0] for _ in range(8)]
+    assert all(len(it["features"]) == len(items[0]["features"]) for it in items)
+    assert all(torch.equal(it["features"], items[0]["features"]) for it in items)
+    assert len({tuple(it["coords"].flatten().tolist()) for it in items}) > 1
+    assert plain["label"].dtype == torch.long and event.label in (0, 1)
+    # the drift axis z is mirrored but never swapped with x or y: its extent is kept
+    z_extent = {int(np.ptp(it["coords"][:, 2].numpy())) for it in items}
+    assert len(z_extent) == 1
+
+
+def test_baseline_reports_the_task_metric_names(datamodule):
+    metrics = datamodule.run_baseline()
+    assert set(metrics) == {"baseline/auroc", "baseline/background_rejection_at_65",
+                            "baseline/background_rejection_at_72"}
+    assert 0 <= metrics["baseline/auroc"] <= 1
+    assert len(datamodule.baseline_scores) == SMALL["n_test"]
+
+
+def test_hdf5_round_trip(datamodule, tmp_path):
+    path = datamodule.write_hdf5(tmp_path / "next.h5")
+    loaded = NextDataModule(source="hdf5", hdf5_path=str(path), **SMALL)
+    loaded.setup()
+    for a, b in zip(datamodule.events["test"], loaded.events["test"], strict=True):
+        assert a.label == b.label
+        np.testing.assert_array_equal(a.voxel_index, b.voxel_index)
+        np.testing.assert_array_equal(a.voxel_energy_kev, b.voxel_energy_kev)
+        np.testing.assert_array_equal(a.voxel_segment, b.voxel_segment)
+    with h5py.File(path) as h5:
+        assert set(h5["test/events"]) >= {"label", "energy_kev", "voxel_offset", "track_ends_mm"}
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory, datamodule):
+    return datamodule.write_hdf5(tmp_path_factory.mktemp("next") / "next.h5")
+
+
+def _copy(path, tmp_path, edit):
+    target = tmp_path / "edited.h5"
+    target.write_bytes(path.read_bytes())
+    with h5py.File(target, "r+") as h5:
+        edit(h5)
+    return target
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h5: h5.attrs.__setitem__("numl_simulator", "numl.sim.lensing"), "written by simulator"),
+    (lambda h5: h5.attrs.__setitem__("numl_format_version", 99), "format version"),
+    (lambda h5: h5["train/voxels/index"].__setitem__(0, [999, 0, 0]), "outside the detector"),
+    (lambda h5: h5["val/events/voxel_offset"].__setitem__(1, 0), "empty event"),
+])
+def test_refuses_bad_files(written, tmp_path, edit, message):
+    path = _copy(written, tmp_path, edit)
+    with pytest.raises(ConfigError, match=message):
+        NextDataModule(source="hdf5", hdf5_path=str(path), **SMALL).setup()
+
+
+def test_refuses_a_file_with_another_config_or_too_few_events(written):
+    with pytest.raises(ConfigError, match="data.sim"):
+        NextDataModule(source="hdf5", hdf5_path=str(written), sim={"voxel_size_mm": 5.0}, **SMALL).setup()
+    with pytest.raises(ConfigError, match="data.n_test"):
+        NextDataModule(source="hdf5", hdf5_path=str(written), **{**SMALL, "n_test": 50}).setup()
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    ({"representation": "image"}, "data.representation"),
+    ({"batch_size": 0}, "data.batch_size"),
+    ({"source": "hdf5"}, "data.hdf5_path"),
+    ({"sim": {"voxel_size_mm": 3.0}}, "data.sim.voxel_size_mm"),
+])
+def test_bad_datamodule_config(kwargs, key):
+    with pytest.raises(ConfigError, match=key):
+        NextDataModule(**{**SMALL, **kwargs})
