@@ -1,0 +1,406 @@
+"""KM3NeT events as variable-length hit sets: simulated (numl.sim.km3net) or read from KM3NeT offline ROOT files.
+
+Sources of events:
+- ``source="simulate"``: train / val / test events generated at setup from seeds derived from ``seed``.
+- ``source="hdf5"``: events written by ``python -m numl.simulate`` (hits stored flat with per-event offsets); a
+  file whose metadata does not match the requested config is refused.
+- ``real_test_files``: the test split is read from KM3NeT offline files with km3io instead (hits, MC truth and
+  the official JMuon reconstruction stored in them); train and val stay simulated, on the same geometry.
+
+Batches are dicts: ``hit_features`` (B, N, 9) padded, ``hit_mask`` (B, N) True for real hits, ``direction``
+(B, 3) true unit direction, ``log10_energy``, ``energy_gev``, ``event_type``, ``n_hits``, ``event_index``; real
+files add ``official_direction`` and ``official_log10_energy`` (NaN where the file has no reconstruction).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from numl.baselines.km3net import HitCountEnergyEstimator, fit_track
+from numl.sim.km3net import HIT_DTYPE, TRUTH_DTYPE, Detector, EventConfig, build_detector, simulate_events
+from numl.sim.km3net.physics import V_GROUP_M_PER_NS, angle_between_deg
+from numl.utils.errors import ConfigError, check_choice, check_positive
+from numl.utils.hdf5 import open_checked, write_metadata
+from numl.utils.seeds import derived_seed
+
+SIMULATOR_NAME = "numl.sim.km3net"
+HIT_FEATURES = ("x", "y", "z", "dir_x", "dir_y", "dir_z", "light_time", "tot", "triggered")
+SPLITS = ("train", "val", "test")
+DETECTOR_KEYS = {"geometry", "detx_path", "n_du", "du_spacing_m", "n_doms_per_du", "dom_spacing_m",
+                 "first_dom_height_m"}
+
+
+
+
+@dataclass
+class EventRecord:
+    hits: np.ndarray  # HIT_DTYPE
+    truth: np.ndarray  # TRUTH_DTYPE scalar record (NaN fields where a real file has no MC truth)
+    official_direction: np.ndarray | None = None  # JMuon best track of a real file
+    official_energy_gev: float = float("nan")
+
+
+def truth_direction(truth: np.ndarray) -> np.ndarray:
+    return np.array([truth["dir_x"], truth["dir_y"], truth["dir_z"]], dtype=np.float64)
+
+
+def hit_positions_m(hits: np.ndarray) -> np.ndarray:
+    return np.stack([hits["pos_x"], hits["pos_y"], hits["pos_z"]], axis=1).astype(np.float64)
+
+
+def select_hits(hits: np.ndarray, hit_selection: str, max_hits: int | None) -> np.ndarray:
+    """Triggered hits only, or all; at most `max_hits`, keeping triggered hits and then those closest in time
+    to the triggered ones (the Cherenkov front) so that noise far from the event goes first."""
+    if hit_selection == "triggered":
+        hits = hits[hits["triggered"]]
+    if max_hits is not None and len(hits) > max_hits:
+        t_ref = reference_time_ns(hits)
+        priority = np.abs(hits["t_ns"] - t_ref) - 1e9 * hits["triggered"]
+        hits = np.sort(hits[np.argsort(priority, kind="stable")[:max_hits]], order="t_ns")
+    return hits
+
+
+def reference_time_ns(hits: np.ndarray) -> float:
+    trig = hits["triggered"]
+    return float(hits["t_ns"][trig].mean() if trig.any() else hits["t_ns"].mean()) if len(hits) else 0.0
+
+
+def hit_features(hits: np.ndarray, centre_m: np.ndarray, position_scale_m: float) -> np.ndarray:
+    """(N, 9) float32 network input: position relative to the detector centre and time converted to metres of
+    light travel (both / position_scale_m, so space and time share units for k-NN), PMT direction, ToT / 100 ns,
+    triggered flag."""
+    t = (hits["t_ns"] - reference_time_ns(hits)) * V_GROUP_M_PER_NS / position_scale_m
+    pos = (hit_positions_m(hits) - centre_m) / position_scale_m
+    return np.column_stack([pos, hits["dir_x"], hits["dir_y"], hits["dir_z"], t, hits["tot_ns"] / 100.0,
+                            hits["triggered"]]).astype(np.float32)
+
+
+class HitDataset(Dataset):
+    def __init__(self, events: list[EventRecord], centre_m: np.ndarray, position_scale_m: float,
+                 hit_selection: str, max_hits: int | None) -> None:
+        self.events = events
+        self.centre_m = centre_m
+        self.position_scale_m = position_scale_m
+        self.hit_selection = hit_selection
+        self.max_hits = max_hits
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        event = self.events[i]
+        hits = select_hits(event.hits, self.hit_selection, self.max_hits)
+        if len(hits) == 0:  # keep the event (flagged by n_hits = 0) rather than silently dropping it
+            hits = np.zeros(1, dtype=HIT_DTYPE)
+            n_hits = 0
+        else:
+            n_hits = len(hits)
+        truth = event.truth
+        item = {
+            "hit_features": torch.from_numpy(hit_features(hits, self.centre_m, self.position_scale_m)),
+            "direction": torch.tensor(truth_direction(truth), dtype=torch.float32),
+            "log10_energy": torch.tensor(float(truth["log10_energy"]), dtype=torch.float32),
+            "energy_gev": torch.tensor(float(truth["energy_gev"]), dtype=torch.float32),
+            "event_type": torch.tensor(int(truth["event_type"])),
+            "n_hits": torch.tensor(n_hits),
+            "event_index": torch.tensor(i),
+        }
+        if event.official_direction is not None:
+            item["official_direction"] = torch.tensor(event.official_direction, dtype=torch.float32)
+            item["official_log10_energy"] = torch.tensor(np.log10(event.official_energy_gev), dtype=torch.float32)
+        return item
+
+
+def collate_hits(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Pad hit sets to the longest event of the batch; `hit_mask` marks the real hits."""
+    n_max = max(item["hit_features"].shape[0] for item in items)
+    n_features = items[0]["hit_features"].shape[1]
+    features = torch.zeros(len(items), n_max, n_features)
+    mask = torch.zeros(len(items), n_max, dtype=torch.bool)
+    for i, item in enumerate(items):
+        n = item["hit_features"].shape[0]
+        features[i, :n] = item["hit_features"]
+        mask[i, :n] = item["n_hits"] > 0
+    batch = {"hit_features": features, "hit_mask": mask}
+    for key in items[0]:
+        if key != "hit_features":
+            batch[key] = torch.stack([item[key] for item in items])
+    return batch
+
+
+# ----- real KM3NeT offline files ------------------------------------------------------------------------------
+def resolve_offline_path(name_or_path: str) -> Path:
+    """A path on disk, or a file name inside km3net-testdata's offline/ folder."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    try:
+        import km3net_testdata
+    except ImportError:
+        raise ConfigError(f"data.real_test_files: {name_or_path!r} is not a file and km3net-testdata is not "
+                          "installed (pip install 'numl[km3net]')") from None
+    candidate = Path(km3net_testdata.data_path(f"offline/{name_or_path}"))
+    if not candidate.is_file():
+        raise ConfigError(f"data.real_test_files: {name_or_path!r} is neither a file nor in km3net-testdata offline/")
+    return candidate
+
+
+def _flat(jagged) -> tuple[np.ndarray, np.ndarray]:
+    import awkward as ak
+
+    return ak.to_numpy(ak.flatten(jagged)), ak.to_numpy(ak.num(jagged))
+
+
+def read_offline_file(path: str | Path, detector: Detector | None = None,
+                      max_events: int | None = None) -> list[EventRecord]:
+    """Events of a KM3NeT offline ROOT file (km3io) in numl's hit representation.
+
+    Hits with calibrated positions are used as stored; uncalibrated hits (all positions 0) are calibrated
+    with `detector` by (dom_id, channel_id) and a hit on a PMT the detector does not have is a ConfigError.
+    Truth: the primary neutrino (first MC track); event_type 0 if a muon is among the MC tracks. The official
+    reconstruction is km3io's best JMuon track."""
+    try:
+        import awkward as ak
+        import km3io
+        from km3io.tools import best_jmuon
+    except ImportError:
+        raise ConfigError("data.real_test_files needs km3io: pip install 'numl[km3net]'") from None
+    path = Path(path)
+    try:
+        reader = km3io.OfflineReader(str(path))
+        n_events = len(reader) if max_events is None else min(len(reader), max_events)
+        reader = reader[:n_events]
+        h = reader.hits
+        fields = {name: _flat(getattr(h, name)) for name in ("pos_x", "pos_y", "pos_z", "dir_x", "dir_y",
+                                                              "dir_z", "t", "tot", "dom_id", "channel_id", "trig")}
+        mc = reader.mc_tracks
+        best = best_jmuon(reader.tracks)
+        file_det_ids = set(ak.to_numpy(reader.det_id).tolist())
+    except Exception as err:  # uproot/km3io raise many types on a file that is not a KM3NeT offline file
+        raise ConfigError(f"data.real_test_files: {str(path)!r} is not a readable KM3NeT offline file "
+                          f"({type(err).__name__}: {err})") from None
+    counts = fields["t"][1]
+    n_hits_total = int(counts.sum())
+    hits = np.zeros(n_hits_total, dtype=HIT_DTYPE)
+    hits["t_ns"] = fields["t"][0]
+    hits["tot_ns"] = fields["tot"][0]
+    hits["dom_id"] = fields["dom_id"][0]
+    hits["channel_id"] = fields["channel_id"][0]
+    hits["triggered"] = fields["trig"][0] > 0
+    hits["is_signal"] = -1
+    pos = np.stack([fields[f"pos_{a}"][0] for a in "xyz"], axis=1)
+    if n_hits_total and not np.any(pos):
+        if detector is None:
+            raise ConfigError(f"data.real_test_files: {str(path)!r} has uncalibrated hits; set data.detector to its "
+                              ".detx file")
+        if detector.det_id > 0 and file_det_ids != {detector.det_id}:
+            raise ConfigError(f"data.real_test_files: {str(path)!r} was taken with det_id {sorted(file_det_ids)} but "
+                              f"detector {detector.name} is det_id {detector.det_id}")
+        lookup = detector.pmt_lookup()
+        rows = np.array([lookup.get((int(d), int(c)), -1) for d, c in zip(hits["dom_id"], hits["channel_id"],
+                                                                            strict=True)])
+        if np.any(rows < 0):
+            bad = int(np.flatnonzero(rows < 0)[0])
+            raise ConfigError(f"data.real_test_files: {str(path)!r} has a hit on PMT dom_id={hits['dom_id'][bad]} "
+                              f"channel_id={hits['channel_id'][bad]} that detector {detector.name} does not have")
+        pos = detector.pmt_pos_m[rows]
+        dirs = detector.pmt_dir[rows]
+        hits["du_id"] = detector.du_id[rows]
+    else:
+        dirs = np.stack([fields[f"dir_{a}"][0] for a in "xyz"], axis=1)
+        if detector is not None:
+            du_of_dom = dict(zip(detector.dom_id.tolist(), detector.du_id.tolist(), strict=False))
+            hits["du_id"] = [du_of_dom.get(int(d), -1) for d in hits["dom_id"]]
+    for axis, name in enumerate("xyz"):
+        hits[f"pos_{name}"] = pos[:, axis]
+        hits[f"dir_{name}"] = dirs[:, axis]
+
+    def column(jagged) -> np.ndarray:
+        return ak.to_numpy(ak.fill_none(ak.firsts(jagged), np.nan)).astype(np.float64)
+
+    nu = {name: column(getattr(mc, name)) for name in ("dir_x", "dir_y", "dir_z", "E", "pos_x", "pos_y", "pos_z")}
+    has_muon = ak.to_numpy(ak.any(np.abs(mc.pdgid) == 13, axis=1)) if len(mc.pdgid) else np.zeros(n_events, bool)
+    official_dir = np.stack([ak.to_numpy(ak.fill_none(ak.Array(getattr(best, f"dir_{a}")), np.nan)) for a in "xyz"],
+                            axis=1)
+    official_e = ak.to_numpy(ak.fill_none(ak.Array(best.E), np.nan))
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    events = []
+    for i in range(n_events):
+        truth = np.zeros((), dtype=TRUTH_DTYPE)
+        truth["dir_x"], truth["dir_y"], truth["dir_z"] = nu["dir_x"][i], nu["dir_y"][i], nu["dir_z"][i]
+        truth["energy_gev"] = nu["E"][i]
+        truth["log10_energy"] = np.log10(nu["E"][i]) if nu["E"][i] > 0 else np.nan
+        truth["vertex_x"], truth["vertex_y"], truth["vertex_z"] = nu["pos_x"][i], nu["pos_y"][i], nu["pos_z"][i]
+        truth["vertex_time_ns"] = np.nan
+        truth["event_type"] = 0 if has_muon[i] else 1
+        for key in ("muon_energy_gev", "shower_energy_gev", "muon_range_m"):
+            truth[key] = np.nan
+        truth["n_signal_hits"] = -1
+        event_hits = np.sort(hits[offsets[i]:offsets[i + 1]], order="t_ns")
+        events.append(EventRecord(event_hits, truth, official_dir[i], float(official_e[i])))
+    return events
+
+
+# ----- DataModule -----------------------------------------------------------------------------------------------
+class KM3NeTDataModule(pl.LightningDataModule):
+    def __init__(self, detector: dict[str, Any] | None = None, events: dict[str, Any] | None = None,
+                 n_train: int = 2048, n_val: int = 256, n_test: int = 512, batch_size: int = 32,
+                 num_workers: int = 0, seed: int = 0, source: str = "simulate", hdf5_path: str | None = None,
+                 hit_selection: str = "all", max_hits: int | None = 512, position_scale_m: float = 100.0,
+                 real_test_files: list[str] | None = None, baseline_sigma_ns: float = 3.0,
+                 baseline_max_events: int | None = None) -> None:
+        super().__init__()
+        for key in ("n_train", "n_val", "n_test", "batch_size"):
+            check_positive(f"data.{key}", locals()[key], integer=True)
+        check_positive("data.num_workers", num_workers, integer=True, allow_zero=True)
+        check_choice("data.source", source, ("simulate", "hdf5"))
+        check_choice("data.hit_selection", hit_selection, ("all", "triggered"))
+        if max_hits is not None:
+            check_positive("data.max_hits", max_hits, integer=True)
+        check_positive("data.position_scale_m", position_scale_m)
+        check_positive("data.baseline_sigma_ns", baseline_sigma_ns)
+        if source == "hdf5" and not hdf5_path:
+            raise ConfigError("data.hdf5_path: required when data.source=hdf5")
+        self.detector_config = dict(detector or {})
+        self.event_config = EventConfig.from_dict(dict(events or {}))
+        for key in self.detector_config:
+            if key not in DETECTOR_KEYS:
+                raise ConfigError(f"data.detector.{key}: unknown key; allowed: {', '.join(sorted(DETECTOR_KEYS))}")
+        self.detector = build_detector(**self.detector_config)
+        self.n = {"train": n_train, "val": n_val, "test": n_test}
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.source, self.hdf5_path = source, hdf5_path
+        self.hit_selection, self.max_hits, self.position_scale_m = hit_selection, max_hits, position_scale_m
+        self.real_test_files = [resolve_offline_path(f) for f in (real_test_files or [])]
+        self.baseline_sigma_ns = baseline_sigma_ns
+        self.baseline_max_events = baseline_max_events
+        self.events: dict[str, list[EventRecord]] = {}
+        self.baseline_results: dict[str, np.ndarray] | None = None
+
+    # ----- events -----------------------------------------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        return {"detector": self.detector_config, "events": self.event_config.as_dict(), "seed": self.seed,
+                **{f"n_{s}": n for s, n in self.n.items()}}
+
+    def simulate_split(self, split: str) -> list[EventRecord]:
+        events, _ = simulate_events(self.detector, self.event_config, self.n[split],
+                                    derived_seed(self.seed, split), progress=self.n[split] >= 2000)
+        return [EventRecord(e.hits, e.truth) for e in events]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.events:
+            return
+        if self.source == "hdf5":
+            self._load_hdf5()
+        else:
+            self.events = {split: self.simulate_split(split) for split in SPLITS
+                           if not (split == "test" and self.real_test_files)}
+        if self.real_test_files:
+            real: list[EventRecord] = []
+            for path in self.real_test_files:
+                real.extend(read_offline_file(path, self.detector, max_events=self.n["test"] - len(real)))
+                if len(real) >= self.n["test"]:
+                    break
+            self.events["test"] = real
+
+    def write_hdf5(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(path, "w") as h5:
+            write_metadata(h5, SIMULATOR_NAME, self.metadata())
+            for split in SPLITS:
+                events = self.simulate_split(split)
+                group = h5.create_group(split)
+                group.attrs["seed"] = derived_seed(self.seed, split)
+                group.create_dataset("hits", data=np.concatenate([e.hits for e in events]), compression="gzip")
+                group.create_dataset("hit_offsets", data=np.cumsum([0] + [len(e.hits) for e in events]))
+                group.create_dataset("truth", data=np.stack([e.truth for e in events]))
+        return path
+
+    def _load_hdf5(self) -> None:
+        with open_checked(self.hdf5_path, SIMULATOR_NAME, self.metadata()) as h5:
+            for split in SPLITS:
+                hits, offsets, truth = h5[split]["hits"][()], h5[split]["hit_offsets"][()], h5[split]["truth"][()]
+                self.events[split] = [EventRecord(hits[offsets[i]:offsets[i + 1]], truth[i])
+                                      for i in range(len(truth))]
+
+    # ----- loaders ----------------------------------------------------------------------------------------------
+    def dataset(self, split: str) -> HitDataset:
+        return HitDataset(self.events[split], self.detector.center_m, self.position_scale_m, self.hit_selection,
+                          self.max_hits)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(self.dataset(split), batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, collate_fn=collate_hits,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    # ----- classical baseline -------------------------------------------------------------------------------------
+    def fit_events(self, events: list[EventRecord]) -> dict[str, np.ndarray]:
+        fits = [fit_track(hit_positions_m(e.hits), e.hits["t_ns"], e.hits["triggered"], self.baseline_sigma_ns)
+                for e in events]
+        return {"direction": np.stack([f.direction for f in fits]), "ok": np.array([f.ok for f in fits]),
+                "n_fit_hits": np.array([f.n_hits_used for f in fits]),
+                "n_triggered": np.array([int(e.hits["triggered"].sum()) for e in events])}
+
+    def run_baseline(self) -> dict[str, float]:
+        """Line fit + robust chi-square fit on exactly the test events; hit-count energy estimate calibrated on
+        the validation events. Fits flagged for too few hits are counted in `fit_failure_fraction` and left out
+        of the resolutions."""
+        if not self.events:
+            self.setup("test")
+        test = self.events["test"][: self.baseline_max_events]
+        calibration = self.events["val"][: self.baseline_max_events]
+        fits = self.fit_events(test)
+        calib = self.fit_events(calibration)
+        calib_log10e = np.array([float(e.truth["log10_energy"]) for e in calibration])
+        use = calib["ok"]
+        estimator = HitCountEnergyEstimator().fit(calib["n_fit_hits"][use], calib["n_triggered"][use],
+                                                  calib_log10e[use])
+        true_dir = np.stack([truth_direction(e.truth) for e in test])
+        true_log10e = np.array([float(e.truth["log10_energy"]) for e in test])
+        fits["angular_error_deg"] = angle_between_deg(fits["direction"], true_dir)
+        fits["log10_energy"] = estimator.predict(fits["n_fit_hits"], fits["n_triggered"])
+        fits["true_log10_energy"] = true_log10e
+        self.baseline_results = fits
+        ok = fits["ok"]
+        metrics = {"baseline/fit_failure_fraction": float(1.0 - ok.mean())}
+        if ok.any():
+            err = fits["angular_error_deg"][ok]
+            metrics["baseline/angular_error_deg_median"] = float(np.median(err))
+            metrics["baseline/angular_error_deg_mean"] = float(np.mean(err))
+            metrics["baseline/sigma_log10_energy"] = float(np.std(fits["log10_energy"][ok] - true_log10e[ok]))
+        official = [e.official_direction for e in test if e.official_direction is not None]
+        if official:
+            err = angle_between_deg(np.stack(official), true_dir)
+            good = np.isfinite(err)
+            metrics["baseline/official_angular_error_deg_median"] = float(np.median(err[good]))
+            metrics["baseline/official_angular_error_deg_mean"] = float(np.mean(err[good]))
+            metrics["baseline/official_fit_fraction"] = float(good.mean())
+        return metrics
+
+    def save_figures(self, output_dir: Path, predictions: dict[str, torch.Tensor] | None = None) -> list[Path]:
+        from numl.tasks.km3net import save_resolution_figures
+
+        if not predictions:
+            return []
+        return save_resolution_figures(predictions, Path(output_dir), baseline=self.baseline_results)

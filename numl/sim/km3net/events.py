@@ -1,0 +1,324 @@
+"""Neutrino events in a KM3NeT detector: Cherenkov hits of muon tracks and showers, K-40 noise, an L1 trigger.
+
+A pure function of (detector, config, seed). Expected photo-electrons per PMT are computed analytically for
+direct light (cylindrical spread around a track, spherical around a shower), attenuated by absorption and
+weighted by the PMT angular acceptance; counts are Poisson, and each photo-electron's time is the Cherenkov
+arrival time plus a scattering delay (for photons that scattered) plus the PMT transit-time spread. Photons
+on one PMT closer than the merge window pile up into one hit whose time-over-threshold grows with the charge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from numl.sim.km3net import physics
+from numl.sim.km3net.detector import Detector
+from numl.utils.errors import ConfigError, check_positive, check_range
+
+HIT_DTYPE = np.dtype([
+    ("pos_x", "f4"), ("pos_y", "f4"), ("pos_z", "f4"),  # PMT position (m)
+    ("dir_x", "f4"), ("dir_y", "f4"), ("dir_z", "f4"),  # PMT pointing direction
+    ("t_ns", "f8"), ("tot_ns", "f4"),
+    ("dom_id", "i8"), ("du_id", "i4"), ("channel_id", "i4"),
+    ("triggered", "?"),  # part of an L1 (two PMTs of one DOM within the coincidence window)
+    ("is_signal", "i1"),  # 1 Cherenkov light, 0 K-40 noise, -1 unknown (real data)
+])
+
+TRUTH_DTYPE = np.dtype([
+    ("dir_x", "f8"), ("dir_y", "f8"), ("dir_z", "f8"),  # neutrino (= muon, collinear approximation) direction
+    ("energy_gev", "f8"), ("log10_energy", "f8"),
+    ("vertex_x", "f8"), ("vertex_y", "f8"), ("vertex_z", "f8"), ("vertex_time_ns", "f8"),
+    ("event_type", "i4"),  # 0: nu_mu CC (track + hadronic shower), 1: shower only
+    ("muon_energy_gev", "f8"), ("shower_energy_gev", "f8"), ("muon_range_m", "f8"),
+    ("n_signal_hits", "i4"),
+])
+
+EVENT_TYPES = {"numu_cc": 0, "shower": 1}
+
+
+@dataclass(frozen=True)
+class EventConfig:
+    """Physics and detector-response settings; every field is a `data.events.<name>` config key."""
+
+    numu_cc_fraction: float = 1.0  # the rest are shower-only events (nu_e CC-like)
+    energy_min_gev: float = 3.0
+    energy_max_gev: float = 300.0
+    spectral_index: float = 1.0  # dN/dE ~ E^-index; 1 is flat in log10 E
+    dir_z_min: float = -1.0  # range of the z component of the propagation direction (-1: straight up-going)
+    dir_z_max: float = 1.0
+    can_margin_m: float = 10.0  # vertices uniform in the instrumented cylinder grown by this margin
+    pmt_area_m2: float = 4.07e-3  # 72 mm photocathode of a 3-inch PMT (assumption)
+    quantum_efficiency: float = 0.25  # averaged over 300-600 nm (assumption)
+    pmt_acceptance_min_cos: float = -0.25  # acceptance rises linearly from this cos(incidence) to 1 (assumption)
+    absorption_length_m: float = 60.0
+    scattering_length_m: float = 50.0
+    scattering_delay_ns_per_m: float = 0.5  # mean extra delay of a scattered photon per metre (assumption)
+    time_spread_ns: float = 1.5  # PMT transit-time spread, Gaussian sigma (assumption)
+    hit_merge_window_ns: float = 25.0  # photons on one PMT closer than this make one hit (assumption)
+    tot_1pe_ns: float = 26.0  # time over threshold of a single photo-electron (assumption)
+    tot_log_slope_ns: float = 10.0  # ToT grows by this per e-fold of charge (assumption)
+    tot_spread_ns: float = 4.0
+    hadronic_light_fraction: float = 0.8  # hadronic showers give less light than electromagnetic (assumption)
+    shower_angular_width: float = 0.2  # width in cos(theta) of the shower light around the Cherenkov cone
+    shower_isotropic_fraction: float = 0.1
+    noise_rate_hz: float = 7000.0  # K-40 singles per PMT (PHYSICS.md: 5-10 kHz, assumption)
+    l1_window_ns: float = 10.0
+    trigger_min_l1_doms: int = 3
+    readout_margin_ns: float = 300.0  # hits kept from this before the first to this after the last L1 hit
+    max_trials: int = 1000  # regenerations allowed for one triggered event
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> EventConfig:
+        values = dict(values or {})
+        allowed = {f.name for f in fields(cls)}
+        for key in values:
+            if key not in allowed:
+                raise ConfigError(f"data.events.{key}: unknown key; allowed: {', '.join(sorted(allowed))}")
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        check_range("data.events.numu_cc_fraction", self.numu_cc_fraction, 0.0, 1.0)
+        check_positive("data.events.energy_min_gev", self.energy_min_gev)
+        check_positive("data.events.energy_max_gev", self.energy_max_gev)
+        if self.energy_max_gev < self.energy_min_gev:
+            raise ConfigError(f"data.events.energy_max_gev={self.energy_max_gev}: must be >= energy_min_gev="
+                              f"{self.energy_min_gev}")
+        check_range("data.events.dir_z_min", self.dir_z_min, -1.0, 1.0)
+        check_range("data.events.dir_z_max", self.dir_z_max, self.dir_z_min, 1.0)
+        check_positive("data.events.can_margin_m", self.can_margin_m, allow_zero=True)
+        for key in ("pmt_area_m2", "absorption_length_m", "scattering_length_m", "hit_merge_window_ns",
+                    "tot_1pe_ns", "l1_window_ns"):
+            check_positive(f"data.events.{key}", getattr(self, key))
+        for key in ("scattering_delay_ns_per_m", "time_spread_ns", "tot_log_slope_ns", "tot_spread_ns",
+                    "noise_rate_hz", "readout_margin_ns", "shower_isotropic_fraction"):
+            check_positive(f"data.events.{key}", getattr(self, key), allow_zero=True)
+        check_range("data.events.quantum_efficiency", self.quantum_efficiency, 0.0, 1.0)
+        check_range("data.events.hadronic_light_fraction", self.hadronic_light_fraction, 0.0, 1.0)
+        check_range("data.events.pmt_acceptance_min_cos", self.pmt_acceptance_min_cos, -1.0, 0.99)
+        check_range("data.events.shower_isotropic_fraction", self.shower_isotropic_fraction, 0.0, 1.0)
+        check_positive("data.events.shower_angular_width", self.shower_angular_width)
+        check_positive("data.events.trigger_min_l1_doms", self.trigger_min_l1_doms, integer=True)
+        check_positive("data.events.max_trials", self.max_trials, integer=True)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Event:
+    hits: np.ndarray  # HIT_DTYPE, sorted by time
+    truth: np.ndarray  # TRUTH_DTYPE scalar record
+
+
+def pmt_acceptance(cos_incidence: np.ndarray, min_cos: float) -> np.ndarray:
+    """Relative angular acceptance: 1 head-on, falling linearly to 0 at `min_cos` (light from behind)."""
+    return np.clip((cos_incidence - min_cos) / (1.0 - min_cos), 0.0, 1.0)
+
+
+def shower_angular_pdf(cos_theta: np.ndarray, width: float, isotropic_fraction: float) -> np.ndarray:
+    """Probability density in cos(theta) (normalised on [-1, 1]) of shower light around the shower axis:
+    a peak at the Cherenkov angle plus an isotropic part from the randomised shower particles."""
+    grid = np.linspace(-1.0, 1.0, 2001)
+    peak_norm = np.trapezoid(np.exp(-np.abs(grid - physics.COS_CHERENKOV) / width), grid)
+    peak = np.exp(-np.abs(cos_theta - physics.COS_CHERENKOV) / width) / peak_norm
+    return (1.0 - isotropic_fraction) * peak + isotropic_fraction * 0.5
+
+
+def sample_energy_gev(rng: np.random.Generator, config: EventConfig) -> float:
+    """Power law dN/dE ~ E^-gamma between the configured bounds (inverse CDF)."""
+    lo, hi, gamma = config.energy_min_gev, config.energy_max_gev, config.spectral_index
+    u = rng.random()
+    if abs(gamma - 1.0) < 1e-9:
+        return float(lo * (hi / lo) ** u)
+    a = 1.0 - gamma
+    return float((lo**a + u * (hi**a - lo**a)) ** (1.0 / a))
+
+
+def sample_direction(rng: np.random.Generator, config: EventConfig) -> np.ndarray:
+    dz = rng.uniform(config.dir_z_min, config.dir_z_max)
+    phi = rng.uniform(0.0, 2.0 * np.pi)
+    s = np.sqrt(1.0 - dz**2)
+    return np.array([s * np.cos(phi), s * np.sin(phi), dz])
+
+
+def sample_vertex_m(rng: np.random.Generator, detector: Detector, config: EventConfig) -> np.ndarray:
+    centre_xy, radius, z_min, z_max = detector.bounding_cylinder_m()
+    r = (radius + config.can_margin_m) * np.sqrt(rng.random())
+    phi = rng.uniform(0.0, 2.0 * np.pi)
+    z = rng.uniform(z_min - config.can_margin_m, z_max + config.can_margin_m)
+    return np.array([centre_xy[0] + r * np.cos(phi), centre_xy[1] + r * np.sin(phi), z])
+
+
+def expected_track_light(detector: Detector, config: EventConfig, vertex_m: np.ndarray, direction: np.ndarray,
+                         muon_energy_gev: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Expected photo-electrons, direct arrival time (ns after the vertex) and photon path (m) per PMT."""
+    range_m = float(physics.muon_range_m(muon_energy_gev))
+    _, rho_m, emission_m = physics.track_geometry(detector.pmt_pos_m, vertex_m, direction)
+    emitted = (emission_m >= 0.0) & (emission_m <= range_m)
+    emission_point = vertex_m + emission_m[:, None] * direction
+    photon = detector.pmt_pos_m - emission_point
+    path_m = np.linalg.norm(photon, axis=1)
+    photon /= np.maximum(path_m, 1e-9)[:, None]
+    cos_incidence = -np.sum(detector.pmt_dir * photon, axis=1)
+    energy_at_emission = physics.muon_energy_at_gev(muon_energy_gev, np.clip(emission_m, 0.0, None))
+    photons_per_m = physics.muon_photons_per_m(energy_at_emission)
+    # Photons of one metre of track spread over a cone band of circumference 2 pi rho and width sin(theta_c);
+    # rho is floored at 1 m so a PMT grazing the track does not see a divergent flux.
+    flux_per_m2 = photons_per_m / (2.0 * np.pi * np.maximum(rho_m, 1.0) * physics.SIN_CHERENKOV)
+    npe = (flux_per_m2 * config.pmt_area_m2 * config.quantum_efficiency
+           * pmt_acceptance(cos_incidence, config.pmt_acceptance_min_cos)
+           * np.exp(-path_m / config.absorption_length_m) * emitted)
+    time_ns = physics.cherenkov_arrival_time_ns(detector.pmt_pos_m, vertex_m, direction, 0.0)
+    return npe, time_ns, path_m
+
+
+def expected_shower_light(detector: Detector, config: EventConfig, vertex_m: np.ndarray, direction: np.ndarray,
+                          shower_energy_gev: float, light_fraction: float
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Expected photo-electrons, arrival time and photon path per PMT for a point-like shower at the vertex."""
+    photon = detector.pmt_pos_m - vertex_m
+    path_m = np.maximum(np.linalg.norm(photon, axis=1), 0.5)
+    photon /= path_m[:, None]
+    n_photons = (shower_energy_gev * physics.SHOWER_TRACK_LENGTH_M_PER_GEV * physics.MUON_PHOTONS_PER_M
+                 * light_fraction)
+    per_solid_angle = n_photons * shower_angular_pdf(photon @ direction, config.shower_angular_width,
+                                                     config.shower_isotropic_fraction) / (2.0 * np.pi)
+    cos_incidence = -np.sum(detector.pmt_dir * photon, axis=1)
+    npe = (per_solid_angle / path_m**2 * config.pmt_area_m2 * config.quantum_efficiency
+           * pmt_acceptance(cos_incidence, config.pmt_acceptance_min_cos)
+           * np.exp(-path_m / config.absorption_length_m))
+    return npe, path_m / physics.V_GROUP_M_PER_NS, path_m
+
+
+def photons_to_hits(pmt_index: np.ndarray, time_ns: np.ndarray, config: EventConfig,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge photo-electrons per PMT into hits: (pmt index, first-photon time, time over threshold)."""
+    if len(pmt_index) == 0:
+        return pmt_index, time_ns, np.zeros(0)
+    order = np.lexsort((time_ns, pmt_index))
+    pmt_index, time_ns = pmt_index[order], time_ns[order]
+    new_hit = np.ones(len(order), dtype=bool)
+    new_hit[1:] = (pmt_index[1:] != pmt_index[:-1]) | (np.diff(time_ns) > config.hit_merge_window_ns)
+    starts = np.flatnonzero(new_hit)
+    charge_pe = np.diff(np.append(starts, len(order)))
+    tot = config.tot_1pe_ns + config.tot_log_slope_ns * np.log(charge_pe) + rng.normal(0, config.tot_spread_ns,
+                                                                                        len(starts))
+    return pmt_index[starts], time_ns[starts], np.clip(tot, 1.0, 255.0)
+
+
+def l1_flags(dom_index: np.ndarray, time_ns: np.ndarray, window_ns: float) -> np.ndarray:
+    """A hit is L1 if another hit on the same DOM lies within the window (neighbours in time order suffice)."""
+    flags = np.zeros(len(time_ns), dtype=bool)
+    if len(time_ns) < 2:
+        return flags
+    order = np.lexsort((time_ns, dom_index))
+    d, t = dom_index[order], time_ns[order]
+    close = (d[1:] == d[:-1]) & (np.diff(t) <= window_ns)
+    flags[order[1:][close]] = True
+    flags[order[:-1][close]] = True
+    return flags
+
+
+def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Generator) -> Event | None:
+    """One interaction; None when it does not pass the trigger."""
+    is_track = rng.random() < config.numu_cc_fraction
+    energy_gev = sample_energy_gev(rng, config)
+    direction = sample_direction(rng, config)
+    vertex_m = sample_vertex_m(rng, detector, config)
+    # Bjorken y flat on [0, 1] (neutrino-quark scattering; the antiquark (1-y)^2 term is neglected).
+    y = rng.random() if is_track else 1.0
+    muon_energy, shower_energy = (1.0 - y) * energy_gev, y * energy_gev
+    light_fraction = config.hadronic_light_fraction if is_track else 1.0
+
+    npe, time_ns, path_m = expected_shower_light(detector, config, vertex_m, direction, shower_energy,
+                                                 light_fraction)
+    sources = [(npe, time_ns, path_m)]
+    if is_track:
+        sources.append(expected_track_light(detector, config, vertex_m, direction, muon_energy))
+    pmt_list, t_list = [], []
+    for npe, time_ns, path_m in sources:
+        counts = rng.poisson(npe)
+        pmt = np.repeat(np.arange(detector.n_pmts), counts)
+        path = path_m[pmt]
+        t = time_ns[pmt] + rng.normal(0.0, config.time_spread_ns, len(pmt))
+        scattered = rng.random(len(pmt)) > np.exp(-path / config.scattering_length_m)
+        t[scattered] += rng.exponential(config.scattering_delay_ns_per_m * path[scattered])
+        pmt_list.append(pmt)
+        t_list.append(t)
+    signal_pmt, signal_t, signal_tot = photons_to_hits(np.concatenate(pmt_list), np.concatenate(t_list), config, rng)
+    if len(signal_t) < 2:
+        return None
+
+    # K-40 singles over the signal span plus the readout margins (a superset of the readout window).
+    noise_start = signal_t.min() - config.readout_margin_ns
+    noise_end = signal_t.max() + config.readout_margin_ns
+    n_noise = rng.poisson(detector.n_pmts * config.noise_rate_hz * 1e-9 * (noise_end - noise_start))
+    noise_pmt = rng.integers(0, detector.n_pmts, n_noise)
+    noise_t = rng.uniform(noise_start, noise_end, n_noise)
+    noise_tot = np.clip(config.tot_1pe_ns + rng.normal(0, config.tot_spread_ns, n_noise), 1.0, 255.0)
+
+    pmt = np.concatenate([signal_pmt, noise_pmt])
+    t = np.concatenate([signal_t, noise_t])
+    triggered = l1_flags(detector.dom_index[pmt], t, config.l1_window_ns)
+    if len(np.unique(detector.dom_id[pmt[triggered]])) < config.trigger_min_l1_doms:
+        return None
+    start = max(t[triggered].min() - config.readout_margin_ns, noise_start)
+    end = min(t[triggered].max() + config.readout_margin_ns, noise_end)
+    keep = (t >= start) & (t <= end)
+    is_signal = np.concatenate([np.ones(len(signal_t), np.int8), np.zeros(n_noise, np.int8)])
+
+    order = np.argsort(t[keep], kind="stable")
+    hits = np.zeros(int(keep.sum()), dtype=HIT_DTYPE)
+    kept_pmt = pmt[keep][order]
+    for axis, name in enumerate("xyz"):
+        hits[f"pos_{name}"] = detector.pmt_pos_m[kept_pmt, axis]
+        hits[f"dir_{name}"] = detector.pmt_dir[kept_pmt, axis]
+    hits["t_ns"] = t[keep][order]
+    hits["tot_ns"] = np.concatenate([signal_tot, noise_tot])[keep][order]
+    hits["dom_id"] = detector.dom_id[kept_pmt]
+    hits["du_id"] = detector.du_id[kept_pmt]
+    hits["channel_id"] = detector.channel_id[kept_pmt]
+    hits["triggered"] = triggered[keep][order]
+    hits["is_signal"] = is_signal[keep][order]
+
+    truth = np.zeros((), dtype=TRUTH_DTYPE)
+    truth["dir_x"], truth["dir_y"], truth["dir_z"] = direction
+    truth["energy_gev"], truth["log10_energy"] = energy_gev, np.log10(energy_gev)
+    truth["vertex_x"], truth["vertex_y"], truth["vertex_z"] = vertex_m
+    truth["vertex_time_ns"] = 0.0
+    truth["event_type"] = EVENT_TYPES["numu_cc"] if is_track else EVENT_TYPES["shower"]
+    truth["muon_energy_gev"] = muon_energy if is_track else 0.0
+    truth["shower_energy_gev"] = shower_energy
+    truth["muon_range_m"] = float(physics.muon_range_m(muon_energy)) if is_track else 0.0
+    truth["n_signal_hits"] = int((hits["is_signal"] == 1).sum())
+    return Event(hits, truth)
+
+
+def simulate_events(detector: Detector, config: EventConfig, n_events: int, seed: int,
+                    progress: bool = False) -> tuple[list[Event], int]:
+    """`n_events` triggered events from one seed; also returns the number of interactions generated."""
+    check_positive("n_events", n_events, integer=True)
+    rng = np.random.default_rng(seed)
+    events: list[Event] = []
+    n_generated = 0
+    iterator = range(n_events)
+    if progress:
+        from rich.progress import track
+        iterator = track(iterator, description=f"simulating {n_events} KM3NeT events")
+    for _ in iterator:
+        for _trial in range(config.max_trials):
+            n_generated += 1
+            event = simulate_event(detector, config, rng)
+            if event is not None:
+                events.append(event)
+                break
+        else:
+            raise ConfigError(f"data.events.max_trials={config.max_trials}: no event passed the trigger; lower "
+                              "data.events.trigger_min_l1_doms or raise data.events.energy_min_gev")
+    return events, n_generated
+

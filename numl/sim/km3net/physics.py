@@ -1,0 +1,73 @@
+"""Cherenkov light in sea water: constants and the geometry of direct photons from muon tracks and showers.
+
+Sources in ../shared/PHYSICS.md (KM3NeT): phase index n = 1.3499 and group velocity 0.2173 m/ns (km3pipe
+constants), the arrival-time formula of km3pipe ``physics.cherenkov``, 3.4e4 photons per metre of muon
+(300-600 nm), 4.7 m of equivalent track per GeV of shower, dE/dx = a + b E with a = 0.27 GeV/m,
+b = 3.4e-4 /m.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+C_LIGHT_M_PER_NS = 0.299792458
+N_PHASE_WATER = 1.3499
+V_GROUP_M_PER_NS = 0.2173
+COS_CHERENKOV = 1.0 / N_PHASE_WATER
+THETA_CHERENKOV_RAD = float(np.arccos(COS_CHERENKOV))  # 42.2 deg
+SIN_CHERENKOV = float(np.sin(THETA_CHERENKOV_RAD))
+TAN_CHERENKOV = float(np.tan(THETA_CHERENKOV_RAD))
+
+MUON_PHOTONS_PER_M = 3.4e4
+SHOWER_TRACK_LENGTH_M_PER_GEV = 4.7
+MUON_DEDX_A_GEV_PER_M = 0.27
+MUON_DEDX_B_PER_M = 3.4e-4
+
+
+def muon_range_m(energy_gev: np.ndarray | float) -> np.ndarray:
+    """Continuous-slowing-down range for dE/dx = a + b E: R = ln(1 + b E / a) / b."""
+    energy_gev = np.asarray(energy_gev, dtype=np.float64)
+    return np.log1p(MUON_DEDX_B_PER_M * energy_gev / MUON_DEDX_A_GEV_PER_M) / MUON_DEDX_B_PER_M
+
+
+def muon_energy_at_gev(energy_gev: float, distance_m: np.ndarray) -> np.ndarray:
+    """Muon energy after travelling `distance_m`: E(s) = (E0 + a/b) exp(-b s) - a/b, clipped at 0."""
+    critical = MUON_DEDX_A_GEV_PER_M / MUON_DEDX_B_PER_M
+    return np.clip((energy_gev + critical) * np.exp(-MUON_DEDX_B_PER_M * distance_m) - critical, 0.0, None)
+
+
+def muon_photons_per_m(energy_gev: np.ndarray) -> np.ndarray:
+    """Photons per metre of a muon of this energy: the bare-muon yield plus the light of its radiative losses
+    (b E GeV/m of showers, each 4.7 m of equivalent track per GeV)."""
+    return MUON_PHOTONS_PER_M * (1.0 + SHOWER_TRACK_LENGTH_M_PER_GEV * MUON_DEDX_B_PER_M * np.asarray(energy_gev))
+
+
+def track_geometry(pmt_pos_m: np.ndarray, track_pos_m: np.ndarray, track_dir: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each PMT: distance L along the track from `track_pos_m` to the point of closest approach, the
+    perpendicular distance rho, and the distance along the track of the Cherenkov emission point."""
+    v = np.asarray(pmt_pos_m) - np.asarray(track_pos_m)
+    along_m = v @ np.asarray(track_dir)
+    rho_m = np.sqrt(np.clip(np.einsum("...i,...i->...", v, v) - along_m**2, 0.0, None))
+    emission_m = along_m - rho_m / TAN_CHERENKOV
+    return along_m, rho_m, emission_m
+
+
+def cherenkov_arrival_time_ns(pmt_pos_m: np.ndarray, track_pos_m: np.ndarray, track_dir: np.ndarray,
+                              track_time_ns: float | np.ndarray = 0.0) -> np.ndarray:
+    """Arrival time of direct Cherenkov light from an infinite track through `track_pos_m` at `track_time_ns`:
+    t = t0 + (L - rho / tan theta_c) / c + (rho / sin theta_c) / v_group (km3pipe physics.cherenkov)."""
+    along_m, rho_m, _ = track_geometry(pmt_pos_m, track_pos_m, track_dir)
+    return (track_time_ns + (along_m - rho_m / TAN_CHERENKOV) / C_LIGHT_M_PER_NS
+            + rho_m / SIN_CHERENKOV / V_GROUP_M_PER_NS)
+
+
+def shower_arrival_time_ns(pmt_pos_m: np.ndarray, vertex_m: np.ndarray, vertex_time_ns: float = 0.0) -> np.ndarray:
+    """A shower is a point source at the vertex: light travels at the group velocity."""
+    return vertex_time_ns + np.linalg.norm(np.asarray(pmt_pos_m) - vertex_m, axis=-1) / V_GROUP_M_PER_NS
+
+
+def angle_between_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle between (arrays of) unit vectors in degrees, clipped against rounding."""
+    cos = np.clip(np.sum(np.asarray(a) * np.asarray(b), axis=-1), -1.0, 1.0)
+    return np.degrees(np.arccos(cos))

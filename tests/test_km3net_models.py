@@ -1,0 +1,126 @@
+"""vMF loss (normaliser, gradients, large kappa) and the hit networks (padding, permutation invariance)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.integrate import quad
+
+from numl.models.edgeconv import DynEdge
+from numl.models.hit_transformer import HitTransformer
+from numl.tasks.losses import gaussian_nll, log_vmf_normaliser_3d, vmf_angle_cdf, vmf_nll_3d
+
+
+@pytest.mark.parametrize("kappa", [1e-4, 0.3, 5.0, 200.0, 1e4])
+def test_vmf_density_integrates_to_one(kappa):
+    log_c = float(log_vmf_normaliser_3d(torch.tensor(kappa, dtype=torch.float64)))
+    # integrate 2 pi C3 exp(kappa cos(theta)) over cos(theta) in [-1, 1], in y = kappa (1 - cos(theta)) so the
+    # peak of width 1 / kappa is resolved for any kappa; beyond y = 60 the mass is below exp(-60)
+    total, _ = quad(lambda y: 2 * math.pi * math.exp(log_c + kappa - y) / kappa, 0.0, min(2.0 * kappa, 60.0),
+                    limit=200)
+    assert total == pytest.approx(1.0, rel=1e-6)
+
+
+def test_vmf_normaliser_matches_closed_form_and_uniform_limit():
+    kappa = torch.tensor([1e-8, 1e-3, 0.5, 3.0, 30.0], dtype=torch.float64)
+    exact = torch.log(kappa / (4 * math.pi * torch.sinh(kappa)))
+    torch.testing.assert_close(log_vmf_normaliser_3d(kappa), exact, rtol=1e-10, atol=1e-12)
+    assert float(log_vmf_normaliser_3d(torch.tensor(0.0, dtype=torch.float64))) == pytest.approx(-math.log(4 * math.pi))
+
+
+def test_vmf_gradients_match_analytic_and_stay_finite_for_large_kappa():
+    # d/dkappa of the NLL is coth(kappa) - 1/kappa - mu.t
+    direction = torch.tensor([[0.0, 0.0, 1.0]] * 4)
+    target = torch.nn.functional.normalize(torch.tensor([[0.1, 0.0, 1.0]] * 4), dim=-1)
+    kappa = torch.tensor([1e-3, 1.0, 1e3, 1e7], requires_grad=True)
+    vmf_nll_3d(direction, kappa, target).sum().backward()
+    k = kappa.detach().double()
+    analytic = 1 / torch.tanh(k) - 1 / k - float(target[0, 2])
+    assert torch.all(torch.isfinite(kappa.grad))
+    torch.testing.assert_close(kappa.grad.double(), analytic, rtol=2e-3, atol=2e-3)
+    loss_large = vmf_nll_3d(direction[:1], torch.tensor([1e30]), direction[:1])
+    assert torch.isfinite(loss_large).all()
+
+
+def test_vmf_gradcheck_in_double():
+    direction = torch.nn.functional.normalize(torch.randn(3, 3, dtype=torch.float64), dim=-1).requires_grad_()
+    kappa = torch.tensor([0.005, 2.0, 80.0], dtype=torch.float64, requires_grad=True)
+    target = torch.nn.functional.normalize(torch.randn(3, 3, dtype=torch.float64), dim=-1)
+    assert torch.autograd.gradcheck(lambda d, k: vmf_nll_3d(d, k, target), (direction, kappa))
+
+
+def test_vmf_angle_cdf_is_uniform_for_samples_of_the_distribution():
+    # sample vMF angles by inverting the CDF of cos(theta): w = 1 + log(u + (1 - u) exp(-2k)) / k
+    kappa = 50.0
+    u = torch.rand(20000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    w = 1 + torch.log(u + (1 - u) * math.exp(-2 * kappa)) / kappa
+    cdf = vmf_angle_cdf(torch.arccos(w), torch.tensor(kappa, dtype=torch.float64))
+    assert float((cdf <= 0.68).double().mean()) == pytest.approx(0.68, abs=0.015)
+
+
+def test_gaussian_nll_minimum_at_the_true_sigma():
+    target = torch.randn(50000, generator=torch.Generator().manual_seed(1)) * 0.3
+    sigmas = torch.tensor([0.1, 0.3, 0.9])
+    losses = [float(gaussian_nll(torch.zeros_like(target), torch.log(s).expand_as(target), target).mean())
+              for s in sigmas]
+    assert losses[1] < losses[0] and losses[1] < losses[2]
+
+
+def _padded_batch(n_hits=(12, 5, 30), n_features=9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n_max = max(n_hits)
+    features = torch.zeros(len(n_hits), n_max, n_features)
+    mask = torch.zeros(len(n_hits), n_max, dtype=torch.bool)
+    for i, n in enumerate(n_hits):
+        features[i, :n] = torch.randn(n, n_features, generator=g)
+        mask[i, :n] = True
+    return features, mask
+
+
+@pytest.mark.parametrize("model_cls", [DynEdge, HitTransformer])
+def test_models_ignore_padding_and_hit_order(model_cls):
+    torch.manual_seed(0)
+    model = model_cls().eval()
+    features, mask = _padded_batch()
+    with torch.no_grad():
+        out = model(features, mask)
+        # more padding and garbage in the padded slots must not change anything
+        extra = torch.cat([features, torch.randn(3, 7, 9)], dim=1)
+        out_padded = model(extra, torch.cat([mask, torch.zeros(3, 7, dtype=torch.bool)], dim=1))
+        perm = torch.randperm(30)
+        out_perm = model(features[2:, perm], mask[2:, perm])
+    assert out["direction"].shape == (3, 3) and out["kappa"].shape == (3,)
+    torch.testing.assert_close(out["direction"].norm(dim=-1), torch.ones(3))
+    assert torch.all(out["kappa"] > 0)
+    for key in ("direction", "kappa", "log10_energy"):
+        torch.testing.assert_close(out[key], out_padded[key], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out[key][2:], out_perm[key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_cls", [DynEdge, HitTransformer])
+def test_models_learn_a_direction_from_hit_times(model_cls):
+    # Hits along a line, time = distance along it: the network must learn the line direction.
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    directions = rng.normal(size=(128, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    s = rng.uniform(-1, 1, size=(128, 12))
+    pos = s[..., None] * directions[:, None, :] + 0.05 * rng.normal(size=(128, 12, 3))
+    features = np.zeros((128, 12, 9), dtype=np.float32)
+    features[..., :3], features[..., 6] = pos, s
+    x, mask, target = torch.tensor(features), torch.ones(128, 12, dtype=torch.bool), torch.tensor(directions).float()
+    model = model_cls(hidden=32, k=4) if model_cls is DynEdge else model_cls(d_model=32, n_layers=2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(200):
+        out = model(x, mask)
+        loss = vmf_nll_3d(out["direction"], out["kappa"], target).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        cos = (model(x, mask)["direction"] * target).sum(-1)
+    assert float(torch.rad2deg(torch.arccos(cos.clamp(-1, 1))).median()) < 20.0
