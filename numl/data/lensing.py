@@ -194,9 +194,12 @@ class LensingDataModule(pl.LightningDataModule):
         return np.asarray(edges)
 
     def draw_labels(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class index per map (balanced in expectation) and its M_nu."""
+        """Class index per map, every class equally often (to within one) in random order, and its M_nu.
+
+        Exact balance keeps the class mixture, and so BatchNorm's batch statistics, the same in every batch.
+        """
         generator = torch.Generator().manual_seed(seed)
-        index = torch.randint(len(self.m_nu_values), (n,), generator=generator)
+        index = (torch.arange(n) % len(self.m_nu_values))[torch.randperm(n, generator=generator)]
         m_nu = torch.tensor(self.m_nu_values)[index]
         return index, m_nu
 
