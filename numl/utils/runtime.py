@@ -148,7 +148,11 @@ def load_task_from_run(cfg: DictConfig, ckpt_path: Path):
     """Rebuild a run's task from its config and load the checkpoint's weights."""
     task = build_task(cfg)
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    missing, unexpected = task.load_state_dict(state["state_dict"], strict=False)
+    try:
+        missing, unexpected = task.load_state_dict(state["state_dict"], strict=False)
+    except RuntimeError as err:  # same names, other shapes: a checkpoint of another model size
+        raise ConfigError(f"ckpt_path={str(ckpt_path)!r}: checkpoint does not match task {cfg.task._target_} "
+                          f"({str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err})") from None
     if missing or unexpected:
         raise ConfigError(
             f"ckpt_path={str(ckpt_path)!r}: checkpoint does not match task {cfg.task._target_} "
