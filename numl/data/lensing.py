@@ -263,19 +263,28 @@ class LensingDataModule(pl.LightningDataModule):
                 else:
                     self._splits[split] = dataset
 
+    def _loader_generator(self, split: str) -> torch.Generator:
+        # A DataLoader draws its workers' base seed when an iterator starts; from its own generator that
+        # draw leaves the global RNG (dropout) alone, so a resumed run sees the same dropout masks.
+        return torch.Generator().manual_seed(derived_seed(self.seed, split, "loader"))
+
     def train_dataloader(self) -> DataLoader:
         if self.source == "hdf5":
             return DataLoader(self._h5_train, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
-                              drop_last=True, persistent_workers=self.num_workers > 0)
+                              drop_last=True, persistent_workers=self.num_workers > 0,
+                              generator=self._loader_generator("train"))
         n_batches = max(1, self.n_train // self.batch_size)
         return DataLoader(_SeedDataset(self), sampler=_BatchKeys(n_batches), batch_size=None,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          generator=self._loader_generator("train"))
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self._splits["val"], batch_size=self.batch_size, num_workers=self.num_workers)
+        return DataLoader(self._splits["val"], batch_size=self.batch_size, num_workers=self.num_workers,
+                          generator=self._loader_generator("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(self._splits["test"], batch_size=self.batch_size, num_workers=self.num_workers)
+        return DataLoader(self._splits["test"], batch_size=self.batch_size, num_workers=self.num_workers,
+                          generator=self._loader_generator("test"))
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
@@ -318,8 +327,9 @@ class LensingDataModule(pl.LightningDataModule):
         # The power-spectrum methods learn means and covariances from training maps: at least 256 of
         # them per cosmology, so that the covariance is well conditioned even in debug runs.
         fit = self._h5_train
-        if fit is None:
-            fit = self._fixed_split("baseline_fit", max(self.n_train, 256 * len(self.m_nu_values)))
+        n_fit = max(self.n_train, 256 * len(self.m_nu_values))
+        if fit is None or len(fit) < n_fit:  # a small file (a debug run) gets simulated fitting maps instead
+            fit = self._fixed_split("baseline_fit", n_fit)
         n_bins = int(min(20, max(2, min(int((fit.labels == k).sum()) for k in range(len(self.m_nu_values))) // 4)))
         ell_edges = self.ell_bin_edges(n_bins)
         if self.target == "regression":

@@ -39,6 +39,15 @@ def _is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def _user_error(err: BaseException | None) -> BaseException | None:
+    """The user's mistake behind an exception, also when Hydra's instantiate wrapped it."""
+    while err is not None:
+        if isinstance(err, ConfigError | FileNotFoundError | PermissionError):
+            return err
+        err = err.__cause__
+    return None
+
+
 def one_line_errors(task_function: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """Turn a user error into `numl: error: <message>` and exit code 2.
 
@@ -50,10 +59,11 @@ def one_line_errors(task_function: Callable[[DictConfig], Any]) -> Callable[[Dic
     def wrapper(cfg: DictConfig) -> Any:
         try:
             return task_function(cfg)
-        except (ConfigError, FileNotFoundError, PermissionError) as err:
-            if _is_multirun():
+        except Exception as err:
+            user_error = _user_error(err)
+            if user_error is None or _is_multirun():
                 raise
-            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            message = str(user_error).splitlines()[0] if str(user_error) else type(user_error).__name__
             print(f"numl: error: {message}", file=sys.stderr, flush=True)
             sys.exit(2)
 
