@@ -47,7 +47,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                          default_root_dir=str(output_dir))
     trainer.test(task, datamodule=datamodule)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-    predictions = trainer.predict(task, dataloaders=datamodule.test_dataloader())
+    predictions = trainer.predict(task, datamodule=datamodule)  # predict_dataloader: the test events
     merged = {k: torch.cat([p[k] for p in predictions]) for k in predictions[0]}
     figure_dir = output_dir / "figures"
     task.save_figures(merged, figure_dir)

@@ -101,7 +101,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update({k: _to_float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
         if trainer.is_global_zero:
             figure_dir = output_dir / "figures"
-            predictions = trainer.predict(task, dataloaders=datamodule.test_dataloader())
+            predictions = trainer.predict(task, datamodule=datamodule)  # predict_dataloader: the test events
             merged = {k: torch.cat([p[k] for p in predictions]) for k in predictions[0]}
             task.save_figures(merged, figure_dir)
             if cfg.get("baseline", True) and hasattr(datamodule, "run_baseline"):

@@ -76,16 +76,16 @@ def _wait_for(predicate, timeout_s: float, what: str, process: subprocess.Popen)
             return
         if process.poll() is not None:
             pytest.fail(f"sweep ended before {what}: {process.communicate()[0][-3000:]}")
-        time.sleep(1)
+        time.sleep(0.2)
     process.kill()
     pytest.fail(f"timed out waiting for {what}")
 
 
 def test_preempted_trial_is_requeued_and_resumes_from_checkpoint(tmp_path):
     name = f"numl-preempt-{uuid.uuid4().hex[:8]}"
-    max_epochs = 6
+    max_epochs, n_train = 12, 1024  # long enough that the kill lands mid-training on an idle machine
     command = _sweep_command(
-        tmp_path, "hydra.sweeper.n_trials=1", f"trainer.max_epochs={max_epochs}", "data.n_train=256",
+        tmp_path, "hydra.sweeper.n_trials=1", f"trainer.max_epochs={max_epochs}", f"data.n_train={n_train}",
         f"hydra.launcher.name={name}",
     )
     sweep = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -110,5 +110,5 @@ def test_preempted_trial_is_requeued_and_resumes_from_checkpoint(tmp_path):
     logs = "".join(p.read_text(errors="replace") for p in (tmp_path / ".submitit").rglob("*_log.*"))
     assert "Restoring states from the checkpoint path at" in logs and "trial_0000/checkpoints/last.ckpt" in logs
     # Resumed, not restarted: the optimizer steps add up to one uninterrupted run of max_epochs.
-    steps_per_epoch = 256 // trial.params["data.batch_size"]
+    steps_per_epoch = n_train // trial.params["data.batch_size"]
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == max_epochs * steps_per_epoch
