@@ -1,7 +1,7 @@
 """Evaluate a trained checkpoint on its experiment's test set: metrics JSON and figures.
 
     python -m numl.evaluate ckpt_path=logs/lensing_cnn/runs/<time>/checkpoints/last.ckpt
-    python -m numl.evaluate ckpt_path=... data.n_test=10000 data.seed=7
+    python -m numl.evaluate ckpt_path=... +data.n_test=10000 +data.seed=7
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from numl.utils.errors import ConfigError
 from numl.utils.runtime import (
     check_checkpoint,
     check_writable_dir,
+    figures_and_baseline,
     load_task_from_run,
     one_line_errors,
     register_resolvers,
@@ -47,14 +48,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                          default_root_dir=str(output_dir))
     trainer.test(task, datamodule=datamodule)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-    predictions = trainer.predict(task, datamodule=datamodule)  # predict_dataloader: the test events
-    merged = {k: torch.cat([p[k] for p in predictions]) for k in predictions[0]}
-    figure_dir = output_dir / "figures"
-    task.save_figures(merged, figure_dir)
-    if cfg.get("baseline", True) and hasattr(datamodule, "run_baseline"):
-        metrics.update(datamodule.run_baseline())
-    if hasattr(datamodule, "save_figures"):
-        datamodule.save_figures(figure_dir, predictions=merged)
+    baseline_metrics, merged = figures_and_baseline(trainer, task, datamodule, output_dir / "figures",
+                                                    cfg.get("baseline", True))
+    metrics.update(baseline_metrics)
     torch.save(merged, output_dir / "test_predictions.pt")
     summary = {"checkpoint": str(ckpt_path), "run_dir": str(output_dir), "metrics": metrics}
     (output_dir / "test_metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))

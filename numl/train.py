@@ -28,6 +28,7 @@ from numl.utils.runtime import (
     check_checkpoint,
     check_common_config,
     check_writable_dir,
+    figures_and_baseline,
     one_line_errors,
     register_resolvers,
 )
@@ -69,9 +70,16 @@ def _finish_loggers(exit_code: int) -> None:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
+    debugging = bool(cfg.get("debug"))
     cfg = apply_debug(cfg)
     check_common_config(cfg)
     output_dir = check_writable_dir("paths.output_dir", cfg.paths.output_dir)
+    # The whole run config, without Hydra's own node (present when composed by the tests).
+    run_config = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    if debugging and (output_dir / ".hydra").is_dir():
+        # Hydra saved the config before the debug merge; numl.evaluate and numl.attribute rebuild the run
+        # from this file, so it must hold what the run really used.
+        OmegaConf.save(run_config, output_dir / ".hydra" / "config.yaml")
     ckpt_path = _resume_checkpoint(cfg, output_dir)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
@@ -81,10 +89,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_group(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    # The whole run config, without Hydra's own node (present when composed by the tests).
-    run_config = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
     for lg in loggers:
-        lg.log_hyperparams(run_config)
+        lg.log_hyperparams(OmegaConf.to_container(run_config, resolve=True))
 
     trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: _to_float(v) for k, v in trainer.callback_metrics.items()}
@@ -101,13 +107,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update({k: _to_float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
         if trainer.is_global_zero:
             figure_dir = output_dir / "figures"
-            predictions = trainer.predict(task, datamodule=datamodule)  # predict_dataloader: the test events
-            merged = {k: torch.cat([p[k] for p in predictions]) for k in predictions[0]}
-            task.save_figures(merged, figure_dir)
-            if cfg.get("baseline", True) and hasattr(datamodule, "run_baseline"):
-                metrics.update(datamodule.run_baseline())
-            if hasattr(datamodule, "save_figures"):
-                datamodule.save_figures(figure_dir, predictions=merged)
+            baseline_metrics, _ = figures_and_baseline(trainer, task, datamodule, figure_dir, cfg.get("baseline", True))
+            metrics.update(baseline_metrics)
             for lg in loggers:
                 if isinstance(lg, pl.loggers.CSVLogger):
                     save_metric_history(Path(lg.log_dir) / "metrics.csv", figure_dir / "training_history.png")

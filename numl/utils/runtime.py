@@ -154,6 +154,21 @@ def build_task(cfg: DictConfig):
                        _convert_="all")
 
 
+def figures_and_baseline(trainer, task, datamodule, figure_dir: Path, baseline: bool):
+    """After testing: the task's predictions on the test events, its figures, the classical baseline on the
+    same events, and the DataModule's figures (which may put network and baseline side by side).
+
+    Returns (baseline metrics, concatenated predictions). Shared by numl.train and numl.evaluate.
+    """
+    predictions = trainer.predict(task, datamodule=datamodule)  # predict_dataloader: the test events
+    merged = {k: torch.cat([p[k] for p in predictions]) for k in predictions[0]}
+    task.save_figures(merged, figure_dir)
+    metrics = datamodule.run_baseline() if baseline and hasattr(datamodule, "run_baseline") else {}
+    if hasattr(datamodule, "save_figures"):
+        datamodule.save_figures(figure_dir, predictions=merged)
+    return metrics, merged
+
+
 def load_task_from_run(cfg: DictConfig, ckpt_path: Path):
     """Rebuild a run's task from its config and load the checkpoint's weights."""
     task = build_task(cfg)
