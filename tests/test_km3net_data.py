@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from numl.baselines.km3net import MIN_FIT_HITS, HitCountEnergyEstimator, fit_track, line_fit
-from numl.data.km3net import KM3NeTDataModule, collate_hits, read_offline_file, resolve_offline_path
+from numl.data.km3net import HIT_FEATURES, KM3NeTDataModule, collate_hits, read_offline_file, resolve_offline_path
 from numl.sim.km3net import EventConfig, generate_orca_like, read_detx, simulate_events
 from numl.sim.km3net.detector import resolve_detx_path
 from numl.sim.km3net.physics import angle_between_deg, cherenkov_arrival_time_ns
@@ -58,7 +58,7 @@ def test_simulated_datamodule_batches_and_baseline():
     dm = KM3NeTDataModule(**SMALL, n_train=8, n_val=8, n_test=8, batch_size=4, seed=1)
     dm.setup("fit")
     batch = next(iter(dm.test_dataloader()))
-    assert batch["hit_features"].shape[0] == 4 and batch["hit_features"].shape[2] == 9
+    assert batch["hit_features"].shape[0] == 4 and batch["hit_features"].shape[2] == len(HIT_FEATURES)
     assert batch["hit_mask"].sum(1).tolist() == batch["n_hits"].tolist()
     torch.testing.assert_close(batch["direction"].norm(dim=1), torch.ones(4))
     metrics = dm.run_baseline()
@@ -67,10 +67,10 @@ def test_simulated_datamodule_batches_and_baseline():
 
 
 def test_collate_pads_and_masks():
-    items = [{"hit_features": torch.ones(n, 9), "n_hits": torch.tensor(n), "log10_energy": torch.tensor(1.0)}
+    items = [{"hit_features": torch.ones(n, 12), "n_hits": torch.tensor(n), "log10_energy": torch.tensor(1.0)}
              for n in (3, 5)]
     batch = collate_hits(items)
-    assert batch["hit_features"].shape == (2, 5, 9)
+    assert batch["hit_features"].shape == (2, 5, 12)
     assert batch["hit_mask"].tolist() == [[True] * 3 + [False] * 2, [True] * 5]
     assert float(batch["hit_features"][0, 3:].abs().sum()) == 0.0
 
@@ -158,3 +158,32 @@ def test_simulation_is_independent_of_the_event_count():
     a, _ = simulate_events(det, EventConfig(), 2, seed=9)
     b, _ = simulate_events(det, EventConfig(), 4, seed=9)
     np.testing.assert_array_equal(a[1].hits, b[1].hits)
+
+
+def test_length_buckets_cover_every_event_once_and_cut_padding():
+    from numl.data.km3net import LengthBucketBatchSampler
+
+    hit_counts = np.random.default_rng(3).integers(5, 400, 1000)
+    sampler = LengthBucketBatchSampler(hit_counts, batch_size=32, pool_batches=10)
+    torch.manual_seed(0)
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    padded = sum(len(b) * hit_counts[b].max() for b in batches)
+    random_batches = np.array_split(np.random.default_rng(4).permutation(1000), len(batches))
+    assert padded < 0.6 * sum(len(b) * hit_counts[b].max() for b in random_batches)
+    torch.manual_seed(0)
+    assert list(sampler) == batches  # reseeded like EpochSeed does: the same epoch again
+    assert list(sampler) != batches
+
+
+def test_training_loader_buckets_by_hit_count():
+    dm = KM3NeTDataModule(**SMALL, n_train=64, n_val=8, n_test=8, batch_size=8, hit_selection="triggered")
+    dm.setup("fit")
+    counts = dm.hit_counts("train")
+    batches = list(dm.train_dataloader())
+    assert sum(len(b["n_hits"]) for b in batches) == 64
+    assert all(torch.equal(b["n_hits"], torch.as_tensor(counts)[b["event_index"]]) for b in batches)
+    plain = KM3NeTDataModule(**SMALL, n_train=8, n_val=8, n_test=8, batch_size=8, bucket_by_hit_count=False)
+    plain.setup("fit")
+    assert not hasattr(plain._loader("val", True).batch_sampler, "hit_counts")

@@ -69,7 +69,7 @@ def test_gaussian_nll_minimum_at_the_true_sigma():
     assert losses[1] < losses[0] and losses[1] < losses[2]
 
 
-def _padded_batch(n_hits=(12, 5, 30), n_features=9, seed=0):
+def _padded_batch(n_hits=(12, 5, 30), n_features=12, seed=0):
     g = torch.Generator().manual_seed(seed)
     n_max = max(n_hits)
     features = torch.zeros(len(n_hits), n_max, n_features)
@@ -88,7 +88,7 @@ def test_models_ignore_padding_and_hit_order(model_cls):
     with torch.no_grad():
         out = model(features, mask)
         # more padding and garbage in the padded slots must not change anything
-        extra = torch.cat([features, torch.randn(3, 7, 9)], dim=1)
+        extra = torch.cat([features, torch.randn(3, 7, 12)], dim=1)
         out_padded = model(extra, torch.cat([mask, torch.zeros(3, 7, dtype=torch.bool)], dim=1))
         perm = torch.randperm(30)
         out_perm = model(features[2:, perm], mask[2:, perm])
@@ -110,11 +110,13 @@ def test_models_learn_a_direction_from_hit_times(model_cls):
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     s = rng.uniform(-1, 1, size=(128, 12))
     pos = s[..., None] * directions[:, None, :] + 0.05 * rng.normal(size=(128, 12, 3))
-    features = np.zeros((128, 12, 9), dtype=np.float32)
+    features = np.zeros((128, 12, 12), dtype=np.float32)
     features[..., :3], features[..., 6] = pos, s
+    features[..., 9:12] = pos - pos.mean(axis=1, keepdims=True)  # the event-centred columns
     x, mask, target = torch.tensor(features), torch.ones(128, 12, dtype=torch.bool), torch.tensor(directions).float()
     model = model_cls(hidden=32, k=4) if model_cls is DynEdge else model_cls(d_model=32, n_layers=2)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    # 3e-3 makes the transformer diverge on this batch (median 72 deg); it learns the lines at 1e-3 (2 deg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3 if model_cls is DynEdge else 1e-3)
     for _ in range(200):
         out = model(x, mask)
         loss = vmf_nll_3d(out["direction"], out["kappa"], target).mean()
@@ -124,3 +126,17 @@ def test_models_learn_a_direction_from_hit_times(model_cls):
     with torch.no_grad():
         cos = (model(x, mask)["direction"] * target).sum(-1)
     assert float(torch.rad2deg(torch.arccos(cos.clamp(-1, 1))).median()) < 20.0
+
+
+def test_kappa_scale_recovers_a_miscalibrated_concentration():
+    from numl.tasks.km3net import fit_kappa_scale
+
+    rng = np.random.default_rng(5)
+    true_kappa = rng.uniform(20, 2000, 20000)
+    u = rng.uniform(size=true_kappa.size)
+    cos = 1 + np.log(u + (1 - u) * np.exp(-2 * true_kappa)) / true_kappa  # inverse CDF of the vMF angle
+    error_deg = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+    scale = fit_kappa_scale(3.0 * true_kappa, error_deg)  # a network three times over-confident
+    assert scale == pytest.approx(1 / 3, rel=0.03)
+    coverage = vmf_angle_cdf(torch.deg2rad(torch.tensor(error_deg)), torch.tensor(scale * 3.0 * true_kappa))
+    assert float((coverage <= 0.68).double().mean()) == pytest.approx(0.68, abs=0.01)

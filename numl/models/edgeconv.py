@@ -73,8 +73,10 @@ class EdgeConv(nn.Module):
 
     def forward(self, h: torch.Tensor, index: torch.Tensor, neighbour_valid: torch.Tensor) -> torch.Tensor:
         b, n, k = index.shape
-        neighbours = torch.gather(h.unsqueeze(1).expand(b, n, n, h.shape[-1]), 2,
-                                  index.unsqueeze(-1).expand(b, n, k, h.shape[-1]))
+        # Index the flattened (B*N, C) hits: gathering from an expanded (B, N, N, C) view would make autograd
+        # allocate a dense (B, N, N, C) gradient, which made training ~7x slower on CPU.
+        offset = (torch.arange(b, device=h.device) * n).view(b, 1, 1)
+        neighbours = h.reshape(b * n, -1)[(index + offset).reshape(-1)].view(b, n, k, -1)
         centre = h.unsqueeze(2).expand_as(neighbours)
         messages = self.mlp(torch.cat([centre, neighbours - centre], dim=-1))
         messages = messages.masked_fill(~neighbour_valid.unsqueeze(-1), float("-inf"))
@@ -85,7 +87,7 @@ class EdgeConv(nn.Module):
 class DynEdge(nn.Module):
     """EdgeConv stack with dynamic graphs, skip-concatenation of all layers, global pooling and the head."""
 
-    def __init__(self, n_features: int = 9, k: int = 8, hidden: int = 64, n_layers: int = 3,
+    def __init__(self, n_features: int = 12, k: int = 8, hidden: int = 64, n_layers: int = 3,
                  head_hidden: int = 128) -> None:
         super().__init__()
         self.k = k

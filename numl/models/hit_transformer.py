@@ -14,7 +14,7 @@ from numl.models.edgeconv import DirectionEnergyHead, masked_pool, mlp
 
 
 class HitTransformer(nn.Module):
-    def __init__(self, n_features: int = 9, d_model: int = 64, n_heads: int = 4, n_layers: int = 3,
+    def __init__(self, n_features: int = 12, d_model: int = 64, n_heads: int = 4, n_layers: int = 3,
                  dim_feedforward: int = 128, dropout: float = 0.0, head_hidden: int = 128) -> None:
         super().__init__()
         self.embed = mlp([n_features, d_model, d_model], final_activation=False)
