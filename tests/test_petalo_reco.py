@@ -8,12 +8,20 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
-from numl.baselines.petalo import CentroidRMap, fwhm, resolution_metrics
+from numl.baselines.petalo import CentroidRMap, MultiSiteSpread, fwhm, resolution_metrics
 from numl.data.petalo import PetaloDataModule
 from numl.export import export_torchscript
 from numl.models.petalo_mlp import SiPMPatternMLP
-from numl.tasks.petalo import PetaloPositionTask, PetaloTaggerTask, coverage, sigma_cut_curve
+from numl.tasks.petalo import (
+    ONE_SIGMA_COVERAGE,
+    PetaloPositionTask,
+    PetaloTaggerTask,
+    coverage,
+    fit_sigma_scale,
+    sigma_cut_curve,
+)
 from numl.utils.errors import ConfigError
 
 
@@ -83,19 +91,26 @@ def test_torchscript_export_gives_identical_outputs(tmp_path, datamodule):
     config = datamodule.config
     pattern = datamodule.splits["test"].pattern[:32].clone()
     pattern[5] = 0.0
-    tagger = SiPMPatternMLP(
-        in_channels=2,
-        n_rows=config.n_rows,
-        n_columns=config.window_columns,
-        hidden=[16, 8],
-        n_outputs=1,
-        invalid_output=math.inf,
-    )
-    path = export_torchscript(tagger, pattern[:, :2], tmp_path / "tagger.pt")
-    loaded = torch.jit.load(str(path))
-    x = datamodule.splits["test"].pattern[32:96, :2]
-    with torch.inference_mode():
-        assert torch.equal(loaded(x), tagger(x))
+    pattern[6, 1, 2, 3] = float("nan")
+    for projections in (False, True):
+        tagger = SiPMPatternMLP(
+            in_channels=2,
+            n_rows=config.n_rows,
+            n_columns=config.window_columns,
+            hidden=[16, 8],
+            n_outputs=1,
+            invalid_output=math.inf,
+            projections=projections,
+        )
+        path = export_torchscript(tagger, pattern[:, :2], tmp_path / "tagger.pt")
+        loaded = torch.jit.load(str(path))
+        x = datamodule.splits["test"].pattern[32:96, :2]
+        with torch.inference_mode():
+            assert torch.equal(loaded(x), tagger(x))
+            flagged = loaded(pattern[:, :2])
+            assert torch.isinf(flagged[5:7]).all() and torch.isfinite(flagged[:5]).all()
+            with pytest.raises(Exception, match="expected"):  # TorchScript re-raises the ValueError
+                loaded(pattern[:, :2, :, :-1])
     task = PetaloPositionTask(
         SiPMPatternMLP(n_rows=config.n_rows, n_columns=config.window_columns, hidden=[16], n_outputs=3),
         error_model=SiPMPatternMLP(n_rows=config.n_rows, n_columns=config.window_columns, hidden=[8], n_outputs=3),
@@ -104,7 +119,7 @@ def test_torchscript_export_gives_identical_outputs(tmp_path, datamodule):
     module = task.export_module()
     path = export_torchscript(module, pattern, tmp_path / "position.pt")
     out = torch.jit.load(str(path))(pattern)
-    assert out.shape == (32, 6) and torch.isnan(out[5, :3]).all() and torch.isinf(out[5, 3:]).all()
+    assert out.shape == (32, 6) and torch.isnan(out[5:7, :3]).all() and torch.isinf(out[5:7, 3:]).all()
 
 
 @pytest.mark.slow
@@ -191,3 +206,109 @@ def test_datamodule_hdf5_round_trip_and_mismatch(tmp_path):
         PetaloDataModule(n_train=64, n_val=8, n_test=8, source="hdf5", hdf5_path=str(path)).setup()
     with pytest.raises(ConfigError, match="data.source"):
         PetaloDataModule(source="root")
+
+
+def test_sigma_scale_fit_restores_one_sigma_coverage():
+    rng = np.random.default_rng(4)
+    sigma = rng.uniform(0.5, 3.0, size=(20000, 3))
+    true_factor = np.array([2.0, 1.0, 0.5])  # over-confident, right, under-confident
+    residual = rng.normal(size=sigma.shape) * sigma * true_factor
+    sigma[:10] = np.inf  # flagged events carry no information on the scale
+    scale = fit_sigma_scale(residual, sigma)
+    np.testing.assert_allclose(scale, true_factor, rtol=0.03)
+    held_out = rng.normal(size=sigma.shape) * sigma * true_factor
+    pred = {"position_mm_pred": held_out, "position_mm": np.zeros_like(held_out), "sigma_mm": sigma * scale}
+    assert all(v == pytest.approx(ONE_SIGMA_COVERAGE, abs=0.015) for v in coverage(pred).values())
+    assert coverage({**pred, "sigma_mm": sigma})["r"] < 0.45
+    with pytest.raises(ValueError, match="expected"):
+        fit_sigma_scale(residual[:, 0], sigma[:, 0])
+
+
+def test_position_task_calibrates_sigma_on_validation_and_exports_it(datamodule):
+    import pytorch_lightning as pl
+
+    config = datamodule.config
+    task = PetaloPositionTask(
+        SiPMPatternMLP(n_rows=config.n_rows, n_columns=config.window_columns, hidden=[32], n_outputs=6),
+        partial(torch.optim.AdamW, lr=1e-3),
+    )
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(task, datamodule=datamodule)
+    scale = task.sigma_scale.clone()
+    assert not torch.allclose(scale, torch.ones(3))
+    # The factor is the one that puts 68.3 % of the validation events within one sigma.
+    val = datamodule.splits["val"]
+    with torch.inference_mode():
+        position, raw_sigma = task.to_mm(task({"sipm_pattern": val.pattern}), calibrated=False)
+    expected = fit_sigma_scale((position - val.tensors["position_mm"]).numpy(), raw_sigma.numpy())
+    np.testing.assert_allclose(scale.numpy(), expected, rtol=1e-5)
+    batches = trainer.predict(task, dataloaders=datamodule.test_dataloader())
+    pred = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+    torch.testing.assert_close(pred["sigma_mm"], pred["sigma_raw_mm"] * scale)
+    with torch.inference_mode():
+        exported = task.export_module()(datamodule.splits["test"].pattern)
+    torch.testing.assert_close(exported[:, 3:], pred["sigma_mm"])
+    # recalibrate_sigma=False leaves the network's own sigma.
+    task_off = PetaloPositionTask(
+        SiPMPatternMLP(n_rows=config.n_rows, n_columns=config.window_columns, hidden=[8], n_outputs=6),
+        partial(torch.optim.AdamW, lr=1e-3),
+        recalibrate_sigma=False,
+    )
+    pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(task_off, datamodule=datamodule)
+    assert torch.equal(task_off.sigma_scale, torch.ones(3))
+
+
+def test_network_input_is_charge_fractions_plus_log_total(datamodule):
+    config = datamodule.config
+    pattern = datamodule.splits["test"].pattern[:16]
+    for in_channels, projections in ((4, False), (2, False), (2, True)):
+        model = SiPMPatternMLP(
+            in_channels=in_channels,
+            n_rows=config.n_rows,
+            n_columns=config.window_columns,
+            hidden=[16],
+            n_outputs=2,
+            projections=projections,
+        )
+        x = pattern[:, :in_channels]
+        scaled = x.clone()
+        scaled[:, :2] *= 3.0  # same light pattern, three times the energy
+        with torch.no_grad():
+            torch.testing.assert_close(model(scaled), model(x))  # total_weight starts at zero
+            model.total_weight.fill_(1.0)
+            assert not torch.allclose(model(scaled), model(x))
+    with pytest.raises(ValueError, match="in_channels=2"):
+        SiPMPatternMLP(in_channels=4, projections=True)
+
+
+def test_classical_multi_site_spread(datamodule):
+    config = datamodule.config
+    spread = MultiSiteSpread(config)
+    one = np.zeros((2, 2, config.n_rows, config.window_columns))
+    one[:, 0, 7:9, 11:13] = 50.0
+    one[1, 0, 2:4, 3:5] = 20.0  # a second light spot
+    score = spread(one)
+    assert score[1] > score[0] > 0
+    bad = np.repeat(one[:1], 3, axis=0)
+    bad[1] = 0.0
+    bad[2, 1, 0, 0] = np.nan
+    assert np.isfinite(spread(bad[:1])).all() and np.isinf(spread(bad)[1:]).all()
+    with pytest.raises(ValueError, match="expected"):
+        spread(one[:, :, :, :-1])
+    # On simulated events it separates multi-site from single-site events (weakly: AUROC about 0.6).
+    events = datamodule.splits["train"].events
+    assert roc_auc_score(events["multi_site"], spread(events["sipm_charge"])) > 0.53

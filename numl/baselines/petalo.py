@@ -120,6 +120,37 @@ class CentroidRMap:
         return np.stack([r, r * phi, z], axis=1)
 
 
+class MultiSiteSpread:
+    """Classical multi-site (Compton) tagger score: larger = more multi-site-like, from the SiPM charges alone.
+
+    The charge-weighted RMS distance [mm] of the inner-face SiPMs above threshold from their centroid:
+    a second deposit widens the light spot. Single-site spots widen with depth as well, which limits it.
+    No fit. Events without usable charge (all zero, NaN or inf anywhere) score +inf: always discarded.
+    """
+
+    def __init__(self, config: PetaloConfig, threshold_pe: float = 2.0) -> None:
+        self.config, self.threshold_pe = config, threshold_pe
+
+    def __call__(self, charge: np.ndarray) -> np.ndarray:
+        charge = np.asarray(charge, dtype=np.float64)
+        expected = (2, self.config.n_rows, self.config.window_columns)
+        if charge.ndim != 4 or charge.shape[1:] != expected:
+            raise ValueError(f"sipm_charge shape {charge.shape}: expected [N, {', '.join(map(str, expected))}]")
+        bad = ~np.isfinite(charge).all(axis=(1, 2, 3))
+        inner = np.nan_to_num(charge[:, 0])
+        pitch = self.config.sipm_pitch_mm
+        rows = np.arange(self.config.n_rows)[:, None] * pitch
+        cols = np.arange(self.config.window_columns)[None, :] * pitch
+        q = np.where(inner >= self.threshold_pe, inner, 0.0)
+        total = q.sum(axis=(1, 2))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_r = (q * rows).sum(axis=(1, 2)) / total
+            mean_c = (q * cols).sum(axis=(1, 2)) / total
+            var = (q * ((rows - mean_r[:, None, None]) ** 2 + (cols - mean_c[:, None, None]) ** 2)).sum(axis=(1, 2))
+            spread = np.sqrt(var / total)
+        return np.where(bad | ~(total > 0), np.inf, spread)
+
+
 def plot_example_events(events: dict[str, np.ndarray], config: PetaloConfig, path: Path, n_events: int = 3) -> Path:
     """Inner- and outer-face charge images of a few events, with their true depth and multi-site flag."""
     import matplotlib
