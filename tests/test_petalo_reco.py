@@ -122,17 +122,18 @@ def test_torchscript_export_gives_identical_outputs(tmp_path, datamodule):
     assert out.shape == (32, 6) and torch.isnan(out[5:7, :3]).all() and torch.isinf(out[5:7, 3:]).all()
 
 
-@pytest.mark.slow
-def test_position_network_learns_and_reports_calibration(datamodule):
+def _fit_position_task(datamodule, hidden: list[int], lr: float, epochs: int, **task_options):
+    """A Gaussian-NLL position task trained on the small test events; returns (task, trainer)."""
     import pytorch_lightning as pl
 
     config = datamodule.config
     task = PetaloPositionTask(
-        SiPMPatternMLP(n_rows=config.n_rows, n_columns=config.window_columns, hidden=[128, 64], n_outputs=6),
-        partial(torch.optim.AdamW, lr=2e-3),
+        SiPMPatternMLP(n_rows=config.n_rows, n_columns=config.window_columns, hidden=hidden, n_outputs=6),
+        partial(torch.optim.AdamW, lr=lr),
+        **task_options,
     )
     trainer = pl.Trainer(
-        max_epochs=6,
+        max_epochs=epochs,
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
@@ -140,6 +141,12 @@ def test_position_network_learns_and_reports_calibration(datamodule):
         enable_model_summary=False,
     )
     trainer.fit(task, datamodule=datamodule)
+    return task, trainer
+
+
+@pytest.mark.slow
+def test_position_network_learns_and_reports_calibration(datamodule):
+    task, trainer = _fit_position_task(datamodule, [128, 64], lr=2e-3, epochs=6)
     batches = trainer.predict(task, dataloaders=datamodule.test_dataloader())
     pred = {k: torch.cat([b[k] for b in batches]).numpy() for k in batches[0]}
     true = pred["position_mm"]
@@ -225,22 +232,7 @@ def test_sigma_scale_fit_restores_one_sigma_coverage():
 
 
 def test_position_task_calibrates_sigma_on_validation_and_exports_it(datamodule):
-    import pytorch_lightning as pl
-
-    config = datamodule.config
-    task = PetaloPositionTask(
-        SiPMPatternMLP(n_rows=config.n_rows, n_columns=config.window_columns, hidden=[32], n_outputs=6),
-        partial(torch.optim.AdamW, lr=1e-3),
-    )
-    trainer = pl.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(task, datamodule=datamodule)
+    task, trainer = _fit_position_task(datamodule, [32], lr=1e-3, epochs=1)
     scale = task.sigma_scale.clone()
     assert not torch.allclose(scale, torch.ones(3))
     # The factor is the one that puts 68.3 % of the validation events within one sigma.
@@ -256,19 +248,7 @@ def test_position_task_calibrates_sigma_on_validation_and_exports_it(datamodule)
         exported = task.export_module()(datamodule.splits["test"].pattern)
     torch.testing.assert_close(exported[:, 3:], pred["sigma_mm"])
     # recalibrate_sigma=False leaves the network's own sigma.
-    task_off = PetaloPositionTask(
-        SiPMPatternMLP(n_rows=config.n_rows, n_columns=config.window_columns, hidden=[8], n_outputs=6),
-        partial(torch.optim.AdamW, lr=1e-3),
-        recalibrate_sigma=False,
-    )
-    pl.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    ).fit(task_off, datamodule=datamodule)
+    task_off, _ = _fit_position_task(datamodule, [8], lr=1e-3, epochs=1, recalibrate_sigma=False)
     assert torch.equal(task_off.sigma_scale, torch.ones(3))
 
 
