@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from numl.baselines.km3net import MIN_FIT_HITS, HitCountEnergyEstimator, fit_track, line_fit
-from numl.data.km3net import HIT_FEATURES, KM3NeTDataModule, collate_hits, read_offline_file, resolve_offline_path
+from numl.data.km3net import HIT_FEATURES, KM3NeTDataModule, collate_hits, read_offline_file
 from numl.sim.km3net import EventConfig, generate_orca_like, read_detx, simulate_events
-from numl.sim.km3net.detector import resolve_detx_path
+from numl.sim.km3net.detector import resolve_testdata_path
 from numl.sim.km3net.physics import angle_between_deg, cherenkov_arrival_time_ns
 from numl.utils.errors import ConfigError
 
@@ -97,7 +97,7 @@ def test_bad_datamodule_keys_are_config_errors():
 
 
 def test_real_offline_file_reads_hits_truth_and_official_reco():
-    events = read_offline_file(resolve_offline_path(REAL_FILE), max_events=20)
+    events = read_offline_file(resolve_testdata_path(REAL_FILE, "offline", "file"), max_events=20)
     assert len(events) == 20
     for e in events:
         assert len(e.hits) > 0 and e.hits["triggered"].sum() > 0
@@ -111,7 +111,7 @@ def test_real_offline_file_reads_hits_truth_and_official_reco():
     assert np.nanmedian(angle_between_deg(official, truth)) < 15.0
     # the file's hits are on ORCA6 DOMs (det_id 49); its calibrated positions differ from this detx by ~2 m
     # (another position calibration), far less than the 9 m DOM spacing
-    det = read_detx(resolve_detx_path(ORCA6))
+    det = read_detx(resolve_testdata_path(ORCA6, "detx", "file"))
     assert set(events[0].hits["dom_id"].tolist()) <= set(det.dom_id.tolist())
     pos = np.stack([events[0].hits[f"pos_{a}"] for a in "xyz"], 1)
     nearest = np.min(np.linalg.norm(pos[:, None] - det.pmt_pos_m[None], axis=2), axis=1)
@@ -119,7 +119,7 @@ def test_real_offline_file_reads_hits_truth_and_official_reco():
 
 
 def test_chi2_fit_on_the_real_file_is_close_to_the_official_one():
-    events = read_offline_file(resolve_offline_path(REAL_FILE), max_events=12)
+    events = read_offline_file(resolve_testdata_path(REAL_FILE, "offline", "file"), max_events=12)
     ours, official = [], []
     for e in events:
         pos = np.stack([e.hits[f"pos_{a}"] for a in "xyz"], 1).astype(float)
@@ -134,15 +134,15 @@ def test_chi2_fit_on_the_real_file_is_close_to_the_official_one():
 
 def test_uncalibrated_hits_need_the_right_detector():
     # km3net_offline.root (det_id 44) stores uncalibrated hits: another detector's file or PMTs must be refused
+    uncalibrated = resolve_testdata_path("km3net_offline.root", "offline", "file")
     with pytest.raises(ConfigError, match="det_id"):
-        read_offline_file(resolve_offline_path("km3net_offline.root"), read_detx(resolve_detx_path(ORCA6)),
-                          max_events=2)
+        read_offline_file(uncalibrated, read_detx(resolve_testdata_path(ORCA6, "detx", "file")), max_events=2)
     with pytest.raises(ConfigError, match="does not have"):
-        read_offline_file(resolve_offline_path("km3net_offline.root"), generate_orca_like(7), max_events=2)
+        read_offline_file(uncalibrated, generate_orca_like(7), max_events=2)
     with pytest.raises(ConfigError, match="uncalibrated"):
-        read_offline_file(resolve_offline_path("km3net_offline.root"), None, max_events=2)
-    calibrated = read_offline_file(resolve_offline_path("km3net_offline.root"),
-                                   read_detx(resolve_detx_path("km3net_offline.detx")), max_events=2)
+        read_offline_file(uncalibrated, None, max_events=2)
+    own_detector = read_detx(resolve_testdata_path("km3net_offline.detx", "detx", "file"))
+    calibrated = read_offline_file(uncalibrated, own_detector, max_events=2)
     assert np.any(calibrated[0].hits["pos_z"] != 0)
 
 
@@ -187,3 +187,10 @@ def test_training_loader_buckets_by_hit_count():
     plain = KM3NeTDataModule(**SMALL, n_train=8, n_val=8, n_test=8, batch_size=8, bucket_by_hit_count=False)
     plain.setup("fit")
     assert not hasattr(plain._loader("val", True).batch_sampler, "hit_counts")
+
+
+def test_unknown_file_name_is_refused_naming_the_key():
+    with pytest.raises(ConfigError, match=r"data.real_test_files='nope.root': neither a file nor in km3net-testdata"):
+        KM3NeTDataModule(**SMALL, real_test_files=["nope.root"])
+    with pytest.raises(ConfigError, match=r"data.detector.detx_path='nope.detx'"):
+        KM3NeTDataModule(detector={"geometry": "detx", "detx_path": "nope.detx"})

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from numl.sim.km3net import EventConfig, build_detector, generate_orca_like, physics, read_detx, simulate_events
-from numl.sim.km3net.detector import dom_pmt_directions, resolve_detx_path
+from numl.sim.km3net.detector import dom_pmt_directions, resolve_testdata_path
 from numl.utils.errors import ConfigError
 
 ORCA6 = "D_ORCA006_t.A02181836.p.A02181837.r.A02182001.detx"
@@ -42,7 +42,7 @@ def test_generated_geometry_is_orca_like(small_detector):
 
 
 def test_orca6_detx_is_read_with_its_ids():
-    det = read_detx(resolve_detx_path(ORCA6))
+    det = read_detx(resolve_testdata_path(ORCA6, "detx", "file"))
     assert det.det_id == 49 and det.n_pmts == 108 * 31 and len(np.unique(det.du_id)) == 6
     np.testing.assert_allclose(np.linalg.norm(det.pmt_dir, axis=1), 1.0, atol=1e-6)
 

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from numl.baselines.km3net import HitCountEnergyEstimator, fit_track
 from numl.sim.km3net import HIT_DTYPE, TRUTH_DTYPE, Detector, EventConfig, build_detector, simulate_events
+from numl.sim.km3net.detector import resolve_testdata_path
 from numl.sim.km3net.physics import V_GROUP_M_PER_NS, angle_between_deg
 from numl.utils.errors import ConfigError, check_choice, check_positive
 from numl.utils.hdf5 import open_checked, write_metadata
@@ -175,22 +176,6 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
 
 
 # ----- real KM3NeT offline files ------------------------------------------------------------------------------
-def resolve_offline_path(name_or_path: str) -> Path:
-    """A path on disk, or a file name inside km3net-testdata's offline/ folder."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    try:
-        import km3net_testdata
-    except ImportError:
-        raise ConfigError(f"data.real_test_files: {name_or_path!r} is not a file and km3net-testdata is not "
-                          "installed (pip install 'numl[km3net]')") from None
-    candidate = Path(km3net_testdata.data_path(f"offline/{name_or_path}"))
-    if not candidate.is_file():
-        raise ConfigError(f"data.real_test_files: {name_or_path!r} is neither a file nor in km3net-testdata offline/")
-    return candidate
-
-
 def _flat(jagged) -> tuple[np.ndarray, np.ndarray]:
     import awkward as ak
 
@@ -317,7 +302,8 @@ class KM3NeTDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.source, self.hdf5_path = source, hdf5_path
         self.hit_selection, self.max_hits, self.position_scale_m = hit_selection, max_hits, position_scale_m
-        self.real_test_files = [resolve_offline_path(f) for f in (real_test_files or [])]
+        self.real_test_files = [resolve_testdata_path(f, "offline", "data.real_test_files")
+                                for f in (real_test_files or [])]
         self.baseline_sigma_ns = baseline_sigma_ns
         self.baseline_max_events = baseline_max_events
         self.bucket_by_hit_count = bool(bucket_by_hit_count)

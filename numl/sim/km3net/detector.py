@@ -138,17 +138,24 @@ def read_detx(path: str | Path) -> Detector:
                     pmts["channel_id"].astype(np.int64), det_id=int(detector.detid), name=path.name)
 
 
-def resolve_detx_path(name_or_path: str) -> Path:
-    """A path on disk, or a file name inside km3net-testdata's detx/ folder (e.g. 'D_ORCA006_...detx')."""
+def resolve_testdata_path(name_or_path: str, folder: str, config_key: str) -> Path:
+    """A path on disk, or a file name inside km3net-testdata's `folder` (detx/, offline/, ...); otherwise a
+    ConfigError naming `config_key`."""
     path = Path(name_or_path)
     if path.is_file():
         return path
     try:
         import km3net_testdata
     except ImportError:
-        return path
-    candidate = Path(km3net_testdata.data_path(f"detx/{name_or_path}"))
-    return candidate if candidate.is_file() else path
+        raise ConfigError(f"{config_key}={name_or_path!r}: not a file, and km3net-testdata is not installed "
+                          "(pip install 'numl[km3net]')") from None
+    try:  # data_path raises RuntimeError for a name it does not ship
+        candidate = Path(km3net_testdata.data_path(f"{folder}/{name_or_path}"))
+    except RuntimeError:
+        candidate = None
+    if candidate is None or not candidate.is_file():
+        raise ConfigError(f"{config_key}={name_or_path!r}: neither a file nor in km3net-testdata {folder}/")
+    return candidate
 
 
 def build_detector(geometry: str = "generated", detx_path: str | None = None, n_du: int = 115,
@@ -160,5 +167,5 @@ def build_detector(geometry: str = "generated", detx_path: str | None = None, n_
     if geometry == "detx":
         if not detx_path:
             raise ConfigError("data.detector.detx_path: required when data.detector.geometry=detx")
-        return read_detx(resolve_detx_path(detx_path))
+        return read_detx(resolve_testdata_path(detx_path, "detx", "data.detector.detx_path"))
     raise ConfigError(f"data.detector.geometry={geometry!r}: must be one of generated, detx")
