@@ -127,6 +127,7 @@ def _fit_position_task(datamodule, hidden: list[int], lr: float, epochs: int, **
     import pytorch_lightning as pl
 
     config = datamodule.config
+    pl.seed_everything(0, workers=True, verbose=False)  # weights and shuffling must not depend on earlier tests
     task = PetaloPositionTask(
         SiPMPatternMLP(n_rows=config.n_rows, n_columns=config.window_columns, hidden=hidden, n_outputs=6),
         partial(torch.optim.AdamW, lr=lr),
