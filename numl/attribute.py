@@ -78,11 +78,7 @@ def attribute_run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"voids_vs_clusters.{sorted(unknown)[0]}: unknown key (allowed: enabled, "
                           f"{', '.join(sorted(VOIDS_VS_CLUSTERS_KEYS))})")
 
-    try:
-        task = load_task_from_run(run_cfg, ckpt_path)
-    except RuntimeError as err:  # weights of another shape: a checkpoint of another network or task
-        raise ConfigError(f"ckpt_path={str(ckpt_path)!r}: checkpoint does not match task {run_cfg.task._target_} "
-                          f"({str(err).splitlines()[-1].strip()})") from None
+    task = load_task_from_run(run_cfg, ckpt_path)  # a checkpoint of another network is a ConfigError there
     check_task(task, "ckpt_path", str(ckpt_path))
     if enabled:
         check_lensing_task(task, "ckpt_path", str(ckpt_path))

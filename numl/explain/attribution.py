@@ -245,8 +245,8 @@ def attribute(task: nn.Module, inputs: torch.Tensor, cfg: AttributionConfig, tar
         attr, delta = DeepLift(module).attribute(inputs, baselines=baseline, target=resolved,
                                                  return_convergence_delta=True)
     else:
-        attr = Occlusion(module).attribute(inputs, sliding_window_shapes=_occlusion_window(cfg, inputs),
-                                           strides=_occlusion_strides(cfg, inputs), baselines=baseline,
+        attr = Occlusion(module).attribute(inputs, sliding_window_shapes=_occlusion_shape(inputs, cfg.window_pix),
+                                           strides=_occlusion_shape(inputs, cfg.stride_pix), baselines=baseline,
                                            target=resolved)
     return AttributionResult(attr.detach(), None if baseline is None else baseline.detach(),
                              None if delta is None else delta.detach().reshape(-1), resolved)
@@ -277,21 +277,14 @@ def _gradient_shap(module: ScoreModule, inputs: torch.Tensor, baseline: torch.Te
     return torch.cat(attrs), torch.cat(deltas)
 
 
-def _occlusion_window(cfg: AttributionConfig, inputs: torch.Tensor) -> tuple[int, ...]:
-    """Images: all channels x window_pix^d patches. Sets [B, N, F]: window_pix whole elements (hits) at a time."""
+def _occlusion_shape(inputs: torch.Tensor, size: int) -> tuple[int, ...]:
+    """Occlusion window or stride of `size`. Images: all channels x size^d patches. Sets [B, N, F]: `size` whole
+    elements (hits) at a time."""
     if _spatial_dims(inputs):
-        return (inputs.shape[1],) + (cfg.window_pix,) * (inputs.ndim - 2)
+        return (inputs.shape[1],) + (size,) * (inputs.ndim - 2)
     if inputs.ndim == 2:
-        return (cfg.window_pix,)
-    return (cfg.window_pix,) + tuple(inputs.shape[2:])
-
-
-def _occlusion_strides(cfg: AttributionConfig, inputs: torch.Tensor) -> tuple[int, ...]:
-    if _spatial_dims(inputs):
-        return (inputs.shape[1],) + (cfg.stride_pix,) * (inputs.ndim - 2)
-    if inputs.ndim == 2:
-        return (cfg.stride_pix,)
-    return (cfg.stride_pix,) + tuple(inputs.shape[2:])
+        return (size,)
+    return (size,) + tuple(inputs.shape[2:])
 
 
 def completeness_gap(task: nn.Module, inputs: torch.Tensor, result: AttributionResult) -> torch.Tensor:

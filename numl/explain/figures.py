@@ -30,7 +30,8 @@ def _symmetric_limits(a: np.ndarray) -> dict[str, float]:
     return {"vmin": -vmax, "vmax": vmax}
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -54,7 +55,7 @@ def save_attribution_figures(inputs: torch.Tensor, attributions: torch.Tensor, o
         fig.colorbar(im, ax=axes[0, i], fraction=0.046)
         label = f", label {int(labels[i])}" if labels is not None else ""
         axes[0, i].set_title(f"{input_name} {i}{label}", fontsize=9)
-    paths.append(_save(fig, output_dir / "input_maps.png"))
+    paths.append(save_figure(fig, output_dir / "input_maps.png"))
 
     fig, axes = plt.subplots(2, n, figsize=(3.2 * n, 6.2), squeeze=False)
     for i in range(n):
@@ -69,7 +70,7 @@ def save_attribution_figures(inputs: torch.Tensor, attributions: torch.Tensor, o
         masked = np.ma.masked_less(strength, threshold)
         axes[1, i].imshow(masked, cmap="autumn", origin="lower", aspect="auto", alpha=0.75)
         axes[1, i].set_title(f"top 5 % |attribution| on {input_name}", fontsize=8)
-    paths.append(_save(fig, output_dir / "attribution_overlay.png"))
+    paths.append(save_figure(fig, output_dir / "attribution_overlay.png"))
 
     if labels is not None:
         classes = sorted(int(c) for c in torch.unique(labels.long()))
@@ -82,5 +83,5 @@ def save_attribution_figures(inputs: torch.Tensor, attributions: torch.Tensor, o
             im = ax.imshow(img, cmap="RdBu_r", origin="lower", aspect="auto", **_symmetric_limits(img))
             fig.colorbar(im, ax=ax, fraction=0.046)
             ax.set_title(name, fontsize=9)
-        paths.append(_save(fig, output_dir / "class_mean_attribution.png"))
+        paths.append(save_figure(fig, output_dir / "class_mean_attribution.png"))
     return paths

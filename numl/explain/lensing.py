@@ -25,6 +25,7 @@ import torch  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
 from torch import nn  # noqa: E402
 
+from numl.explain.figures import save_figure  # noqa: E402
 from numl.utils.errors import ConfigError, check_choice, check_range  # noqa: E402
 
 LENSING_INPUT_KEY = "convergence_map"
@@ -201,7 +202,7 @@ def save_kappa_binned_figure(results: dict[str, KappaBinnedAttribution], path: P
         ax.set_xlabel(r"$\nu = (\kappa - \langle\kappa\rangle) / \sigma_\kappa$")
         ax.set_title(name)
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_masking_figure(results: dict[str, dict[str, dict[float, dict[str, float]]]], path: Path,
@@ -219,13 +220,4 @@ def save_masking_figure(results: dict[str, dict[str, dict[float, dict[str, float
         ax.set_ylabel(f"test {metric}")
         ax.set_title(name)
         ax.legend(fontsize=8)
-    return _save(fig, path)
-
-
-def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -75,8 +75,8 @@ def attribute_batches(task: torch.nn.Module, batches: list[dict[str, torch.Tenso
         if isinstance(result.target, torch.Tensor):
             out["target"].append(result.target.cpu())
         with torch.no_grad():
-            for name, value in task.predictions(task(batch), batch).items():
-                predictions.setdefault(name, []).append(value.detach().cpu())
+            for name, value in task.predict_step(batch, i).items():
+                predictions.setdefault(name, []).append(value)
     merged = {name: torch.cat(parts) if parts else None for name, parts in out.items()}
     merged["predictions"] = {name: torch.cat(parts) for name, parts in predictions.items()}
     merged["batch"] = {name: torch.cat([b[name].detach().cpu() for b in batches]) for name in batches[0]

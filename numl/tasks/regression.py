@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -10,6 +9,7 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 
 from numl.tasks.base import BaseTask
+from numl.tasks.losses import gaussian_nll
 from numl.utils.plots import save_regression_scatter
 
 
@@ -17,7 +17,7 @@ class GaussianNLL(nn.Module):
     """Heteroscedastic Gaussian negative log likelihood; the network predicts log variance for stability."""
 
     def forward(self, mean: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return 0.5 * (log_var + (target - mean) ** 2 * torch.exp(-log_var) + math.log(2 * math.pi)).mean()
+        return gaussian_nll(mean, 0.5 * log_var, target).mean()
 
 
 class _RMSE(MeanMetric):
