@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from numl.explain.attribution import AttributionConfig
 from numl.explain.lensing import check_lensing_task, voids_vs_clusters
 from numl.explain.run import check_task, load_test_batches, run_and_save
-from numl.utils.errors import ConfigError, check_choice, check_positive
+from numl.utils.errors import ConfigError, check_choice, check_keys, check_positive
 from numl.utils.runtime import (
     check_checkpoint,
     check_writable_dir,
@@ -73,10 +73,7 @@ def attribute_run(cfg: DictConfig) -> dict[str, Any]:
     run_cfg = load_run_config(ckpt_path)
     options = OmegaConf.to_container(cfg.voids_vs_clusters, resolve=True)
     enabled = options.pop("enabled")
-    unknown = set(options) - VOIDS_VS_CLUSTERS_KEYS
-    if unknown:
-        raise ConfigError(f"voids_vs_clusters.{sorted(unknown)[0]}: unknown key (allowed: enabled, "
-                          f"{', '.join(sorted(VOIDS_VS_CLUSTERS_KEYS))})")
+    check_keys("voids_vs_clusters", options, VOIDS_VS_CLUSTERS_KEYS | {"enabled"})
 
     task = load_task_from_run(run_cfg, ckpt_path)  # a checkpoint of another network is a ConfigError there
     check_task(task, "ckpt_path", str(ckpt_path))

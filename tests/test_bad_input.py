@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from numl.sim.km3net import EventConfig
+from numl.sim.next.generator import NextSimConfig
+from numl.sim.petalo.config import PetaloConfig
+from numl.utils.errors import ConfigError
 from tests.conftest import run_numl
 
 
@@ -93,3 +97,14 @@ def test_hdf5_of_other_config_refused(tmp_path):
                         f"data.hdf5_path={out}", "data.n_pix=32", f"paths.log_dir={tmp_path}")
     assert accepted.returncode == 0, accepted.stderr[-2000:]
     assert Path(out).stat().st_size > 0
+
+
+@pytest.mark.parametrize("build", [
+    lambda: EventConfig.from_dict({"noise_hz": 1.0}),
+    lambda: NextSimConfig.from_dict({"noise_hz": 1.0}),
+    lambda: PetaloConfig.from_kwargs(noise_hz=1.0),
+])
+def test_every_simulator_names_an_unknown_key_and_lists_the_allowed_ones(build):
+    with pytest.raises(ConfigError, match=r"\.noise_hz: unknown key; allowed: ") as err:
+        build()
+    assert "\n" not in str(err.value)

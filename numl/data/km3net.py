@@ -28,7 +28,7 @@ from numl.baselines.km3net import HitCountEnergyEstimator, fit_track
 from numl.sim.km3net import HIT_DTYPE, TRUTH_DTYPE, Detector, EventConfig, build_detector, simulate_events
 from numl.sim.km3net.detector import resolve_testdata_path
 from numl.sim.km3net.physics import V_GROUP_M_PER_NS, angle_between_deg
-from numl.utils.errors import ConfigError, check_choice, check_positive
+from numl.utils.errors import ConfigError, check_choice, check_keys, check_positive
 from numl.utils.hdf5 import open_checked, write_metadata
 from numl.utils.seeds import derived_seed
 
@@ -294,9 +294,7 @@ class KM3NeTDataModule(pl.LightningDataModule):
             raise ConfigError("data.hdf5_path: required when data.source=hdf5")
         self.detector_config = dict(detector or {})
         self.event_config = EventConfig.from_dict(dict(events or {}))
-        for key in self.detector_config:
-            if key not in DETECTOR_KEYS:
-                raise ConfigError(f"data.detector.{key}: unknown key; allowed: {', '.join(sorted(DETECTOR_KEYS))}")
+        check_keys("data.detector", self.detector_config, DETECTOR_KEYS)
         self.detector = build_detector(**self.detector_config)
         self.n = {"train": n_train, "val": n_val, "test": n_test}
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed

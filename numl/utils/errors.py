@@ -34,3 +34,11 @@ def check_choice(key: str, value: Any, allowed: Iterable[Any]) -> None:
     allowed = list(allowed)
     if value not in allowed:
         raise ConfigError(f"{key}={value!r}: must be one of {', '.join(map(str, allowed))}")
+
+
+def check_keys(prefix: str, given: Iterable[str], allowed: Iterable[str]) -> None:
+    """Every key of a config node `prefix` must be one of `allowed`; the first unknown one is named."""
+    allowed = sorted(allowed)
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{prefix}.{unknown[0]}: unknown key; allowed: {', '.join(allowed)}")

@@ -16,7 +16,7 @@ import numpy as np
 
 from numl.sim.km3net import physics
 from numl.sim.km3net.detector import Detector
-from numl.utils.errors import ConfigError, check_positive, check_range
+from numl.utils.errors import ConfigError, check_keys, check_positive, check_range
 
 HIT_DTYPE = np.dtype([
     ("pos_x", "f4"), ("pos_y", "f4"), ("pos_z", "f4"),  # PMT position (m)
@@ -73,10 +73,7 @@ class EventConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> EventConfig:
         values = dict(values or {})
-        allowed = {f.name for f in fields(cls)}
-        for key in values:
-            if key not in allowed:
-                raise ConfigError(f"data.events.{key}: unknown key; allowed: {', '.join(sorted(allowed))}")
+        check_keys("data.events", values, (f.name for f in fields(cls)))
         config = cls(**values)
         config.validate()
         return config

@@ -19,7 +19,7 @@ from rich.progress import Progress
 from scipy.spatial import cKDTree
 
 from numl.sim.next import physics
-from numl.utils.errors import ConfigError, check_positive, check_range
+from numl.utils.errors import ConfigError, check_keys, check_positive, check_range
 
 SIMULATOR_NAME = "numl.sim.next"
 #: Per-voxel segmentation classes, as the NEXT sparse-CNN segmentation work labels voxels.
@@ -110,10 +110,7 @@ class NextSimConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> NextSimConfig:
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"data.sim.{unknown[0]}: unknown key; allowed: {', '.join(sorted(known))}")
+        check_keys("data.sim", values, {f.name for f in dataclasses.fields(cls)} - {"extra"})
         values = dict(values)
         for key in ("detector_size_mm", "energy_roi_kev"):
             if values.get(key) is not None:

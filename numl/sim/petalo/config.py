@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from numl.utils.errors import ConfigError, check_positive, check_range
+from numl.utils.errors import ConfigError, check_keys, check_positive, check_range
 
 
 @dataclass(frozen=True)
@@ -60,10 +60,7 @@ class PetaloConfig:
 
     @classmethod
     def from_kwargs(cls, prefix: str = "data", **kwargs: Any) -> PetaloConfig:
-        names = {f.name for f in fields(cls)}
-        for key in kwargs:
-            if key not in names:
-                raise ConfigError(f"{prefix}.{key}: unknown PETALO parameter; allowed: {', '.join(sorted(names))}")
+        check_keys(prefix, kwargs, (f.name for f in fields(cls)))
         config = cls(**kwargs)
         config.validate(prefix)
         return config
