@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from numl.models.cnn3d import Dense3DCNN
-from numl.models.sparse_cnn3d import SparseCNN3D, spconv
+from numl.models.sparse_cnn3d import SparseCNN3D, spconv, spconv_cpu_safe
 from numl.models.unet3d import SparseUNet3D
 from numl.tasks.next import BackgroundRejection, NextClassificationTask
 from numl.tasks.segmentation import SegmentationTask, second_blob_energy_kev
@@ -34,7 +34,8 @@ def test_spconv_matches_dense_convolution_and_its_gradients(layer):
     features, coords = _random_sparse(window=window, channels=2)
     features.requires_grad_(True)
     conv = getattr(spconv, layer)(2, 3, 3, padding=1, bias=False)
-    out = conv(spconv.SparseConvTensor(features, coords, [window] * 3, 2))
+    with spconv_cpu_safe(features.device):  # as the numl models run spconv
+        out = conv(spconv.SparseConvTensor(features, coords, [window] * 3, 2))
     sparse_dense = out.dense()
     dense_in = torch.zeros(2, 2, window, window, window)
     c = coords.long()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from numl.models.sparse_cnn3d import require_spconv, sparse_block, sparse_down, sparse_tensor, spconv
+from numl.models.sparse_cnn3d import require_spconv, sparse_block, sparse_down, sparse_tensor, spconv, spconv_cpu_safe
 from numl.utils.errors import check_positive
 
 
@@ -45,14 +45,15 @@ class SparseUNet3D(nn.Module):
         self.classifier = spconv.SubMConv3d(channels[0], n_classes, 1, indice_key="subm0")
 
     def forward(self, features: torch.Tensor, coords: torch.Tensor, batch_size: int) -> torch.Tensor:
-        x = sparse_tensor(features, coords, batch_size, self.window_voxels)
-        skips = []
-        for i, encoder in enumerate(self.encoders):
-            x = encoder(x)
-            if i < len(self.downs):
-                skips.append(x)
-                x = self.downs[i](x)
-        for up, decoder, skip in zip(self.ups, self.decoders, reversed(skips), strict=True):
-            x = up(x)
-            x = decoder(x.replace_feature(torch.cat([x.features, skip.features], dim=1)))
-        return self.classifier(x).features
+        with spconv_cpu_safe(features.device):
+            x = sparse_tensor(features, coords, batch_size, self.window_voxels)
+            skips = []
+            for i, encoder in enumerate(self.encoders):
+                x = encoder(x)
+                if i < len(self.downs):
+                    skips.append(x)
+                    x = self.downs[i](x)
+            for up, decoder, skip in zip(self.ups, self.decoders, reversed(skips), strict=True):
+                x = up(x)
+                x = decoder(x.replace_feature(torch.cat([x.features, skip.features], dim=1)))
+            return self.classifier(x).features
