@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from numl.baselines.next import classification_metrics, rejection_at_signal_efficiency, track_topology
+from numl.baselines.next import classification_metrics, track_topology
+from numl.metrics import background_rejection_factor
 from numl.sim.next.generator import NextSimConfig, simulate_events
 
 
@@ -31,13 +32,13 @@ def test_empty_event_is_an_error():
         track_topology(np.zeros((0, 3)), np.zeros(0), 10.0, 18.0)
 
 
-def test_rejection_at_signal_efficiency_counts():
+def test_background_rejection_factor_counts():
     labels = np.array([1] * 10 + [0] * 10)
     scores = np.concatenate([np.arange(10, 20), np.arange(10)])  # perfectly separated
-    assert rejection_at_signal_efficiency(scores, labels, 0.7) == 10.0  # lower bound: none passes
+    assert background_rejection_factor(scores, labels, 0.7) == 10.0  # lower bound: none passes
     scores = np.concatenate([np.arange(10), np.arange(10)])  # identical distributions
-    assert rejection_at_signal_efficiency(scores, labels, 0.7) == pytest.approx(10 / 7)
-    assert np.isnan(rejection_at_signal_efficiency(scores[:10], labels[:10], 0.7))
+    assert background_rejection_factor(scores, labels, 0.7) == pytest.approx(10 / 7)
+    assert np.isnan(background_rejection_factor(scores[:10], labels[:10], 0.7))
 
 
 def test_blob_cut_on_simulated_events_is_near_next_white():

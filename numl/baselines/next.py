@@ -11,8 +11,9 @@ from scipy.sparse.csgraph import connected_components, dijkstra
 from scipy.spatial import cKDTree
 from sklearn.metrics import roc_auc_score, roc_curve
 
-#: signal efficiencies at which NEXT-White quotes background rejection (CNN at 65 %, classical at 72 %)
-WORKING_POINTS = (0.65, 0.72)
+from numl.metrics import NEXT_WORKING_POINTS as WORKING_POINTS
+from numl.metrics import background_rejection_factor
+
 #: graphs larger than this use a double Dijkstra sweep instead of all pairs to find the track ends
 MAX_ALL_PAIRS_VOXELS = 1500
 
@@ -58,26 +59,12 @@ def track_topology(voxel_mm: np.ndarray, voxel_kev: np.ndarray, voxel_size_mm: f
     return Topology(blob1_kev=max(blobs), blob2_kev=min(blobs), track_length_mm=length, ends_mm=ends)
 
 
-def rejection_at_signal_efficiency(scores: np.ndarray, labels: np.ndarray, efficiency: float) -> float:
-    """Background rejection factor 1 / (background acceptance) at the cut that keeps `efficiency` of
-    the signal. When no background event passes, it returns the number of background events (a lower bound)."""
-    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool)
-    if labels.all() or not labels.any():
-        return float("nan")
-    # the loosest cut keeping at least `efficiency` of the signal: the k-th highest signal score
-    signal = np.sort(scores[labels])[::-1]
-    threshold = signal[max(int(np.ceil(efficiency * len(signal) - 1e-9)), 1) - 1]
-    background = scores[~labels]
-    accepted = np.count_nonzero(background >= threshold)
-    return float(len(background) / max(accepted, 1))
-
-
 def classification_metrics(scores: np.ndarray, labels: np.ndarray, prefix: str = "") -> dict[str, float]:
     """The metric names the NEXT tasks log, so baseline and networks share one table."""
     labels = np.asarray(labels).astype(int)
     out = {f"{prefix}auroc": float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else float("nan")}
     for eff in WORKING_POINTS:
-        out[f"{prefix}background_rejection_at_{round(eff * 100)}"] = rejection_at_signal_efficiency(scores, labels, eff)
+        out[f"{prefix}background_rejection_at_{round(eff * 100)}"] = background_rejection_factor(scores, labels, eff)
     return out
 
 

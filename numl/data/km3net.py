@@ -33,8 +33,7 @@ from numl.utils.hdf5 import open_checked, write_metadata
 from numl.utils.seeds import derived_seed
 
 SIMULATOR_NAME = "numl.sim.km3net"
-HIT_FEATURES = ("x", "y", "z", "dir_x", "dir_y", "dir_z", "light_time", "tot", "triggered", "x_event", "y_event",
-                "z_event")
+from numl.sim.km3net.features import HIT_FEATURES  # noqa: E402  (one list of columns, shared with the models)
 SPLITS = ("train", "val", "test")
 DETECTOR_KEYS = {"geometry", "detx_path", "n_du", "du_spacing_m", "n_doms_per_du", "dom_spacing_m",
                  "first_dom_height_m"}

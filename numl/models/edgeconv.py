@@ -1,4 +1,4 @@
-"""DynEdge-style graph network over KM3NeT hits, and the direction + energy head shared with the transformer.
+"""DynEdge-style graph network over KM3NeT hits: hits in, one embedding per event out (the task owns the head).
 
 Hits are a padded batch: features (B, N, F) and a boolean mask (B, N). Each EdgeConv layer builds a k-nearest-
 neighbour graph (first in space-time from the hit coordinates, then in the latent space of the previous layer,
@@ -8,13 +8,25 @@ neighbours come from a masked pairwise-distance top-k, which is fine for the few
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-#: columns of the hit feature vector that are space-time coordinates (x, y, z, light-travel time), see
-#: numl.data.km3net.HIT_FEATURES
-SPACETIME_COLUMNS = (0, 1, 2, 6)
+from numl.sim.km3net.features import HIT_FEATURES
+from numl.utils.errors import ConfigError
+
+#: hit features that are space-time coordinates (light_time: time as metres of light travel), the first k-NN graph
+SPACETIME_FEATURES = ("x", "y", "z", "light_time")
+
+
+def feature_columns(names: Sequence[str], key: str = "model.spacetime_features") -> list[int]:
+    """Column of each named hit feature in numl.sim.km3net.features.HIT_FEATURES."""
+    unknown = [name for name in names if name not in HIT_FEATURES]
+    if unknown or not names:
+        raise ConfigError(f"{key}={list(names)}: unknown hit feature {unknown[0] if unknown else '(none given)'}; "
+                          f"choose from {', '.join(HIT_FEATURES)}")
+    return [HIT_FEATURES.index(name) for name in names]
 
 
 def mlp(sizes: list[int], final_activation: bool = True) -> nn.Sequential:
@@ -24,23 +36,6 @@ def mlp(sizes: list[int], final_activation: bool = True) -> nn.Sequential:
         if final_activation or i < len(sizes) - 2:
             layers.append(nn.LeakyReLU(0.1))
     return nn.Sequential(*layers)
-
-
-class DirectionEnergyHead(nn.Module):
-    """Event embedding -> unit direction, vMF concentration kappa, log10 E and its Gaussian sigma."""
-
-    def __init__(self, in_dim: int, hidden: int = 128, kappa_min: float = 1e-3) -> None:
-        super().__init__()
-        self.net = mlp([in_dim, hidden, hidden])
-        self.out = nn.Linear(hidden, 6)
-        self.kappa_min = kappa_min
-
-    def forward(self, embedding: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.out(self.net(embedding))
-        direction = F.normalize(out[:, 0:3], dim=-1, eps=1e-8)
-        kappa = F.softplus(out[:, 3]) * 10.0 + self.kappa_min  # x10: typical kappas are 10-1000, keep raw O(1)
-        return {"direction": direction, "kappa": kappa, "log10_energy": out[:, 4],
-                "log10_energy_log_sigma": out[:, 5].clamp(-7.0, 3.0)}
 
 
 def masked_pool(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -85,25 +80,27 @@ class EdgeConv(nn.Module):
 
 
 class DynEdge(nn.Module):
-    """EdgeConv stack with dynamic graphs, skip-concatenation of all layers, global pooling and the head."""
+    """EdgeConv stack with dynamic graphs, skip-concatenation of all layers and global pooling:
+    (hit_features (B, N, F), hit_mask (B, N)) -> event embedding (B, embedding_dim)."""
 
-    def __init__(self, n_features: int = 12, k: int = 8, hidden: int = 64, n_layers: int = 3,
-                 head_hidden: int = 128) -> None:
+    def __init__(self, n_features: int = len(HIT_FEATURES), k: int = 8, hidden: int = 64, n_layers: int = 3,
+                 spacetime_features: Sequence[str] = SPACETIME_FEATURES) -> None:
         super().__init__()
         self.k = k
+        self.spacetime_columns = feature_columns(spacetime_features)
         self.input_mlp = mlp([n_features, hidden])
         self.convs = nn.ModuleList([EdgeConv(hidden, hidden) for _ in range(n_layers)])
         self.post = mlp([hidden * (n_layers + 1) + n_features, 2 * hidden])
-        self.head = DirectionEnergyHead(3 * 2 * hidden + 1, head_hidden)
+        self.embedding_dim = 3 * 2 * hidden + 1  # masked_pool: mean, max, min and log(hit count)
 
-    def forward(self, hit_features: torch.Tensor, hit_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, hit_features: torch.Tensor, hit_mask: torch.Tensor) -> torch.Tensor:
         h = self.input_mlp(hit_features)
         layers = [hit_features, h]
-        coords = hit_features[..., list(SPACETIME_COLUMNS)]
+        coords = hit_features[..., self.spacetime_columns]
         for conv in self.convs:
             index, valid = knn_indices(coords, hit_mask, self.k)
             h = conv(h, index, valid)
             layers.append(h)
             coords = h  # dynamic graph: later layers connect hits close in latent space
         h = self.post(torch.cat(layers, dim=-1))
-        return self.head(masked_pool(h, hit_mask))
+        return masked_pool(h, hit_mask)

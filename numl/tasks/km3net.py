@@ -1,10 +1,15 @@
 """KM3NeT multi-task reconstruction: direction (von Mises-Fisher) and log10 energy (Gaussian) from hit sets.
 
-The model (numl.models.edgeconv.DynEdge or numl.models.hit_transformer.HitTransformer) returns a dict with a
-unit `direction`, its concentration `kappa`, `log10_energy` and `log10_energy_log_sigma`. The loss is the vMF
-negative log likelihood plus `energy_weight` times the Gaussian one. Metrics: median and mean angular error
-(deg), sigma(log10 E), and the kappa calibration `direction_coverage_68`: the fraction of events whose true
-direction lies inside the predicted 68 % cone (0.68 when kappa is calibrated).
+The backbone (numl.models.edgeconv.DynEdge or numl.models.hit_transformer.HitTransformer) maps the hits to one
+embedding per event; the task's DirectionEnergyHead turns it into a unit `direction`, its concentration `kappa`,
+`log10_energy` and `log10_energy_log_sigma`. The loss is the vMF negative log likelihood plus `energy_weight`
+times the Gaussian one. Metrics: median and mean angular error (deg), sigma(log10 E), and the kappa calibration
+`direction_coverage_68`: the fraction of events whose true direction lies inside the predicted 68 % cone (0.68
+when kappa is calibrated).
+
+Calibration: after every validation epoch (not the sanity check) one factor `kappa_scale` is fitted on the
+validation events of all ranks (`fit_kappa_scale`) and stored as a buffer; predictions carry the network's
+`kappa` and `kappa_calibrated` = kappa_scale * kappa.
 """
 
 from __future__ import annotations
@@ -13,67 +18,62 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric, Metric, MetricCollection
+from torchmetrics import CatMetric, MeanMetric, MetricCollection
 
+from numl.metrics import EventStatistic, angular_error_deg, gaussian_nll
+from numl.models.edgeconv import mlp
 from numl.tasks.base import BaseTask
-from numl.tasks.losses import gaussian_nll, vmf_angle_cdf, vmf_nll_3d
+from numl.tasks.losses import vmf_angle_cdf, vmf_nll_3d
 
 #: keys of a batch passed through to predictions when present (real files carry the official reconstruction)
 PASSTHROUGH_KEYS = ("direction", "log10_energy", "energy_gev", "event_type", "n_hits", "event_index",
                     "official_direction", "official_log10_energy")
 
 
-def angular_error_deg(predicted: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-    cos = (predicted * true).sum(dim=-1) / (predicted.norm(dim=-1) * true.norm(dim=-1)).clamp(min=1e-12)
-    return torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0)))
+class DirectionEnergyHead(nn.Module):
+    """Event embedding -> unit direction, vMF concentration kappa, log10 E and its Gaussian log sigma."""
 
-
-class _CatMetric(Metric):
-    """Keeps every per-event value of the epoch; subclasses reduce them."""
-
-    full_state_update = False
-
-    def __init__(self) -> None:
+    def __init__(self, in_dim: int, hidden: int = 128, kappa_min: float = 1e-3) -> None:
         super().__init__()
-        self.add_state("values", default=[], dist_reduce_fx="cat")
+        self.net = mlp([in_dim, hidden, hidden])
+        self.out = nn.Linear(hidden, 6)
+        self.kappa_min = kappa_min
 
-    def update(self, values: torch.Tensor) -> None:  # type: ignore[override]
-        self.values.append(values.detach().float().flatten())
-
-    def _all(self) -> torch.Tensor:
-        return torch.cat(self.values) if isinstance(self.values, list) else self.values
-
-
-class MedianMetric(_CatMetric):
-    def compute(self) -> torch.Tensor:
-        return self._all().median()
-
-
-class StdMetric(_CatMetric):
-    def compute(self) -> torch.Tensor:
-        values = self._all()
-        return values.std(unbiased=False) if values.numel() > 1 else torch.zeros((), device=values.device)
+    def forward(self, embedding: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.out(self.net(embedding))
+        direction = F.normalize(out[:, 0:3], dim=-1, eps=1e-8)
+        kappa = F.softplus(out[:, 3]) * 10.0 + self.kappa_min  # x10: typical kappas are 10-1000, keep raw O(1)
+        return {"direction": direction, "kappa": kappa, "log10_energy": out[:, 4],
+                "log10_energy_log_sigma": out[:, 5].clamp(-7.0, 3.0)}
 
 
 class KM3NeTRecoTask(BaseTask):
+    """Args: model: a hit backbone with `embedding_dim`; head_hidden: width of the head's hidden layers."""
+
     input_key = "hit_features"
 
     def __init__(self, model: nn.Module, optimizer=None, scheduler=None, energy_weight: float = 1.0,
-                 **hparams) -> None:
-        super().__init__(model, optimizer, scheduler, energy_weight=energy_weight, **hparams)
+                 head_hidden: int = 128, **hparams) -> None:
+        super().__init__(model, optimizer, scheduler, energy_weight=energy_weight, head_hidden=head_hidden,
+                         **hparams)
         self.energy_weight = float(energy_weight)
+        self.head = DirectionEnergyHead(model.embedding_dim, head_hidden)
+        self.register_buffer("kappa_scale", torch.ones(()))
+        # (kappa, angular error) of the validation events; torchmetrics gathers them from all ranks on compute
+        self.val_kappa_and_error = CatMetric(nan_strategy="disable")
 
     def configure_metrics(self) -> MetricCollection:
         return MetricCollection({
-            "angular_error_deg_median": MedianMetric(),
+            "angular_error_deg_median": EventStatistic("median"),
             "angular_error_deg_mean": MeanMetric(),
-            "sigma_log10_energy": StdMetric(),
+            "sigma_log10_energy": EventStatistic("std"),
             "direction_coverage_68": MeanMetric(),
         })
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.model(batch["hit_features"], batch["hit_mask"])
+        return self.head(self.model(batch["hit_features"], batch["hit_mask"]))
 
     def compute_loss(self, outputs, batch) -> torch.Tensor:
         direction_nll = vmf_nll_3d(outputs["direction"], outputs["kappa"], batch["direction"])
@@ -87,11 +87,25 @@ class KM3NeTRecoTask(BaseTask):
         metrics["sigma_log10_energy"].update(outputs["log10_energy"] - batch["log10_energy"])
         cdf = vmf_angle_cdf(torch.deg2rad(error_deg), outputs["kappa"])
         metrics["direction_coverage_68"].update((cdf <= 0.68).float())
+        if getattr(metrics, "prefix", None) == "val/":
+            self.val_kappa_and_error.update(torch.stack([outputs["kappa"], error_deg], dim=1).detach())
+
+    def on_validation_epoch_end(self) -> None:
+        # compute() gathers every rank's events (a collective: all ranks call it, also in the sanity check)
+        values = self.val_kappa_and_error.compute()
+        self.val_kappa_and_error.reset()
+        # The sanity check sees a few batches of an untrained network: no calibration from those.
+        if self.trainer.sanity_checking or isinstance(values, list):
+            return
+        values = values.double().cpu()
+        self.kappa_scale.fill_(fit_kappa_scale(values[:, 0].numpy(), values[:, 1].numpy()))
+        self.log("val/kappa_scale", self.kappa_scale)
 
     def predictions(self, outputs, batch) -> dict[str, torch.Tensor]:
         out = {
             "direction_pred": outputs["direction"],
             "kappa": outputs["kappa"],
+            "kappa_calibrated": outputs["kappa"] * self.kappa_scale,
             "log10_energy_pred": outputs["log10_energy"],
             "log10_energy_sigma": torch.exp(outputs["log10_energy_log_sigma"]),
             "angular_error_deg": angular_error_deg(outputs["direction"], batch["direction"]),
@@ -101,7 +115,7 @@ class KM3NeTRecoTask(BaseTask):
 
     def attribution_forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Predicted log10 E from the padded hit features alone; all-zero rows are padding."""
-        return self.model(inputs, inputs.abs().sum(dim=-1) > 0)["log10_energy"]
+        return self.head(self.model(inputs, inputs.abs().sum(dim=-1) > 0))["log10_energy"]
 
     def save_figures(self, predictions: dict[str, torch.Tensor], output_dir: Path) -> list[Path]:
         return save_resolution_figures(predictions, Path(output_dir))

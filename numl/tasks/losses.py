@@ -1,4 +1,4 @@
-"""Probabilistic losses: the 3D von Mises-Fisher direction loss and the Gaussian negative log likelihood.
+"""The 3D von Mises-Fisher direction loss (the Gaussian negative log likelihood is numl.metrics.gaussian_nll).
 
 vMF in 3D: p(t | mu, kappa) = C3(kappa) exp(kappa mu.t) with C3(kappa) = kappa / (4 pi sinh kappa). Its
 negative log likelihood is log(4 pi) + log(sinh(kappa) / kappa) - kappa mu.t; log(sinh(k)/k) is evaluated as
@@ -40,7 +40,3 @@ def vmf_angle_cdf(angle_rad: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
     For a calibrated kappa, this evaluated at the true angular error is uniform on [0, 1]."""
     return -torch.expm1(-kappa * (1.0 - torch.cos(angle_rad))) / -torch.expm1(-2.0 * kappa)
 
-
-def gaussian_nll(mean: torch.Tensor, log_sigma: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-event Gaussian negative log likelihood with a predicted log sigma."""
-    return 0.5 * ((target - mean) * torch.exp(-log_sigma)) ** 2 + log_sigma + 0.5 * math.log(2.0 * math.pi)

@@ -5,44 +5,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-from torchmetrics import CatMetric, Metric, MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 
-from numl.baselines.next import WORKING_POINTS, rejection_at_signal_efficiency, save_roc_comparison
+from numl.baselines.next import save_roc_comparison
+from numl.metrics import NEXT_WORKING_POINTS, BackgroundRejectionFactor
 from numl.tasks.classification import BinaryClassificationTask
 
 
-class BackgroundRejection(Metric):
-    """1 / background acceptance at the cut keeping `signal_efficiency` of the signal, over all
-    events of the epoch (the same function the blob-cut baseline uses)."""
-
-    full_state_update = False
-
-    def __init__(self, signal_efficiency: float) -> None:
-        super().__init__()
-        self.signal_efficiency = signal_efficiency
-        self.scores, self.labels = CatMetric(), CatMetric()
-
-    def update(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
-        self.scores.update(scores.detach().float())
-        self.labels.update(labels.detach().float())
-
-    def compute(self) -> torch.Tensor:
-        scores, labels = self.scores.compute().cpu().numpy(), self.labels.compute().cpu().numpy()
-        return torch.tensor(rejection_at_signal_efficiency(scores, labels, self.signal_efficiency))
-
-    def reset(self) -> None:
-        super().reset()
-        self.scores.reset()
-        self.labels.reset()
-
-
 def topology_metrics() -> dict[str, Metric]:
-    """auroc and background_rejection_at_65 / _72: the names `numl.baselines.next` reports with baseline/."""
+    """auroc and background_rejection_at_65 / _72 (rejection factor 1 / background efficiency at 65 / 72 %
+    signal efficiency): the names `numl.baselines.next` reports with baseline/."""
     metrics: dict[str, Metric] = {"auroc": BinaryAUROC()}
-    for eff in WORKING_POINTS:
-        metrics[f"background_rejection_at_{round(eff * 100)}"] = BackgroundRejection(eff)
+    for eff in NEXT_WORKING_POINTS:
+        metrics[f"background_rejection_at_{round(eff * 100)}"] = BackgroundRejectionFactor(eff)
     return metrics
 
 

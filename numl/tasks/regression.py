@@ -2,37 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MeanSquaredError, MetricCollection
 
+from numl.metrics import OneSigmaCoverage, gaussian_nll
 from numl.tasks.base import BaseTask
-from numl.tasks.losses import gaussian_nll
-from numl.utils.plots import save_regression_scatter
-
-
-class GaussianNLL(nn.Module):
-    """Heteroscedastic Gaussian negative log likelihood; the network predicts log variance for stability."""
-
-    def forward(self, mean: torch.Tensor, log_var: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return gaussian_nll(mean, 0.5 * log_var, target).mean()
-
-
-class _RMSE(MeanMetric):
-    def update(self, mean: torch.Tensor, target: torch.Tensor) -> None:  # type: ignore[override]
-        super().update((mean - target) ** 2)
-
-    def compute(self) -> torch.Tensor:
-        return super().compute().sqrt()
-
-
-class _CoverageOneSigma(MeanMetric):
-    """Fraction of events whose truth lies within one predicted sigma (68.3 % if calibrated)."""
-
-    def update(self, mean, sigma, target) -> None:  # type: ignore[override]
-        super().update(((mean - target).abs() <= sigma).float())
 
 
 class GaussianRegressionTask(BaseTask):
@@ -47,11 +22,8 @@ class GaussianRegressionTask(BaseTask):
         # Targets are divided by target_scale inside the network's space so that O(1) outputs suffice.
         self.target_scale = float(target_scale)
 
-    def configure_losses(self) -> None:
-        self.loss_fn = GaussianNLL()
-
     def configure_metrics(self) -> MetricCollection:
-        return MetricCollection({"rmse": _RMSE(), "coverage_1sigma": _CoverageOneSigma()})
+        return MetricCollection({"rmse": MeanSquaredError(squared=False), "coverage_1sigma": OneSigmaCoverage()})
 
     def _targets(self, batch) -> torch.Tensor:
         return torch.stack([batch[k].float() for k in self.target_keys], dim=-1) / self.target_scale
@@ -62,7 +34,7 @@ class GaussianRegressionTask(BaseTask):
 
     def compute_loss(self, outputs, batch):
         mean, log_var = outputs
-        return self.loss_fn(mean, log_var, self._targets(batch))
+        return gaussian_nll(mean, 0.5 * log_var, self._targets(batch)).mean()
 
     def update_metrics(self, metrics, outputs, batch):
         mean, log_var = outputs
@@ -82,7 +54,3 @@ class GaussianRegressionTask(BaseTask):
 
     def attribution_forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.model(inputs).reshape(len(inputs), 2, len(self.target_keys))[:, 0, 0]
-
-    def save_figures(self, predictions, output_dir: Path) -> list[Path]:
-        return [save_regression_scatter(predictions[k], predictions[f"{k}_pred"], predictions[f"{k}_sigma"],
-                                        output_dir / f"{k}_regression.png", name=k) for k in self.target_keys]

@@ -20,7 +20,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryJaccardIndex, MulticlassAccuracy
 
 from numl.baselines.next import save_roc_comparison
-from numl.data.next import FEATURE_SCALE_KEV
+from numl.sim.next import FEATURE_SCALE_KEV
 from numl.sim.next.generator import BLOB, SEGMENT_CLASSES
 from numl.tasks.base import BaseTask
 from numl.tasks.next import topology_metrics

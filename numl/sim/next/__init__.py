@@ -2,4 +2,8 @@
 
 from numl.sim.next.generator import SEGMENT_CLASSES, SIMULATOR_NAME, NextEvent, NextSimConfig, simulate_events
 
-__all__ = ["SEGMENT_CLASSES", "SIMULATOR_NAME", "NextEvent", "NextSimConfig", "simulate_events"]
+#: voxel energies enter the networks in units of this many keV (numl.data.next builds the features; the
+#: segmentation task turns them back into keV)
+FEATURE_SCALE_KEV = 1000.0
+
+__all__ = ["FEATURE_SCALE_KEV", "SEGMENT_CLASSES", "SIMULATOR_NAME", "NextEvent", "NextSimConfig", "simulate_events"]
