@@ -11,15 +11,14 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from numl.pipeline import evaluate_test_events
 from numl.utils.errors import ConfigError
 from numl.utils.runtime import (
     check_checkpoint,
     check_writable_dir,
-    figures_and_baseline,
     load_task_from_run,
     one_line_errors,
     register_resolvers,
@@ -48,10 +47,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                          default_root_dir=str(output_dir))
     trainer.test(task, datamodule=datamodule)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-    baseline_metrics, merged = figures_and_baseline(trainer, task, datamodule, output_dir / "figures",
-                                                    cfg.get("baseline", True))
+    baselines = run_cfg.get("baseline") if cfg.get("run_baselines", True) else None
+    baseline_metrics, _ = evaluate_test_events(trainer, task, datamodule, baselines, run_cfg.get("figures"),
+                                               output_dir)
     metrics.update(baseline_metrics)
-    torch.save(merged, output_dir / "test_predictions.pt")
     summary = {"checkpoint": str(ckpt_path), "run_dir": str(output_dir), "metrics": metrics}
     (output_dir / "test_metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     print(json.dumps(metrics, indent=2, sort_keys=True))
@@ -59,7 +58,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="pkg://numl.conf", config_name="evaluate")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)

@@ -1,8 +1,8 @@
-"""Train a model, test its best checkpoint, and run the classical baseline on the same test events.
+"""Train a model, test its best checkpoint, and run the classical baselines on the same test events.
 
-    python -m numl.train +experiment=lensing_cnn
-    python -m numl.train +experiment=lensing_cnn resume=true hydra.run.dir=<run dir of a killed run>
-    python -m numl.train -m +experiment=lensing_cnn hparams_search=lensing_optuna
+    python -m numl.train experiment=lensing_cnn
+    python -m numl.train experiment=lensing_cnn resume=true hydra.run.dir=<run dir of a killed run>
+    python -m numl.train -m experiment=lensing_cnn hparams_search=lensing_optuna
 
 Returns the value of `optimized_metric` so that a Hydra sweeper can optimise it.
 """
@@ -20,15 +20,14 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from numl.figures.common import save_metric_history
+from numl.pipeline import evaluate_test_events
 from numl.utils.errors import ConfigError
-from numl.utils.plots import save_metric_history
 from numl.utils.runtime import (
-    apply_debug,
     build_task,
     check_checkpoint,
     check_common_config,
     check_writable_dir,
-    figures_and_baseline,
     one_line_errors,
     register_resolvers,
 )
@@ -70,16 +69,10 @@ def _finish_loggers(exit_code: int) -> None:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    debugging = bool(cfg.get("debug"))
-    cfg = apply_debug(cfg)
     check_common_config(cfg)
     output_dir = check_writable_dir("paths.output_dir", cfg.paths.output_dir)
     # The whole run config, without Hydra's own node (present when composed by the tests).
     run_config = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    if debugging and (output_dir / ".hydra").is_dir():
-        # Hydra saved the config before the debug merge; numl.evaluate and numl.attribute rebuild the run
-        # from this file, so it must hold what the run really used.
-        OmegaConf.save(run_config, output_dir / ".hydra" / "config.yaml")
     ckpt_path = _resume_checkpoint(cfg, output_dir)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
@@ -106,12 +99,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.test(task, datamodule=datamodule, ckpt_path=test_ckpt)
         metrics.update({k: _to_float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
         if trainer.is_global_zero:
-            figure_dir = output_dir / "figures"
-            baseline_metrics, _ = figures_and_baseline(trainer, task, datamodule, figure_dir, cfg.get("baseline", True))
+            baseline_metrics, _ = evaluate_test_events(trainer, task, datamodule, cfg.get("baseline"),
+                                                       cfg.get("figures"), output_dir)
             metrics.update(baseline_metrics)
             for lg in loggers:
                 if isinstance(lg, pl.loggers.CSVLogger):
-                    save_metric_history(Path(lg.log_dir) / "metrics.csv", figure_dir / "training_history.png")
+                    save_metric_history(Path(lg.log_dir) / "metrics.csv",
+                                        output_dir / "figures" / "training_history.png")
 
     if trainer.is_global_zero:
         summary = {"run_dir": str(output_dir), "best_checkpoint": best, "metrics": metrics}
@@ -135,7 +129,7 @@ def _print_summary(metrics: dict[str, float], output_dir: Path) -> None:
     console.print(f"run directory: {output_dir}")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="pkg://numl.conf", config_name="train")
 @one_line_errors
 def main(cfg: DictConfig) -> float | None:
     try:

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 
+from numl.baselines.base import Baseline, BaselineResult
 from numl.sim.lensing.maps import ConvergenceMapSimulator, binned_power_spectra
 from numl.sim.lensing.spectra import ConvergenceSpectra
 from numl.utils.errors import ConfigError
@@ -202,3 +204,77 @@ class PowerSpectrumGridRegressor(PowerSpectrumClassifier):
         mean = weights @ self.values
         sigma = np.sqrt(np.maximum(weights @ self.values**2 - mean**2, 0.0))
         return mean, sigma
+
+
+# ----- the baselines a run executes (numl.baselines.base) -------------------------------------------------------
+def _classification_result(label: str, score: torch.Tensor, labels: torch.Tensor) -> BaselineResult:
+    """Accuracy at the equal-prior decision (score > 0) and AUROC, with the per-map scores for the ROC figure."""
+    score, labels = score.detach().cpu().numpy(), labels.numpy()
+    metrics = {"acc": float(((score > 0).astype(int) == labels).mean()), "auroc": float(roc_auc_score(labels, score))}
+    return BaselineResult(label, metrics, {"score": score, "label": labels})
+
+
+class LikelihoodRatioBaseline(Baseline):
+    """The exact Gaussian likelihood ratio with the spectra the maps were made from: Bayes-optimal on Gaussian
+    maps, so the ceiling any classifier of those maps can reach. Refused on lognormal maps, where it is not the
+    likelihood, and for M_nu regression."""
+
+    label = "likelihood ratio (optimal)"
+
+    def evaluate(self, datamodule) -> BaselineResult:
+        if datamodule.target != "classification" or datamodule.field != "gaussian":
+            raise ConfigError(f"baseline=likelihood_ratio: needs data.target=classification and data.field=gaussian "
+                              f"(got {datamodule.target} and {datamodule.field}); choose baseline=power_spectrum")
+        datamodule.build_simulators()
+        optimal = GaussianLikelihoodRatio(datamodule.spectra[0], datamodule.spectra[1],
+                                          **datamodule.observation_kwargs())
+        test = datamodule.events("test")
+        return _classification_result(self.label, optimal.log_likelihood_ratio(test.maps), test.labels)
+
+
+class PowerSpectrumBaseline(Baseline):
+    """The binned power spectrum's Gaussian likelihood, means and covariances learned from training maps:
+    a classifier (massive vs massless), or for M_nu regression the posterior over the grid of M_nu values.
+
+    Args:
+        n_fit_per_class: at least this many fitting maps per cosmology, so that the covariance is well
+            conditioned even in debug runs; a run with fewer training maps (or on-the-fly training maps)
+            gets simulated fitting maps from their own seeds.
+        max_bins: multipole bins, at most (fewer when there are few fitting maps).
+    """
+
+    label = "power-spectrum classifier"
+
+    def __init__(self, n_fit_per_class: int = 256, max_bins: int = 20) -> None:
+        self.n_fit_per_class, self.max_bins = int(n_fit_per_class), int(max_bins)
+        self.model: PowerSpectrumClassifier | None = None
+
+    def fitting_maps(self, datamodule):
+        n_fit = max(datamodule.split_sizes["train"], self.n_fit_per_class * len(datamodule.m_nu_values))
+        if datamodule.source == "hdf5" and len(datamodule.events("train")) >= n_fit:
+            return datamodule.events("train")
+        return datamodule.simulate_maps("baseline_fit", n_fit)
+
+    def fit(self, datamodule) -> PowerSpectrumBaseline:
+        datamodule.build_simulators()
+        fit = self.fitting_maps(datamodule)
+        n_classes = len(datamodule.m_nu_values)
+        n_bins = int(min(self.max_bins, max(2, min(int((fit.labels == k).sum()) for k in range(n_classes)) // 4)))
+        edges = datamodule.ell_bin_edges(n_bins)
+        if datamodule.target == "regression":
+            self.model = PowerSpectrumGridRegressor(datamodule.field_deg, edges).fit(fit.maps, fit.labels,
+                                                                                     datamodule.m_nu_values)
+        else:
+            self.model = PowerSpectrumClassifier(datamodule.field_deg, edges).fit(fit.maps, fit.labels)
+        return self
+
+    def evaluate(self, datamodule) -> BaselineResult:
+        test = datamodule.events("test")
+        if isinstance(self.model, PowerSpectrumGridRegressor):
+            mean, sigma = self.model.posterior(test.maps)
+            truth = test.m_nu.numpy()
+            metrics = {"rmse": float(np.sqrt(np.mean((mean - truth) ** 2))),
+                       "coverage_1sigma": float(np.mean(np.abs(mean - truth) <= sigma))}
+            return BaselineResult("power-spectrum posterior", metrics,
+                                  {"m_nu_mean": mean, "m_nu_sigma": sigma, "m_nu_true": truth})
+        return _classification_result(self.label, self.model.log_likelihood_ratio(test.maps), test.labels)

@@ -1,4 +1,8 @@
-"""Figures every domain shares (ROC curves, regression scatter, training curves), saved as PNGs."""
+"""What every domain's figures share: the one place that sets matplotlib's backend, saving a figure, the ROC
+plotter, regression scatter and pulls, and training curves.
+
+Figures receive what they draw (predictions, baseline outputs, events) and read nothing else.
+"""
 
 from __future__ import annotations
 
@@ -6,38 +10,59 @@ from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")  # runs write PNGs on headless nodes
+matplotlib.use("Agg")  # runs write PNGs on headless nodes: set once, here, before pyplot is imported anywhere
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
+from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
 
-def _np(x) -> np.ndarray:
+def as_numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def save_roc_curve(scores, labels, path: Path, positive: str = "signal", negative: str = "background",
-                   extra_curves: dict[str, tuple] | None = None) -> Path:
-    """ROC as signal efficiency vs background rejection; `extra_curves` adds e.g. the baseline's."""
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    curves = {"network": (scores, labels), **(extra_curves or {})}
-    for name, (s, y) in curves.items():
-        fpr, tpr, _ = roc_curve(_np(y).astype(int), _np(s))
-        ax.plot(tpr, 1 - fpr, label=name)
-    ax.set_xlabel(f"{positive} efficiency")
-    ax.set_ylabel(f"{negative} rejection (1 - FPR)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
+def save_figure(fig, path: Path, dpi: int = 120, tight: bool = True) -> Path:
+    """tight_layout (not with a colorbar that spans axes), write the PNG (creating its folder), free the figure."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    if tight:
+        fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
 
+def score_curves(predictions: dict, baselines: dict) -> dict[str, tuple]:
+    """{legend name: (scores, labels)} of the network and of every baseline that scores events."""
+    curves = {"network": (predictions["score"], predictions["label"])} if "score" in predictions else {}
+    for result in baselines.values():
+        if "score" in result.outputs:
+            curves[result.label] = (result.outputs["score"], result.outputs["label"])
+    return curves
+
+
+def save_roc_curves(curves: dict[str, tuple], path: Path, positive: str = "signal", negative: str = "background",
+                    working_points: tuple[float, ...] = ()) -> Path:
+    """Background rejection factor 1/eps_b against signal efficiency for several discriminants on the same
+    events, each {legend name: (scores, labels with 1 = positive)}; AUROC in the legend, dotted working points."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.4))
+    for name, (scores, labels) in curves.items():
+        labels, scores = as_numpy(labels).astype(int), as_numpy(scores)
+        fpr, tpr, _ = roc_curve(labels, scores)
+        passing = fpr > 0
+        ax.plot(tpr[passing], 1 / fpr[passing], label=f"{name} (AUROC {roc_auc_score(labels, scores):.3f})")
+    for efficiency in working_points:
+        ax.axvline(efficiency, color="grey", lw=0.7, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"{positive} efficiency")
+    ax.set_ylabel(f"{negative} rejection factor 1/eps_b")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
 def save_regression_scatter(truth, predicted, sigma, path: Path, name: str) -> Path:
-    truth, predicted, sigma = _np(truth), _np(predicted), _np(sigma)
+    truth, predicted, sigma = as_numpy(truth), as_numpy(predicted), as_numpy(sigma)
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
     axes[0].errorbar(truth, predicted, yerr=sigma, fmt=".", alpha=0.4, ms=3)
     lo, hi = float(truth.min()), float(truth.max())
@@ -50,11 +75,14 @@ def save_regression_scatter(truth, predicted, sigma, path: Path, name: str) -> P
     axes[1].plot(x, np.exp(-x**2 / 2) / np.sqrt(2 * np.pi), "k", lw=1, label="N(0, 1)")
     axes[1].set_xlabel("(pred - true) / predicted sigma")
     axes[1].legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
+
+
+def save_regression_figures(predictions: dict[str, torch.Tensor], output_dir: Path) -> list[Path]:
+    """Scatter and pulls for every regressed quantity: predictions with `<key>_pred` and `<key>_sigma`."""
+    keys = [k.removesuffix("_pred") for k in predictions if k.endswith("_pred") and f"{k[:-5]}_sigma" in predictions]
+    return [save_regression_scatter(predictions[k], predictions[f"{k}_pred"], predictions[f"{k}_sigma"],
+                                    Path(output_dir) / f"{k}_regression.png", name=k) for k in keys if k in predictions]
 
 
 def save_metric_history(metrics_csv: Path, path: Path) -> Path | None:
@@ -88,7 +116,4 @@ def save_metric_history(metrics_csv: Path, path: Path) -> Path | None:
             axes[0, 1].plot(list(values), list(values.values()), marker="o", label=key)
         axes[0, 1].set_xlabel("epoch")
         axes[0, 1].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -1,15 +1,37 @@
-"""Figures of the lensing data: example maps of each class and the spectrum check."""
+"""Lensing figures: example maps of each class, the spectrum check, the ROC of the network beside the
+baselines' (classification) or the M_nu scatter and pulls (regression)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from numl.baselines.base import BaselineResult
+from numl.figures.common import plt, save_figure, save_regression_figures, save_roc_curves, score_curves
+from numl.sim.lensing import measure_power_spectrum
+
+
+def draw(datamodule: Any, predictions: dict[str, torch.Tensor], baselines: dict[str, BaselineResult],
+         output_dir: Path) -> list[Path]:
+    """Every lensing figure the run's outputs allow, into `output_dir`."""
+    output_dir = Path(output_dir)
+    test = datamodule.events("test")
+    datamodule.build_simulators()
+    paths = [plot_example_maps(test.maps, test.labels, datamodule.m_nu_values, datamodule.field_deg,
+                               output_dir / "example_maps.png")]
+    ell_edges = datamodule.ell_bin_edges(15)
+    measured = [measure_power_spectrum(test.maps[test.labels == k][:256], datamodule.field_deg, ell_edges)
+                for k in range(len(datamodule.m_nu_values)) if (test.labels == k).any()]
+    paths.append(plot_spectra_check(datamodule.simulators, datamodule.m_nu_values, measured,
+                                    output_dir / "power_spectra.png"))
+    curves = score_curves(predictions, baselines)
+    if curves:
+        paths.append(save_roc_curves(curves, output_dir / "roc_vs_baselines.png", positive="massive",
+                                     negative="massless"))
+    return paths + save_regression_figures(predictions, output_dir)
 
 
 def plot_example_maps(maps: torch.Tensor, labels: torch.Tensor, m_nu_values: list[float], field_deg: float,
@@ -31,10 +53,7 @@ def plot_example_maps(maps: torch.Tensor, labels: torch.Tensor, m_nu_values: lis
                 ax.set_ylabel(f"M_nu = {m_nu_values[k]:.2f} eV")
     fig.colorbar(im, ax=axes, shrink=0.8, label="kappa / sigma_kappa")
     fig.suptitle(f"convergence maps, {field_deg:g} x {field_deg:g} deg")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110, tight=False)
 
 
 def plot_spectra_check(simulators, m_nu_values: list[float], measured: list[tuple], path: Path) -> Path:
@@ -61,8 +80,4 @@ def plot_spectra_check(simulators, m_nu_values: list[float], measured: list[tupl
         bottom.set_ylabel("ratio")
         bottom.legend(fontsize=7)
     bottom.set_xlabel("multipole ell")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

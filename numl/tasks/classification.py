@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 
 from numl.tasks.base import BaseTask
-from numl.utils.plots import save_roc_curve
 
 
 class BinaryClassificationTask(BaseTask):
@@ -45,7 +42,3 @@ class BinaryClassificationTask(BaseTask):
     def attribution_forward(self, inputs: torch.Tensor) -> torch.Tensor:
         # The logit of the positive class: its attribution says what pushes towards that class.
         return self.model(inputs).reshape(-1)
-
-    def save_figures(self, predictions, output_dir: Path) -> list[Path]:
-        return [save_roc_curve(predictions["score"], predictions["label"], output_dir / "roc_curve.png",
-                               positive=self.hparams.positive_class, negative=self.hparams.negative_class)]

@@ -13,7 +13,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from numl.utils.errors import ConfigError, check_positive
 
@@ -70,35 +70,11 @@ def one_line_errors(task_function: Callable[[DictConfig], Any]) -> Callable[[Dic
     return wrapper
 
 
-def apply_debug(cfg: DictConfig) -> DictConfig:
-    """Merge the chosen `debug` config over everything else, the experiment included.
-
-    `+experiment=X` is appended to the end of the defaults list by Hydra, after `debug`, so a debug
-    config cannot win by its position; it wins here instead.
-    """
-    if not cfg.get("debug"):
-        return cfg
-    debug = cfg.debug
-    with open_dict(cfg):
-        cfg.debug = None
-        merged = OmegaConf.merge(cfg, debug)
-    # What the user typed on the command line still wins over the debug config.
-    if HydraConfig.initialized():
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        groups = set(HydraConfig.get().runtime.choices)  # `trainer=ddp` picks a config, it sets no value
-        for override in OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task)):
-            key = override.key_or_group
-            if key not in groups and OmegaConf.select(debug, key, default=None) is not None:
-                OmegaConf.update(merged, key, override.value(), merge=False, force_add=True)
-    return merged
-
-
 def check_common_config(cfg: DictConfig) -> None:
     """Range checks on the keys every experiment shares; each domain checks its own in its DataModule."""
     for key in ("data", "model", "task", "optimizer", "trainer"):
         if cfg.get(key) is None:
-            raise ConfigError(f"{key}: missing; choose one with {key}=<name> or an experiment (+experiment=<name>)")
+            raise ConfigError(f"{key}: missing; choose one with {key}=<name> or an experiment (experiment=<name>)")
     lr = cfg.optimizer.get("lr")
     if lr is None:
         raise ConfigError("optimizer.lr: missing; set optimizer.lr=<positive number>")
@@ -152,21 +128,6 @@ def build_task(cfg: DictConfig):
         scheduler["scheduler"] = instantiate(cfg.scheduler.scheduler)
     return instantiate(cfg.task, model=model, optimizer=instantiate(cfg.optimizer), scheduler=scheduler,
                        _convert_="all")
-
-
-def figures_and_baseline(trainer, task, datamodule, figure_dir: Path, baseline: bool):
-    """After testing: the task's predictions on the test events, its figures, the classical baseline on the
-    same events, and the DataModule's figures (which may put network and baseline side by side).
-
-    Returns (baseline metrics, concatenated predictions). Shared by numl.train and numl.evaluate.
-    """
-    predictions = trainer.predict(task, datamodule=datamodule)  # predict_dataloader: the test events
-    merged = {k: torch.cat([p[k] for p in predictions]) for k in predictions[0]}
-    task.save_figures(merged, figure_dir)
-    metrics = datamodule.run_baseline() if baseline and hasattr(datamodule, "run_baseline") else {}
-    if hasattr(datamodule, "save_figures"):
-        datamodule.save_figures(figure_dir, predictions=merged)
-    return metrics, merged
 
 
 def load_task_from_run(cfg: DictConfig, ckpt_path: Path):

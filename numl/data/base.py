@@ -1,0 +1,187 @@
+"""The one base of every simulated-data DataModule: splits, per-split seeds, simulate vs HDF5, atomic files.
+
+A domain supplies its simulator (`simulate_split`), how a split is stored (`write_split` / `read_split`),
+how events become a Dataset (`dataset`) and its collate function; everything else lives here once:
+argument checks, split sizes, seeds derived per split, setup from the simulator or from an HDF5 file
+whose metadata must match the config, atomic HDF5 writes, and the DataLoaders.
+
+Events are kept per split in the domain's own form (`events(split)`), which is what the classical
+baselines (numl.baselines) and the figures (numl.figures) read: the DataModule itself runs neither.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import h5py
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from numl.utils.errors import ConfigError, check_choice, check_positive
+from numl.utils.hdf5 import open_checked, write_metadata
+from numl.utils.seeds import derived_seed
+
+SPLITS = ("train", "val", "test")
+
+
+class SimulatedDataModule(pl.LightningDataModule):
+    """Train / val / test splits of simulated events, made at setup or read from `python -m numl.simulate` files.
+
+    Args:
+        n_train, n_val, n_test: events per split (an HDF5 file must hold at least that many; the first are used).
+        batch_size, num_workers: of every DataLoader.
+        seed: every split's events follow from it (`split_seed`).
+        source: "simulate" or "hdf5".
+        hdf5_path: the file, with source="hdf5".
+    """
+
+    #: written into and checked against every HDF5 file, with `metadata()`
+    simulator_name: ClassVar[str]
+
+    def __init__(self, n_train: int, n_val: int, n_test: int, batch_size: int, num_workers: int = 0, seed: int = 0,
+                 source: str = "simulate", hdf5_path: str | None = None) -> None:
+        super().__init__()
+        sizes = {"train": n_train, "val": n_val, "test": n_test}
+        for split, n in sizes.items():
+            check_positive(f"data.n_{split}", n, integer=True)
+        check_positive("data.batch_size", batch_size, integer=True)
+        check_positive("data.num_workers", num_workers, integer=True, allow_zero=True)
+        check_choice("data.source", source, ("simulate", "hdf5"))
+        if source == "hdf5" and not hdf5_path:
+            raise ConfigError("data.hdf5_path: missing; data.source=hdf5 needs the file written by numl.simulate")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ConfigError(f"data.seed={seed!r}: must be an integer")
+        self.split_sizes = sizes
+        self.batch_size, self.num_workers, self.seed = int(batch_size), int(num_workers), int(seed)
+        self.source, self.hdf5_path = source, hdf5_path
+        self._events: dict[str, Any] = {}
+        self._datasets: dict[str, Dataset] = {}
+
+    # ----- what a domain supplies ---------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        """Everything that determines the events; an HDF5 file must match it to be used."""
+        raise NotImplementedError
+
+    def simulate_split(self, split: str) -> Any:
+        """The events of one split, from `split_seed(split)`."""
+        raise NotImplementedError
+
+    def write_split(self, group: h5py.Group, events: Any) -> None:
+        raise NotImplementedError
+
+    def split_length(self, group: h5py.Group) -> int:
+        """Number of events stored in a split's group."""
+        raise NotImplementedError
+
+    def read_split(self, group: h5py.Group, n: int) -> Any:
+        """The first `n` events of a split's group."""
+        raise NotImplementedError
+
+    def dataset(self, split: str) -> Dataset:
+        raise NotImplementedError
+
+    def collate_fn(self):
+        """How a list of items becomes a batch; None is torch's default."""
+        return None
+
+    def simulated_splits(self) -> tuple[str, ...]:
+        """Splits made at setup (the lensing training maps are made per batch instead)."""
+        return SPLITS
+
+    def check_events(self, split: str, events: Any) -> None:
+        """Refuse events the networks cannot use (a domain override raises ConfigError)."""
+
+    def file_attributes(self) -> dict[str, Any]:
+        """Extra attributes of an HDF5 file, for readers outside numl."""
+        return {}
+
+    # ----- shared ---------------------------------------------------------------------------------
+    def split_seed(self, split: str, *parts: Any) -> int:
+        return derived_seed(self.seed, split, *parts)
+
+    def events(self, split: str) -> Any:
+        """The events of a split in the domain's form (set up on first use)."""
+        if not self._events:
+            self.setup()
+        if split not in self._events:
+            raise KeyError(f"{type(self).__name__} has no {split!r} events (it has {sorted(self._events)})")
+        return self._events[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._events:
+            return
+        if self.source == "hdf5":
+            self._events = self.read_hdf5(self.hdf5_path)
+        else:
+            self._events = {split: self.simulate_split(split) for split in self.simulated_splits()}
+        for split, events in self._events.items():
+            self.check_events(split, events)
+
+    def read_hdf5(self, path: str | Path) -> dict[str, Any]:
+        """The first n_<split> events of every split, from a file whose metadata matches the config."""
+        out = {}
+        with open_checked(path, self.simulator_name, self.metadata()) as h5:
+            for split in SPLITS:
+                if split not in h5:
+                    raise ConfigError(f"data.hdf5_path={str(path)!r}: no {split!r} group in the file "
+                                      f"(groups: {sorted(h5)})")
+                available, wanted = self.split_length(h5[split]), self.split_sizes[split]
+                if wanted > available:
+                    raise ConfigError(f"data.n_{split}={wanted}: {path} holds only {available} {split} events")
+                out[split] = self.read_split(h5[split], wanted)
+        return out
+
+    def write_hdf5(self, path: str | Path) -> Path:
+        """Simulate every split into one file. It is written beside the target and renamed when complete, so a
+        killed write never leaves a file that looks complete."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(path.suffix + ".part")
+        try:
+            with h5py.File(partial, "w") as h5:
+                write_metadata(h5, self.simulator_name, self.metadata())
+                h5.attrs["seed"] = self.seed
+                for key, value in self.file_attributes().items():
+                    h5.attrs[key] = value
+                for split in SPLITS:
+                    group = h5.create_group(split)
+                    group.attrs["seed"] = self.split_seed(split)
+                    self.write_split(group, self.simulate_split(split))
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
+        return path
+
+    def cached_dataset(self, split: str) -> Dataset:
+        if split not in self._datasets:
+            self.setup()
+            self._datasets[split] = self.dataset(split)
+        return self._datasets[split]
+
+    def loader_generator(self, split: str) -> torch.Generator:
+        # A DataLoader draws its workers' base seed when an iterator starts; from its own generator that draw
+        # leaves the global RNG (dropout) alone, so a resumed run sees the same dropout masks.
+        return torch.Generator().manual_seed(derived_seed(self.seed, split, "loader"))
+
+    def loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        # A shuffled loader takes its permutation from the global RNG, which the EpochSeed callback reseeds
+        # every epoch: a resumed run then sees the same batches as one never killed.
+        return DataLoader(self.cached_dataset(split), batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, collate_fn=self.collate_fn(),
+                          persistent_workers=self.num_workers > 0,
+                          generator=None if shuffle else self.loader_generator(split))
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test events, in order: predictions line up with `events("test")` and the baselines' outputs."""
+        return self.test_dataloader()
