@@ -9,9 +9,12 @@ import pytest
 import torch
 from scipy.integrate import quad
 
+from numl.metrics import gaussian_nll
 from numl.models.edgeconv import DynEdge
 from numl.models.hit_transformer import HitTransformer
-from numl.tasks.losses import gaussian_nll, log_vmf_normaliser_3d, vmf_angle_cdf, vmf_nll_3d
+from numl.tasks.km3net import KM3NeTRecoTask
+from numl.tasks.losses import log_vmf_normaliser_3d, vmf_angle_cdf, vmf_nll_3d
+from numl.utils.errors import ConfigError
 
 
 @pytest.mark.parametrize("kappa", [1e-4, 0.3, 5.0, 200.0, 1e4])
@@ -83,15 +86,21 @@ def _padded_batch(n_hits=(12, 5, 30), n_features=12, seed=0):
 @pytest.mark.parametrize("model_cls", [DynEdge, HitTransformer])
 def test_models_ignore_padding_and_hit_order(model_cls):
     torch.manual_seed(0)
-    model = model_cls().eval()
+    task = KM3NeTRecoTask(model_cls()).eval()  # the backbone's embedding through the task's head
     features, mask = _padded_batch()
+
+    def model(hit_features, hit_mask):
+        return task({"hit_features": hit_features, "hit_mask": hit_mask})
+
     with torch.no_grad():
+        embedding = task.model(features, mask)
         out = model(features, mask)
         # more padding and garbage in the padded slots must not change anything
         extra = torch.cat([features, torch.randn(3, 7, 12)], dim=1)
         out_padded = model(extra, torch.cat([mask, torch.zeros(3, 7, dtype=torch.bool)], dim=1))
         perm = torch.randperm(30)
         out_perm = model(features[2:, perm], mask[2:, perm])
+    assert embedding.shape == (3, task.model.embedding_dim)
     assert out["direction"].shape == (3, 3) and out["kappa"].shape == (3,)
     torch.testing.assert_close(out["direction"].norm(dim=-1), torch.ones(3))
     assert torch.all(out["kappa"] > 0)
@@ -114,9 +123,14 @@ def test_models_learn_a_direction_from_hit_times(model_cls):
     features[..., :3], features[..., 6] = pos, s
     features[..., 9:12] = pos - pos.mean(axis=1, keepdims=True)  # the event-centred columns
     x, mask, target = torch.tensor(features), torch.ones(128, 12, dtype=torch.bool), torch.tensor(directions).float()
-    model = model_cls(hidden=32, k=4) if model_cls is DynEdge else model_cls(d_model=32, n_layers=2)
+    backbone = model_cls(hidden=32, k=4) if model_cls is DynEdge else model_cls(d_model=32, n_layers=2)
+    task = KM3NeTRecoTask(backbone)
+
+    def model(hit_features, hit_mask):
+        return task({"hit_features": hit_features, "hit_mask": hit_mask})
+
     # 3e-3 makes the transformer diverge on this batch (median 72 deg); it learns the lines at 1e-3 (2 deg)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3 if model_cls is DynEdge else 1e-3)
+    optimizer = torch.optim.Adam(task.parameters(), lr=3e-3 if model_cls is DynEdge else 1e-3)
     for _ in range(200):
         out = model(x, mask)
         loss = vmf_nll_3d(out["direction"], out["kappa"], target).mean()
@@ -126,6 +140,23 @@ def test_models_learn_a_direction_from_hit_times(model_cls):
     with torch.no_grad():
         cos = (model(x, mask)["direction"] * target).sum(-1)
     assert float(torch.rad2deg(torch.arccos(cos.clamp(-1, 1))).median()) < 20.0
+
+
+def test_spacetime_features_are_looked_up_by_name():
+    torch.manual_seed(0)
+    features, mask = _padded_batch()
+    default = DynEdge().eval()
+    # x, y, z, light_time are columns 0, 1, 2, 6 of numl.sim.km3net.features.HIT_FEATURES
+    assert default.spacetime_columns == [0, 1, 2, 6]
+    shuffled = DynEdge(spacetime_features=["light_time", "z", "x", "y"]).eval()
+    shuffled.load_state_dict(default.state_dict())
+    with torch.no_grad():  # the same k-NN graph: distances do not depend on the order of the coordinates
+        torch.testing.assert_close(shuffled(features, mask), default(features, mask))
+        other = DynEdge(spacetime_features=["x_event", "y_event", "z_event"]).eval()
+        other.load_state_dict(default.state_dict())
+        assert not torch.allclose(other(features, mask), default(features, mask))
+    with pytest.raises(ConfigError, match=r"model.spacetime_features=\['x', 'time'\]: unknown hit feature time"):
+        DynEdge(spacetime_features=["x", "time"])
 
 
 def test_kappa_scale_recovers_a_miscalibrated_concentration():

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from numl.models.cnn3d import Dense3DCNN
 from numl.models.sparse_cnn3d import SparseCNN3D, spconv, spconv_cpu_safe
 from numl.models.unet3d import SparseUNet3D
-from numl.tasks.next import BackgroundRejection, NextClassificationTask
+from numl.tasks.next import NextClassificationTask
 from numl.tasks.segmentation import SegmentationTask, second_blob_energy_kev
 from numl.utils.errors import ConfigError
 
@@ -90,14 +90,6 @@ def test_second_blob_energy_counts_separate_blob_clusters():
     is_blob = np.array([True, True, True, True, True, False])
     # event 0: clusters of 250 and 300 keV -> 250; event 1: one cluster (diagonal neighbours) -> 0
     np.testing.assert_allclose(second_blob_energy_kev(coords, energy, is_blob, 2), [250.0, 0.0])
-
-
-def test_background_rejection_metric_matches_counting():
-    metric = BackgroundRejection(0.5)
-    # signal scores 0.6..0.9: the 50 % cut is at 0.7; background above it: 0.8 of (0.1, 0.2, 0.3, 0.8)
-    metric.update(torch.tensor([0.6, 0.7, 0.8, 0.9]), torch.ones(4))
-    metric.update(torch.tensor([0.1, 0.2, 0.3, 0.8]), torch.zeros(4))
-    assert metric.compute().item() == pytest.approx(4.0)
 
 
 def test_classification_task_routes_sparse_and_dense_inputs():

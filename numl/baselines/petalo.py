@@ -11,42 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from numl.sim.petalo import PetaloConfig
-
-COORDINATES = ("r", "rphi", "z")
-
-
-def fwhm(residuals: np.ndarray) -> float:
-    """Full width at half maximum of a residual distribution, from a histogram with interpolated edges.
-
-    Bins are a tenth of the robust (interquartile) sigma wide, smoothed over three bins, so that the
-    estimate is stable for a few thousand events and insensitive to the long tails of multi-site events.
-    """
-    x = np.asarray(residuals, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if x.size < 10:
-        return float("nan")
-    q25, q50, q75 = np.percentile(x, [25, 50, 75])
-    sigma = max((q75 - q25) / 1.349, 1e-6)
-    edges = np.arange(q50 - 8 * sigma, q50 + 8 * sigma + sigma / 10, sigma / 10)
-    counts, _ = np.histogram(x, bins=edges)
-    counts = np.convolve(counts, np.ones(3) / 3, mode="same")
-    centres = 0.5 * (edges[1:] + edges[:-1])
-    peak = int(np.argmax(counts))
-    half = counts[peak] / 2
-    left = peak
-    while left > 0 and counts[left] > half:
-        left -= 1
-    right = peak
-    while right < len(counts) - 1 and counts[right] > half:
-        right += 1
-
-    def crossing(i_out: int, i_in: int) -> float:
-        c_out, c_in = counts[i_out], counts[i_in]
-        frac = 0.0 if c_in == c_out else (half - c_out) / (c_in - c_out)
-        return centres[i_out] + frac * (centres[i_in] - centres[i_out])
-
-    return float(crossing(right, right - 1) - crossing(left, left + 1))
+from numl.metrics import fwhm, rms
+from numl.sim.petalo import COORDINATES, PetaloConfig
 
 
 def resolution_metrics(predicted_mm: np.ndarray, true_mm: np.ndarray) -> dict[str, float]:
@@ -57,7 +23,7 @@ def resolution_metrics(predicted_mm: np.ndarray, true_mm: np.ndarray) -> dict[st
     for i, name in enumerate(COORDINATES):
         res = predicted_mm[ok, i] - true_mm[ok, i]
         out[f"{name}_fwhm_mm"] = fwhm(res)
-        out[f"{name}_rms_mm"] = float(np.sqrt(np.mean(res**2))) if res.size else float("nan")
+        out[f"{name}_rms_mm"] = rms(res)
     return out
 
 

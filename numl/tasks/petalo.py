@@ -8,14 +8,15 @@ Position (PetaloPositionTask), two ways to predict the error, chosen by `uncerta
 
 Calibration: a network trained on the NLL can still come out over- or under-confident (finite training,
 heavy-tailed multi-site residuals). With ``recalibrate_sigma`` (default on), one scale factor per coordinate
-is fitted on the validation events after every validation epoch (`fit_sigma_scale`: the factor that puts
-68.3 % of them within one sigma) and stored as the buffer ``sigma_scale``; every sigma in mm the task
-reports (metrics, predictions, the exported module) is multiplied by it. ``sigma_raw_mm`` in the
-predictions keeps the network's own value. Training never sees the factor.
+is fitted on the validation events of all ranks after every validation epoch, never in the sanity check
+(`fit_sigma_scale`: the factor that puts 68.3 % of them within one sigma), and stored as the buffer
+``sigma_scale``; every sigma in mm the task reports (metrics, predictions, the exported module) is multiplied
+by it. ``sigma_raw_mm`` in the predictions keeps the network's own value. Training never sees the factor.
 
 Tagging (PetaloTaggerTask): a logit per event, positive = discard (multi-site Compton events, whose
 first interaction point the pattern does not pin down). The operating point is a threshold that keeps
-``keep_efficiency`` of the single-site validation events; it is stored with the weights.
+``keep_efficiency`` of the single-site validation events (of all ranks, not in the sanity check); it is stored
+with the weights.
 """
 
 from __future__ import annotations
@@ -27,52 +28,26 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torchmetrics import MeanMetric, Metric, MetricCollection
-from torchmetrics.utilities import dim_zero_cat
+from torchmetrics import CatMetric, MeanSquaredError, Metric, MetricCollection
 
-from numl.baselines.petalo import COORDINATES, fwhm
+from numl.metrics import (
+    ONE_SIGMA_COVERAGE,
+    BackgroundRejectedFraction,
+    EventStatistic,
+    OneSigmaCoverage,
+    fwhm,
+    gaussian_nll,
+    one_sigma_coverage,
+    rms,
+    signal_efficiency_threshold,
+)
+from numl.sim.petalo import COORDINATES
 from numl.tasks.base import BaseTask
 from numl.tasks.classification import BinaryClassificationTask
-from numl.tasks.regression import GaussianNLL
 from numl.utils.errors import ConfigError, check_choice, check_range
 
-#: fraction of a standard normal within one sigma
-ONE_SIGMA_COVERAGE = math.erf(1 / math.sqrt(2))
 #: events with a predicted z error below these values [mm] are kept in the cut curve (12 mm: the seed's)
 Z_SIGMA_CUTS_MM = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
-
-
-class _Residuals(Metric):
-    """Collects (predicted - true) of one coordinate; computes the FWHM or the RMS in mm."""
-
-    full_state_update = False
-
-    def __init__(self, index: int, kind: str) -> None:
-        super().__init__()
-        self.index, self.kind = index, kind
-        self.add_state("residuals", default=[], dist_reduce_fx="cat")
-
-    def update(self, predicted: torch.Tensor, target: torch.Tensor) -> None:  # type: ignore[override]
-        self.residuals.append((predicted[:, self.index] - target[:, self.index]).detach().float())
-
-    def compute(self) -> torch.Tensor:
-        res = dim_zero_cat(self.residuals)
-        res = res[torch.isfinite(res)]
-        if self.kind == "rms":
-            return res.pow(2).mean().sqrt()
-        return torch.tensor(fwhm(res.cpu().numpy()), device=res.device)
-
-
-class _Coverage(MeanMetric):
-    """Fraction of events whose truth is within one predicted sigma (68.3 % if the errors are calibrated)."""
-
-    def __init__(self, index: int) -> None:
-        super().__init__()
-        self.index = index
-
-    def update(self, predicted, sigma, target) -> None:  # type: ignore[override]
-        i = self.index
-        super().update(((predicted[:, i] - target[:, i]).abs() <= sigma[:, i]).float())
 
 
 class _PositionWithError(nn.Module):
@@ -147,18 +122,15 @@ class PetaloPositionTask(BaseTask):
         self.register_buffer("center_mm", torch.tensor(list(target_center_mm), dtype=torch.float32))
         self.register_buffer("scale_mm", torch.tensor(list(target_scale_mm), dtype=torch.float32))
         self.register_buffer("sigma_scale", torch.ones(3))
-        self._val_residuals: list[torch.Tensor] = []
-        self._val_sigmas: list[torch.Tensor] = []
-
-    def configure_losses(self) -> None:
-        self.nll = GaussianNLL()
+        # validation (residual, network sigma) [N, 6] in mm; torchmetrics gathers them from all ranks on compute
+        self.val_residuals_and_sigmas = CatMetric(nan_strategy="disable")
 
     def configure_metrics(self) -> MetricCollection:
         metrics: dict[str, Metric] = {}
-        for i, name in enumerate(COORDINATES):
-            metrics[f"{name}_fwhm_mm"] = _Residuals(i, "fwhm")
-            metrics[f"{name}_rms_mm"] = _Residuals(i, "rms")
-            metrics[f"{name}_coverage_1sigma"] = _Coverage(i)
+        for name in COORDINATES:
+            metrics[f"{name}_fwhm_mm"] = EventStatistic("fwhm")
+            metrics[f"{name}_rms_mm"] = MeanSquaredError(squared=False)
+            metrics[f"{name}_coverage_1sigma"] = OneSigmaCoverage()
         return MetricCollection(metrics)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,9 +150,9 @@ class PetaloPositionTask(BaseTask):
         mean, log_var = outputs
         target = self._normalised_target(batch)
         if self.uncertainty == "gaussian_nll":
-            return self.nll(mean, log_var, target)
+            return gaussian_nll(mean, 0.5 * log_var, target).mean()
         # Position net: squared error. Error net: NLL of the residuals with the position held fixed.
-        return ((mean - target) ** 2).mean() + self.nll(mean.detach(), log_var, target)
+        return ((mean - target) ** 2).mean() + gaussian_nll(mean.detach(), 0.5 * log_var, target).mean()
 
     def to_mm(self, outputs, calibrated: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted position and sigma in mm (times `sigma_scale` if calibrated); sigma is inf for flagged events."""
@@ -195,21 +167,26 @@ class PetaloPositionTask(BaseTask):
         position, sigma = self.to_mm(outputs)
         target = batch["position_mm"].float()
         if self.recalibrate_sigma and getattr(metrics, "prefix", None) == "val/":
-            self._val_residuals.append((position - target).detach())
-            self._val_sigmas.append(self.to_mm(outputs, calibrated=False)[1].detach())
-        for name, metric in metrics.items():
-            if name.endswith("coverage_1sigma"):
-                metric.update(position, sigma, target)
-            else:
-                metric.update(position, target)
+            raw_sigma = self.to_mm(outputs, calibrated=False)[1]
+            self.val_residuals_and_sigmas.update(torch.cat([position - target, raw_sigma], dim=1).detach())
+        for i, name in enumerate(COORDINATES):
+            # flagged events (NaN position) count as not covered, and are left out of FWHM and RMS
+            finite = torch.isfinite(position[:, i])
+            metrics[f"{name}_fwhm_mm"].update(position[:, i] - target[:, i])
+            metrics[f"{name}_rms_mm"].update(position[finite, i], target[finite, i])
+            metrics[f"{name}_coverage_1sigma"].update(position[:, i], sigma[:, i], target[:, i])
 
     def on_validation_epoch_end(self) -> None:
-        residuals, sigmas = self._val_residuals, self._val_sigmas
-        self._val_residuals, self._val_sigmas = [], []
-        # The sanity check sees two batches of an untrained network: no calibration from those.
-        if not residuals or self.trainer.sanity_checking:
+        if not self.recalibrate_sigma:
             return
-        scale = fit_sigma_scale(torch.cat(residuals).cpu().numpy(), torch.cat(sigmas).cpu().numpy())
+        # compute() gathers every rank's events (a collective: all ranks call it, also in the sanity check)
+        values = self.val_residuals_and_sigmas.compute()
+        self.val_residuals_and_sigmas.reset()
+        # The sanity check sees two batches of an untrained network: no calibration from those.
+        if self.trainer.sanity_checking or isinstance(values, list):
+            return
+        values = values.double().cpu().numpy()
+        scale = fit_sigma_scale(values[:, :3], values[:, 3:])
         self.sigma_scale.copy_(torch.as_tensor(scale, dtype=self.sigma_scale.dtype))
         for name, value in zip(COORDINATES, scale, strict=True):
             self.log(f"val/{name}_sigma_scale", float(value))
@@ -258,8 +235,8 @@ def sigma_cut_curve(
             {
                 "cut_mm": float(cut),
                 "efficiency": float(keep.mean()),
-                "fwhm_mm": fwhm(res) if keep.sum() >= 10 else float("nan"),
-                "rms_mm": float(np.sqrt(np.mean(res**2))) if keep.any() else float("nan"),
+                "fwhm_mm": fwhm(res),
+                "rms_mm": rms(res),
             }
         )
     return rows
@@ -267,10 +244,8 @@ def sigma_cut_curve(
 
 def coverage(predictions: dict[str, Any], sigma_key: str = "sigma_mm") -> dict[str, float]:
     """Fraction of events with |predicted - true| <= predicted sigma, per coordinate (68.3 % if calibrated)."""
-    pred = np.asarray(predictions["position_mm_pred"], dtype=np.float64)
-    true = np.asarray(predictions["position_mm"], dtype=np.float64)
-    sigma = np.asarray(predictions[sigma_key], dtype=np.float64)
-    return {name: float((np.abs(pred[:, i] - true[:, i]) <= sigma[:, i]).mean()) for i, name in enumerate(COORDINATES)}
+    cover = one_sigma_coverage(predictions["position_mm_pred"], predictions[sigma_key], predictions["position_mm"])
+    return {name: float(cover[i]) for i, name in enumerate(COORDINATES)}
 
 
 def fit_sigma_scale(residual: np.ndarray | torch.Tensor, sigma: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -294,36 +269,11 @@ def fit_sigma_scale(residual: np.ndarray | torch.Tensor, sigma: np.ndarray | tor
 
 def gaussian_nll_mm(predictions: dict[str, Any], sigma_key: str = "sigma_mm") -> dict[str, float]:
     """Mean Gaussian negative log likelihood per coordinate of the truth under (prediction, sigma), in mm units."""
-    pred = np.asarray(predictions["position_mm_pred"], dtype=np.float64)
-    true = np.asarray(predictions["position_mm"], dtype=np.float64)
-    sigma = np.asarray(predictions[sigma_key], dtype=np.float64)
-    ok = np.isfinite(pred).all(axis=1) & np.isfinite(sigma).all(axis=1)
-    nll = 0.5 * (((pred - true) / sigma) ** 2 + 2 * np.log(sigma) + math.log(2 * math.pi))
-    return {name: float(nll[ok, i].mean()) for i, name in enumerate(COORDINATES)}
-
-
-class _RejectionAtKeep(Metric):
-    """Fraction of discard-class events flagged when the threshold keeps `keep` of the good events."""
-
-    full_state_update = False
-
-    def __init__(self, keep: float) -> None:
-        super().__init__()
-        self.keep = keep
-        self.add_state("scores", default=[], dist_reduce_fx="cat")
-        self.add_state("labels", default=[], dist_reduce_fx="cat")
-
-    def update(self, scores: torch.Tensor, labels: torch.Tensor) -> None:  # type: ignore[override]
-        self.scores.append(scores.detach().float())
-        self.labels.append(labels.detach().float())
-
-    def compute(self) -> torch.Tensor:
-        scores, labels = dim_zero_cat(self.scores), dim_zero_cat(self.labels)
-        good, bad = scores[labels < 0.5], scores[labels > 0.5]
-        if len(good) == 0 or len(bad) == 0:
-            return torch.tensor(float("nan"), device=scores.device)
-        threshold = torch.quantile(good, self.keep)
-        return (bad > threshold).float().mean()
+    pred, true, sigma = (torch.as_tensor(np.asarray(predictions[key], dtype=np.float64))
+                         for key in ("position_mm_pred", "position_mm", sigma_key))
+    ok = torch.isfinite(pred).all(dim=1) & torch.isfinite(sigma).all(dim=1)
+    nll = gaussian_nll(pred[ok], torch.log(sigma[ok]), true[ok]).mean(dim=0)
+    return {name: float(nll[i]) for i, name in enumerate(COORDINATES)}
 
 
 class PetaloTaggerTask(BinaryClassificationTask):
@@ -358,35 +308,36 @@ class PetaloTaggerTask(BinaryClassificationTask):
             **hparams,
         )
         self.register_buffer("discard_threshold_logit", torch.tensor(0.0))
-        self._val_logits: list[torch.Tensor] = []
-        self._val_labels: list[torch.Tensor] = []
+        # validation (logit, label) [N, 2]; torchmetrics gathers them from all ranks on compute
+        self.val_logits_and_labels = CatMetric(nan_strategy="disable")
 
     def configure_metrics(self) -> MetricCollection:
         metrics = super().configure_metrics()
         keep = int(round(100 * self.keep_efficiency))
-        metrics.add_metrics({f"discard_rejection_at_keep{keep}": _RejectionAtKeep(self.keep_efficiency)})
+        # the fraction of multi-site events discarded at the cut keeping keep_efficiency of the single-site ones
+        metrics.add_metrics({f"discard_rejection_at_keep{keep}": BackgroundRejectedFraction(self.keep_efficiency)})
         return metrics
 
     def update_metrics(self, metrics, outputs, batch):
         labels = batch[self.label_key].long()
         if getattr(metrics, "prefix", None) == "val/":  # the validation logits set the operating point
-            self._val_logits.append(outputs.detach())
-            self._val_labels.append(labels.detach())
+            self.val_logits_and_labels.update(torch.stack([outputs, labels.to(outputs.dtype)], dim=1).detach())
         probabilities = torch.sigmoid(outputs)
         for name, metric in metrics.items():
             if name.endswith(("acc", "auroc")):
                 metric.update(probabilities, labels)
-            else:
-                metric.update(outputs, labels)
+            else:  # the kept "signal" is single-site (label 0); lower logit = more single-site-like
+                metric.update(-outputs, 1 - labels)
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_logits:
+        # compute() gathers every rank's events (a collective: all ranks call it, also in the sanity check)
+        values = self.val_logits_and_labels.compute()
+        self.val_logits_and_labels.reset()
+        if self.trainer.sanity_checking or isinstance(values, list):
             return
-        logits, labels = torch.cat(self._val_logits), torch.cat(self._val_labels)
-        self._val_logits, self._val_labels = [], []
-        good = logits[labels < 0.5]
-        if len(good):
-            self.discard_threshold_logit.fill_(float(torch.quantile(good.float(), self.keep_efficiency)))
+        good = values[values[:, 1] < 0.5, 0]
+        if len(good):  # keep logit <= threshold: the same cut as the discard_rejection metric
+            self.discard_threshold_logit.fill_(float(-signal_efficiency_threshold(-good, self.keep_efficiency)))
 
     def predictions(self, outputs, batch):
         out = super().predictions(outputs, batch)

@@ -3,4 +3,7 @@
 from numl.sim.petalo.config import PetaloConfig
 from numl.sim.petalo.simulate import EVENT_KEYS, simulate_events, wrap_angle
 
-__all__ = ["EVENT_KEYS", "PetaloConfig", "simulate_events", "wrap_angle"]
+#: the reconstructed interaction-point coordinates, in this order: radius, arc length r * phi, axial z (all mm)
+COORDINATES = ("r", "rphi", "z")
+
+__all__ = ["COORDINATES", "EVENT_KEYS", "PetaloConfig", "simulate_events", "wrap_angle"]
