@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from tests.conftest import run_numl
 
-TINY = ["+experiment=lensing_cnn", "debug=small", "data.n_pix=32", "model.channels=[4,8]", "baseline=false",
+TINY = ["experiment=lensing_cnn", "debug=small", "data.n_pix=32", "model.channels=[4,8]",
         "callbacks.rich_progress_bar=null", "trainer.max_epochs=1"]
 
 
@@ -15,11 +17,12 @@ def test_evaluate_reproduces_the_runs_test_metrics(tmp_path):
     trained = run_numl("train", *TINY, f"hydra.run.dir={run_dir}")
     assert trained.returncode == 0, trained.stderr[-2000:]
     summary = json.loads((run_dir / "test_metrics.json").read_text())
-    evaluated = run_numl("evaluate", f"ckpt_path={summary['best_checkpoint']}", "baseline=false",
-                         f"hydra.run.dir={eval_dir}")
+    evaluated = run_numl("evaluate", f"ckpt_path={summary['best_checkpoint']}", f"hydra.run.dir={eval_dir}")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     metrics = json.loads((eval_dir / "test_metrics.json").read_text())["metrics"]
-    for key in ("test/acc", "test/loss"):
+    # the network and the run's baselines (its `baseline` group) on the same test maps
+    for key in ("test/acc", "test/loss", "baseline/likelihood_ratio/acc", "baseline/power_spectrum/auroc"):
         assert abs(metrics[key] - summary["metrics"][key]) < 1e-6, key
-    assert (eval_dir / "figures" / "roc_curve.png").is_file()
-    assert (eval_dir / "test_predictions.pt").is_file()
+    assert (eval_dir / "figures" / "roc_vs_baselines.png").is_file()
+    outputs = np.load(eval_dir / "test_predictions.npz")
+    assert len(outputs["network/score"]) == len(outputs["baseline/likelihood_ratio/score"])

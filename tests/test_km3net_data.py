@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
 
-from numl.baselines.km3net import MIN_FIT_HITS, HitCountEnergyEstimator, fit_track, line_fit
-from numl.data.km3net import HIT_FEATURES, KM3NeTDataModule, collate_hits, read_offline_file
+from numl.baselines.km3net import MIN_FIT_HITS, HitCountEnergyEstimator, TrackFitBaseline, fit_track, line_fit
+from numl.data.km3net import KM3NeTDataModule, collate_hits, read_offline_file
 from numl.sim.km3net import EventConfig, generate_orca_like, read_detx, simulate_events
 from numl.sim.km3net.detector import resolve_testdata_path
+from numl.sim.km3net.features import HIT_FEATURES
 from numl.sim.km3net.physics import angle_between_deg, cherenkov_arrival_time_ns
 from numl.utils.errors import ConfigError
 
-pytest.importorskip("km3io")
+# Only the tests that read real KM3NeT files need the optional km3net extra (km3io, km3net-testdata).
+needs_km3io = pytest.mark.skipif(importlib.util.find_spec("km3io") is None or
+                                 importlib.util.find_spec("km3net_testdata") is None,
+                                 reason="needs the km3net extra: pip install 'numl[km3net]'")
 REAL_FILE = "mcv6.0.gsg_muon_highE-CC_50-500GeV.km3sim.jterbr00008357.jorcarec.aanet.905.root"
 ORCA6 = "D_ORCA006_t.A02181836.p.A02181837.r.A02182001.detx"
 SMALL = {"detector": {"geometry": "generated", "n_du": 7}, "events": {"energy_min_gev": 10.0,
@@ -61,9 +67,16 @@ def test_simulated_datamodule_batches_and_baseline():
     assert batch["hit_features"].shape[0] == 4 and batch["hit_features"].shape[2] == len(HIT_FEATURES)
     assert batch["hit_mask"].sum(1).tolist() == batch["n_hits"].tolist()
     torch.testing.assert_close(batch["direction"].norm(dim=1), torch.ones(4))
-    metrics = dm.run_baseline()
-    assert 0.0 <= metrics["baseline/fit_failure_fraction"] <= 1.0
-    assert metrics["baseline/angular_error_deg_median"] < 90.0
+    result = TrackFitBaseline(sigma_ns=3.0).fit(dm).evaluate(dm)
+    test = dm.events("test")
+    truth = np.array([[e.truth["dir_x"], e.truth["dir_y"], e.truth["dir_z"]] for e in test])
+    ok = result.outputs["ok"]
+    assert result.metrics["fit_failure_fraction"] == pytest.approx(1.0 - ok.mean())
+    np.testing.assert_allclose(result.outputs["angular_error_deg"][ok],
+                               angle_between_deg(result.outputs["direction"][ok], truth[ok]))
+    # simulated muon tracks of 10-1000 GeV: the chi-square fit finds them to a few degrees (12 deg median
+    # in the study), never near isotropic (90 deg median)
+    assert result.metrics["angular_error_deg_median"] < 30.0
 
 
 def test_collate_pads_and_masks():
@@ -82,7 +95,7 @@ def test_hdf5_round_trip_and_mismatch(tmp_path):
     reread.setup("fit")
     fresh = KM3NeTDataModule(**SMALL, n_train=3, n_val=2, n_test=2, seed=4)
     fresh.setup("fit")
-    for a, b in zip(reread.events["train"], fresh.events["train"], strict=True):
+    for a, b in zip(reread.events("train"), fresh.events("train"), strict=True):
         np.testing.assert_array_equal(a.hits, b.hits)
     wrong = KM3NeTDataModule(**SMALL, n_train=3, n_val=2, n_test=2, seed=5, source="hdf5", hdf5_path=str(path))
     with pytest.raises(ConfigError, match="seed"):
@@ -96,6 +109,7 @@ def test_bad_datamodule_keys_are_config_errors():
         KM3NeTDataModule(detector={"n_strings": 3})
 
 
+@needs_km3io
 def test_real_offline_file_reads_hits_truth_and_official_reco():
     events = read_offline_file(resolve_testdata_path(REAL_FILE, "offline", "file"), max_events=20)
     assert len(events) == 20
@@ -118,6 +132,7 @@ def test_real_offline_file_reads_hits_truth_and_official_reco():
     assert np.median(nearest) < 4.0
 
 
+@needs_km3io
 def test_chi2_fit_on_the_real_file_is_close_to_the_official_one():
     events = read_offline_file(resolve_testdata_path(REAL_FILE, "offline", "file"), max_events=12)
     ours, official = [], []
@@ -132,6 +147,7 @@ def test_chi2_fit_on_the_real_file_is_close_to_the_official_one():
     assert np.median(ours) < 3 * np.nanmedian(official) + 2.0
 
 
+@needs_km3io
 def test_uncalibrated_hits_need_the_right_detector():
     # km3net_offline.root (det_id 44) stores uncalibrated hits: another detector's file or PMTs must be refused
     uncalibrated = resolve_testdata_path("km3net_offline.root", "offline", "file")
@@ -146,6 +162,7 @@ def test_uncalibrated_hits_need_the_right_detector():
     assert np.any(calibrated[0].hits["pos_z"] != 0)
 
 
+@needs_km3io
 def test_not_a_root_file_is_a_config_error(tmp_path):
     bad = tmp_path / "events.root"
     bad.write_bytes(b"not root")
@@ -189,6 +206,7 @@ def test_training_loader_buckets_by_hit_count():
     assert not hasattr(plain._loader("val", True).batch_sampler, "hit_counts")
 
 
+@needs_km3io
 def test_unknown_file_name_is_refused_naming_the_key():
     with pytest.raises(ConfigError, match=r"data.real_test_files='nope.root': neither a file nor in km3net-testdata"):
         KM3NeTDataModule(**SMALL, real_test_files=["nope.root"])

@@ -38,8 +38,8 @@ def test_fwhm_of_a_gaussian():
 
 
 def test_centroid_rmap_baseline_reconstructs_single_site_events(datamodule):
-    baseline = CentroidRMap(datamodule.config).fit(datamodule.splits["train"].events)
-    test = datamodule.splits["test"].events
+    baseline = CentroidRMap(datamodule.config).fit(datamodule.events("train"))
+    test = datamodule.events("test")
     predicted = baseline.predict(test["sipm_charge"])
     single = test["multi_site"] < 0.5
     metrics = resolution_metrics(predicted[single], test["position_mm"][single])
@@ -53,8 +53,8 @@ def test_centroid_rmap_baseline_reconstructs_single_site_events(datamodule):
 
 def test_bad_sipm_patterns_are_flagged_or_refused(datamodule):
     config = datamodule.config
-    baseline = CentroidRMap(config).fit(datamodule.splits["train"].events)
-    charge = datamodule.splits["test"].events["sipm_charge"][:3].copy()
+    baseline = CentroidRMap(config).fit(datamodule.events("train"))
+    charge = datamodule.events("test")["sipm_charge"][:3].copy()
     charge[1] = 0.0
     charge[2, 0, 0, 0] = np.nan
     predicted = baseline.predict(charge)
@@ -63,7 +63,7 @@ def test_bad_sipm_patterns_are_flagged_or_refused(datamodule):
         baseline.predict(charge[:, :, :, :-1])
 
     model = SiPMPatternMLP(in_channels=4, n_rows=config.n_rows, n_columns=config.window_columns, hidden=[32])
-    pattern = datamodule.splits["test"].pattern[:4].clone()
+    pattern = datamodule.cached_dataset("test").pattern[:4].clone()
     pattern[1] = 0.0
     pattern[2, 0, 0, 0] = float("nan")
     pattern[3, 3, 0, 0] = float("inf")
@@ -89,7 +89,7 @@ def test_bad_sipm_patterns_are_flagged_or_refused(datamodule):
 
 def test_torchscript_export_gives_identical_outputs(tmp_path, datamodule):
     config = datamodule.config
-    pattern = datamodule.splits["test"].pattern[:32].clone()
+    pattern = datamodule.cached_dataset("test").pattern[:32].clone()
     pattern[5] = 0.0
     pattern[6, 1, 2, 3] = float("nan")
     for projections in (False, True):
@@ -104,7 +104,7 @@ def test_torchscript_export_gives_identical_outputs(tmp_path, datamodule):
         )
         path = export_torchscript(tagger, pattern[:, :2], tmp_path / "tagger.pt")
         loaded = torch.jit.load(str(path))
-        x = datamodule.splits["test"].pattern[32:96, :2]
+        x = datamodule.cached_dataset("test").pattern[32:96, :2]
         with torch.inference_mode():
             assert torch.equal(loaded(x), tagger(x))
             flagged = loaded(pattern[:, :2])
@@ -167,7 +167,7 @@ def test_tagger_task_sets_an_operating_point(datamodule):
 
     config = datamodule.config
     dm = PetaloDataModule(n_train=400, n_val=64, n_test=200, batch_size=64, seed=11, use_time=False, progress=False)
-    dm.splits = {s: type(d)(d.events, False, config.inner_radius_mm) for s, d in datamodule.splits.items()}
+    dm._events = {s: datamodule.events(s) for s in ("train", "val", "test")}  # the fixture's events, charge only
     task = PetaloTaggerTask(
         SiPMPatternMLP(
             in_channels=2,
@@ -189,7 +189,7 @@ def test_tagger_task_sets_an_operating_point(datamodule):
         enable_model_summary=False,
     ).fit(task, datamodule=dm)
     with torch.inference_mode():
-        val = dm.splits["val"]
+        val = dm.cached_dataset("val")
         logits = task.model(val.pattern)[:, 0]
     good = val.tensors["multi_site"] < 0.5
     kept = (logits[good] <= task.discard_threshold_logit).float().mean()
@@ -204,7 +204,7 @@ def test_datamodule_hdf5_round_trip_and_mismatch(tmp_path):
     )
     from_file.setup()
     dm.setup()
-    torch.testing.assert_close(from_file.splits["test"].pattern, dm.splits["test"].pattern)
+    torch.testing.assert_close(from_file.cached_dataset("test").pattern, dm.cached_dataset("test").pattern)
     other = PetaloDataModule(
         detector={"lxe_depth_mm": 40.0}, n_train=16, n_val=8, n_test=8, source="hdf5", hdf5_path=str(path)
     )
@@ -237,7 +237,7 @@ def test_position_task_calibrates_sigma_on_validation_and_exports_it(datamodule)
     scale = task.sigma_scale.clone()
     assert not torch.allclose(scale, torch.ones(3))
     # The factor is the one that puts 68.3 % of the validation events within one sigma.
-    val = datamodule.splits["val"]
+    val = datamodule.cached_dataset("val")
     with torch.inference_mode():
         position, raw_sigma = task.to_mm(task({"sipm_pattern": val.pattern}), calibrated=False)
     expected = fit_sigma_scale((position - val.tensors["position_mm"]).numpy(), raw_sigma.numpy())
@@ -246,7 +246,7 @@ def test_position_task_calibrates_sigma_on_validation_and_exports_it(datamodule)
     pred = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
     torch.testing.assert_close(pred["sigma_mm"], pred["sigma_raw_mm"] * scale)
     with torch.inference_mode():
-        exported = task.export_module()(datamodule.splits["test"].pattern)
+        exported = task.export_module()(datamodule.cached_dataset("test").pattern)
     torch.testing.assert_close(exported[:, 3:], pred["sigma_mm"])
     # recalibrate_sigma=False leaves the network's own sigma.
     task_off, _ = _fit_position_task(datamodule, [8], lr=1e-3, epochs=1, recalibrate_sigma=False)
@@ -255,7 +255,7 @@ def test_position_task_calibrates_sigma_on_validation_and_exports_it(datamodule)
 
 def test_network_input_is_charge_fractions_plus_log_total(datamodule):
     config = datamodule.config
-    pattern = datamodule.splits["test"].pattern[:16]
+    pattern = datamodule.cached_dataset("test").pattern[:16]
     for in_channels, projections in ((4, False), (2, False), (2, True)):
         model = SiPMPatternMLP(
             in_channels=in_channels,
@@ -291,5 +291,5 @@ def test_classical_multi_site_spread(datamodule):
     with pytest.raises(ValueError, match="expected"):
         spread(one[:, :, :, :-1])
     # On simulated events it separates multi-site from single-site events (weakly: AUROC about 0.6).
-    events = datamodule.splits["train"].events
+    events = datamodule.events("train")
     assert roc_auc_score(events["multi_site"], spread(events["sipm_charge"])) > 0.53

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares
 
+from numl.baselines.base import Baseline, BaselineResult
 from numl.sim.km3net import physics
+from numl.utils.errors import ConfigError, check_positive
 
 #: five free parameters (two angles, two position offsets, time) need at least six hits
 MIN_FIT_HITS = 6
@@ -174,3 +176,87 @@ class HitCountEnergyEstimator:
         if self.coefficients is None:
             raise RuntimeError("HitCountEnergyEstimator.fit must be called before predict")
         return self._design(n_fit_hits, n_triggered) @ self.coefficients
+
+
+# ----- the baselines a run executes (numl.baselines.base) -------------------------------------------------------
+def _true_direction_and_energy(events) -> tuple[np.ndarray, np.ndarray]:
+    direction = np.stack([[float(e.truth[f"dir_{a}"]) for a in "xyz"] for e in events])
+    return direction, np.array([float(e.truth["log10_energy"]) for e in events])
+
+
+def _hit_positions_m(hits: np.ndarray) -> np.ndarray:
+    return np.stack([hits["pos_x"], hits["pos_y"], hits["pos_z"]], axis=1).astype(np.float64)
+
+
+class TrackFitBaseline(Baseline):
+    """Line fit + robust chi-square time-residual fit of the muon track on exactly the test events, and a
+    hit-count energy estimate calibrated on the validation events. Fits flagged for too few hits count in
+    `fit_failure_fraction` and are left out of the resolutions.
+
+    Args:
+        sigma_ns: time-residual scale of the chi-square fit.
+        max_events: fit at most this many test (and validation) events: the fit takes ~0.1 s per event.
+    """
+
+    label = "chi-square fit"
+
+    def __init__(self, sigma_ns: float = 3.0, max_events: int | None = None) -> None:
+        check_positive("baseline.track_fit.sigma_ns", sigma_ns)
+        if max_events is not None:
+            check_positive("baseline.track_fit.max_events", max_events, integer=True)
+        self.sigma_ns, self.max_events = float(sigma_ns), max_events
+        self.energy_estimator: HitCountEnergyEstimator | None = None
+
+    def fit_events(self, events) -> dict[str, np.ndarray]:
+        fits = [fit_track(_hit_positions_m(e.hits), e.hits["t_ns"], e.hits["triggered"], self.sigma_ns)
+                for e in events]
+        return {"direction": np.stack([f.direction for f in fits]), "ok": np.array([f.ok for f in fits]),
+                "n_fit_hits": np.array([f.n_hits_used for f in fits]),
+                "n_triggered": np.array([int(e.hits["triggered"].sum()) for e in events])}
+
+    def fit(self, datamodule) -> TrackFitBaseline:
+        calibration = datamodule.events("val")[: self.max_events]
+        fits = self.fit_events(calibration)
+        _, log10e = _true_direction_and_energy(calibration)
+        use = fits["ok"]
+        self.energy_estimator = HitCountEnergyEstimator().fit(fits["n_fit_hits"][use], fits["n_triggered"][use],
+                                                              log10e[use])
+        return self
+
+    def evaluate(self, datamodule) -> BaselineResult:
+        test = datamodule.events("test")[: self.max_events]
+        fits = self.fit_events(test)
+        true_direction, true_log10e = _true_direction_and_energy(test)
+        fits["angular_error_deg"] = np.where(fits["ok"], physics.angle_between_deg(fits["direction"], true_direction),
+                                             np.nan)
+        fits["log10_energy"] = self.energy_estimator.predict(fits["n_fit_hits"], fits["n_triggered"])
+        ok = fits["ok"]
+        metrics = {"fit_failure_fraction": float(1.0 - ok.mean())}
+        if ok.any():
+            err = fits["angular_error_deg"][ok]
+            metrics |= {"angular_error_deg_median": float(np.median(err)),
+                        "angular_error_deg_mean": float(np.mean(err)),
+                        "sigma_log10_energy": float(np.std(fits["log10_energy"][ok] - true_log10e[ok]))}
+        return BaselineResult(self.label, metrics, fits)
+
+
+class OfficialReconstructionBaseline(Baseline):
+    """The reconstruction stored in real KM3NeT files (km3io's best JMuon track) against their MC truth: what the
+    collaboration's own fit reaches on the same events. Needs data.real_test_files."""
+
+    label = "official JMuon"
+
+    def evaluate(self, datamodule) -> BaselineResult:
+        test = datamodule.events("test")
+        if not test or test[0].official_direction is None:
+            raise ConfigError("baseline=official_reconstruction: the test events have no stored reconstruction; "
+                              "set data.real_test_files to KM3NeT offline files")
+        true_direction, true_log10e = _true_direction_and_energy(test)
+        error = physics.angle_between_deg(np.stack([e.official_direction for e in test]), true_direction)
+        log10e = np.log10(np.array([e.official_energy_gev for e in test]))
+        good = np.isfinite(error)
+        metrics = {"fit_fraction": float(good.mean())}
+        if good.any():
+            metrics |= {"angular_error_deg_median": float(np.median(error[good])),
+                        "angular_error_deg_mean": float(np.mean(error[good]))}
+        return BaselineResult(self.label, metrics, {"angular_error_deg": error, "log10_energy": log10e, "ok": good})

@@ -9,10 +9,12 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components, dijkstra
 from scipy.spatial import cKDTree
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_auc_score
 
+from numl.baselines.base import Baseline, BaselineResult
 from numl.metrics import NEXT_WORKING_POINTS as WORKING_POINTS
 from numl.metrics import background_rejection_factor
+from numl.utils.errors import check_positive
 
 #: graphs larger than this use a double Dijkstra sweep instead of all pairs to find the track ends
 MAX_ALL_PAIRS_VOXELS = 1500
@@ -74,26 +76,20 @@ def blob_cut_scores(events: list[tuple[np.ndarray, np.ndarray]], voxel_size_mm: 
     return np.array([track_topology(mm, kev, voxel_size_mm, blob_radius_mm).blob2_kev for mm, kev in events])
 
 
-def save_roc_comparison(curves: dict[str, tuple[np.ndarray, np.ndarray]], path) -> None:
-    """Background rejection versus signal efficiency for several discriminants on the same events."""
-    import matplotlib
+class BlobCutBaseline(Baseline):
+    """The cut on the smaller blob's energy, on exactly the test events (all their voxels); the metrics carry
+    the names the NEXT tasks log (auroc, background_rejection_at_65 / _72)."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    label = "blob cut"
 
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
-    for name, (scores, labels) in curves.items():
-        fpr, tpr, _ = roc_curve(np.asarray(labels).astype(int), scores)
-        ok = fpr > 0
-        ax.plot(tpr[ok], 1 / fpr[ok], label=f"{name} (AUROC {roc_auc_score(labels, scores):.3f})")
-    for eff in WORKING_POINTS:
-        ax.axvline(eff, color="grey", lw=0.7, ls=":")
-    ax.set_yscale("log")
-    ax.set_xlabel("signal efficiency")
-    ax.set_ylabel("background rejection factor 1/ε_b")
-    ax.set_xlim(0.3, 1.0)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    def __init__(self, blob_radius_mm: float = 18.0) -> None:
+        check_positive("baseline.blob_cut.blob_radius_mm", blob_radius_mm)
+        self.blob_radius_mm = float(blob_radius_mm)
+
+    def evaluate(self, datamodule) -> BaselineResult:
+        voxel_size_mm = datamodule.sim.voxel_size_mm
+        test = datamodule.events("test")
+        events = [((e.voxel_index + 0.5) * voxel_size_mm, e.voxel_energy_kev) for e in test]
+        scores = blob_cut_scores(events, voxel_size_mm, self.blob_radius_mm)
+        labels = np.array([e.label for e in test])
+        return BaselineResult(self.label, classification_metrics(scores, labels), {"score": scores, "label": labels})

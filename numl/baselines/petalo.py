@@ -7,12 +7,14 @@ median true r per bin of that spread), fit on the training events.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
 
-from numl.metrics import fwhm, rms
+from numl.baselines.base import Baseline, BaselineResult
+from numl.metrics import BackgroundRejectedFraction, fwhm, rms
 from numl.sim.petalo import COORDINATES, PetaloConfig
+from numl.utils.errors import check_positive, check_range
 
 
 def resolution_metrics(predicted_mm: np.ndarray, true_mm: np.ndarray) -> dict[str, float]:
@@ -117,27 +119,51 @@ class MultiSiteSpread:
         return np.where(bad | ~(total > 0), np.inf, spread)
 
 
-def plot_example_events(events: dict[str, np.ndarray], config: PetaloConfig, path: Path, n_events: int = 3) -> Path:
-    """Inner- and outer-face charge images of a few events, with their true depth and multi-site flag."""
-    import matplotlib
+# ----- the baselines a run executes (numl.baselines.base) -------------------------------------------------------
+class CentroidBaseline(Baseline):
+    """Charge centroid + r-map, the r-map fitted on the training events, on the test events; the FWHM and RMS
+    per coordinate carry the names the position task logs."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    label = "centroid + r-map"
 
-    fig, axes = plt.subplots(2, n_events, figsize=(3.2 * n_events, 4.6), squeeze=False)
-    for j in range(min(n_events, len(events["sipm_charge"]))):
-        depth = events["position_mm"][j, 0] - config.inner_radius_mm
-        for face, name in enumerate(("inner", "outer")):
-            ax = axes[face, j]
-            image = ax.imshow(events["sipm_charge"][j, face], origin="lower", aspect="auto", cmap="viridis")
-            fig.colorbar(image, ax=ax, label="pe")
-            ax.set_title(
-                f"{name} face, depth {depth:.1f} mm" + (", multi-site" if events["multi_site"][j] else ""), fontsize=8
-            )
-            ax.set_xlabel("phi column")
-            ax.set_ylabel("z row")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    def __init__(self, threshold_pe: float = 2.0, n_bins: int = 40) -> None:
+        check_positive("baseline.centroid.threshold_pe", threshold_pe, allow_zero=True)
+        check_positive("baseline.centroid.n_bins", n_bins, integer=True)
+        self.threshold_pe, self.n_bins = float(threshold_pe), int(n_bins)
+        self.model: CentroidRMap | None = None
+
+    def fit(self, datamodule) -> CentroidBaseline:
+        self.model = CentroidRMap(datamodule.config, self.threshold_pe, self.n_bins).fit(datamodule.events("train"))
+        return self
+
+    def evaluate(self, datamodule) -> BaselineResult:
+        test = datamodule.events("test")
+        predicted = self.model.predict(test["sipm_charge"])
+        return BaselineResult(self.label, resolution_metrics(predicted, test["position_mm"]),
+                              {"position_mm_pred": predicted})
+
+
+class ChargeSpreadTaggerBaseline(Baseline):
+    """The classical multi-site tagger (`MultiSiteSpread`) on the test events: AUROC of discarding multi-site
+    events, and the fraction of them discarded at the cut keeping `keep_efficiency` of the single-site ones,
+    the metric (and name) of the tagger task."""
+
+    label = "charge spread"
+
+    def __init__(self, keep_efficiency: float = 0.9, threshold_pe: float = 2.0) -> None:
+        check_range("baseline.charge_spread.keep_efficiency", keep_efficiency, 0.01, 0.999)
+        check_positive("baseline.charge_spread.threshold_pe", threshold_pe, allow_zero=True)
+        self.keep_efficiency, self.threshold_pe = float(keep_efficiency), float(threshold_pe)
+
+    def evaluate(self, datamodule) -> BaselineResult:
+        test = datamodule.events("test")
+        # +inf (no usable charge: always discarded) as the largest finite score, so that AUROC is defined
+        score = np.nan_to_num(MultiSiteSpread(datamodule.config, self.threshold_pe)(test["sipm_charge"]),
+                              posinf=np.finfo(np.float64).max)
+        labels = (test["multi_site"] > 0.5).astype(int)
+        discarded = BackgroundRejectedFraction(self.keep_efficiency)
+        discarded.update(torch.from_numpy(-score), torch.from_numpy(1 - labels))  # the kept "signal": single-site
+        both = 0 < labels.sum() < len(labels)
+        metrics = {"auroc": float(roc_auc_score(labels, score)) if both else float("nan"),
+                   f"discard_rejection_at_keep{round(100 * self.keep_efficiency)}": float(discarded.compute())}
+        return BaselineResult(self.label, metrics, {"score": score, "label": labels})

@@ -20,25 +20,18 @@ from typing import Any
 
 import h5py
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from numl.baselines.km3net import HitCountEnergyEstimator, fit_track
+from numl.data.base import SPLITS, SimulatedDataModule
 from numl.sim.km3net import HIT_DTYPE, TRUTH_DTYPE, Detector, EventConfig, build_detector, simulate_events
 from numl.sim.km3net.detector import resolve_testdata_path
-from numl.sim.km3net.physics import V_GROUP_M_PER_NS, angle_between_deg
+from numl.sim.km3net.physics import V_GROUP_M_PER_NS
 from numl.utils.errors import ConfigError, check_choice, check_keys, check_positive
-from numl.utils.hdf5 import open_checked, write_metadata
-from numl.utils.seeds import derived_seed
 
 SIMULATOR_NAME = "numl.sim.km3net"
-from numl.sim.km3net.features import HIT_FEATURES  # noqa: E402  (one list of columns, shared with the models)
-SPLITS = ("train", "val", "test")
 DETECTOR_KEYS = {"geometry", "detx_path", "n_du", "du_spacing_m", "n_doms_per_du", "dom_spacing_m",
                  "first_dom_height_m"}
-
-
 
 
 @dataclass
@@ -272,168 +265,89 @@ def read_offline_file(path: str | Path, detector: Detector | None = None,
 
 
 # ----- DataModule -----------------------------------------------------------------------------------------------
-class KM3NeTDataModule(pl.LightningDataModule):
+class KM3NeTDataModule(SimulatedDataModule):
+    """KM3NeT events; keys beyond the SimulatedDataModule's: `detector` (geometry or a .detx file), `events`
+    (EventConfig fields), the hit selection and cap, and `real_test_files` (test events from KM3NeT files)."""
+
+    simulator_name = SIMULATOR_NAME
+
     def __init__(self, detector: dict[str, Any] | None = None, events: dict[str, Any] | None = None,
                  n_train: int = 2048, n_val: int = 256, n_test: int = 512, batch_size: int = 32,
                  num_workers: int = 0, seed: int = 0, source: str = "simulate", hdf5_path: str | None = None,
                  hit_selection: str = "all", max_hits: int | None = 512, position_scale_m: float = 100.0,
-                 real_test_files: list[str] | None = None, baseline_sigma_ns: float = 3.0,
-                 baseline_max_events: int | None = None, bucket_by_hit_count: bool = True) -> None:
-        super().__init__()
-        for key in ("n_train", "n_val", "n_test", "batch_size"):
-            check_positive(f"data.{key}", locals()[key], integer=True)
-        check_positive("data.num_workers", num_workers, integer=True, allow_zero=True)
-        check_choice("data.source", source, ("simulate", "hdf5"))
+                 real_test_files: list[str] | None = None, bucket_by_hit_count: bool = True) -> None:
+        super().__init__(n_train=n_train, n_val=n_val, n_test=n_test, batch_size=batch_size,
+                         num_workers=num_workers, seed=seed, source=source, hdf5_path=hdf5_path)
         check_choice("data.hit_selection", hit_selection, ("all", "triggered"))
         if max_hits is not None:
             check_positive("data.max_hits", max_hits, integer=True)
         check_positive("data.position_scale_m", position_scale_m)
-        check_positive("data.baseline_sigma_ns", baseline_sigma_ns)
-        if source == "hdf5" and not hdf5_path:
-            raise ConfigError("data.hdf5_path: required when data.source=hdf5")
         self.detector_config = dict(detector or {})
         self.event_config = EventConfig.from_dict(dict(events or {}))
         check_keys("data.detector", self.detector_config, DETECTOR_KEYS)
         self.detector = build_detector(**self.detector_config)
-        self.n = {"train": n_train, "val": n_val, "test": n_test}
-        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
-        self.source, self.hdf5_path = source, hdf5_path
         self.hit_selection, self.max_hits, self.position_scale_m = hit_selection, max_hits, position_scale_m
         self.real_test_files = [resolve_testdata_path(f, "offline", "data.real_test_files")
                                 for f in (real_test_files or [])]
-        self.baseline_sigma_ns = baseline_sigma_ns
-        self.baseline_max_events = baseline_max_events
         self.bucket_by_hit_count = bool(bucket_by_hit_count)
-        self.events: dict[str, list[EventRecord]] = {}
-        self.baseline_results: dict[str, np.ndarray] | None = None
 
     # ----- events -----------------------------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
         return {"detector": self.detector_config, "events": self.event_config.as_dict(), "seed": self.seed,
-                **{f"n_{s}": n for s, n in self.n.items()}}
+                **{f"n_{s}": n for s, n in self.split_sizes.items()}}
+
+    def simulated_splits(self) -> tuple[str, ...]:
+        return ("train", "val") if self.real_test_files else SPLITS
 
     def simulate_split(self, split: str) -> list[EventRecord]:
-        events, _ = simulate_events(self.detector, self.event_config, self.n[split],
-                                    derived_seed(self.seed, split), progress=self.n[split] >= 2000)
+        n = self.split_sizes[split]
+        events, _ = simulate_events(self.detector, self.event_config, n, self.split_seed(split), progress=n >= 2000)
         return [EventRecord(e.hits, e.truth) for e in events]
 
     def setup(self, stage: str | None = None) -> None:
-        if self.events:
+        if self._events:
             return
-        if self.source == "hdf5":
-            self._load_hdf5()
-        else:
-            self.events = {split: self.simulate_split(split) for split in SPLITS
-                           if not (split == "test" and self.real_test_files)}
+        super().setup(stage)
         if self.real_test_files:
             real: list[EventRecord] = []
             for path in self.real_test_files:
-                real.extend(read_offline_file(path, self.detector, max_events=self.n["test"] - len(real)))
-                if len(real) >= self.n["test"]:
+                real.extend(read_offline_file(path, self.detector, max_events=self.split_sizes["test"] - len(real)))
+                if len(real) >= self.split_sizes["test"]:
                     break
-            self.events["test"] = real
+            self._events["test"] = real
 
-    def write_hdf5(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with h5py.File(path, "w") as h5:
-            write_metadata(h5, SIMULATOR_NAME, self.metadata())
-            for split in SPLITS:
-                events = self.simulate_split(split)
-                group = h5.create_group(split)
-                group.attrs["seed"] = derived_seed(self.seed, split)
-                group.create_dataset("hits", data=np.concatenate([e.hits for e in events]), compression="gzip")
-                group.create_dataset("hit_offsets", data=np.cumsum([0] + [len(e.hits) for e in events]))
-                group.create_dataset("truth", data=np.stack([e.truth for e in events]))
-        return path
+    def write_split(self, group: h5py.Group, events: list[EventRecord]) -> None:
+        group.create_dataset("hits", data=np.concatenate([e.hits for e in events]), compression="gzip")
+        group.create_dataset("hit_offsets", data=np.cumsum([0] + [len(e.hits) for e in events]))
+        group.create_dataset("truth", data=np.stack([e.truth for e in events]))
 
-    def _load_hdf5(self) -> None:
-        with open_checked(self.hdf5_path, SIMULATOR_NAME, self.metadata()) as h5:
-            for split in SPLITS:
-                hits, offsets, truth = h5[split]["hits"][()], h5[split]["hit_offsets"][()], h5[split]["truth"][()]
-                self.events[split] = [EventRecord(hits[offsets[i]:offsets[i + 1]], truth[i])
-                                      for i in range(len(truth))]
+    def split_length(self, group: h5py.Group) -> int:
+        return len(group["truth"])
+
+    def read_split(self, group: h5py.Group, n: int) -> list[EventRecord]:
+        offsets, truth = group["hit_offsets"][: n + 1], group["truth"][:n]
+        hits = group["hits"][: offsets[-1]]
+        return [EventRecord(hits[offsets[i]:offsets[i + 1]], truth[i]) for i in range(n)]
 
     # ----- loaders ----------------------------------------------------------------------------------------------
     def dataset(self, split: str) -> HitDataset:
-        return HitDataset(self.events[split], self.detector.center_m, self.position_scale_m, self.hit_selection,
+        return HitDataset(self.events(split), self.detector.center_m, self.position_scale_m, self.hit_selection,
                           self.max_hits)
+
+    def collate_fn(self):
+        return collate_hits
 
     def hit_counts(self, split: str) -> np.ndarray:
         """Number of hits each event of `split` gives the network (after selection and the max_hits cap)."""
         counts = [int(e.hits["triggered"].sum()) if self.hit_selection == "triggered" else len(e.hits)
-                  for e in self.events[split]]
+                  for e in self.events(split)]
         return np.minimum(counts, self.max_hits) if self.max_hits is not None else np.array(counts)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        common = {"num_workers": self.num_workers, "collate_fn": collate_hits,
-                  "persistent_workers": self.num_workers > 0}
+    def train_dataloader(self) -> DataLoader:
         # Under DDP Lightning injects its DistributedSampler, which cannot go inside a custom batch sampler.
         distributed = self.trainer is not None and self.trainer.world_size > 1
-        if shuffle and self.bucket_by_hit_count and not distributed:
-            sampler = LengthBucketBatchSampler(self.hit_counts(split), self.batch_size)
-            return DataLoader(self.dataset(split), batch_sampler=sampler, **common)
-        return DataLoader(self.dataset(split), batch_size=self.batch_size, shuffle=shuffle, **common)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
-
-    # ----- classical baseline -------------------------------------------------------------------------------------
-    def fit_events(self, events: list[EventRecord]) -> dict[str, np.ndarray]:
-        fits = [fit_track(hit_positions_m(e.hits), e.hits["t_ns"], e.hits["triggered"], self.baseline_sigma_ns)
-                for e in events]
-        return {"direction": np.stack([f.direction for f in fits]), "ok": np.array([f.ok for f in fits]),
-                "n_fit_hits": np.array([f.n_hits_used for f in fits]),
-                "n_triggered": np.array([int(e.hits["triggered"].sum()) for e in events])}
-
-    def run_baseline(self) -> dict[str, float]:
-        """Line fit + robust chi-square fit on exactly the test events; hit-count energy estimate calibrated on
-        the validation events. Fits flagged for too few hits are counted in `fit_failure_fraction` and left out
-        of the resolutions."""
-        if not self.events:
-            self.setup("test")
-        test = self.events["test"][: self.baseline_max_events]
-        calibration = self.events["val"][: self.baseline_max_events]
-        fits = self.fit_events(test)
-        calib = self.fit_events(calibration)
-        calib_log10e = np.array([float(e.truth["log10_energy"]) for e in calibration])
-        use = calib["ok"]
-        estimator = HitCountEnergyEstimator().fit(calib["n_fit_hits"][use], calib["n_triggered"][use],
-                                                  calib_log10e[use])
-        true_dir = np.stack([truth_direction(e.truth) for e in test])
-        true_log10e = np.array([float(e.truth["log10_energy"]) for e in test])
-        fits["angular_error_deg"] = angle_between_deg(fits["direction"], true_dir)
-        fits["log10_energy"] = estimator.predict(fits["n_fit_hits"], fits["n_triggered"])
-        fits["true_log10_energy"] = true_log10e
-        self.baseline_results = fits
-        ok = fits["ok"]
-        metrics = {"baseline/fit_failure_fraction": float(1.0 - ok.mean())}
-        if ok.any():
-            err = fits["angular_error_deg"][ok]
-            metrics["baseline/angular_error_deg_median"] = float(np.median(err))
-            metrics["baseline/angular_error_deg_mean"] = float(np.mean(err))
-            metrics["baseline/sigma_log10_energy"] = float(np.std(fits["log10_energy"][ok] - true_log10e[ok]))
-        official = [e.official_direction for e in test if e.official_direction is not None]
-        if official:
-            err = angle_between_deg(np.stack(official), true_dir)
-            good = np.isfinite(err)
-            metrics["baseline/official_angular_error_deg_median"] = float(np.median(err[good]))
-            metrics["baseline/official_angular_error_deg_mean"] = float(np.mean(err[good]))
-            metrics["baseline/official_fit_fraction"] = float(good.mean())
-        return metrics
-
-    def save_figures(self, output_dir: Path, predictions: dict[str, torch.Tensor] | None = None) -> list[Path]:
-        from numl.tasks.km3net import save_resolution_figures
-
-        if not predictions:
-            return []
-        return save_resolution_figures(predictions, Path(output_dir), baseline=self.baseline_results)
+        if not self.bucket_by_hit_count or distributed:
+            return super().train_dataloader()
+        sampler = LengthBucketBatchSampler(self.hit_counts("train"), self.batch_size)
+        return DataLoader(self.cached_dataset("train"), batch_sampler=sampler, num_workers=self.num_workers,
+                          collate_fn=collate_hits, persistent_workers=self.num_workers > 0)

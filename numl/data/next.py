@@ -9,26 +9,17 @@ axis z has its own diffusion, so it is never swapped).
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from numl.baselines import next as blob_cut
+from numl.data.base import SimulatedDataModule
+from numl.sim.next import FEATURE_SCALE_KEV
 from numl.sim.next.generator import SEGMENT_CLASSES, SIMULATOR_NAME, NextEvent, NextSimConfig, simulate_events
-from numl.utils.errors import ConfigError, check_choice, check_positive
-from numl.utils.hdf5 import open_checked, write_metadata
-from numl.utils.seeds import derived_seed
-
-SPLITS = ("train", "val", "test")
-#: voxel energies are fed to the networks in MeV
-FEATURE_SCALE_KEV = 1000.0
-
-
+from numl.utils.errors import ConfigError, check_choice
 
 
 def check_event(event: NextEvent, cfg: NextSimConfig, where: str) -> None:
@@ -96,106 +87,51 @@ def collate_voxels(items: list[dict[str, torch.Tensor]], window: int, dense: boo
     return batch
 
 
-class NextDataModule(pl.LightningDataModule):
+class NextDataModule(SimulatedDataModule):
     """NEXT signal/background events. `representation` "sparse" gives coords + features, "dense" adds
-    `voxels` (B, 1, W, W, W). Keys beyond the DataModule contract: `sim` (NextSimConfig fields),
-    `blob_radius_mm` for the classical cut, `augment` for the training split."""
+    `voxels` (B, 1, W, W, W). Keys beyond the SimulatedDataModule's: `sim` (NextSimConfig fields) and
+    `augment` for the training split."""
+
+    simulator_name = SIMULATOR_NAME
 
     def __init__(self, sim: dict[str, Any] | None = None, representation: str = "sparse", augment: bool = True,
-                 blob_radius_mm: float = 18.0, n_train: int = 4000, n_val: int = 1000, n_test: int = 2000,
-                 batch_size: int = 32, num_workers: int = 0, seed: int = 0, source: str = "simulate",
-                 hdf5_path: str | None = None) -> None:
-        super().__init__()
+                 n_train: int = 4000, n_val: int = 1000, n_test: int = 2000, batch_size: int = 32,
+                 num_workers: int = 0, seed: int = 0, source: str = "simulate", hdf5_path: str | None = None) -> None:
+        super().__init__(n_train=n_train, n_val=n_val, n_test=n_test, batch_size=batch_size,
+                         num_workers=num_workers, seed=seed, source=source, hdf5_path=hdf5_path)
         self.sim = NextSimConfig.from_dict(dict(sim or {}))
         check_choice("data.representation", representation, ("sparse", "dense"))
-        check_choice("data.source", source, ("simulate", "hdf5"))
-        for key, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test), ("batch_size", batch_size)):
-            check_positive(f"data.{key}", value, integer=True)
-        check_positive("data.num_workers", num_workers, integer=True, allow_zero=True)
-        check_positive("data.blob_radius_mm", blob_radius_mm)
-        if source == "hdf5" and not hdf5_path:
-            raise ConfigError("data.hdf5_path: required when data.source=hdf5")
-        self.representation, self.augment, self.blob_radius_mm = representation, augment, float(blob_radius_mm)
-        self.n_events = {"train": n_train, "val": n_val, "test": n_test}
-        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, int(seed)
-        self.source, self.hdf5_path = source, hdf5_path
-        self.events: dict[str, list[NextEvent]] = {}
-        self.baseline_scores: np.ndarray | None = None
+        check_choice("data.augment", augment, (True, False))
+        self.representation, self.augment = representation, augment
 
-    # ----- data -------------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
         return {"sim": self.sim.as_dict(), "seed": self.seed}
 
+    def file_attributes(self) -> dict[str, Any]:
+        return {"segment_classes": ",".join(SEGMENT_CLASSES)}
+
     def simulate_split(self, split: str, progress: bool = True) -> list[NextEvent]:
-        return simulate_events(self.sim, self.n_events[split], derived_seed(self.seed, split), progress=progress)
+        return simulate_events(self.sim, self.split_sizes[split], self.split_seed(split), progress=progress)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.events:
-            return
-        if self.source == "hdf5":
-            self.events = read_hdf5(self.hdf5_path, self.metadata(), self.sim, self.n_events)
-        else:
-            self.events = {split: self.simulate_split(split) for split in SPLITS}
-        for split, events in self.events.items():
-            for i, event in enumerate(events):
-                check_event(event, self.sim, f"data split {split} event {i}")
+    def check_events(self, split: str, events: list[NextEvent]) -> None:
+        for i, event in enumerate(events):
+            check_event(event, self.sim, f"data split {split} event {i}")
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = NextVoxelDataset(self.events[split], self.sim, augment=self.augment and split == "train",
-                                   seed=derived_seed(self.seed, split, "augment"))
-        window, dense = self.sim.window_voxels, self.representation == "dense"
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          collate_fn=partial(collate_voxels, window=window, dense=dense),
-                          persistent_workers=self.num_workers > 0)
+    def write_split(self, group: h5py.Group, events: list[NextEvent]) -> None:
+        write_events(group, events)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+    def split_length(self, group: h5py.Group) -> int:
+        return len(group["events"]["label"])
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+    def read_split(self, group: h5py.Group, n: int) -> list[NextEvent]:
+        return read_events(group, n)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    def dataset(self, split: str) -> NextVoxelDataset:
+        return NextVoxelDataset(self.events(split), self.sim, augment=self.augment and split == "train",
+                                seed=self.split_seed(split, "augment"))
 
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    # ----- files ------------------------------------------------------------------------------
-    def write_hdf5(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with h5py.File(path, "w") as h5:
-            write_metadata(h5, SIMULATOR_NAME, self.metadata())
-            h5.attrs["segment_classes"] = ",".join(SEGMENT_CLASSES)
-            for split in SPLITS:
-                group = h5.create_group(split)
-                group.attrs["seed"] = derived_seed(self.seed, split)
-                write_events(group, self.simulate_split(split))
-        return path
-
-    # ----- baseline and figures ---------------------------------------------------------------
-    def run_baseline(self) -> dict[str, float]:
-        """The blob cut on exactly the test events (all their voxels), with the tasks' metric names."""
-        self.setup()
-        test = self.events["test"]
-        events = [((e.voxel_index + 0.5) * self.sim.voxel_size_mm, e.voxel_energy_kev) for e in test]
-        self.baseline_scores = blob_cut.blob_cut_scores(events, self.sim.voxel_size_mm, self.blob_radius_mm)
-        labels = np.array([e.label for e in test])
-        return blob_cut.classification_metrics(self.baseline_scores, labels, prefix="baseline/")
-
-    def save_figures(self, output_dir: Path, predictions: dict[str, torch.Tensor] | None = None) -> list[Path]:
-        from numl.sim.next.figures import save_event_displays
-
-        output_dir.mkdir(parents=True, exist_ok=True)
-        self.setup()
-        paths = [save_event_displays(self.events["test"], self.sim, output_dir / "next_events.png")]
-        if predictions is not None and self.baseline_scores is not None and "score" in predictions:
-            labels = np.array([e.label for e in self.events["test"]])
-            path = output_dir / "roc_network_vs_blob_cut.png"
-            blob_cut.save_roc_comparison({"network": (predictions["score"].numpy(), predictions["label"].numpy()),
-                                          "blob cut": (self.baseline_scores, labels)}, path)
-            paths.append(path)
-        return paths
+    def collate_fn(self):
+        return partial(collate_voxels, window=self.sim.window_voxels, dense=self.representation == "dense")
 
 
 EVENT_COLUMNS = ("label", "energy_kev", "path_length_mm", "deposited_kev", "escaped_kev")
@@ -216,31 +152,21 @@ def write_events(group: h5py.Group, events: list[NextEvent]) -> None:
     voxels.create_dataset("segment", data=np.concatenate([e.voxel_segment for e in events]), compression="gzip")
 
 
-def read_hdf5(path: str | Path, expected: dict[str, Any], cfg: NextSimConfig,
-              n_events: dict[str, int]) -> dict[str, list[NextEvent]]:
-    """Read the first n events of each split, refusing files from another simulator, version or config."""
-    out = {}
-    with open_checked(path, SIMULATOR_NAME, expected) as h5:
-        for split in SPLITS:
-            if split not in h5:
-                raise ConfigError(f"{path}: no group {split!r}; groups are {sorted(h5)}")
-            table, voxels = h5[split]["events"], h5[split]["voxels"]
-            available = len(table["label"])
-            if n_events[split] > available:
-                raise ConfigError(f"data.n_{split}={n_events[split]}: {path} holds only {available} {split} events")
-            n = n_events[split]
-            offsets = table["voxel_offset"][: n + 1]
-            index = voxels["index"][: offsets[-1]]
-            energy = voxels["energy_kev"][: offsets[-1]]
-            segment = voxels["segment"][: offsets[-1]]
-            columns = {c: table[c][:n] for c in EVENT_COLUMNS}
-            vertex, ends = table["vertex_mm"][:n], table["track_ends_mm"][:n]
-            out[split] = []
-            for i in range(n):
-                voxels_of = slice(offsets[i], offsets[i + 1])
-                out[split].append(NextEvent(
-                    label=int(columns["label"][i]), voxel_index=index[voxels_of], voxel_energy_kev=energy[voxels_of],
-                    voxel_segment=segment[voxels_of], energy_kev=float(columns["energy_kev"][i]), vertex_mm=vertex[i],
-                    track_ends_mm=ends[i], path_length_mm=float(columns["path_length_mm"][i]),
-                    deposited_kev=float(columns["deposited_kev"][i]), escaped_kev=float(columns["escaped_kev"][i])))
-    return out
+def read_events(group: h5py.Group, n: int) -> list[NextEvent]:
+    """The first n events of a split's group."""
+    table, voxels = group["events"], group["voxels"]
+    offsets = table["voxel_offset"][: n + 1]
+    index = voxels["index"][: offsets[-1]]
+    energy = voxels["energy_kev"][: offsets[-1]]
+    segment = voxels["segment"][: offsets[-1]]
+    columns = {c: table[c][:n] for c in EVENT_COLUMNS}
+    vertex, ends = table["vertex_mm"][:n], table["track_ends_mm"][:n]
+    events = []
+    for i in range(n):
+        voxels_of = slice(offsets[i], offsets[i + 1])
+        events.append(NextEvent(
+            label=int(columns["label"][i]), voxel_index=index[voxels_of], voxel_energy_kev=energy[voxels_of],
+            voxel_segment=segment[voxels_of], energy_kev=float(columns["energy_kev"][i]), vertex_mm=vertex[i],
+            track_ends_mm=ends[i], path_length_mm=float(columns["path_length_mm"][i]),
+            deposited_kev=float(columns["deposited_kev"][i]), escaped_kev=float(columns["escaped_kev"][i])))
+    return events

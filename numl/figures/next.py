@@ -1,15 +1,17 @@
-"""Event displays for NEXT toy events: x-y and x-z projections coloured by segmentation class."""
+"""NEXT figures: event displays (x-y and x-z projections coloured by segmentation class), and background
+rejection against signal efficiency of the network (classifier or segmentation) beside the blob cut."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from numl.sim.next.generator import SEGMENT_CLASSES, NextEvent, NextSimConfig  # noqa: E402
+from numl.baselines.base import BaselineResult
+from numl.figures.common import plt, save_figure, save_roc_curves, score_curves
+from numl.metrics import NEXT_WORKING_POINTS
+from numl.sim.next.generator import SEGMENT_CLASSES, NextEvent, NextSimConfig
 
 SEGMENT_COLOURS = ("tab:blue", "tab:red", "tab:green")
 
@@ -31,8 +33,15 @@ def save_event_displays(events: list[NextEvent], cfg: NextSimConfig, path: Path)
         kind = "0vbb signal" if event.label else "single-electron background"
         row[0].set_title(f"{kind}, E = {event.energy_kev:.0f} keV, {cfg.voxel_size_mm:g} mm voxels", fontsize=9)
         row[0].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
+
+
+def draw(datamodule: Any, predictions: dict[str, torch.Tensor], baselines: dict[str, BaselineResult],
+         output_dir: Path) -> list[Path]:
+    output_dir = Path(output_dir)
+    paths = [save_event_displays(datamodule.events("test"), datamodule.sim, output_dir / "next_events.png")]
+    curves = score_curves(predictions, baselines)
+    if curves:
+        paths.append(save_roc_curves(curves, output_dir / "background_rejection_vs_efficiency.png",
+                                     working_points=NEXT_WORKING_POINTS))
+    return paths

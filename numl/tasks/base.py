@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -66,9 +65,6 @@ class BaseTask(pl.LightningModule):
     def attribution_forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Score(s) per event that Captum explains, computed from the input tensor alone."""
         return self.model(inputs)
-
-    def save_figures(self, predictions: dict[str, torch.Tensor], output_dir: Path) -> list[Path]:
-        return []
 
     # ----- shared machinery -------------------------------------------------------------------
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:

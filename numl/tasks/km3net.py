@@ -14,8 +14,6 @@ validation events of all ranks (`fit_kappa_scale`) and stored as a buffer; predi
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -117,9 +115,6 @@ class KM3NeTRecoTask(BaseTask):
         """Predicted log10 E from the padded hit features alone; all-zero rows are padding."""
         return self.head(self.model(inputs, inputs.abs().sum(dim=-1) > 0))["log10_energy"]
 
-    def save_figures(self, predictions: dict[str, torch.Tensor], output_dir: Path) -> list[Path]:
-        return save_resolution_figures(predictions, Path(output_dir))
-
 
 def fit_kappa_scale(kappa: np.ndarray, angular_error_deg: np.ndarray) -> float:
     """Post-hoc calibration of the vMF concentration: the factor s that minimises the vMF negative log likelihood
@@ -141,78 +136,3 @@ def fit_kappa_scale(kappa: np.ndarray, angular_error_deg: np.ndarray) -> float:
         return float(vmf_nll_3d(unit, kappa_t * np.exp(log_scale), target).mean())
 
     return float(np.exp(minimize_scalar(nll, bounds=(-7.0, 7.0), method="bounded").x))
-
-
-def binned_resolution(true_log10e: np.ndarray, angular_error_deg: np.ndarray, log10e_residual: np.ndarray,
-                      edges: np.ndarray) -> dict[str, np.ndarray]:
-    """Median / mean angular error and sigma(log10 E) in bins of true log10 E (NaN in empty bins)."""
-    index = np.digitize(true_log10e, edges) - 1
-    out = {k: np.full(len(edges) - 1, np.nan) for k in ("median_deg", "mean_deg", "sigma_log10e", "count")}
-    for b in range(len(edges) - 1):
-        sel = (index == b) & np.isfinite(angular_error_deg)
-        out["count"][b] = sel.sum()
-        if sel.any():
-            out["median_deg"][b] = np.median(angular_error_deg[sel])
-            out["mean_deg"][b] = np.mean(angular_error_deg[sel])
-            out["sigma_log10e"][b] = np.std(log10e_residual[sel])
-    return out
-
-
-def save_resolution_figures(predictions: dict[str, torch.Tensor], output_dir: Path,
-                            baseline: dict[str, np.ndarray] | None = None) -> list[Path]:
-    """Angular error and sigma(log10 E) vs true energy (network, classical fit, official reconstruction when
-    present) and the kappa calibration histogram."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    p = {k: v.detach().cpu().numpy() for k, v in predictions.items()}
-    true_log10e = p["log10_energy"]
-    finite = np.isfinite(true_log10e)
-    if not finite.any():
-        return []
-    edges = np.linspace(np.floor(true_log10e[finite].min() * 4) / 4, np.ceil(true_log10e[finite].max() * 4) / 4, 7)
-    centres = 0.5 * (edges[1:] + edges[:-1])
-    curves = {"network": binned_resolution(true_log10e, p["angular_error_deg"],
-                                           p["log10_energy_pred"] - true_log10e, edges)}
-    if baseline is not None and len(baseline["ok"]) == len(true_log10e):
-        err = np.where(baseline["ok"], baseline["angular_error_deg"], np.nan)
-        curves["chi-square fit"] = binned_resolution(true_log10e, err, baseline["log10_energy"] - true_log10e, edges)
-    if "official_direction" in p:
-        official_err = np.degrees(np.arccos(np.clip(np.sum(p["official_direction"] * p["direction"], axis=1), -1, 1)))
-        curves["official JMuon"] = binned_resolution(true_log10e, official_err,
-                                                     p["official_log10_energy"] - true_log10e, edges)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for name, curve in curves.items():
-        axes[0].plot(centres, curve["median_deg"], "o-", label=f"{name} median")
-        axes[0].plot(centres, curve["mean_deg"], "x--", label=f"{name} mean", alpha=0.6)
-        axes[1].plot(centres, curve["sigma_log10e"], "o-", label=name)
-    axes[0].set_yscale("log")
-    axes[0].set_ylabel("angular error (deg)")
-    axes[1].set_ylabel("sigma(log10 E)")
-    for ax in axes:
-        ax.set_xlabel("true log10(E / GeV)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(output_dir / "km3net_resolution_vs_energy.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-
-    cdf = vmf_angle_cdf(torch.deg2rad(torch.as_tensor(p["angular_error_deg"], dtype=torch.float64)),
-                        torch.as_tensor(p["kappa"], dtype=torch.float64)).numpy()
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.hist(cdf, bins=20, range=(0, 1), density=True, alpha=0.7, label="network")
-    ax.axhline(1.0, color="k", lw=1, label="calibrated (uniform)")
-    ax.set_xlabel("vMF CDF of the true angular error")
-    ax.set_ylabel("density")
-    ax.set_title(f"coverage of the 68 % cone: {np.mean(cdf <= 0.68):.2f}")
-    ax.legend()
-    fig.tight_layout()
-    paths.append(output_dir / "km3net_kappa_calibration.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-    return paths

@@ -3,12 +3,9 @@ working-point metrics NEXT-White quotes (background rejection at 65 % and 72 % s
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 
-from numl.baselines.next import save_roc_comparison
 from numl.metrics import NEXT_WORKING_POINTS, BackgroundRejectionFactor
 from numl.tasks.classification import BinaryClassificationTask
 
@@ -37,10 +34,3 @@ class NextClassificationTask(BinaryClassificationTask):
         if getattr(self.model, "sparse_input", False):
             return self.model(batch["features"], batch["coords"], len(batch[self.label_key])).reshape(-1)
         return self.model(batch[self.input_key]).reshape(-1)
-
-    def save_figures(self, predictions, output_dir: Path) -> list[Path]:
-        paths = super().save_figures(predictions, output_dir)
-        path = output_dir / "background_rejection_vs_efficiency.png"
-        save_roc_comparison({"network": (predictions["score"].numpy(), predictions["label"].numpy())}, path)
-        return [*paths, path]
-

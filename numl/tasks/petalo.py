@@ -22,7 +22,6 @@ with the weights.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -211,14 +210,6 @@ class PetaloPositionTask(BaseTask):
         # z, the coordinate the seed asks to cut on.
         return self.model(inputs)[:, 2]
 
-    def save_figures(self, predictions, output_dir: Path) -> list[Path]:
-        output_dir = Path(output_dir)
-        return [
-            plot_residuals(predictions, output_dir / "position_residuals.png"),
-            plot_sigma_cut(predictions, output_dir / "z_sigma_cut.png"),
-            plot_calibration(predictions, output_dir / "calibration.png"),
-        ]
-
 
 def sigma_cut_curve(
     predictions: dict[str, Any], cuts_mm=Z_SIGMA_CUTS_MM, coordinate: int = 2
@@ -346,109 +337,3 @@ class PetaloTaggerTask(BinaryClassificationTask):
         for key in ("position_mm", "depth_mm", "energy_kev", "n_interactions"):
             out[key] = batch[key]
         return out
-
-
-# ----- figures --------------------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    _pyplot().close(fig)
-    return path
-
-
-def plot_residuals(predictions: dict[str, Any], path: Path, baseline_mm: np.ndarray | None = None) -> Path:
-    """Residual histograms per coordinate, network (and centroid baseline when given)."""
-    plt = _pyplot()
-    pred, true = np.asarray(predictions["position_mm_pred"]), np.asarray(predictions["position_mm"])
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-    for i, (ax, name) in enumerate(zip(axes, COORDINATES, strict=True)):
-        curves = {"network": pred[:, i] - true[:, i]}
-        if baseline_mm is not None:
-            curves["centroid + r-map"] = np.asarray(baseline_mm)[:, i] - true[:, i]
-        for label, res in curves.items():
-            res = res[np.isfinite(res)]
-            ax.hist(res, bins=120, range=(-15, 15), histtype="step", label=f"{label}: FWHM {fwhm(res):.2f} mm")
-        ax.set_xlabel(f"{name} predicted - true [mm]")
-        ax.legend(fontsize=7)
-    return _save(fig, path)
-
-
-def plot_sigma_cut(predictions: dict[str, Any], path: Path) -> Path:
-    """Efficiency vs z resolution for cuts on the predicted z error (the seed's 12 mm among them)."""
-    plt = _pyplot()
-    rows = sigma_cut_curve(predictions)
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot([r["efficiency"] for r in rows], [r["fwhm_mm"] for r in rows], "o-", label="FWHM")
-    ax.plot([r["efficiency"] for r in rows], [r["rms_mm"] for r in rows], "s--", label="RMS")
-    for r in rows:
-        ax.annotate(f"<{r['cut_mm']:g}", (r["efficiency"], r["rms_mm"]), fontsize=6)
-    ax.set_xlabel("efficiency (fraction kept)")
-    ax.set_ylabel("z resolution of kept events [mm]")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return _save(fig, path)
-
-
-def plot_calibration(predictions: dict[str, Any], path: Path, sigma_key: str = "sigma_mm") -> Path:
-    """Pulls (predicted - true) / predicted sigma per coordinate against N(0, 1), with 1-sigma coverage."""
-    plt = _pyplot()
-    pred, true = np.asarray(predictions["position_mm_pred"]), np.asarray(predictions["position_mm"])
-    sigma = np.asarray(predictions[sigma_key])
-    cover = coverage(predictions, sigma_key)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-    x = np.linspace(-5, 5, 200)
-    for i, (ax, name) in enumerate(zip(axes, COORDINATES, strict=True)):
-        pull = (pred[:, i] - true[:, i]) / sigma[:, i]
-        ax.hist(pull[np.isfinite(pull)], bins=80, range=(-5, 5), density=True, alpha=0.6)
-        ax.plot(x, np.exp(-(x**2) / 2) / np.sqrt(2 * np.pi), "k", lw=1)
-        kind = "network's own sigma" if sigma_key == "sigma_raw_mm" else "calibrated sigma"
-        ax.set_title(f"{name}: {100 * cover[name]:.1f} % within 1 sigma ({kind})", fontsize=9)
-        ax.set_xlabel("pull")
-    return _save(fig, path)
-
-
-def plot_resolution_vs_depth(
-    predictions: dict[str, Any],
-    path: Path,
-    baseline_mm: np.ndarray | None = None,
-    depth_edges_mm: np.ndarray | None = None,
-) -> tuple[Path, list[dict[str, float]]]:
-    """FWHM per coordinate in bins of true depth, network vs baseline; returns the table too."""
-    plt = _pyplot()
-    depth = np.asarray(predictions["depth_mm"])
-    edges = np.linspace(0, float(np.nanmax(depth)) + 1e-6, 6) if depth_edges_mm is None else depth_edges_mm
-    pred, true = np.asarray(predictions["position_mm_pred"]), np.asarray(predictions["position_mm"])
-    methods = {"network": pred}
-    if baseline_mm is not None:
-        methods["centroid + r-map"] = np.asarray(baseline_mm)
-    table = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        sel = (depth >= lo) & (depth < hi)
-        row = {"depth_lo_mm": float(lo), "depth_hi_mm": float(hi), "n": int(sel.sum())}
-        for label, p in methods.items():
-            key = "net" if label == "network" else "base"
-            for i, name in enumerate(COORDINATES):
-                row[f"{key}_{name}_fwhm_mm"] = fwhm(p[sel, i] - true[sel, i])
-        table.append(row)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-    centres = 0.5 * (edges[1:] + edges[:-1])
-    for ax, name in zip(axes, COORDINATES, strict=True):
-        for label in methods:
-            key = "net" if label == "network" else "base"
-            ax.plot(centres, [r[f"{key}_{name}_fwhm_mm"] for r in table], "o-", label=label)
-        ax.set_xlabel("true depth in LXe [mm]")
-        ax.set_ylabel(f"{name} FWHM [mm]")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    return _save(fig, path), table

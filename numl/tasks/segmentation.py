@@ -8,8 +8,6 @@ the NEXT classification task (auroc, background_rejection_at_65/72) put it in th
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from scipy.sparse import coo_matrix
@@ -19,7 +17,6 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryJaccardIndex, MulticlassAccuracy
 
-from numl.baselines.next import save_roc_comparison
 from numl.sim.next import FEATURE_SCALE_KEV
 from numl.sim.next.generator import BLOB, SEGMENT_CLASSES
 from numl.tasks.base import BaseTask
@@ -109,10 +106,3 @@ class SegmentationTask(BaseTask):
         second_blob = self.event_scores(outputs, batch)
         return {"score": second_blob / (second_blob + SCORE_SCALE_KEV), "second_blob_kev": second_blob,
                 "label": batch["label"]}
-
-    def save_figures(self, predictions, output_dir: Path) -> list[Path]:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        path = output_dir / "segmentation_classifier_roc.png"
-        save_roc_comparison({"segmentation (second blob)": (predictions["score"].numpy(),
-                                                            predictions["label"].numpy())}, path)
-        return [path]

@@ -1,0 +1,79 @@
+"""KM3NeT figures: angular error and sigma(log10 E) against true energy for the network and every baseline
+(the chi-square fit, the official JMuon reconstruction of a real file), and the network's kappa calibration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from numl.baselines.base import BaselineResult
+from numl.figures.common import as_numpy, plt, save_figure
+from numl.tasks.losses import vmf_angle_cdf
+
+
+def binned_resolution(true_log10e: np.ndarray, angular_error_deg: np.ndarray, log10e_residual: np.ndarray,
+                      edges: np.ndarray) -> dict[str, np.ndarray]:
+    """Median / mean angular error and sigma(log10 E) in bins of true log10 E (NaN in empty bins)."""
+    index = np.digitize(true_log10e, edges) - 1
+    out = {k: np.full(len(edges) - 1, np.nan) for k in ("median_deg", "mean_deg", "sigma_log10e", "count")}
+    for b in range(len(edges) - 1):
+        sel = (index == b) & np.isfinite(angular_error_deg)
+        out["count"][b] = sel.sum()
+        if sel.any():
+            out["median_deg"][b] = np.median(angular_error_deg[sel])
+            out["mean_deg"][b] = np.mean(angular_error_deg[sel])
+            out["sigma_log10e"][b] = np.std(log10e_residual[sel])
+    return out
+
+
+def draw(datamodule: Any, predictions: dict[str, torch.Tensor], baselines: dict[str, BaselineResult],
+         output_dir: Path) -> list[Path]:
+    return save_resolution_figures(predictions, Path(output_dir), baselines)
+
+
+def save_resolution_figures(predictions: dict[str, Any], output_dir: Path,
+                            baselines: dict[str, BaselineResult] | None = None) -> list[Path]:
+    """km3net_resolution_vs_energy.png (network and each baseline with per-event angular errors) and
+    km3net_kappa_calibration.png; nothing when no event has a true energy."""
+    p = {k: as_numpy(v) for k, v in predictions.items()}
+    true_log10e = p["log10_energy"]
+    finite = np.isfinite(true_log10e)
+    if not finite.any():
+        return []
+    edges = np.linspace(np.floor(true_log10e[finite].min() * 4) / 4, np.ceil(true_log10e[finite].max() * 4) / 4, 7)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    curves = {"network": binned_resolution(true_log10e, p["angular_error_deg"],
+                                           p["log10_energy_pred"] - true_log10e, edges)}
+    for result in (baselines or {}).values():
+        out = result.outputs
+        if "angular_error_deg" in out and len(out["angular_error_deg"]) == len(true_log10e):
+            curves[result.label] = binned_resolution(true_log10e, out["angular_error_deg"],
+                                                     out["log10_energy"] - true_log10e, edges)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name, curve in curves.items():
+        axes[0].plot(centres, curve["median_deg"], "o-", label=f"{name} median")
+        axes[0].plot(centres, curve["mean_deg"], "x--", label=f"{name} mean", alpha=0.6)
+        axes[1].plot(centres, curve["sigma_log10e"], "o-", label=name)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("angular error (deg)")
+    axes[1].set_ylabel("sigma(log10 E)")
+    for ax in axes:
+        ax.set_xlabel("true log10(E / GeV)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    paths = [save_figure(fig, output_dir / "km3net_resolution_vs_energy.png")]
+
+    cdf = vmf_angle_cdf(torch.deg2rad(torch.as_tensor(p["angular_error_deg"], dtype=torch.float64)),
+                        torch.as_tensor(p["kappa"], dtype=torch.float64)).numpy()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.hist(cdf, bins=20, range=(0, 1), density=True, alpha=0.7, label="network")
+    ax.axhline(1.0, color="k", lw=1, label="calibrated (uniform)")
+    ax.set_xlabel("vMF CDF of the true angular error")
+    ax.set_ylabel("density")
+    ax.set_title(f"coverage of the 68 % cone: {np.mean(cdf <= 0.68):.2f}")
+    ax.legend()
+    paths.append(save_figure(fig, output_dir / "km3net_kappa_calibration.png"))
+    return paths
