@@ -1,9 +1,9 @@
 # numl for CUDA nodes: the official PyTorch CUDA runtime image plus numl, run as a non-root user.
 #   make docker                      (= docker build -t numl:latest .)
 #   docker run --rm --gpus all --ipc=host -v "$PWD/logs:/workspace/logs" numl:latest \
-#       +experiment=lensing_cnn trainer=gpu
+#       experiment=lensing_cnn trainer=gpu
 #   apptainer build numl.sif docker-daemon://numl:latest
-#   apptainer run --nv numl.sif +experiment=lensing_cnn trainer=gpu
+#   apptainer run --nv numl.sif experiment=lensing_cnn trainer=gpu
 # A different CUDA / PyTorch pair: docker build --build-arg BASE_IMAGE=pytorch/pytorch:<tag> .
 ARG BASE_IMAGE=pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime
 FROM ${BASE_IMAGE}

@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed ## create .venv and install numl with every extra
 
 train: install ## run the default experiment on CPU (EXPERIMENT=..., ARGS='key=value ...')
-	$(PY) -m numl.train +experiment=$(EXPERIMENT) trainer.accelerator=cpu $(ARGS)
+	$(PY) -m numl.train experiment=$(EXPERIMENT) trainer.accelerator=cpu $(ARGS)
 
 test: install ## the test suite (fast: no slow, gpu or slurm tests)
 	$(PY) -m pytest -m "not slow and not gpu and not slurm" $(ARGS)

@@ -117,7 +117,7 @@ def _print_summary(summary: dict[str, Any], output_dir: Path) -> None:
     console.print(f"attributions: {output_dir}")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="attribute")
+@hydra.main(version_base="1.3", config_path="pkg://numl.conf", config_name="attribute")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
     attribute_run(cfg)

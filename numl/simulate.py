@@ -1,9 +1,9 @@
 """Write a domain's simulated dataset (train, val and test splits) to one HDF5 file.
 
-    python -m numl.simulate +experiment=lensing_cnn                     # -> data/lensing_cnn.h5
-    python -m numl.simulate +experiment=next_dense_cnn output=events.h5
+    python -m numl.simulate experiment=lensing_cnn                     # -> data/lensing_cnn.h5
+    python -m numl.simulate experiment=next_dense_cnn output=events.h5
 
-Then train from the file: `python -m numl.train +experiment=X data.source=hdf5 data.hdf5_path=<file>`.
+Then train from the file: `python -m numl.train experiment=X data.source=hdf5 data.hdf5_path=<file>`.
 The file's metadata records the simulator, its config and seeds, and a mismatching file is refused.
 """
 
@@ -18,15 +18,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from numl.utils.errors import ConfigError
-from numl.utils.runtime import apply_debug, check_writable_dir, one_line_errors, register_resolvers
+from numl.utils.runtime import check_writable_dir, one_line_errors, register_resolvers
 
 log = logging.getLogger("numl.simulate")
 
 
 def simulate(cfg: DictConfig) -> Path:
-    cfg = apply_debug(cfg)
     if cfg.get("data") is None:
-        raise ConfigError("data: missing; choose an experiment (+experiment=<name>) or data=<name>")
+        raise ConfigError("data: missing; choose an experiment (experiment=<name>) or data=<name>")
     output = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.data_dir) / f"{cfg.task_name}.h5"
     check_writable_dir("output", output.parent)
     data_cfg = OmegaConf.merge(cfg.data, {"source": "simulate"})
@@ -38,11 +37,11 @@ def simulate(cfg: DictConfig) -> Path:
     seconds = time.perf_counter() - start
     n_events = sum(int(cfg.data.get(k, 0)) for k in ("n_train", "n_val", "n_test"))
     print(f"wrote {n_events} events to {path} in {seconds:.1f} s ({n_events / seconds:.1f} events/s)")
-    print(f"train on it: python -m numl.train +experiment={cfg.task_name} data.source=hdf5 data.hdf5_path={path}")
+    print(f"train on it: python -m numl.train experiment={cfg.task_name} data.source=hdf5 data.hdf5_path={path}")
     return path
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="simulate")
+@hydra.main(version_base="1.3", config_path="pkg://numl.conf", config_name="simulate")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
     simulate(cfg)

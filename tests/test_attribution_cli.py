@@ -19,7 +19,7 @@ from numl.utils.runtime import build_task
 
 from .conftest import compose_config, run_numl
 
-SMALL_LENSING = ["+experiment=lensing_cnn", "debug=fast_dev_run", "data.n_pix=32", "data.n_val=8", "data.n_test=16",
+SMALL_LENSING = ["experiment=lensing_cnn", "debug=fast_dev_run", "data.n_pix=32", "data.n_val=8", "data.n_test=16",
                  "model.channels=[8,8]", "model.head_hidden=8"]
 
 

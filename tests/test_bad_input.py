@@ -32,7 +32,7 @@ def _error_line(result) -> str:
     ],
 )
 def test_bad_value_one_line(overrides, expected, tmp_path):
-    result = run_numl("train", "+experiment=lensing_cnn", "debug=fast_dev_run", f"paths.log_dir={tmp_path}", *overrides)
+    result = run_numl("train", "experiment=lensing_cnn", "debug=fast_dev_run", f"paths.log_dir={tmp_path}", *overrides)
     assert result.returncode == 2, result.stderr[-2000:]
     line = _error_line(result)
     assert line.startswith("numl: error: ") and expected in line, line
@@ -43,21 +43,21 @@ def test_bad_value_one_line(overrides, expected, tmp_path):
 def test_not_a_checkpoint(tmp_path):
     fake = tmp_path / "fake.ckpt"
     fake.write_text("not a checkpoint")
-    result = run_numl("train", "+experiment=lensing_cnn", "debug=fast_dev_run", f"paths.log_dir={tmp_path}",
+    result = run_numl("train", "experiment=lensing_cnn", "debug=fast_dev_run", f"paths.log_dir={tmp_path}",
                       f"ckpt_path={fake}")
     assert result.returncode == 2
     assert f"ckpt_path={str(fake)!r}: not a checkpoint" in _error_line(result)
 
 
 def test_unknown_experiment_lists_choices(tmp_path):
-    result = run_numl("train", "+experiment=does_not_exist", f"paths.log_dir={tmp_path}")
+    result = run_numl("train", "experiment=does_not_exist", f"paths.log_dir={tmp_path}")
     assert result.returncode != 0
     assert "experiment/does_not_exist" in result.stderr
     assert "lensing_cnn" in result.stderr  # Hydra lists the available experiments
 
 
 def test_unknown_key(tmp_path):
-    result = run_numl("train", "+experiment=lensing_cnn", "data.bacth_size=3", f"paths.log_dir={tmp_path}")
+    result = run_numl("train", "experiment=lensing_cnn", "data.bacth_size=3", f"paths.log_dir={tmp_path}")
     assert result.returncode != 0
     assert "bacth_size" in result.stderr
 
@@ -71,7 +71,7 @@ def test_missing_experiment_names_the_group(tmp_path):
 def test_unwritable_output_dir(tmp_path):
     blocked = tmp_path / "file_not_dir"
     blocked.write_text("")
-    result = run_numl("train", "+experiment=lensing_cnn", "debug=fast_dev_run", f"hydra.run.dir={blocked}/run")
+    result = run_numl("train", "experiment=lensing_cnn", "debug=fast_dev_run", f"hydra.run.dir={blocked}/run")
     assert result.returncode != 0
     assert str(blocked) in result.stderr
 
@@ -85,15 +85,15 @@ def test_evaluate_missing_checkpoint(tmp_path):
 def test_hdf5_of_other_config_refused(tmp_path):
     out = tmp_path / "maps.h5"
     small = ["data.n_train=8", "data.n_val=8", "data.n_test=8", "data.n_pix=32", f"paths.log_dir={tmp_path}"]
-    written = run_numl("simulate", "+experiment=lensing_cnn", f"output={out}", *small)
+    written = run_numl("simulate", "experiment=lensing_cnn", f"output={out}", *small)
     assert written.returncode == 0, written.stderr[-2000:]
     assert out.is_file()
-    refused = run_numl("train", "+experiment=lensing_cnn", "debug=fast_dev_run", "data.source=hdf5",
+    refused = run_numl("train", "experiment=lensing_cnn", "debug=fast_dev_run", "data.source=hdf5",
                        f"data.hdf5_path={out}", "data.n_pix=64", f"paths.log_dir={tmp_path}")
     assert refused.returncode == 2
     line = _error_line(refused)
     assert str(out) in line and "n_pix" in line, line
-    accepted = run_numl("train", "+experiment=lensing_cnn", "debug=fast_dev_run", "data.source=hdf5",
+    accepted = run_numl("train", "experiment=lensing_cnn", "debug=fast_dev_run", "data.source=hdf5",
                         f"data.hdf5_path={out}", "data.n_pix=32", f"paths.log_dir={tmp_path}")
     assert accepted.returncode == 0, accepted.stderr[-2000:]
     assert Path(out).stat().st_size > 0

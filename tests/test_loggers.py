@@ -6,7 +6,7 @@ import os
 
 from tests.conftest import run_numl
 
-TINY = ["+experiment=lensing_cnn", "debug=small", "data.n_pix=32", "model.channels=[4,8]", "baseline=false",
+TINY = ["experiment=lensing_cnn", "debug=small", "data.n_pix=32", "model.channels=[4,8]", "baseline=false",
         "callbacks.rich_progress_bar=null"]
 
 

@@ -14,7 +14,7 @@ import torch
 from tests.conftest import ROOT
 
 CONFIG = [
-    "+experiment=lensing_cnn", "data.n_pix=32", "data.n_train=384", "data.n_val=64", "data.n_test=64",
+    "experiment=lensing_cnn", "data.n_pix=32", "data.n_train=384", "data.n_val=64", "data.n_test=64",
     "data.batch_size=16", "trainer.max_epochs=4", "trainer.accelerator=cpu", "model.channels=[8,16]",
     "callbacks=[model_checkpoint,epoch_seed]", "baseline=false", "seed=7",
 ]

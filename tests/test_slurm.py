@@ -38,7 +38,7 @@ pytestmark = [
 
 # A tiny lensing CNN on 32 x 32 maps: each trial is a few seconds of training on one CPU.
 TINY = [
-    "+experiment=lensing_cnn", "hparams_search=lensing_optuna", "debug=small", "data.n_pix=32", "data.n_train=32",
+    "experiment=lensing_cnn", "hparams_search=lensing_optuna", "debug=small", "data.n_pix=32", "data.n_train=32",
     "data.n_val=16", "model.channels=[4,8]", "test=false",
     "hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1",
     "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=15",

@@ -185,7 +185,7 @@ def test_bad_input_stops_before_any_trial(tmp_path, override, message):
 def test_lensing_sweep_through_numl_train(tmp_path):
     """The real entry point: 2 tiny lensing trials, pruning callback injected, study complete."""
     command = [
-        sys.executable, "-m", "numl.train", "-m", "+experiment=lensing_cnn", "hparams_search=lensing_optuna",
+        sys.executable, "-m", "numl.train", "-m", "experiment=lensing_cnn", "hparams_search=lensing_optuna",
         "debug=small", "data.n_pix=32", "data.n_train=32", "data.n_val=16", "model.channels=[4,8]", "test=false",
         "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path}", f"paths.root_dir={tmp_path}",
     ]

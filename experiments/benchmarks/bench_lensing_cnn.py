@@ -34,7 +34,7 @@ def _config(batch_size: int, n_pix: int):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(
             "train",
-            overrides=["+experiment=lensing_cnn", f"data.batch_size={batch_size}", f"data.n_pix={n_pix}",
+            overrides=["experiment=lensing_cnn", f"data.batch_size={batch_size}", f"data.n_pix={n_pix}",
                        "model.dropout=0.0"],
         )
 

@@ -67,7 +67,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def compose_case(args: argparse.Namespace, density: str):
-    overrides = ["+experiment=lensing_cnn", f"data.n_pix={args.n_pix}", f"data.n_train={args.n_train}",
+    overrides = ["experiment=lensing_cnn", f"data.n_pix={args.n_pix}", f"data.n_train={args.n_train}",
                  "data.n_val=256", f"data.n_test={args.n_test}", f"data.galaxy_density_arcmin2={density}",
                  f"data.field={args.field}", f"trainer.max_epochs={args.epochs}", f"seed={args.seed}",
                  f"model.channels={args.model_channels}", f"paths.cache_dir={ROOT / '.cache'}"]

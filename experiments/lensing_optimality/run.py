@@ -34,7 +34,7 @@ SETTINGS = {
 
 def run_setting(name: str, overrides: list[str], args, out_dir: Path) -> dict:
     run_dir = out_dir / name.replace(", ", "_").replace("-", "_")
-    cmd = [sys.executable, "-m", "numl.train", "+experiment=lensing_cnn", f"hydra.run.dir={run_dir}",
+    cmd = [sys.executable, "-m", "numl.train", "experiment=lensing_cnn", f"hydra.run.dir={run_dir}",
            f"trainer.max_epochs={args.epochs}", f"data.n_train={args.n_train}", f"data.n_val={args.n_val}",
            f"data.n_test={args.n_test}", f"trainer.accelerator={args.accelerator}", "callbacks.rich_progress_bar=null",
            f"seed={args.seed}", *overrides, *args.extra]

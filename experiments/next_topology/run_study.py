@@ -42,7 +42,7 @@ RUNS = {
 def compose_run(experiment: str, overrides: list[str]):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="train", overrides=[f"+experiment={experiment}", *overrides])
+        return compose(config_name="train", overrides=[f"experiment={experiment}", *overrides])
 
 
 def train_and_predict(cfg, datamodule, epochs: int, accelerator: str, workdir: Path) -> tuple[np.ndarray, float]:
