@@ -21,7 +21,7 @@ _RESOLVERS_REGISTERED = False
 
 
 def register_resolvers() -> None:
-    """OmegaConf resolvers used in conf/: `${len:...}` and `${wandb_offline:}`."""
+    """OmegaConf resolvers used in conf/: `${len:...}`, `${wandb_offline:}` and `${user_cache_dir:}`."""
     global _RESOLVERS_REGISTERED
     if _RESOLVERS_REGISTERED:
         return
@@ -31,6 +31,10 @@ def register_resolvers() -> None:
         "wandb_offline",
         lambda: os.environ.get("WANDB_MODE", "") != "online" and not os.environ.get("WANDB_API_KEY"),
         replace=True,
+    )
+    # The XDG base directory spec: $XDG_CACHE_HOME when set and not empty, else ~/.cache.
+    OmegaConf.register_new_resolver(
+        "user_cache_dir", lambda: os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"), replace=True
     )
     _RESOLVERS_REGISTERED = True
 

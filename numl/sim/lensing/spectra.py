@@ -180,6 +180,8 @@ def convergence_power_spectra(
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         # Write to a temporary file and rename, so parallel workers never read a half-written cache.
         fd, tmp = tempfile.mkstemp(dir=cache_path.parent, suffix=".npz.tmp")
+        # mkstemp makes the file private (0600); a cache shared by a group must be readable by it.
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, ell=spectra.ell, cl=spectra.cl, key=json.dumps(key, sort_keys=True))
         os.replace(tmp, cache_path)
