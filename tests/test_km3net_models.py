@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.integrate import quad
 
-from numl.metrics import gaussian_nll
+from numl.metrics import angular_error_deg, gaussian_nll
 from numl.models.edgeconv import DynEdge
 from numl.models.hit_transformer import HitTransformer
 from numl.tasks.km3net import KM3NeTRecoTask
@@ -171,3 +171,40 @@ def test_kappa_scale_recovers_a_miscalibrated_concentration():
     assert scale == pytest.approx(1 / 3, rel=0.03)
     coverage = vmf_angle_cdf(torch.deg2rad(torch.tensor(error_deg)), torch.tensor(scale * 3.0 * true_kappa))
     assert float((coverage <= 0.68).double().mean()) == pytest.approx(0.68, abs=0.01)
+
+
+class _LineEvents(torch.utils.data.Dataset):
+    """Padded hit sets with a direction and an energy: enough for the task's loop and its kappa calibration."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.features, self.mask = _padded_batch(tuple(range(5, 5 + n)), seed=seed)
+        g = torch.Generator().manual_seed(seed)
+        self.direction = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1)
+        self.log10_energy = torch.rand(n, generator=g) + 2
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i):
+        return {"hit_features": self.features[i], "hit_mask": self.mask[i], "direction": self.direction[i],
+                "log10_energy": self.log10_energy[i]}
+
+
+def test_task_fits_kappa_scale_on_the_validation_events():
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    from numl.tasks.km3net import fit_kappa_scale
+
+    pl.seed_everything(0, verbose=False)
+    task = KM3NeTRecoTask(DynEdge(hidden=8, k=3), lambda params: torch.optim.Adam(params, lr=1e-3), head_hidden=8)
+    val = _LineEvents(24, seed=1)
+    pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False).fit(task, DataLoader(_LineEvents(16, seed=0), batch_size=8),
+                                               DataLoader(val, batch_size=8))
+    with torch.no_grad():
+        out = task.eval()({"hit_features": val.features, "hit_mask": val.mask})
+    expected = fit_kappa_scale(out["kappa"].numpy(), angular_error_deg(out["direction"], val.direction).numpy())
+    assert float(task.kappa_scale) == pytest.approx(expected, rel=1e-4) and float(task.kappa_scale) != 1.0
+    predictions = task.predictions(out, {"direction": val.direction})
+    torch.testing.assert_close(predictions["kappa_calibrated"], out["kappa"] * task.kappa_scale)
