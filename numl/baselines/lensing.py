@@ -17,6 +17,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from numl.baselines.base import Baseline, BaselineResult
+from numl.metrics import one_sigma_coverage
 from numl.sim.lensing.maps import ConvergenceMapSimulator, binned_power_spectra
 from numl.sim.lensing.spectra import ConvergenceSpectra
 from numl.utils.errors import ConfigError
@@ -274,7 +275,7 @@ class PowerSpectrumBaseline(Baseline):
             mean, sigma = self.model.posterior(test.maps)
             truth = test.m_nu.numpy()
             metrics = {"rmse": float(np.sqrt(np.mean((mean - truth) ** 2))),
-                       "coverage_1sigma": float(np.mean(np.abs(mean - truth) <= sigma))}
+                       "coverage_1sigma": float(one_sigma_coverage(mean, sigma, truth))}
             return BaselineResult("power-spectrum posterior", metrics,
                                   {"m_nu_mean": mean, "m_nu_sigma": sigma, "m_nu_true": truth})
         return _classification_result(self.label, self.model.log_likelihood_ratio(test.maps), test.labels)
