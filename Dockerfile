@@ -16,16 +16,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MPLCONFIGDIR=/tmp/matplotlib
 
 WORKDIR /opt/numl
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY numl ./numl
 COPY hydra_plugins ./hydra_plugins
 COPY conf ./conf
-# The base image's torch (CUDA build) satisfies numl's torch requirement and is kept. Editable in
-# "compat" mode: a path entry for /opt/numl, so numl.train finds ../conf and Hydra finds numl's
-# sweeper in the hydra_plugins namespace package. DL3013 (pin versions) misreads the local path with
-# extras as a package name; numl's own pyproject.toml bounds the versions.
+# The base image's torch (CUDA build) satisfies numl's torch requirement and is kept. A plain install:
+# the configs ship inside the package (numl.conf), so the sources are not needed afterwards. DL3013
+# (pin versions) misreads the local path with extras as a package name; numl's own pyproject.toml
+# bounds the versions.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir --config-settings editable_mode=compat -e ".[km3net]" \
+RUN pip install --no-cache-dir ".[km3net]" \
+    && rm -rf /opt/numl \
     && useradd --create-home --uid 1000 --shell /bin/bash numl \
     && mkdir -p /workspace \
     && chown numl:numl /workspace

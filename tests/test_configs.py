@@ -4,6 +4,7 @@ end to end with fast_dev_run on CPU."""
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,12 +35,14 @@ def _options(group: str) -> list[str]:
     return sorted(p.relative_to(CONF / group).with_suffix("").as_posix() for p in (CONF / group).rglob("*.yaml"))
 
 
-def _choices(experiment: str) -> dict[str, str]:
-    """The group choices in an experiment file's defaults list, its base files' included."""
+def _choices(config: str) -> dict[str, str]:
+    """The group choices in a config's defaults list (config: its path under conf/), its included configs'
+    choices included; an entry without a leading / is relative to the config's own folder, as in Hydra."""
     choices = {}
-    for entry in OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml").get("defaults", []):
+    for entry in OmegaConf.load(CONF / f"{config}.yaml").get("defaults", []):
         if isinstance(entry, str):
-            choices = {**(_choices(entry) if entry != "_self_" else {}), **choices}
+            included = entry[1:] if entry.startswith("/") else f"{Path(config).parent.as_posix()}/{entry}"
+            choices = {**(_choices(included) if entry != "_self_" else {}), **choices}
         else:
             choices.update({key.removeprefix("override /"): value for key, value in entry.items()})
     return choices
@@ -52,7 +55,7 @@ def _domain_experiment(option: str) -> str:
 def _cases() -> list[tuple[str, str]]:
     """(group, option) pairs that together compose every config once (domain configs through experiments)."""
     experiments = _options("experiment")
-    chosen = {(group, option) for experiment in experiments for group, option in _choices(experiment).items()}
+    chosen = {choice for experiment in experiments for choice in _choices(f"experiment/{experiment}").items()}
     return [(group, option) for group in GROUPS for option in _options(group)
             if group not in DOMAIN_GROUPS or (group, option) not in chosen]
 
