@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")  # runs write PNGs on headless nodes
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from numl.figures.common import plt, save_figure
 
 
 def as_image(event: torch.Tensor | np.ndarray, channel: int = 0) -> np.ndarray:
@@ -28,15 +26,6 @@ def as_image(event: torch.Tensor | np.ndarray, channel: int = 0) -> np.ndarray:
 def _symmetric_limits(a: np.ndarray) -> dict[str, float]:
     vmax = float(np.abs(a).max()) or 1.0
     return {"vmin": -vmax, "vmax": vmax}
-
-
-def save_figure(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def save_attribution_figures(inputs: torch.Tensor, attributions: torch.Tensor, output_dir: Path,

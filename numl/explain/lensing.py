@@ -16,17 +16,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from scipy.ndimage import gaussian_filter
+from torch import nn
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from scipy.ndimage import gaussian_filter  # noqa: E402
-from torch import nn  # noqa: E402
-
-from numl.explain.figures import save_figure  # noqa: E402
-from numl.utils.errors import ConfigError, check_choice, check_range  # noqa: E402
+from numl.figures.common import plt, save_figure
+from numl.utils.errors import ConfigError, check_choice, check_range
 
 LENSING_INPUT_KEY = "convergence_map"
 DEFAULT_EDGES_SIGMA = (-np.inf, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, np.inf)

@@ -6,13 +6,11 @@ import logging
 import warnings
 from pathlib import Path
 
-import matplotlib
+import optuna
+import yaml
+from optuna.trial import TrialState
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-import yaml  # noqa: E402
-from optuna.trial import TrialState  # noqa: E402
+from numl.figures.common import plt
 
 log = logging.getLogger(__name__)
 
