@@ -23,12 +23,12 @@ def _error_line(result) -> str:
     ("overrides", "expected"),
     [
         (["optimizer.lr=-1"], "optimizer.lr=-1"),
-        (["data.batch_size=0"], "data.batch_size=0"),
-        (["data.m_nu_massive_ev=-0.1"], "data.m_nu_massive_ev=-0.1"),
-        (["data.source_redshifts=[]"], "data.source_redshifts"),
-        (["data.source_redshifts=[-1.0]"], "data.source_redshifts[0]=-1.0"),
-        (["data.field=voronoi"], "data.field='voronoi'"),
-        (["ckpt_path=/nonexistent/model.ckpt"], "/nonexistent/model.ckpt"),
+        pytest.param(["data.batch_size=0"], "data.batch_size=0", marks=pytest.mark.slow),
+        pytest.param(["data.m_nu_massive_ev=-0.1"], "data.m_nu_massive_ev=-0.1", marks=pytest.mark.slow),
+        pytest.param(["data.source_redshifts=[]"], "data.source_redshifts", marks=pytest.mark.slow),
+        pytest.param(["data.source_redshifts=[-1.0]"], "data.source_redshifts[0]=-1.0", marks=pytest.mark.slow),
+        pytest.param(["data.field=voronoi"], "data.field='voronoi'", marks=pytest.mark.slow),
+        pytest.param(["ckpt_path=/nonexistent/model.ckpt"], "/nonexistent/model.ckpt", marks=pytest.mark.slow),
     ],
 )
 def test_bad_value_one_line(overrides, expected, tmp_path):
@@ -40,6 +40,7 @@ def test_bad_value_one_line(overrides, expected, tmp_path):
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
+@pytest.mark.slow
 def test_not_a_checkpoint(tmp_path):
     fake = tmp_path / "fake.ckpt"
     fake.write_text("not a checkpoint")
@@ -49,6 +50,7 @@ def test_not_a_checkpoint(tmp_path):
     assert f"ckpt_path={str(fake)!r}: not a checkpoint" in _error_line(result)
 
 
+@pytest.mark.slow
 def test_unknown_experiment_lists_choices(tmp_path):
     result = run_numl("train", "experiment=does_not_exist", f"paths.log_dir={tmp_path}")
     assert result.returncode != 0
@@ -56,6 +58,7 @@ def test_unknown_experiment_lists_choices(tmp_path):
     assert "lensing_cnn" in result.stderr  # Hydra lists the available experiments
 
 
+@pytest.mark.slow
 def test_unknown_key(tmp_path):
     result = run_numl("train", "experiment=lensing_cnn", "data.bacth_size=3", f"paths.log_dir={tmp_path}")
     assert result.returncode != 0
@@ -68,6 +71,7 @@ def test_missing_experiment_names_the_group(tmp_path):
     assert "data: missing" in _error_line(result)
 
 
+@pytest.mark.slow
 def test_unwritable_output_dir(tmp_path):
     blocked = tmp_path / "file_not_dir"
     blocked.write_text("")
@@ -76,12 +80,14 @@ def test_unwritable_output_dir(tmp_path):
     assert str(blocked) in result.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_missing_checkpoint(tmp_path):
     result = run_numl("evaluate", "ckpt_path=/nonexistent.ckpt", f"paths.log_dir={tmp_path}")
     assert result.returncode == 2
     assert "ckpt_path='/nonexistent.ckpt': no such checkpoint file" in _error_line(result)
 
 
+@pytest.mark.slow
 def test_hdf5_of_other_config_refused(tmp_path):
     out = tmp_path / "maps.h5"
     small = ["data.n_train=8", "data.n_val=8", "data.n_test=8", "data.n_pix=32", f"paths.log_dir={tmp_path}"]

@@ -134,7 +134,12 @@ def test_group_option_composes_and_instantiates(group, option, tmp_path):
             assert OmegaConf.select(cfg, key) == value, key
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
+# CAMB runs for every cosmology of a tomographic or M_nu-grid experiment take a minute on a fresh cache.
+CAMB_HEAVY = {"lensing_tomo", "lensing_mnu_regression"}
+
+
+@pytest.mark.parametrize("experiment", [pytest.param(e, marks=pytest.mark.slow) if e in CAMB_HEAVY else e
+                                        for e in EXPERIMENTS])
 def test_experiment_fast_dev_run(experiment, compose_train, tmp_path):
     cfg = compose_train([f"experiment={experiment}", "debug=fast_dev_run"])
     metrics = train(cfg)

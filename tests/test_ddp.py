@@ -99,6 +99,7 @@ def _trainer(**options) -> pl.Trainer:
                       enable_model_summary=False, **options)
 
 
+@pytest.mark.slow
 def test_ddp_ranks_agree_on_weights_metrics_and_sigma_calibration(tmp_path):
     pl.seed_everything(3, verbose=False)
     _trainer(strategy="ddp_spawn", devices=2, max_epochs=2,

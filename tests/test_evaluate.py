@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from tests.conftest import run_numl
 
@@ -12,6 +13,7 @@ TINY = ["experiment=lensing_cnn", "debug=small", "data.n_pix=32", "model.channel
         "callbacks.rich_progress_bar=null", "trainer.max_epochs=1"]
 
 
+@pytest.mark.slow
 def test_evaluate_reproduces_the_runs_test_metrics(tmp_path):
     run_dir, eval_dir = tmp_path / "run", tmp_path / "eval"
     trained = run_numl("train", *TINY, f"hydra.run.dir={run_dir}")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from tests.conftest import run_numl
 
-TINY = ["experiment=lensing_cnn", "debug=small", "data.n_pix=32", "model.channels=[4,8]", "baseline=false",
+TINY = ["experiment=lensing_cnn", "debug=small", "data.n_pix=32", "model.channels=[4,8]", "baseline=none",
         "callbacks.rich_progress_bar=null"]
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_is_finished_after_a_crash(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     result = run_numl("train", *TINY, "logger=wandb", f"hydra.run.dir={tmp_path}", "trainer.max_epochs=3",
@@ -22,6 +25,7 @@ def test_wandb_offline_run_is_finished_after_a_crash(tmp_path):
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file(), "the crash must not lose the last checkpoint"
 
 
+@pytest.mark.slow
 def test_default_loggers_write_csv_and_tensorboard(tmp_path):
     result = run_numl("train", *TINY, f"hydra.run.dir={tmp_path}", "trainer.max_epochs=1")
     assert result.returncode == 0, result.stderr[-2000:]

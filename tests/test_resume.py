@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from tests.conftest import ROOT
@@ -16,7 +17,7 @@ from tests.conftest import ROOT
 CONFIG = [
     "experiment=lensing_cnn", "data.n_pix=32", "data.n_train=384", "data.n_val=64", "data.n_test=64",
     "data.batch_size=16", "trainer.max_epochs=4", "trainer.accelerator=cpu", "model.channels=[8,16]",
-    "callbacks=[model_checkpoint,epoch_seed]", "baseline=false", "seed=7",
+    "callbacks=[model_checkpoint,epoch_seed]", "baseline=none", "seed=7",
 ]
 
 
@@ -37,6 +38,7 @@ def _saved_epoch(path):
         return -1
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(tmp_path):
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     _run(reference_dir)

@@ -140,6 +140,7 @@ def test_sweep_tolerates_failures_saves_report_and_resumes(tmp_path):
         assert (after.state, after.value, after.params) == (before.state, before.value, before.params)
 
 
+@pytest.mark.slow
 def test_sweep_stops_when_failure_rate_exceeded(tmp_path):
     result = _sweep(tmp_path, "fail_below_lr=1.0", "hydra.sweeper.max_failure_rate=0.25")
     assert result.returncode != 0
@@ -165,8 +166,9 @@ def test_two_workers_share_one_study(tmp_path):
     ("override", "message"),
     [
         ("+hydra.sweeper.params.no_such_key='interval(0, 1)'", "hydra.sweeper.params.no_such_key: names no config key"),
-        ("hydra.sweeper.storage=sqlite:///{tmp}/a_file/optuna.db", "hydra.sweeper.storage='sqlite:///"),
-        ("hydra/launcher=submitit_slurm", None),  # partition set below
+        pytest.param("hydra.sweeper.storage=sqlite:///{tmp}/a_file/optuna.db", "hydra.sweeper.storage='sqlite:///",
+                     marks=pytest.mark.slow),
+        pytest.param("hydra/launcher=submitit_slurm", None, marks=pytest.mark.slow),  # partition set below
     ],
 )
 def test_bad_input_stops_before_any_trial(tmp_path, override, message):
