@@ -146,7 +146,7 @@ def test_callback_refuses_a_bad_method_before_training():
 def test_train_then_attribute_end_to_end(tmp_path):
     run_dir = tmp_path / "run"
     train = run_numl("train", *[o for o in SMALL_LENSING if not o.startswith("debug")], "trainer.max_epochs=1",
-                     "data.n_train=32", "data.batch_size=8", "baseline=false", f"hydra.run.dir={run_dir}",
+                     "data.n_train=32", "data.batch_size=8", "baseline=none", f"hydra.run.dir={run_dir}",
                      f"paths.log_dir={tmp_path / 'logs'}", timeout=600)
     assert train.returncode == 0, train.stderr[-3000:]
     ckpt = run_dir / "checkpoints" / "last.ckpt"
