@@ -76,6 +76,7 @@ def read_run(run: Path) -> dict:
         raise SystemExit(f"report: {run}: model {model} is not one of the study's ({', '.join(METHOD_BY_MODEL)})")
     return {
         "run_dir": str(run), "voxel_mm": float(cfg.data.sim.voxel_size_mm), "method": METHOD_BY_MODEL[model],
+        "shuffle_seed": cfg.callbacks.epoch_seed.seed,
         "size": {"n_train": cfg.data.n_train, "n_val": cfg.data.n_val, "n_test": cfg.data.n_test,
                  "max_epochs": cfg.trainer.max_epochs, "channels": list(cfg.model.channels), "seed": cfg.seed},
         "network": {k.removeprefix("test/"): v for k, v in metrics.items() if k.startswith("test/")},
@@ -110,7 +111,7 @@ def markdown_table(rows: list[dict]) -> str:
               *(f"network/cut at {wp} %" for wp in WORKING_POINTS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        ratios = [f"{r[f'cut_ratio_at_{wp}']:.2f}" if r["method"] != BLOB_CUT else "1" for wp in WORKING_POINTS]
+        ratios = [f"{r[f'cut_ratio_at_{wp}']:.2g}" if r["method"] != BLOB_CUT else "1" for wp in WORKING_POINTS]
         lines.append(f"| {r['voxel_mm']:g} mm | {r['method']} | {r['auroc']:.3f} ± {r['auroc_error']:.3f} | "
                      + " | ".join(format_rejection(r, wp) for wp in WORKING_POINTS) + " | " + " | ".join(ratios) + " |")
     return "\n".join(lines)
@@ -126,8 +127,14 @@ def main() -> None:
     runs = [read_run(run) for run in run_directories(args.runs)]
     rows, sizes = [], []
     for voxel_mm in sorted({r["voxel_mm"] for r in runs}, reverse=True):
-        group = sorted((r for r in runs if r["voxel_mm"] == voxel_mm), key=lambda r: METHOD_ORDER.index(r["method"]))
+        group = sorted((r for r in runs if r["voxel_mm"] == voxel_mm),
+                       key=lambda r: (METHOD_ORDER.index(r["method"]), r["shuffle_seed"]))
         check_same_events(group)
+        methods = [r["method"] for r in group]
+        for run in group:
+            # repeated trainings of one network differ only in batch order and dropout (callbacks.epoch_seed)
+            if methods.count(run["method"]) > 1:
+                run["method"] += f" (shuffle seed {run['shuffle_seed']})"
         cut = row(BLOB_CUT, group[0]["blob_cut"], group[0]["label"])
         rows.append({"voxel_mm": voxel_mm, **cut})
         curves = {BLOB_CUT: (group[0]["cut_score"], group[0]["label"])}
