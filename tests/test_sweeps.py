@@ -149,6 +149,8 @@ def test_sweep_stops_when_failure_rate_exceeded(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 13: a fixed sampler seed makes both workers draw the same start-up "
+                   "parameters and the sweeper counts the other worker's trials as in flight (4 of 6 complete)")
 def test_two_workers_share_one_study(tmp_path):
     workers = [_sweep(tmp_path, "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=1", wait=False) for _ in range(2)]
     outputs = [w.communicate(timeout=300)[0] for w in workers]
