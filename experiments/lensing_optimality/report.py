@@ -15,11 +15,9 @@ import json
 import shutil
 from pathlib import Path
 
-import matplotlib
+from omegaconf import OmegaConf
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+from numl.figures.common import plt
 
 HERE = Path(__file__).resolve().parent
 SETTINGS = ("Gaussian, noisy", "Gaussian, noise-free", "lognormal, noisy", "lognormal, noise-free")

@@ -18,16 +18,13 @@ import logging
 import time
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from scipy.stats import norm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from scipy.stats import norm  # noqa: E402
-
-from numl.baselines.lensing import GaussianLikelihoodRatio, PowerSpectrumClassifier  # noqa: E402
-from numl.sim.lensing import (  # noqa: E402
+from numl.baselines.lensing import GaussianLikelihoodRatio, PowerSpectrumClassifier
+from numl.figures.common import plt
+from numl.sim.lensing import (
     ConvergenceMapSimulator,
     ConvergenceSpectra,
     Cosmology,
