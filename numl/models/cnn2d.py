@@ -31,16 +31,26 @@ class ConvBlock(nn.Module):
         self.body = nn.Sequential(nn.Conv2d(in_channels, out_channels, **conv), _norm(norm, out_channels), nn.GELU(),
                                   nn.Conv2d(out_channels, out_channels, **conv), _norm(norm, out_channels))
         self.residual = residual
-        self.shortcut = (
-            nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1, bias=False)
-        )
+        # Only a residual block has a shortcut: an unused 1x1 conv would be a parameter without a gradient,
+        # which DDP (find_unused_parameters=False) rejects from the second step on.
+        self.shortcut: nn.Module | None = None
+        if residual:
+            self.shortcut = (nn.Identity() if in_channels == out_channels
+                             else nn.Conv2d(in_channels, out_channels, 1, bias=False))
         self.activation = nn.GELU()
 
     def forward(self, x):
         y = self.body(x)
-        if self.residual:
+        if self.shortcut is not None:
             y = y + self.shortcut(x)
         return self.activation(y)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before the shortcut was built only for residual blocks hold an unused
+        # `shortcut.weight`; drop it so that their runs still load (numl.evaluate, numl.attribute, resume).
+        if self.shortcut is None:
+            state_dict.pop(prefix + "shortcut.weight", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class ConvNet2d(nn.Module):
