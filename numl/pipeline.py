@@ -40,6 +40,10 @@ def build_baselines(node: DictConfig | None) -> dict[str, Baseline]:
 def predict_test_events(trainer: pl.Trainer, task: pl.LightningModule,
                         datamodule: pl.LightningDataModule) -> dict[str, torch.Tensor]:
     """The task's predictions on the test events, in their order (predict_dataloader serves them), on CPU."""
+    if trainer.world_size > 1:
+        # Under DDP each rank would predict only its shard of the events, interleaved: never the full set.
+        raise RuntimeError("predict_test_events needs a one-process Trainer; under DDP predict on rank 0 with a "
+                           "one-device Trainer (see numl.train._prediction_trainer)")
     batches = trainer.predict(task, datamodule=datamodule)
     return {key: torch.cat([batch[key] for batch in batches]) for key in batches[0]}
 

@@ -68,8 +68,37 @@ def _finish_loggers(exit_code: int) -> None:
             wandb.finish(exit_code=exit_code)
 
 
+def _check_sync_batchnorm(trainer_cfg: DictConfig) -> None:
+    """SyncBatchNorm runs on CUDA only: on CPU DDP would fail at its first step with a long traceback."""
+    if not trainer_cfg.get("sync_batchnorm"):
+        return
+    accelerator = trainer_cfg.get("accelerator", "auto")
+    if accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
+        raise ConfigError(f"trainer.sync_batchnorm=true: SyncBatchNorm needs CUDA devices, but trainer.accelerator="
+                          f"{accelerator} runs on CPU; add trainer.sync_batchnorm=false")
+
+
+def _prediction_trainer(trainer: pl.Trainer) -> pl.Trainer:
+    """The trainer that predicts the test events after testing: `trainer` itself in one process; under DDP
+    (call it on rank 0 only) a fresh one-device Trainer on rank 0's device, with the same precision.
+
+    Why not `trainer.predict` on every rank: under DDP predict is a collective whose sampler splits the test
+    events between the ranks (interleaved, uneven shards), so the predictions would have to be gathered and
+    put back in order before the baselines and figures, which run once, could use them. One pass on rank 0
+    gives every test event exactly once in the DataModule's order without any communication, and a pass
+    over the test events is cheap next to training. The other ranks skip the post-test stage.
+    """
+    if trainer.world_size == 1:
+        return trainer
+    device = trainer.strategy.root_device
+    return pl.Trainer(accelerator=device.type, devices=1 if device.index is None else [device.index],
+                      precision=trainer.precision, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=trainer.default_root_dir)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     check_common_config(cfg)
+    _check_sync_batchnorm(cfg.trainer)
     output_dir = check_writable_dir("paths.output_dir", cfg.paths.output_dir)
     # The whole run config, without Hydra's own node (present when composed by the tests).
     run_config = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
@@ -99,8 +128,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.test(task, datamodule=datamodule, ckpt_path=test_ckpt)
         metrics.update({k: _to_float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
         if trainer.is_global_zero:
-            baseline_metrics, _ = evaluate_test_events(trainer, task, datamodule, cfg.get("baseline"),
-                                                       cfg.get("figures"), output_dir)
+            baseline_metrics, _ = evaluate_test_events(_prediction_trainer(trainer), task, datamodule,
+                                                       cfg.get("baseline"), cfg.get("figures"), output_dir)
             metrics.update(baseline_metrics)
             for lg in loggers:
                 if isinstance(lg, pl.loggers.CSVLogger):
