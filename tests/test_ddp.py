@@ -1,4 +1,5 @@
-"""DDP: trainer configs, two CPU processes (gloo) through numl.train, and calibration fitted on all ranks' events."""
+"""DDP: trainer configs, models without unused parameters, two CPU processes (gloo) through numl.train for
+several epochs with testing, and calibration fitted on all ranks' events."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ from hydra.utils import instantiate
 from torch.utils.data import DataLoader, Dataset
 
 from numl.metrics import fwhm, rms
+from numl.models.cnn2d import ConvNet2d
 from numl.models.petalo_mlp import SiPMPatternMLP
 from numl.tasks.petalo import PetaloPositionTask, fit_sigma_scale
+from numl.train import _check_sync_batchnorm
+from numl.utils.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,24 +38,100 @@ def test_ddp_configs_compose():
     assert type(environment).__name__ == "SLURMEnvironment" and environment.auto_requeue is False
 
 
-@pytest.mark.slow
-def test_ddp_two_cpu_processes_train_and_agree(tmp_path):
+def test_sync_batchnorm_on_cpu_is_refused_naming_the_key():
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cpu = compose("train", overrides=["experiment=lensing_cnn", "trainer=ddp", "trainer.accelerator=cpu"])
+        gpu = compose("train", overrides=["experiment=lensing_cnn", "trainer=ddp"])
+    with pytest.raises(ConfigError, match=r"trainer\.sync_batchnorm=true: .*trainer\.sync_batchnorm=false"):
+        _check_sync_batchnorm(cpu.trainer)
+    cpu.trainer.sync_batchnorm = False
+    _check_sync_batchnorm(cpu.trainer)
+    _check_sync_batchnorm(gpu.trainer)  # accelerator=gpu: Lightning itself reports a missing GPU
+
+
+@pytest.mark.parametrize(("residual", "in_channels"), [(False, 1), (True, 1), (True, 4)])
+def test_every_cnn2d_parameter_gets_a_gradient(residual, in_channels):
+    # DDP without find_unused_parameters fails at its second step on a parameter that gets no gradient.
+    model = ConvNet2d(in_channels=in_channels, channels=(4, 4, 8), residual=residual)
+    model(torch.randn(4, in_channels, 16, 16)).sum().backward()
+    assert [name for name, p in model.named_parameters() if p.grad is None] == []
+    n_shortcut_convs = sum(".shortcut." in name for name, _ in model.named_parameters())
+    assert n_shortcut_convs == (0 if not residual else (in_channels != 4) + 1)  # channels 1->4 (or not), 4->8
+
+
+def test_cnn2d_loads_state_dicts_with_the_old_unused_shortcut():
+    model = ConvNet2d(channels=(4, 8))
+    old = dict(model.state_dict())
+    old["features.0.shortcut.weight"] = torch.randn(4, 1, 1, 1)  # what residual=False blocks used to hold
+    old["features.2.shortcut.weight"] = torch.randn(8, 4, 1, 1)
+    ConvNet2d(channels=(4, 8)).load_state_dict(old)  # strict: only the unused shortcut keys are dropped
+    with pytest.raises(RuntimeError, match="shortcut"):  # a residual block still needs its own
+        ConvNet2d(channels=(4, 8), residual=True).load_state_dict(model.state_dict())
+
+
+def _lensing_run(run_dir: Path, *options: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    # Tiny lensing_cnn that learns in a few epochs (test/acc ~0.67 against 0.5 by chance, the likelihood
+    # ratio's 0.72), with 512 test maps so that accuracies are known to +-0.02.
     command = [
-        sys.executable, "-m", "numl.train", "experiment=lensing_cnn", "debug=small", "trainer=ddp",
-        "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true", "trainer.max_epochs=1",
-        "trainer.sync_batchnorm=false",  # SyncBatchNorm needs CUDA
-        "data.n_pix=32", "data.n_train=32", "data.n_val=16", "data.n_test=16", "model.channels=[4,8]",
-        "test=false", "baseline=none", f"hydra.run.dir={tmp_path}",
+        sys.executable, "-m", "numl.train", "experiment=lensing_cnn", "debug=small", "trainer.precision=32-true",
+        "trainer.max_epochs=4", "optimizer.lr=1e-2", "data.n_pix=32", "model.channels=[4,8]", "data.n_train=512",
+        "data.n_val=256", "data.n_test=512", f"hydra.run.dir={run_dir}", *options,
     ]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_train_test_and_agree_with_one_process(tmp_path):
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    refused = _lensing_run(tmp_path / "refused", *ddp)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert refused.stderr.strip().splitlines() == [
+        "numl: error: trainer.sync_batchnorm=true: SyncBatchNorm needs CUDA devices, but trainer.accelerator=cpu "
+        "runs on CPU; add trainer.sync_batchnorm=false"]
+
+    # data.batch_size is per process: 2 x 8 maps per step is the single process's batch of 16, the same
+    # steps per epoch and the same maps per epoch (2 x 16 would halve the steps, and the network learns less).
+    result = _lensing_run(tmp_path / "ddp", *ddp, "trainer.sync_batchnorm=false", "data.batch_size=8")
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
     # Lightning's own report of the process group: gloo backend, two ranks.
     assert "distributed_backend=gloo" in log
     assert "All distributed processes registered. Starting with 2 processes" in log
-    summary = json.loads((tmp_path / "test_metrics.json").read_text())
-    assert "val/acc" in summary["metrics"]
-    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    # Four epochs of 32 steps per rank: the steps after the first that an unused parameter used to break.
+    assert (tmp_path / "ddp" / "checkpoints" / "last.ckpt").is_file()
+    single = _lensing_run(tmp_path / "single", "data.batch_size=16")
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    # One summary and one predictions file, written by rank 0 only (no .part file left behind).
+    written = sorted(str(p.relative_to(tmp_path / "ddp")) for p in (tmp_path / "ddp").rglob("test_*"))
+    assert written == ["test_metrics.json", "test_predictions.npz"]
+    assert not list((tmp_path / "ddp").rglob("*.part*"))
+    runs = {name: json.loads((tmp_path / name / "test_metrics.json").read_text())["metrics"]
+            for name in ("ddp", "single")}
+    outputs = {name: dict(np.load(tmp_path / name / "test_predictions.npz")) for name in ("ddp", "single")}
+    for name in ("ddp", "single"):
+        metrics, arrays = runs[name], outputs[name]
+        for key in ("test/acc", "test/auroc", "test/loss", "baseline/likelihood_ratio/acc",
+                    "baseline/power_spectrum/acc"):
+            assert key in metrics, (name, key)
+        # Every test map exactly once, in the DataModule's order: the baselines' labels (from events("test"))
+        # line up, and the predictions give the accuracy that the (all-rank) test loop measured.
+        assert arrays["network/score"].shape == (512,)
+        np.testing.assert_array_equal(arrays["network/label"], arrays["baseline/likelihood_ratio/label"])
+        accuracy = np.mean((arrays["network/score"] > 0.5) == (arrays["network/label"] == 1))
+        assert accuracy == pytest.approx(metrics["test/acc"], abs=1e-6), name
+
+    # The same test maps and baselines in both runs.
+    np.testing.assert_array_equal(outputs["ddp"]["network/label"], outputs["single"]["network/label"])
+    for key in ("baseline/likelihood_ratio/acc", "baseline/power_spectrum/acc", "baseline/power_spectrum/auroc"):
+        assert runs["ddp"][key] == pytest.approx(runs["single"][key], abs=1e-6), key
+    # DDP learns as well as one process: the accuracies differ by less than 3 binomial errors of a difference
+    # (sqrt(2) sigma, sigma = sqrt(p(1-p)/512) ~ 0.02), and both are well above chance, so the check has teeth.
+    p = runs["single"]["test/acc"]
+    sigma = np.sqrt(p * (1 - p) / 512)
+    assert abs(runs["ddp"]["test/acc"] - p) < 3 * np.sqrt(2) * sigma, (runs["ddp"]["test/acc"], p)
+    for name in ("ddp", "single"):
+        assert runs[name]["test/acc"] > 0.5 + 3 * sigma, (name, runs[name]["test/acc"])
 
 
 class _Patterns(Dataset):

@@ -47,7 +47,8 @@ class ConvBlock(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Checkpoints written before the shortcut was built only for residual blocks hold an unused
-        # `shortcut.weight`; drop it so that their runs still load (numl.evaluate, numl.attribute, resume).
+        # `shortcut.weight`; drop it so that their runs still load their weights (numl.evaluate,
+        # numl.attribute); resuming one fails anyway, its optimizer state holding the old parameter.
         if self.shortcut is None:
             state_dict.pop(prefix + "shortcut.weight", None)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
