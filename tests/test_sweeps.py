@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -43,8 +45,11 @@ def _sweep(sweep_dir: Path, *overrides: str, wait: bool = True):
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
-def _trials(sweep_dir: Path, name: str = "tiny") -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}").trials
+def _trials(sweep_dir: Path, name: str = "tiny", storage: str | None = None) -> list[optuna.trial.FrozenTrial]:
+    from numl.sweeps.storage import open_storage
+
+    spec = storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
+    return optuna.load_study(study_name=name, storage=open_storage(spec)).trials
 
 
 def test_search_space_grammar():
@@ -148,20 +153,138 @@ def test_sweep_stops_when_failure_rate_exceeded(tmp_path):
     assert [t.state for t in _trials(tmp_path)] == [TrialState.FAIL, TrialState.FAIL]
 
 
+def test_seeded_sampler_never_repeats_across_workers_and_resumes(tmp_path):
+    """Issue 13: with `sampler.seed` fixed, every process drew the same start-up parameters."""
+    from hydra_plugins.numl_optuna_sweeper.sweeper import NumlOptunaSweeper
+
+    def sampler():
+        sweeper = NumlOptunaSweeper.__new__(NumlOptunaSweeper)
+        sweeper.sampler_conf = {"_target_": "optuna.samplers.TPESampler", "seed": 12345, "n_startup_trials": 5}
+        return sweeper._study_sampler()
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    space = {"x": FloatDistribution(0.0, 1.0)}
+    # Two workers asking in turn, then a third process resuming the study.
+    workers = [optuna.create_study(study_name="s", storage=storage, sampler=sampler(), load_if_exists=True)
+               for _ in range(2)]
+    trials = [workers[i % 2].ask(space) for i in range(4)]
+    resumed = optuna.load_study(study_name="s", storage=storage, sampler=sampler())
+    trials += [resumed.ask(space) for _ in range(2)]
+    values = [t.params["x"] for t in trials]
+    assert len(set(values)) == len(values), values
+    # Still reproducible: a fresh study with the same seed proposes the same first trial.
+    again = optuna.create_study(study_name="t", storage=storage, sampler=sampler()).ask(space)
+    assert again.params["x"] == values[0]
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 13: a fixed sampler seed makes both workers draw the same start-up "
-                   "parameters and the sweeper counts the other worker's trials as in flight (4 of 6 complete)")
 def test_two_workers_share_one_study(tmp_path):
     workers = [_sweep(tmp_path, "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=1", wait=False) for _ in range(2)]
     outputs = [w.communicate(timeout=300)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     trials = _trials(tmp_path)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    # n_trials counts finished trials, pruned ones included (the MedianPruner prunes after 3).
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     # Both asked the shared study; at most one trial more than the budget (both saw 5 finished).
-    assert 6 <= len(complete) <= 7
+    assert 6 <= len(finished) <= 7
     assert sorted(t.number for t in trials) == list(range(len(trials)))
-    assert all("sweep: " in out for out in outputs)  # both workers ran trials
-    assert all((tmp_path / f"trial_{t.number:04d}").is_dir() for t in complete)
+    # Issue 13: with one sampler seed both workers proposed the same parameters (trials 0 = 1, 2 = 3).
+    assert len({t.params["lr"] for t in trials}) == len(trials)
+    owners = {t.system_attrs["numl_owner"] for t in trials}
+    assert len(owners) == 2  # both workers ran trials
+    assert all((tmp_path / f"trial_{t.number:04d}").is_dir() for t in finished)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("storage", ["sqlite", "journal"])
+def test_killed_sweep_resumed_at_once_retries_the_killed_trial(tmp_path, storage):
+    """SIGKILL while trial 1 runs, same command again at once (well inside the 180 s heartbeat grace period).
+
+    Before issue 13 the rerun counted the dead trial as in flight and ended with rc 0 at 3 of 4 trials.
+    """
+    spec = f"sqlite:///{tmp_path / 'optuna.db'}" if storage == "sqlite" else str(tmp_path / "optuna.journal")
+    # n_jobs=1: trial 0 is told COMPLETE before trial 1 starts; 30 epochs keep trial 1 running for a while.
+    args = ("hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=1", "max_epochs=30", f"hydra.sweeper.storage={spec}")
+    first = _sweep(tmp_path, *args, wait=False)
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "trial_0001").is_dir():
+        assert first.poll() is None, first.communicate()[0][-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    killed = _trials(tmp_path, storage=spec)
+    assert [t.state for t in killed] == [TrialState.COMPLETE, TrialState.RUNNING]
+
+    second = _sweep(tmp_path, *args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    output = second.stdout + second.stderr
+    assert "trial 1 (sweeper pid" in output and "queued again with the same parameters" in output
+    trials = _trials(tmp_path, storage=spec)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 3
+    assert trials[0].state == TrialState.COMPLETE and trials[0].params == killed[0].params
+    assert trials[1].state == TrialState.FAIL  # the killed one, failed by the resumed sweeper
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == 1]
+    assert retry.params == killed[1].params
+    assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    # The retry resumes in the killed trial's directory; no directory of its own.
+    assert not (tmp_path / f"trial_{retry.number:04d}").exists()
+
+
+BAD_SETTINGS = {
+    "n_trials=0": ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials=0: must be an integer > 0"),
+    "direction=up": ("hydra.sweeper.direction=up", "hydra.sweeper.direction='up': must be one of minimize, maximize"),
+    "log from 0": ("hydra.sweeper.params.lr='tag(log, interval(0, 1))'",
+                   "hydra.sweeper.params.lr: a log interval needs a start > 0"),
+    "unknown parameter": ("+hydra.sweeper.params.no_such_key='interval(0, 1)'",
+                          "hydra.sweeper.params.no_such_key: names no config key"),
+    "bad storage URL": ("hydra.sweeper.storage=nosuchdb://host/db",
+                        "hydra.sweeper.storage='nosuchdb://host/db': cannot connect to the storage"),
+    # Port 1 refuses at once; without a PostgreSQL driver installed the message names the missing module.
+    "unreachable postgres": ("hydra.sweeper.storage=postgresql://numl@127.0.0.1:1/numl",
+                             "hydra.sweeper.storage='postgresql://numl@127.0.0.1:1/numl': cannot connect"),
+    "path without scheme": ("hydra.sweeper.storage={tmp}/optuna.db",
+                            "hydra.sweeper.storage='{tmp}/optuna.db': must be a database URL"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SETTINGS))
+def test_sweeper_validation_names_the_key(tmp_path, case):
+    """The sweeper's own checks, in-process: each raises one line naming the key."""
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.numl_optuna_sweeper.sweeper import check_settings
+    from numl.sweeps.search_space import check_keys_exist
+    from numl.sweeps.storage import open_storage
+
+    override, message = (x.format(tmp=tmp_path) for x in BAD_SETTINGS[case])
+    key, value = override.lstrip("+").split("=", 1)
+    settings = {"n_trials": 4, "n_jobs": 1, "max_failure_rate": 0.25, "direction": "maximize",
+                "heartbeat_interval_s": 60, "params": {"lr": "tag(log, interval(1e-4, 1e-1))"}}
+    with pytest.raises(ConfigError) as err:
+        if key.startswith("hydra.sweeper.params."):
+            distributions, _ = check_settings(**{**settings, "params": {key.rsplit(".", 1)[1]: value.strip("'")}})
+            check_keys_exist(list(distributions), OmegaConf.create({"lr": 0.01}))
+        elif key == "hydra.sweeper.storage":
+            check_settings(**settings)
+            open_storage(value, heartbeat_interval_s=60)
+        else:
+            name = key.rsplit(".", 1)[1]
+            check_settings(**{**settings, name: yaml.safe_load(value)})  # typed as Hydra parses it
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(BAD_SETTINGS))
+def test_sweeper_errors_are_one_line_exit_2(tmp_path, case):
+    override, message = (x.format(tmp=tmp_path) for x in BAD_SETTINGS[case])
+    result = _sweep(tmp_path / "sweep", override)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"numl: error: {message}"), result.stderr[-3000:]
+    assert not list((tmp_path / "sweep").glob("trial_*"))
+    assert not (tmp_path / "optuna.db").exists()
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@ import logging
 import math
 import shutil
 import subprocess
-import threading
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -58,17 +59,29 @@ class NumlOptunaSweeper(Sweeper):
         # The trials rebuild the pruner from its config (objects do not travel to SLURM jobs as overrides).
         pruner = config.hydra.sweeper.get("pruner")
         self.pruner_conf = OmegaConf.to_container(pruner, resolve=True) if pruner is not None else None
+        sampler = config.hydra.sweeper.get("sampler")
+        self.sampler_conf = OmegaConf.to_container(sampler, resolve=True) if sampler is not None else None
+
+    def _study_sampler(self):
+        """The configured sampler; with a seed, re-seeded per trial number (see numl.sweeps.sampler)."""
+        from hydra.utils import instantiate
+
+        from numl.sweeps.sampler import PerTrialSeedSampler
+
+        conf = self.sampler_conf
+        if not isinstance(conf, dict) or "_target_" not in conf or conf.get("seed") is None:
+            return self.sampler
+        return PerTrialSeedSampler(lambda seed: instantiate({**conf, "seed": seed}), conf["seed"])
 
     # ------------------------------------------------------------------ checks before any trial
     def _check_config(self, arguments: list[str]) -> tuple[dict, list[str], str | None]:
-        from numl.sweeps.search_space import check_keys_exist, parse_search_space, split_arguments
-        from numl.utils.errors import ConfigError, check_choice, check_positive, check_range
+        from numl.sweeps.search_space import check_keys_exist, split_arguments
+        from numl.utils.errors import ConfigError
 
-        check_positive("hydra.sweeper.n_trials", self.n_trials, integer=True)
-        check_positive("hydra.sweeper.n_jobs", self.n_jobs, integer=True)
-        check_range("hydra.sweeper.max_failure_rate", self.max_failure_rate, 0.0, 1.0)
-        check_choice("hydra.sweeper.direction", self.direction, ["minimize", "maximize"])
-        distributions, fixed = parse_search_space(self.params)
+        distributions, fixed = check_settings(
+            n_trials=self.n_trials, n_jobs=self.n_jobs, max_failure_rate=self.max_failure_rate,
+            direction=self.direction, heartbeat_interval_s=self.heartbeat_interval_s, params=self.params,
+        )
         cli_distributions, cli_fixed = split_arguments(arguments)
         distributions.update(cli_distributions)
         fixed_overrides = [f"{k}={v}" for k, v in fixed.items()] + cli_fixed
@@ -109,26 +122,57 @@ class NumlOptunaSweeper(Sweeper):
         self.storage_spec = self.storage or f"sqlite:///{self.sweep_dir / 'optuna.db'}"
         if self.storage_spec.endswith(".journal"):
             self.storage_spec = str(Path(self.storage_spec).resolve())
+        # Database storages get Optuna's heartbeats and RetryHeartbeatStaleTrialCallback (open_storage);
+        # the journal gets numl's own (numl.sweeps.recovery).
         storage = open_storage(self.storage_spec, heartbeat_interval_s=self.heartbeat_interval_s)
-        if isinstance(storage, optuna.storages.RDBStorage):
-            # Trials a killed sweeper left RUNNING are failed once their heartbeat is stale, and
-            # re-enqueued with the same parameters (they resume in the same directory).
-            storage.failed_trial_callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
         study = optuna.create_study(
             study_name=self.study_name,
             storage=storage,
-            sampler=self.sampler,
+            sampler=self._study_sampler(),
             pruner=self.pruner,
             direction=self.direction,
             load_if_exists=True,
         )
-        optuna.storages.fail_stale_trials(study)
         return study, storage
 
     def sweep(self, arguments: list[str]) -> Any:
+        from numl.utils.errors import ConfigError
+
+        try:
+            return self._sweep(arguments)
+        except ConfigError as err:
+            # The README's promise: one line naming the key, exit code 2 (Hydra would print a traceback).
+            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            print(f"numl: error: {message}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+    def _recover(self, study, storage) -> None:
+        from numl.sweeps.recovery import recover_dead_trials
+
+        recovered = recover_dead_trials(study, storage, grace_period_s=3 * self.heartbeat_interval_s)
+        if recovered:
+            log.warning(
+                "sweep: %s left RUNNING by a sweeper that is gone: failed and queued again with the same "
+                "parameters", ", ".join(recovered),
+            )
+
+    def _ask(self, study, storage, study_id: int, distributions: dict) -> tuple[Any, int]:
+        from numl.sweeps.recovery import OWNER_ATTR, this_process
+
+        with warnings.catch_warnings():
+            # Optuna warns that heartbeats are meant for Study.optimize; the sweeper sends them itself.
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            trial = study.ask(fixed_distributions=distributions)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        # Who runs the trial: a sweeper resumed on this host fails it at once if this process is gone.
+        storage.set_trial_system_attr(trial_id, OWNER_ATTR, this_process())
+        return trial, trial_id
+
+    def _sweep(self, arguments: list[str]) -> Any:
         from optuna.trial import TrialState
 
         from numl.sweeps.plots import save_study_report, summarize_study
+        from numl.sweeps.recovery import Heartbeat
         from numl.utils.errors import ConfigError
 
         distributions, fixed, monitor = self._check_config(arguments)
@@ -140,18 +184,22 @@ class NumlOptunaSweeper(Sweeper):
         max_failures = math.floor(self.max_failure_rate * self.n_trials)
         n_failed = 0
         while True:
+            # Before every batch: another worker may have died since the last one.
+            self._recover(study, storage)
             states = [t.state for t in study.get_trials(deepcopy=False)]
             finished = states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED)
+            # RUNNING trials now belong to live sweepers (this one's are finished): in flight elsewhere.
             remaining = self.n_trials - finished - states.count(TrialState.RUNNING)
             if remaining <= 0:
                 break
-            trials = [study.ask(fixed_distributions=distributions) for _ in range(min(self.n_jobs, remaining))]
-            trial_ids = [storage.get_trial_id_from_study_id_trial_number(study_id, t.number) for t in trials]
+            asked = [self._ask(study, storage, study_id, distributions) for _ in range(min(self.n_jobs, remaining))]
+            trials = [t for t, _ in asked]
+            trial_ids = [i for _, i in asked]
             overrides = [
                 self._trial_overrides(t, storage.get_trial(i), fixed, monitor)
                 for t, i in zip(trials, trial_ids, strict=True)
             ]
-            with _Heartbeat(storage, trial_ids, self.heartbeat_interval_s):
+            with Heartbeat(storage, trial_ids, self.heartbeat_interval_s):
                 try:
                     returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
                 except Exception as err:  # a launcher error (e.g. a SLURM job killed hard) fails the batch
@@ -176,11 +224,10 @@ class NumlOptunaSweeper(Sweeper):
         return summary
 
     def _trial_overrides(self, trial, frozen, fixed: list[str], monitor: str | None) -> list[str]:
-        import optuna
-
         from numl.sweeps.search_space import trial_overrides
 
-        retried = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+        # The original trial's number (attribute written by RetryHeartbeatStaleTrialCallback).
+        retried = frozen.system_attrs.get("failed_trial")
         directory_number = trial.number if retried is None else retried
         overrides = list(fixed) + trial_overrides(trial.params)
         # One fixed directory per trial (its retries included): a requeued or retried trial resumes there.
@@ -216,6 +263,25 @@ class NumlOptunaSweeper(Sweeper):
         return 0
 
 
+def check_settings(
+    *, n_trials: Any, n_jobs: Any, max_failure_rate: Any, direction: Any, heartbeat_interval_s: Any,
+    params: dict[str, str],
+) -> tuple[dict, dict[str, str]]:
+    """Check `hydra.sweeper.*` values that need no composed job config; (distributions, fixed) of `params`.
+
+    Raises a one-line ConfigError naming the key. The sweeper calls it before opening the storage.
+    """
+    from numl.sweeps.search_space import parse_search_space
+    from numl.utils.errors import check_choice, check_positive, check_range
+
+    check_positive("hydra.sweeper.n_trials", n_trials, integer=True)
+    check_positive("hydra.sweeper.n_jobs", n_jobs, integer=True)
+    check_range("hydra.sweeper.max_failure_rate", max_failure_rate, 0.0, 1.0)
+    check_choice("hydra.sweeper.direction", direction, ["minimize", "maximize"])
+    check_positive("hydra.sweeper.heartbeat_interval_s", heartbeat_interval_s, integer=True, allow_zero=True)
+    return parse_search_space(params)
+
+
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     if not isinstance(node, dict):
         return {prefix: node}
@@ -233,32 +299,3 @@ def _override_value(value: Any) -> str:
     if isinstance(value, str):
         return f"'{value}'"
     return str(value)
-
-
-class _Heartbeat:
-    """Record heartbeats of in-flight trials from the sweeper process (database storages only)."""
-
-    def __init__(self, storage, trial_ids: list[int], interval_s: int) -> None:
-        import optuna
-
-        self.enabled = isinstance(storage, optuna.storages.RDBStorage) and interval_s > 0
-        self.storage, self.trial_ids, self.interval_s = storage, trial_ids, interval_s
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while True:
-            for trial_id in self.trial_ids:
-                self.storage.record_heartbeat(trial_id)
-            if self.stop.wait(self.interval_s):
-                return
-
-    def __enter__(self) -> _Heartbeat:
-        if self.enabled:
-            self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop.set()
-        if self.enabled:
-            self.thread.join()

@@ -1,13 +1,16 @@
 """Open an Optuna storage from one string, the same in the sweeper and in every trial process.
 
-- a database URL (`sqlite:///...`, `postgresql://...`, `mysql+pymysql://...`): `optuna.storages.RDBStorage`
-  with heartbeats, so trials of a killed sweeper are found stale and retried on resume;
+- a database URL (`sqlite:///...`, `postgresql://...`, `mysql+pymysql://...`): `optuna.storages.RDBStorage`;
+  in the sweeper with Optuna's heartbeats and `RetryHeartbeatStaleTrialCallback`, so trials of a killed
+  sweeper are found stale and retried with their parameters (numl.sweeps.recovery);
 - a file path ending in `.journal`: Optuna's journal file (append-only, safe on shared file systems
-  where SQLite locking is not, e.g. NFS; no heartbeats).
+  where SQLite locking is not, e.g. NFS). Optuna has no heartbeats for it; numl.sweeps.recovery keeps its own.
 """
 
 from __future__ import annotations
 
+import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -40,9 +43,36 @@ def open_storage(
             raise ConfigError(f"{key}={spec!r}: cannot create the database directory ({err.strerror})") from None
     heartbeat = {}
     if heartbeat_interval_s:
-        heartbeat = {"heartbeat_interval": heartbeat_interval_s, "grace_period": 3 * heartbeat_interval_s}
+        from numl.sweeps.recovery import retry_callback
+
+        heartbeat = {
+            "heartbeat_interval": heartbeat_interval_s,
+            "grace_period": 3 * heartbeat_interval_s,
+            # Optuna >= 4.9 reads only this argument (setting `failed_trial_callback` later does nothing).
+            "heartbeat_stale_trial_callback": retry_callback(),
+        }
     try:
-        return optuna.storages.RDBStorage(spec, engine_kwargs=engine_kwargs, **heartbeat)
+        return _rdb_storage(spec, engine_kwargs, heartbeat)
     except Exception as err:  # SQLAlchemy raises driver-specific errors: report any as a config error
+        if isinstance(err, ImportError) and err.__cause__ is not None:
+            err = err.__cause__  # Optuna's "Failed to import DB access module" hides which driver is missing
         reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise ConfigError(f"{key}={spec!r}: cannot connect to the storage ({reason})") from None
+
+
+def _rdb_storage(spec: str, engine_kwargs: dict, heartbeat: dict) -> optuna.storages.RDBStorage:
+    import sqlalchemy.exc
+
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                # heartbeat_interval is "experimental": a warning on every start would hide real ones.
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(spec, engine_kwargs=engine_kwargs, **heartbeat)
+        except sqlalchemy.exc.IntegrityError:
+            # Workers started together create the schema at once; one loses the race on alembic_version
+            # (seen with two workers on one new SQLite file). The schema exists now: try again.
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
