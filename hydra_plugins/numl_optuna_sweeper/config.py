@@ -31,7 +31,11 @@ class NumlOptunaSweeperConf:
     )
     # Metric reported each epoch for pruning; null: the experiment's optimized_metric.
     pruning_monitor: Optional[str] = None  # noqa: UP045
-    # Running trials send a heartbeat (database storages); trials of a killed sweeper are retried on resume.
+    # With a seed, each trial's sampler is seeded from (seed, trial number): workers and resumes never
+    # repeat parameters, a study from scratch is reproducible (numl.sweeps.sampler).
+    # The sweeper sends a heartbeat for its running trials every heartbeat_interval_s (0: none). A trial
+    # without one for 3 x heartbeat_interval_s, or whose sweeper process on this host is gone, is failed
+    # and re-run with the same parameters (numl.sweeps.recovery).
     heartbeat_interval_s: int = 60
     # Search space, Hydra sweep grammar: see conf/hparams_search/lensing_optuna.yaml.
     params: Dict[str, str] = field(default_factory=dict)  # noqa: UP006

@@ -152,7 +152,7 @@ class NumlOptunaSweeper(Sweeper):
         recovered = recover_dead_trials(study, storage, grace_period_s=3 * self.heartbeat_interval_s)
         if recovered:
             log.warning(
-                "sweep: %s left RUNNING by a sweeper that is gone: failed and queued again with the same "
+                "sweep: %s: left RUNNING by a dead sweeper, failed and queued again with the same "
                 "parameters", ", ".join(recovered),
             )
 
