@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -29,6 +30,12 @@ def _run(run_dir, *extra, wait=True):
         out, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, out[-3000:]
     return proc
+
+
+def _epoch_rows(run_dir, column):
+    """Epochs of csv/metrics.csv's rows that hold `column`, in file order."""
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as f:
+        return [int(float(row["epoch"])) for row in csv.DictReader(f) if row.get(column)]
 
 
 def _saved_epoch(path):
@@ -62,3 +69,10 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     resumed = json.loads((killed_dir / "test_metrics.json").read_text())["metrics"]
     for key in ("test/loss", "test/acc", "val/acc_best"):
         assert abs(resumed[key] - reference[key]) < 1e-6, (key, resumed[key], reference[key])
+
+    # The killed run's rows are kept and the epochs it logged after its last checkpoint are not repeated:
+    # every epoch's val and epoch-level train rows appear once, then the test row.
+    epochs = list(range(4))  # trainer.max_epochs
+    assert _epoch_rows(killed_dir, "val/loss") == epochs
+    assert _epoch_rows(killed_dir, "train/loss_epoch") == epochs
+    assert len(_epoch_rows(killed_dir, "test/loss")) == 1
