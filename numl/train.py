@@ -26,6 +26,7 @@ from numl.utils.errors import ConfigError
 from numl.utils.runtime import (
     build_task,
     check_checkpoint,
+    check_checkpoint_matches_task,
     check_common_config,
     check_writable_dir,
     one_line_errors,
@@ -42,13 +43,23 @@ def _instantiate_group(node: DictConfig | None) -> list[Any]:
     return [instantiate(sub) for sub in node.values() if isinstance(sub, DictConfig) and "_target_" in sub]
 
 
+def _matching_checkpoint(cfg: DictConfig, key: str, path: str | Path) -> str:
+    """A Lightning checkpoint whose weights fit this run's task (names and shapes), checked before anything trains.
+
+    The task built here is thrown away: it is built before seeding, so the run's own task is unchanged.
+    """
+    path = check_checkpoint(key, path)
+    check_checkpoint_matches_task(key, path, build_task(cfg), cfg.task._target_)
+    return str(path)
+
+
 def _resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
     if cfg.get("ckpt_path"):
-        return str(check_checkpoint("ckpt_path", cfg.ckpt_path))
+        return _matching_checkpoint(cfg, "ckpt_path", cfg.ckpt_path)
     if cfg.get("resume"):
         last = output_dir / "checkpoints" / "last.ckpt"
         if last.is_file():
-            return str(check_checkpoint("resume", last))
+            return _matching_checkpoint(cfg, "resume", last)
         log.info("resume=true but %s does not exist yet: starting from scratch", last)
     return None
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+import torch
 
+from numl.data.lensing import LensingDataModule
 from numl.sim.km3net import EventConfig
 from numl.sim.next.generator import NextSimConfig
 from numl.sim.petalo.config import PetaloConfig
+from numl.train import train
 from numl.utils.errors import ConfigError
+from numl.utils.runtime import build_task, check_common_config
 from tests.conftest import run_numl
 
 
@@ -114,3 +119,76 @@ def test_every_simulator_names_an_unknown_key_and_lists_the_allowed_ones(build):
     with pytest.raises(ConfigError, match=r"\.noise_hz: unknown key; allowed: ") as err:
         build()
     assert "\n" not in str(err.value)
+
+
+# ----- issue 13: bad inputs refused before anything trains ------------------------------------------------
+
+
+def _save_task_checkpoint(compose_train, overrides: list[str], path: Path) -> Path:
+    """A Lightning-style checkpoint holding the weights of the task that `overrides` compose."""
+    task = build_task(compose_train(overrides))
+    torch.save({"state_dict": task.state_dict(), "pytorch-lightning_version": "2.0.0"}, path)
+    return path
+
+
+@pytest.mark.parametrize("other", [
+    ["experiment=lensing_cnn", "model.channels=[4,8]"],  # same names, other shapes: another model size
+    ["experiment=petalo_position"],  # another experiment: other names
+])
+def test_train_refuses_checkpoint_of_another_run(compose_train, tmp_path, other):
+    ckpt = _save_task_checkpoint(compose_train, other, tmp_path / "other.ckpt")
+    cfg = compose_train(["experiment=lensing_cnn", "debug=fast_dev_run", f"ckpt_path={ckpt}"])
+    with pytest.raises(ConfigError, match=r"^ckpt_path=.*other\.ckpt': checkpoint does not match task") as err:
+        train(cfg)
+    assert "\n" not in str(err.value)
+    assert not list(tmp_path.rglob("*.png")) and not list(tmp_path.rglob("test_metrics.json"))
+
+
+@pytest.mark.slow
+def test_train_checkpoint_of_another_model_size_one_line(compose_train, tmp_path):
+    ckpt = _save_task_checkpoint(compose_train, ["experiment=lensing_cnn", "model.channels=[4,8]"],
+                                 tmp_path / "small.ckpt")
+    result = run_numl("train", "experiment=lensing_cnn", "debug=fast_dev_run", f"paths.log_dir={tmp_path / 'logs'}",
+                      f"ckpt_path={ckpt}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    line = _error_line(result)
+    assert line.startswith(f"numl: error: ckpt_path={str(ckpt)!r}: checkpoint does not match task"), line
+    assert len([ln for ln in result.stderr.splitlines() if ln.strip()]) == 1, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    ({"n_pix": 1}, "data.n_pix=1: must be >= 8"),
+    ({"n_pix": 7}, "data.n_pix=7: must be >= 8"),
+    ({"smoothing_arcmin": 1000.0}, "data.smoothing_arcmin=1000.0: must be < 88.7"),
+    ({"smoothing_arcmin": 89.0}, "data.smoothing_arcmin=89.0: must be <"),
+    ({"field_deg": 1e-4}, "data.field_deg=0.0001: must be >= "),
+])
+def test_lensing_datamodule_refuses(kwargs, expected):
+    with pytest.raises(ConfigError) as err:
+        LensingDataModule(**kwargs)
+    assert str(err.value).startswith(expected), str(err.value)
+
+
+def test_lensing_datamodule_accepts_the_limits():
+    LensingDataModule(n_pix=8)
+    LensingDataModule(smoothing_arcmin=88.0)  # 5 deg field: the bound is 88.7 arcmin
+    LensingDataModule(field_deg=LensingDataModule.min_field_deg(128))
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["data.n_pix=8", "model.kernel_size=5"], "data.n_pix=8: model.channels has 4 stages with kernel_size 5, "
+                                              "which need n_pix >= 16"),
+    (["data.n_pix=8", "model.channels=[4,8,16,32,64]"], "need n_pix >= 16"),
+    (["trainer.max_epochs=-1"], "trainer.max_epochs=-1: trains for ever without a stopping rule"),
+])
+def test_common_config_refuses(compose_train, overrides, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        check_common_config(compose_train(["experiment=lensing_cnn", *overrides]))
+
+
+@pytest.mark.parametrize("stop", [["+trainer.max_steps=10"], ["+trainer.max_time=00:00:10:00"],
+                                  ["callbacks=[default,early_stopping]"]])
+def test_endless_epochs_need_a_stopping_rule(compose_train, stop):
+    with pytest.raises(ConfigError, match=r"^trainer\.max_epochs=-1: "):
+        check_common_config(compose_train(["experiment=lensing_cnn", "trainer.max_epochs=-1"]))
+    check_common_config(compose_train(["experiment=lensing_cnn", "trainer.max_epochs=-1", *stop]))

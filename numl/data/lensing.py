@@ -27,6 +27,16 @@ from numl.utils.errors import ConfigError, check_choice, check_positive
 from numl.utils.seeds import derived_seed
 
 SIMULATOR_NAME = "numl.sim.lensing"
+# The smallest map side in pixels (see the n_pix check in LensingDataModule).
+MIN_N_PIX = 8
+# The largest multipole the maps may ask CAMB for. Each CAMB run grows with ell_max (the default 5 deg,
+# 128 px maps need 6.5e3, a few seconds; 5e4 took 100 s on one core); far beyond it the runs become
+# impractically slow and then fail inside CAMB with an error naming no key, and HMcode-2020 is not calibrated
+# for the wavenumbers such multipoles probe at z ~ 1 (k = ell / chi > 10 h/Mpc for ell > 3e4).
+MAX_ELL = 30_000
+# Beam power below which a Fourier mode of a smoothed float32 map is round-off: the value
+# numl.baselines.lensing uses to drop modes (kept here so the data need not import the baselines).
+_MIN_BEAM_POWER = 1e-6
 
 
 class _BatchKeys(Sampler):
@@ -112,6 +122,26 @@ class LensingDataModule(SimulatedDataModule):
         if galaxy_density_arcmin2 is not None:
             check_positive("data.galaxy_density_arcmin2", galaxy_density_arcmin2)
         check_positive("data.smoothing_arcmin", smoothing_arcmin, allow_zero=True)
+        if n_pix < MIN_N_PIX:
+            # The power-spectrum baseline bins multipoles from 2 fundamental modes up to the Nyquist multipole,
+            # n_pix / 2 fundamental modes, each bin at least 1.5 fundamental modes wide (ell_bin_edges): one bin
+            # needs n_pix >= 7; 8 keeps that bin off the round-off edge of the comparison.
+            raise ConfigError(f"data.n_pix={n_pix}: must be >= {MIN_N_PIX}, so that the maps have Fourier modes for "
+                              f"at least one multipole bin of the power-spectrum baseline")
+        if ell_max is None and field_deg < self.min_field_deg(n_pix):
+            raise ConfigError(f"data.field_deg={field_deg}: must be >= {self.min_field_deg(n_pix):.4g} for "
+                              f"data.n_pix={n_pix}, whose pixels would need multipoles beyond ell = {MAX_ELL} from "
+                              f"CAMB; use a larger field or fewer pixels")
+        field_arcmin = 60.0 * field_deg
+        max_smoothing = np.sqrt(-np.log(_MIN_BEAM_POWER)) * field_arcmin / (4 * np.pi)
+        if smoothing_arcmin >= max_smoothing:
+            # A Gaussian beam of width theta scales the power at multipole ell by exp(-(ell theta)^2). The lowest
+            # multipole the baselines use is 2 fundamental modes, ell = 4 pi / field; the beam must leave it more
+            # power than float32 round-off (_MIN_BEAM_POWER), else every mode is smoothed away and the maps are
+            # round-off noise (NaN in the baselines): theta < sqrt(ln(1 / _MIN_BEAM_POWER)) field / (4 pi).
+            raise ConfigError(f"data.smoothing_arcmin={smoothing_arcmin}: must be < {max_smoothing:.4g} arcmin "
+                              f"({max_smoothing / field_arcmin:.3g} x the {field_arcmin:g} arcmin field), or the "
+                              f"smoothing erases every Fourier mode of the map")
         source_redshifts = list(source_redshifts)
         if not source_redshifts:
             raise ConfigError("data.source_redshifts=[]: give at least one source redshift, e.g. [1.0]")
@@ -147,6 +177,12 @@ class LensingDataModule(SimulatedDataModule):
         self.map_scale = map_scale
         self.simulators: list[ConvergenceMapSimulator] = []
         self.spectra = []
+
+    @staticmethod
+    def min_field_deg(n_pix: int) -> float:
+        """The smallest field whose pixel grid needs no multipole above MAX_ELL (the corner mode,
+        sqrt(2) pi / pixel, plus the margin of 10 that ell_max adds)."""
+        return float(np.rad2deg(np.sqrt(2) * np.pi * n_pix / (MAX_ELL - 11)))
 
     # ----- physics -------------------------------------------------------------------------
     def cosmology(self, m_nu_ev: float) -> Cosmology:

@@ -93,8 +93,42 @@ def check_common_config(cfg: DictConfig) -> None:
     max_epochs = cfg.trainer.get("max_epochs")
     if max_epochs is not None and max_epochs != -1:
         check_positive("trainer.max_epochs", max_epochs, integer=True)
+    if max_epochs == -1 and not _has_stopping_rule(cfg):
+        # Lightning's -1 means "no epoch limit": without another limit the run never ends.
+        raise ConfigError("trainer.max_epochs=-1: trains for ever without a stopping rule; set trainer.max_epochs "
+                          "to a positive integer, or add trainer.max_steps, trainer.max_time or an EarlyStopping "
+                          "callback")
+    _check_map_size_for_cnn(cfg)
     if cfg.get("seed") is not None and not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed!r}: must be an integer")
+
+
+def _has_stopping_rule(cfg: DictConfig) -> bool:
+    """Whether something other than max_epochs ends training: max_steps, max_time or EarlyStopping."""
+    max_steps = cfg.trainer.get("max_steps")
+    if max_steps is not None and max_steps != -1:
+        return True
+    if cfg.trainer.get("max_time"):
+        return True
+    callbacks = cfg.get("callbacks") or {}
+    return any(isinstance(cb, DictConfig) and str(cb.get("_target_", "")).endswith("EarlyStopping")
+               for cb in callbacks.values())
+
+
+def _check_map_size_for_cnn(cfg: DictConfig) -> None:
+    """ConvNet2d halves the map between its stages, and circular padding needs kernel_size // 2 pixels
+    in the last stage: smaller maps fail inside the first forward pass with a long traceback."""
+    if cfg.model.get("_target_") != "numl.models.cnn2d.ConvNet2d" or "n_pix" not in cfg.data:
+        return
+    channels, n_pix = cfg.model.get("channels"), cfg.data.n_pix
+    kernel_size = cfg.model.get("kernel_size", 3)
+    if not channels or not isinstance(n_pix, int) or not isinstance(kernel_size, int):
+        return  # the DataModule and the model report malformed values with their own keys
+    min_n_pix = 2 ** (len(channels) - 1) * max(1, kernel_size // 2)
+    if n_pix < min_n_pix:
+        raise ConfigError(f"data.n_pix={n_pix}: model.channels has {len(channels)} stages with kernel_size "
+                          f"{kernel_size}, which need n_pix >= {min_n_pix}; raise data.n_pix or use fewer "
+                          f"model.channels")
 
 
 def check_writable_dir(key: str, path: str | Path) -> Path:
@@ -121,6 +155,22 @@ def check_checkpoint(key: str, path: str | Path) -> Path:
     if not isinstance(state, dict) or "state_dict" not in state:
         raise ConfigError(f"{key}={str(path)!r}: not a Lightning checkpoint (it has no state_dict)")
     return path
+
+
+def check_checkpoint_matches_task(key: str, path: str | Path, task: torch.nn.Module, target: str) -> None:
+    """The checkpoint's weights must have the task's names and shapes: a checkpoint of another experiment
+    or model size otherwise fails deep inside Lightning's restore with a long traceback."""
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    expected = task.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise ConfigError(f"{key}={str(path)!r}: checkpoint does not match task {target} "
+                          f"({len(missing)} missing and {len(unexpected)} unexpected weights)")
+    for name, tensor in expected.items():
+        if tuple(state[name].shape) != tuple(tensor.shape):
+            raise ConfigError(f"{key}={str(path)!r}: checkpoint does not match task {target} ({name}: shape "
+                              f"{tuple(state[name].shape)} in the checkpoint, {tuple(tensor.shape)} in the model)")
 
 
 def build_task(cfg: DictConfig):
