@@ -25,6 +25,7 @@ from numl.pipeline import evaluate_test_events
 from numl.utils.errors import ConfigError
 from numl.utils.runtime import (
     build_task,
+    build_trainer,
     check_checkpoint,
     check_checkpoint_matches_task,
     check_common_config,
@@ -34,13 +35,6 @@ from numl.utils.runtime import (
 )
 
 log = logging.getLogger("numl.train")
-
-
-def _instantiate_group(node: DictConfig | None) -> list[Any]:
-    """Every `_target_` node directly under a group (callbacks, logger); `null` entries are skipped."""
-    if not node:
-        return []
-    return [instantiate(sub) for sub in node.values() if isinstance(sub, DictConfig) and "_target_" in sub]
 
 
 def _matching_checkpoint(cfg: DictConfig, key: str, path: str | Path) -> str:
@@ -119,9 +113,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule: pl.LightningDataModule = instantiate(cfg.data, _convert_="all")
     task = build_task(cfg)
-    callbacks = _instantiate_group(cfg.get("callbacks"))
-    loggers = _instantiate_group(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer, loggers = build_trainer(cfg)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(run_config, resolve=True))
 

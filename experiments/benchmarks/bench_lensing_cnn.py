@@ -15,6 +15,7 @@ import argparse
 import json
 import platform
 import sys
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -26,16 +27,23 @@ from hydra.utils import instantiate
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from numl.utils.runtime import build_task, register_resolvers  # noqa: E402
+from numl.utils.runtime import build_task, build_trainer, register_resolvers  # noqa: E402
 
 
-def _config(batch_size: int, n_pix: int):
+def _config(batch_size: int, n_pix: int, device: torch.device, precision: str, epochs: int):
+    """lensing_cnn as numl.train composes it; only the training steps are timed, so validation, checkpoints,
+    loggers and the other callbacks are off (the plain loop has none of them either)."""
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(
             "train",
             overrides=["experiment=lensing_cnn", f"data.batch_size={batch_size}", f"data.n_pix={n_pix}",
-                       "model.dropout=0.0"],
+                       "model.dropout=0.0", "callbacks=none", "logger=none",
+                       f"trainer.accelerator={'gpu' if device.type == 'cuda' else device.type}", "trainer.devices=1",
+                       f"trainer.precision={precision}", f"trainer.max_epochs={epochs}",
+                       "++trainer.limit_val_batches=0", "++trainer.num_sanity_val_steps=0",
+                       "++trainer.enable_checkpointing=false", "++trainer.enable_progress_bar=false",
+                       "++trainer.enable_model_summary=false", f"paths.output_dir={tempfile.gettempdir()}"],
         )
 
 
@@ -80,11 +88,7 @@ def bench_numl(cfg, batches, device, precision: str, channels_last: bool, compil
     if compile_model:
         task.model = torch.compile(task.model)
     timer = _Timer()
-    trainer = pl.Trainer(
-        accelerator=device.type if device.type != "cuda" else "gpu", devices=1, precision=precision,
-        max_epochs=epochs, limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
-    )
+    trainer, _ = build_trainer(cfg, extra_callbacks=(timer,))  # numl.train's own Trainer assembly
     # batch_size=None hands out the prepared dict batches as they are: no collation, no host-device copies.
     trainer.fit(task, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
     return (epochs - 1) * len(batches) * cfg.data.batch_size / timer.seconds
@@ -131,7 +135,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    cfg = _config(args.batch_size, args.n_pix)
+    cfg = _config(args.batch_size, args.n_pix, device, args.precision, args.epochs)
     batches = _maps(cfg, args.batches, device, args.channels_last)
     options = (device, args.precision, args.channels_last, args.compile, args.epochs)
     numl_rates, plain_rates = [], []

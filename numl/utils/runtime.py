@@ -184,6 +184,21 @@ def build_task(cfg: DictConfig):
                        _convert_="all")
 
 
+def _instantiate_group(node: DictConfig | None) -> list[Any]:
+    """Every `_target_` node directly under a group (callbacks, logger); `null` entries are skipped."""
+    if not node:
+        return []
+    return [instantiate(sub) for sub in node.values() if isinstance(sub, DictConfig) and "_target_" in sub]
+
+
+def build_trainer(cfg: DictConfig, extra_callbacks: tuple = ()) -> tuple:
+    """The Trainer of a run, with the `callbacks` and `logger` groups' instances (and `extra_callbacks`, e.g. a
+    benchmark's timer); returns (trainer, loggers). What numl.train runs, so benchmarks time the same thing."""
+    callbacks = _instantiate_group(cfg.get("callbacks")) + list(extra_callbacks)
+    loggers = _instantiate_group(cfg.get("logger"))
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False), loggers
+
+
 def load_task_from_run(cfg: DictConfig, ckpt_path: Path):
     """Rebuild a run's task from its config and load the checkpoint's weights."""
     task = build_task(cfg)
