@@ -9,6 +9,7 @@ union of all ranks' events, not on one rank's shard.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from torchmetrics import CatMetric, MeanMetric, Metric
 from torchmetrics.functional import mean_squared_error
 from torchmetrics.utilities import dim_zero_cat
 
+from numl.sim.petalo import COORDINATES
 from numl.utils.errors import check_choice
 
 #: fraction of a normal distribution within one sigma of its mean (68.27 %)
@@ -207,3 +209,45 @@ def background_rejection_factor(scores, labels, signal_efficiency: float) -> flo
     metric = BackgroundRejectionFactor(signal_efficiency)
     metric.update(_tensor(scores), _tensor(np.asarray(labels, dtype=np.float64)))
     return float(metric.compute())
+
+
+# ----- PETALO positions with a predicted error, on prediction arrays (task predictions, saved runs) ----------
+#: events with a predicted z error below these values [mm] are kept in the cut curve (12 mm: the seed's)
+Z_SIGMA_CUTS_MM = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
+
+
+def sigma_cut_curve(
+    predictions: dict[str, Any], cuts_mm=Z_SIGMA_CUTS_MM, coordinate: int = 2
+) -> list[dict[str, float]]:
+    """Efficiency and resolution of the events whose predicted sigma (default of z) is below each cut."""
+    pred = np.asarray(predictions["position_mm_pred"], dtype=np.float64)
+    true = np.asarray(predictions["position_mm"], dtype=np.float64)
+    sigma = np.asarray(predictions["sigma_mm"], dtype=np.float64)[:, coordinate]
+    rows = []
+    for cut in cuts_mm:
+        keep = sigma < cut
+        res = pred[keep, coordinate] - true[keep, coordinate]
+        rows.append(
+            {
+                "cut_mm": float(cut),
+                "efficiency": float(keep.mean()),
+                "fwhm_mm": fwhm(res),
+                "rms_mm": rms(res),
+            }
+        )
+    return rows
+
+
+def position_coverage(predictions: dict[str, Any], sigma_key: str = "sigma_mm") -> dict[str, float]:
+    """Fraction of events with |predicted - true| <= predicted sigma, per coordinate (68.3 % if calibrated)."""
+    cover = one_sigma_coverage(predictions["position_mm_pred"], predictions[sigma_key], predictions["position_mm"])
+    return {name: float(cover[i]) for i, name in enumerate(COORDINATES)}
+
+
+def gaussian_nll_mm(predictions: dict[str, Any], sigma_key: str = "sigma_mm") -> dict[str, float]:
+    """Mean Gaussian negative log likelihood per coordinate of the truth under (prediction, sigma), in mm units."""
+    pred, true, sigma = (torch.as_tensor(np.asarray(predictions[key], dtype=np.float64))
+                         for key in ("position_mm_pred", "position_mm", sigma_key))
+    ok = torch.isfinite(pred).all(dim=1) & torch.isfinite(sigma).all(dim=1)
+    nll = gaussian_nll(pred[ok], torch.log(sigma[ok]), true[ok]).mean(dim=0)
+    return {name: float(nll[i]) for i, name in enumerate(COORDINATES)}

@@ -13,15 +13,9 @@ from sklearn.metrics import roc_auc_score
 from numl.baselines.petalo import CentroidRMap, MultiSiteSpread, fwhm, resolution_metrics
 from numl.data.petalo import PetaloDataModule
 from numl.export import export_torchscript
+from numl.metrics import ONE_SIGMA_COVERAGE, position_coverage, sigma_cut_curve
 from numl.models.petalo_mlp import SiPMPatternMLP
-from numl.tasks.petalo import (
-    ONE_SIGMA_COVERAGE,
-    PetaloPositionTask,
-    PetaloTaggerTask,
-    coverage,
-    fit_sigma_scale,
-    sigma_cut_curve,
-)
+from numl.tasks.petalo import PetaloPositionTask, PetaloTaggerTask, fit_sigma_scale
 from numl.utils.errors import ConfigError
 
 
@@ -154,7 +148,7 @@ def test_position_network_learns_and_reports_calibration(datamodule):
     # Better than guessing the mean position on every coordinate.
     rms = np.sqrt(np.mean((pred["position_mm_pred"] - true) ** 2, axis=0))
     assert (rms < true.std(axis=0)).all()
-    cover = coverage(pred)
+    cover = position_coverage(pred)
     assert all(0.0 < v < 1.0 for v in cover.values())
     curve = sigma_cut_curve(pred)
     efficiencies = [row["efficiency"] for row in curve]
@@ -226,8 +220,8 @@ def test_sigma_scale_fit_restores_one_sigma_coverage():
     np.testing.assert_allclose(scale, true_factor, rtol=0.03)
     held_out = rng.normal(size=sigma.shape) * sigma * true_factor
     pred = {"position_mm_pred": held_out, "position_mm": np.zeros_like(held_out), "sigma_mm": sigma * scale}
-    assert all(v == pytest.approx(ONE_SIGMA_COVERAGE, abs=0.015) for v in coverage(pred).values())
-    assert coverage({**pred, "sigma_mm": sigma})["r"] < 0.45
+    assert all(v == pytest.approx(ONE_SIGMA_COVERAGE, abs=0.015) for v in position_coverage(pred).values())
+    assert position_coverage({**pred, "sigma_mm": sigma})["r"] < 0.45
     with pytest.raises(ValueError, match="expected"):
         fit_sigma_scale(residual[:, 0], sigma[:, 0])
 

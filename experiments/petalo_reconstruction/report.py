@@ -23,9 +23,8 @@ from omegaconf import OmegaConf
 from numl.baselines.petalo import resolution_metrics
 from numl.figures.common import save_roc_curves
 from numl.figures.petalo import plot_calibration, plot_residuals, plot_resolution_vs_depth, plot_sigma_cut
-from numl.metrics import fwhm, one_sigma_coverage
+from numl.metrics import fwhm, gaussian_nll_mm, one_sigma_coverage, position_coverage, sigma_cut_curve
 from numl.sim.petalo import COORDINATES
-from numl.tasks.petalo import coverage, gaussian_nll_mm, sigma_cut_curve
 
 HERE = Path(__file__).resolve().parent
 POSITION_RUNS = {"position_nll": "network, Gaussian NLL", "error_net": "network, error_net variant"}
@@ -192,8 +191,8 @@ def calibration(predictions: dict, single: np.ndarray) -> dict[str, tuple]:
     return {
         # the task multiplies the network's sigma by one factor per coordinate, fitted on validation events
         "factor": tuple(np.median(predictions["sigma_mm"][finite] / predictions["sigma_raw_mm"][finite], axis=0)),
-        "within_1_raw": tuple(coverage(predictions, "sigma_raw_mm").values()),
-        "within_1": tuple(coverage(predictions).values()),
+        "within_1_raw": tuple(position_coverage(predictions, "sigma_raw_mm").values()),
+        "within_1": tuple(position_coverage(predictions).values()),
         "within_1_single_site": cover(single),
         "within_1_multi_site": cover(~single),
         "within_2": cover(everything, factor=2.0),

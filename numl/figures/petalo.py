@@ -12,9 +12,8 @@ import torch
 
 from numl.baselines.base import BaselineResult
 from numl.figures.common import plt, save_figure, save_roc_curves, score_curves
-from numl.metrics import fwhm
+from numl.metrics import fwhm, position_coverage, sigma_cut_curve
 from numl.sim.petalo import COORDINATES, PetaloConfig
-from numl.tasks.petalo import coverage, sigma_cut_curve
 
 
 def draw(datamodule: Any, predictions: dict[str, torch.Tensor], baselines: dict[str, BaselineResult],
@@ -92,7 +91,7 @@ def plot_calibration(predictions: dict[str, Any], path: Path, sigma_key: str = "
     """Pulls (predicted - true) / predicted sigma per coordinate against N(0, 1), with 1-sigma coverage."""
     pred, true = np.asarray(predictions["position_mm_pred"]), np.asarray(predictions["position_mm"])
     sigma = np.asarray(predictions[sigma_key])
-    cover = coverage(predictions, sigma_key)
+    cover = position_coverage(predictions, sigma_key)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     x = np.linspace(-5, 5, 200)
     for i, (ax, name) in enumerate(zip(axes, COORDINATES, strict=True)):

@@ -34,19 +34,13 @@ from numl.metrics import (
     BackgroundRejectedFraction,
     EventStatistic,
     OneSigmaCoverage,
-    fwhm,
     gaussian_nll,
-    one_sigma_coverage,
-    rms,
     signal_efficiency_threshold,
 )
 from numl.sim.petalo import COORDINATES
 from numl.tasks.base import BaseTask
 from numl.tasks.classification import BinaryClassificationTask
 from numl.utils.errors import ConfigError, check_choice, check_range
-
-#: events with a predicted z error below these values [mm] are kept in the cut curve (12 mm: the seed's)
-Z_SIGMA_CUTS_MM = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
 
 
 class _PositionWithError(nn.Module):
@@ -211,34 +205,6 @@ class PetaloPositionTask(BaseTask):
         return self.model(inputs)[:, 2]
 
 
-def sigma_cut_curve(
-    predictions: dict[str, Any], cuts_mm=Z_SIGMA_CUTS_MM, coordinate: int = 2
-) -> list[dict[str, float]]:
-    """Efficiency and resolution of the events whose predicted sigma (default of z) is below each cut."""
-    pred = np.asarray(predictions["position_mm_pred"], dtype=np.float64)
-    true = np.asarray(predictions["position_mm"], dtype=np.float64)
-    sigma = np.asarray(predictions["sigma_mm"], dtype=np.float64)[:, coordinate]
-    rows = []
-    for cut in cuts_mm:
-        keep = sigma < cut
-        res = pred[keep, coordinate] - true[keep, coordinate]
-        rows.append(
-            {
-                "cut_mm": float(cut),
-                "efficiency": float(keep.mean()),
-                "fwhm_mm": fwhm(res),
-                "rms_mm": rms(res),
-            }
-        )
-    return rows
-
-
-def coverage(predictions: dict[str, Any], sigma_key: str = "sigma_mm") -> dict[str, float]:
-    """Fraction of events with |predicted - true| <= predicted sigma, per coordinate (68.3 % if calibrated)."""
-    cover = one_sigma_coverage(predictions["position_mm_pred"], predictions[sigma_key], predictions["position_mm"])
-    return {name: float(cover[i]) for i, name in enumerate(COORDINATES)}
-
-
 def fit_sigma_scale(residual: np.ndarray | torch.Tensor, sigma: np.ndarray | torch.Tensor) -> np.ndarray:
     """Per-coordinate factor s such that a fraction ONE_SIGMA_COVERAGE of events has |residual| <= s * sigma.
 
@@ -256,15 +222,6 @@ def fit_sigma_scale(residual: np.ndarray | torch.Tensor, sigma: np.ndarray | tor
         if ok.size:
             scale[i] = max(float(np.quantile(ok, ONE_SIGMA_COVERAGE)), 1e-6)
     return scale
-
-
-def gaussian_nll_mm(predictions: dict[str, Any], sigma_key: str = "sigma_mm") -> dict[str, float]:
-    """Mean Gaussian negative log likelihood per coordinate of the truth under (prediction, sigma), in mm units."""
-    pred, true, sigma = (torch.as_tensor(np.asarray(predictions[key], dtype=np.float64))
-                         for key in ("position_mm_pred", "position_mm", sigma_key))
-    ok = torch.isfinite(pred).all(dim=1) & torch.isfinite(sigma).all(dim=1)
-    nll = gaussian_nll(pred[ok], torch.log(sigma[ok]), true[ok]).mean(dim=0)
-    return {name: float(nll[i]) for i, name in enumerate(COORDINATES)}
 
 
 class PetaloTaggerTask(BinaryClassificationTask):
