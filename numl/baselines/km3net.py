@@ -16,6 +16,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from numl.baselines.base import Baseline, BaselineResult
+from numl.data.km3net import hit_positions_m, truth_direction
 from numl.sim.km3net import physics
 from numl.utils.errors import ConfigError, check_positive
 
@@ -180,12 +181,8 @@ class HitCountEnergyEstimator:
 
 # ----- the baselines a run executes (numl.baselines.base) -------------------------------------------------------
 def _true_direction_and_energy(events) -> tuple[np.ndarray, np.ndarray]:
-    direction = np.stack([[float(e.truth[f"dir_{a}"]) for a in "xyz"] for e in events])
-    return direction, np.array([float(e.truth["log10_energy"]) for e in events])
-
-
-def _hit_positions_m(hits: np.ndarray) -> np.ndarray:
-    return np.stack([hits["pos_x"], hits["pos_y"], hits["pos_z"]], axis=1).astype(np.float64)
+    return (np.stack([truth_direction(e.truth) for e in events]),
+            np.array([float(e.truth["log10_energy"]) for e in events]))
 
 
 class TrackFitBaseline(Baseline):
@@ -208,7 +205,7 @@ class TrackFitBaseline(Baseline):
         self.energy_estimator: HitCountEnergyEstimator | None = None
 
     def fit_events(self, events) -> dict[str, np.ndarray]:
-        fits = [fit_track(_hit_positions_m(e.hits), e.hits["t_ns"], e.hits["triggered"], self.sigma_ns)
+        fits = [fit_track(hit_positions_m(e.hits), e.hits["t_ns"], e.hits["triggered"], self.sigma_ns)
                 for e in events]
         return {"direction": np.stack([f.direction for f in fits]), "ok": np.array([f.ok for f in fits]),
                 "n_fit_hits": np.array([f.n_hits_used for f in fits]),
