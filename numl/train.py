@@ -18,6 +18,7 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
+from lightning_fabric.plugins.environments import LightningEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from numl.figures.common import save_metric_history
@@ -96,7 +97,10 @@ def _prediction_trainer(trainer: pl.Trainer) -> pl.Trainer:
     if trainer.world_size == 1:
         return trainer
     device = trainer.strategy.root_device
+    # A plain environment: under srun, Lightning would otherwise detect SLURM again and install its own
+    # requeue signal handlers, which ddp_slurm turns off (submitit requeues).
     return pl.Trainer(accelerator=device.type, devices=1 if device.index is None else [device.index],
+                      plugins=[LightningEnvironment()],
                       precision=trainer.precision, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, default_root_dir=trainer.default_root_dir)
 

@@ -69,15 +69,19 @@ def test_cnn2d_loads_state_dicts_with_the_old_unused_shortcut():
         ConvNet2d(channels=(4, 8), residual=True).load_state_dict(model.state_dict())
 
 
-def _lensing_run(run_dir: Path, *options: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    # Tiny lensing_cnn that learns in a few epochs (test/acc ~0.67 against 0.5 by chance, the likelihood
-    # ratio's 0.72), with 512 test maps so that accuracies are known to +-0.02.
-    command = [
+def lensing_command(run_dir: Path, *options: str) -> list[str]:
+    """Tiny lensing_cnn that learns in a few epochs (test/acc ~0.67 against 0.5 by chance, the likelihood
+    ratio's 0.72), with 512 test maps so that accuracies are known to +-0.02."""
+    return [
         sys.executable, "-m", "numl.train", "experiment=lensing_cnn", "debug=small", "trainer.precision=32-true",
         "trainer.max_epochs=4", "optimizer.lr=1e-2", "data.n_pix=32", "model.channels=[4,8]", "data.n_train=512",
         "data.n_val=256", "data.n_test=512", f"hydra.run.dir={run_dir}", *options,
     ]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def _lensing_run(run_dir: Path, *options: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(lensing_command(run_dir, *options), cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 @pytest.mark.slow
@@ -101,14 +105,19 @@ def test_ddp_two_cpu_processes_train_test_and_agree_with_one_process(tmp_path):
     assert (tmp_path / "ddp" / "checkpoints" / "last.ckpt").is_file()
     single = _lensing_run(tmp_path / "single", "data.batch_size=16")
     assert single.returncode == 0, single.stderr[-3000:]
+    check_ddp_agrees_with_one_process(tmp_path / "ddp", tmp_path / "single")
 
+
+def check_ddp_agrees_with_one_process(ddp_dir: Path, single_dir: Path) -> None:
+    """A DDP run of lensing_command and a one-process run: one set of results each, the same test maps
+    and baselines, and test accuracies that agree within their statistical error."""
+    dirs = {"ddp": ddp_dir, "single": single_dir}
     # One summary and one predictions file, written by rank 0 only (no .part file left behind).
-    written = sorted(str(p.relative_to(tmp_path / "ddp")) for p in (tmp_path / "ddp").rglob("test_*"))
+    written = sorted(str(p.relative_to(ddp_dir)) for p in ddp_dir.rglob("test_*"))
     assert written == ["test_metrics.json", "test_predictions.npz"]
-    assert not list((tmp_path / "ddp").rglob("*.part*"))
-    runs = {name: json.loads((tmp_path / name / "test_metrics.json").read_text())["metrics"]
-            for name in ("ddp", "single")}
-    outputs = {name: dict(np.load(tmp_path / name / "test_predictions.npz")) for name in ("ddp", "single")}
+    assert not list(ddp_dir.rglob("*.part*"))
+    runs = {name: json.loads((d / "test_metrics.json").read_text())["metrics"] for name, d in dirs.items()}
+    outputs = {name: dict(np.load(d / "test_predictions.npz")) for name, d in dirs.items()}
     for name in ("ddp", "single"):
         metrics, arrays = runs[name], outputs[name]
         for key in ("test/acc", "test/auroc", "test/loss", "baseline/likelihood_ratio/acc",

@@ -19,6 +19,8 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from tests.test_ddp import check_ddp_agrees_with_one_process, lensing_command
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -112,3 +114,50 @@ def test_preempted_trial_is_requeued_and_resumes_from_checkpoint(tmp_path):
     # Resumed, not restarted: the optimizer steps add up to one uninterrupted run of max_epochs.
     steps_per_epoch = n_train // trial.params["data.batch_size"]
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == max_epochs * steps_per_epoch
+
+
+def test_ddp_through_srun_two_tasks_agrees_with_one_process(tmp_path):
+    """trainer=ddp_slurm started by srun (2 tasks on the local node): Lightning takes ranks and world size
+    from SLURM, rank 0 alone writes the results, and they agree with a one-process run."""
+    options = ["trainer.sync_batchnorm=false", "trainer.accelerator=cpu"]
+    srun = ["srun", "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", "--mem=6G", "--time=20",
+            f"--job-name=numl-ddp-{uuid.uuid4().hex[:8]}"]
+    ddp = subprocess.run(
+        [*srun, *lensing_command(tmp_path / "ddp", "trainer=ddp_slurm", "trainer.devices=2", "data.batch_size=8",
+                                 *options)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    log = ddp.stdout + ddp.stderr
+    assert "distributed_backend=gloo" in log
+    assert "All distributed processes registered. Starting with 2 processes" in log
+    assert "[rank: 0]" in log and "[rank: 1]" in log
+    assert "SLURM auto-requeueing enabled" not in log  # submitit requeues, not Lightning
+    single = subprocess.run(lensing_command(tmp_path / "single", "data.batch_size=16", "trainer.accelerator=cpu"),
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert single.returncode == 0, single.stderr[-3000:]
+    check_ddp_agrees_with_one_process(tmp_path / "ddp", tmp_path / "single")
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    # The launcher's default, 4 CPUs per task, on this machine's 2-CPU node: it would stay PENDING for ever.
+    ("hydra.launcher.cpus_per_task=4", "hydra.launcher.cpus_per_task=4: a job needs 4 CPUs on one node "
+     "(x tasks_per_node=1); the nodes of partition 'debug' have at most 2, so it could never start"),
+    ("hydra.launcher.mem_gb=100000", "hydra.launcher.mem_gb=100000: the nodes of partition 'debug' have at most"),
+    ("hydra.launcher.gpus_per_node=1", "hydra.launcher.gpus_per_node=1: the nodes of partition 'debug' have no GPUs"),
+    ("hydra.launcher.partition=no_such_partition",
+     "hydra.launcher.partition='no_such_partition': no such SLURM partition; have debug"),
+    # What sinfo cannot say, the controller does (sbatch --test-only).
+    ("hydra.launcher.gres=no_such_gres:1",
+     "hydra.launcher: SLURM would refuse the job (sbatch --test-only: Invalid generic resource"),
+])
+def test_a_job_that_could_never_start_stops_the_sweep_in_one_line(tmp_path, override, message):
+    name = f"numl-never-{uuid.uuid4().hex[:8]}"
+    command = _sweep_command(tmp_path, "hydra.sweeper.n_trials=1", f"hydra.launcher.name={name}", override)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"numl: error: {message}"), result.stderr[-3000:]
+    # Nothing was submitted, nothing written.
+    queued = subprocess.run(["squeue", "-h", "-n", name], capture_output=True, text=True, timeout=30).stdout
+    assert queued.strip() == ""
+    assert not (tmp_path / ".submitit").exists() and not (tmp_path / "optuna.db").exists()

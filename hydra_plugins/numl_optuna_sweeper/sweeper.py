@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -92,26 +90,18 @@ class NumlOptunaSweeper(Sweeper):
             monitor = self.pruning_monitor or job_config.get("optimized_metric")
             if not monitor:
                 raise ConfigError("hydra.sweeper.pruning_monitor: unset and the experiment sets no optimized_metric")
-        self._check_slurm_partition()
+        self._check_slurm_job_fits()
         return distributions, fixed_overrides, monitor
 
-    def _check_slurm_partition(self) -> None:
-        from numl.utils.errors import ConfigError
+    def _check_slurm_job_fits(self) -> None:
+        """A SLURM job that could never start would leave the sweep waiting for ever: refuse it now."""
+        from numl.sweeps.slurm import check_slurm_job_fits
 
         launcher = self.config.hydra.launcher
-        if not str(launcher.get("_target_", "")).endswith("SlurmLauncher") or not launcher.get("partition"):
-            return
-        partition = str(launcher.partition)
-        if shutil.which("sinfo") is None:
-            raise ConfigError(f"hydra.launcher.partition={partition!r}: sinfo not found; run the sweep on a SLURM node")
-        result = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=60)
-        if result.returncode != 0:
-            reason = (result.stderr.strip().splitlines() or ["no output"])[0]
-            raise ConfigError(f"hydra.launcher.partition={partition!r}: cannot query SLURM with sinfo ({reason})")
-        partitions = sorted({p.rstrip("*") for p in result.stdout.split()})
-        if partition not in partitions:
-            have = ", ".join(partitions)
-            raise ConfigError(f"hydra.launcher.partition={partition!r}: no such SLURM partition; have {have}")
+        if str(launcher.get("_target_", "")).endswith("SlurmLauncher"):
+            # Only the resource keys: the rest (job name, folder) may interpolate what is set per job.
+            resources = {k: launcher.get(k) for k in launcher if k not in ("name", "submitit_folder", "setup")}
+            check_slurm_job_fits(OmegaConf.to_container(OmegaConf.create(resources), resolve=True))
 
     # ------------------------------------------------------------------ the study
     def _open_study(self):
