@@ -27,6 +27,7 @@ from numl.utils.errors import ConfigError, check_choice, check_keys, check_posit
 from numl.utils.runtime import (
     check_checkpoint,
     check_writable_dir,
+    hydra_errors_in_one_line,
     load_task_from_run,
     one_line_errors,
     register_resolvers,
@@ -117,6 +118,7 @@ def _print_summary(summary: dict[str, Any], output_dir: Path) -> None:
     console.print(f"attributions: {output_dir}")
 
 
+@hydra_errors_in_one_line
 @hydra.main(version_base="1.3", config_path="pkg://numl.conf", config_name="attribute")
 @one_line_errors
 def main(cfg: DictConfig) -> None:

@@ -19,6 +19,7 @@ from numl.utils.errors import ConfigError
 from numl.utils.runtime import (
     check_checkpoint,
     check_writable_dir,
+    hydra_errors_in_one_line,
     load_task_from_run,
     one_line_errors,
     register_resolvers,
@@ -58,6 +59,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+@hydra_errors_in_one_line
 @hydra.main(version_base="1.3", config_path="pkg://numl.conf", config_name="evaluate")
 @one_line_errors
 def main(cfg: DictConfig) -> None:

@@ -18,7 +18,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from numl.utils.errors import ConfigError
-from numl.utils.runtime import check_writable_dir, one_line_errors, register_resolvers
+from numl.utils.runtime import (
+    check_writable_dir,
+    hydra_errors_in_one_line,
+    one_line_errors,
+    register_resolvers,
+)
 
 log = logging.getLogger("numl.simulate")
 
@@ -41,6 +46,7 @@ def simulate(cfg: DictConfig) -> Path:
     return path
 
 
+@hydra_errors_in_one_line
 @hydra.main(version_base="1.3", config_path="pkg://numl.conf", config_name="simulate")
 @one_line_errors
 def main(cfg: DictConfig) -> None:

@@ -31,6 +31,7 @@ from numl.utils.runtime import (
     check_checkpoint_matches_task,
     check_common_config,
     check_writable_dir,
+    hydra_errors_in_one_line,
     one_line_errors,
     register_resolvers,
 )
@@ -112,10 +113,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # The whole run config, without Hydra's own node (present when composed by the tests).
     run_config = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     ckpt_path = _resume_checkpoint(cfg, output_dir)
+    # The DataModule checks its arguments first (it draws no random numbers: each split has its own seed).
+    datamodule: pl.LightningDataModule = instantiate(cfg.data, _convert_="all")
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
-
-    datamodule: pl.LightningDataModule = instantiate(cfg.data, _convert_="all")
     task = build_task(cfg)
     trainer, loggers = build_trainer(cfg)
     for lg in loggers:
@@ -165,6 +166,7 @@ def _print_summary(metrics: dict[str, float], output_dir: Path) -> None:
     console.print(f"run directory: {output_dir}")
 
 
+@hydra_errors_in_one_line
 @hydra.main(version_base="1.3", config_path="pkg://numl.conf", config_name="train")
 @one_line_errors
 def main(cfg: DictConfig) -> float | None:

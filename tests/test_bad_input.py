@@ -24,72 +24,28 @@ def _error_line(result) -> str:
     return lines[-1]
 
 
-@pytest.mark.parametrize(
-    ("overrides", "expected"),
-    [
-        (["optimizer.lr=-1"], "optimizer.lr=-1"),
-        pytest.param(["data.batch_size=0"], "data.batch_size=0", marks=pytest.mark.slow),
-        pytest.param(["data.m_nu_massive_ev=-0.1"], "data.m_nu_massive_ev=-0.1", marks=pytest.mark.slow),
-        pytest.param(["data.source_redshifts=[]"], "data.source_redshifts", marks=pytest.mark.slow),
-        pytest.param(["data.source_redshifts=[-1.0]"], "data.source_redshifts[0]=-1.0", marks=pytest.mark.slow),
-        pytest.param(["data.field=voronoi"], "data.field='voronoi'", marks=pytest.mark.slow),
-        pytest.param(["ckpt_path=/nonexistent/model.ckpt"], "/nonexistent/model.ckpt", marks=pytest.mark.slow),
-    ],
-)
-def test_bad_value_one_line(overrides, expected, tmp_path):
-    result = run_numl("train", "experiment=lensing_cnn", "debug=fast_dev_run", f"paths.log_dir={tmp_path}", *overrides)
+def test_bad_value_one_line(tmp_path):
+    result = run_numl("train", "experiment=lensing_cnn", "debug=fast_dev_run", f"paths.log_dir={tmp_path}",
+                      "optimizer.lr=-1")
     assert result.returncode == 2, result.stderr[-2000:]
     line = _error_line(result)
-    assert line.startswith("numl: error: ") and expected in line, line
+    assert line.startswith("numl: error: optimizer.lr=-1"), line
     assert len([ln for ln in result.stderr.splitlines() if ln.startswith("numl: error")]) == 1
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
-@pytest.mark.slow
-def test_not_a_checkpoint(tmp_path):
-    fake = tmp_path / "fake.ckpt"
-    fake.write_text("not a checkpoint")
-    result = run_numl("train", "experiment=lensing_cnn", "debug=fast_dev_run", f"paths.log_dir={tmp_path}",
-                      f"ckpt_path={fake}")
-    assert result.returncode == 2
-    assert f"ckpt_path={str(fake)!r}: not a checkpoint" in _error_line(result)
-
-
-@pytest.mark.slow
-def test_unknown_experiment_lists_choices(tmp_path):
-    result = run_numl("train", "experiment=does_not_exist", f"paths.log_dir={tmp_path}")
-    assert result.returncode != 0
-    assert "experiment/does_not_exist" in result.stderr
-    assert "lensing_cnn" in result.stderr  # Hydra lists the available experiments
-
-
-@pytest.mark.slow
-def test_unknown_key(tmp_path):
+def test_hydra_composition_error_one_line(tmp_path):
+    # Hydra finds a misspelt key before numl runs; numl still reports it in one line, exit 2.
     result = run_numl("train", "experiment=lensing_cnn", "data.bacth_size=3", f"paths.log_dir={tmp_path}")
-    assert result.returncode != 0
-    assert "bacth_size" in result.stderr
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        _error_line(result)] and _error_line(result).startswith("numl: error: data.bacth_size: no such key; data has:")
 
 
 def test_missing_experiment_names_the_group(tmp_path):
     result = run_numl("train", f"paths.log_dir={tmp_path}")
     assert result.returncode == 2
     assert "data: missing" in _error_line(result)
-
-
-@pytest.mark.slow
-def test_unwritable_output_dir(tmp_path):
-    blocked = tmp_path / "file_not_dir"
-    blocked.write_text("")
-    result = run_numl("train", "experiment=lensing_cnn", "debug=fast_dev_run", f"hydra.run.dir={blocked}/run")
-    assert result.returncode != 0
-    assert str(blocked) in result.stderr
-
-
-@pytest.mark.slow
-def test_evaluate_missing_checkpoint(tmp_path):
-    result = run_numl("evaluate", "ckpt_path=/nonexistent.ckpt", f"paths.log_dir={tmp_path}")
-    assert result.returncode == 2
-    assert "ckpt_path='/nonexistent.ckpt': no such checkpoint file" in _error_line(result)
 
 
 @pytest.mark.slow
@@ -142,18 +98,6 @@ def test_train_refuses_checkpoint_of_another_run(compose_train, tmp_path, other)
         train(cfg)
     assert "\n" not in str(err.value)
     assert not list(tmp_path.rglob("*.png")) and not list(tmp_path.rglob("test_metrics.json"))
-
-
-@pytest.mark.slow
-def test_train_checkpoint_of_another_model_size_one_line(compose_train, tmp_path):
-    ckpt = _save_task_checkpoint(compose_train, ["experiment=lensing_cnn", "model.channels=[4,8]"],
-                                 tmp_path / "small.ckpt")
-    result = run_numl("train", "experiment=lensing_cnn", "debug=fast_dev_run", f"paths.log_dir={tmp_path / 'logs'}",
-                      f"ckpt_path={ckpt}")
-    assert result.returncode == 2, result.stderr[-2000:]
-    line = _error_line(result)
-    assert line.startswith(f"numl: error: ckpt_path={str(ckpt)!r}: checkpoint does not match task"), line
-    assert len([ln for ln in result.stderr.splitlines() if ln.strip()]) == 1, result.stderr[-2000:]
 
 
 @pytest.mark.parametrize(("kwargs", "expected"), [

@@ -275,18 +275,6 @@ def test_sweeper_validation_names_the_key(tmp_path, case):
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("case", list(BAD_SETTINGS))
-def test_sweeper_errors_are_one_line_exit_2(tmp_path, case):
-    override, message = (x.format(tmp=tmp_path) for x in BAD_SETTINGS[case])
-    result = _sweep(tmp_path / "sweep", override)
-    assert result.returncode == 2, result.stderr[-3000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"numl: error: {message}"), result.stderr[-3000:]
-    assert not list((tmp_path / "sweep").glob("trial_*"))
-    assert not (tmp_path / "optuna.db").exists()
-
-
 @pytest.mark.parametrize(
     ("override", "message"),
     [

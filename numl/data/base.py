@@ -51,6 +51,10 @@ class SimulatedDataModule(pl.LightningDataModule):
         check_choice("data.source", source, ("simulate", "hdf5"))
         if source == "hdf5" and not hdf5_path:
             raise ConfigError("data.hdf5_path: missing; data.source=hdf5 needs the file written by numl.simulate")
+        if source == "hdf5" and not Path(hdf5_path).is_file():
+            # Here rather than in setup(): before the Trainer starts, so nothing is written first.
+            raise ConfigError(f"data.hdf5_path={str(hdf5_path)!r}: no such file; write one with "
+                              "python -m numl.simulate")
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ConfigError(f"data.seed={seed!r}: must be an integer")
         self.split_sizes = sizes

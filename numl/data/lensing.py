@@ -22,7 +22,7 @@ from rich.progress import track
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from numl.data.base import SimulatedDataModule
-from numl.sim.lensing import ConvergenceMapSimulator, Cosmology, convergence_power_spectra
+from numl.sim.lensing import ConvergenceMapSimulator, Cosmology, convergence_power_spectra, required_ell_max
 from numl.utils.errors import ConfigError, check_choice, check_positive
 from numl.utils.seeds import derived_seed
 
@@ -132,6 +132,13 @@ class LensingDataModule(SimulatedDataModule):
             raise ConfigError(f"data.field_deg={field_deg}: must be >= {self.min_field_deg(n_pix):.4g} for "
                               f"data.n_pix={n_pix}, whose pixels would need multipoles beyond ell = {MAX_ELL} from "
                               f"CAMB; use a larger field or fewer pixels")
+        if ell_max is not None:
+            check_positive("data.ell_max", ell_max, integer=True)
+            needed = required_ell_max(field_deg, n_pix)
+            if not needed <= ell_max <= MAX_ELL:
+                raise ConfigError(f"data.ell_max={ell_max}: must be in [{needed}, {MAX_ELL}]: the {n_pix}-pixel "
+                                  f"grid of a {field_deg} deg field has multipoles up to {needed}, and CAMB beyond "
+                                  f"{MAX_ELL} is impractically slow; or leave data.ell_max unset (null)")
         field_arcmin = 60.0 * field_deg
         max_smoothing = np.sqrt(-np.log(_MIN_BEAM_POWER)) * field_arcmin / (4 * np.pi)
         if smoothing_arcmin >= max_smoothing:

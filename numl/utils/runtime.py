@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,61 @@ def one_line_errors(task_function: Callable[[DictConfig], Any]) -> Callable[[Dic
     return wrapper
 
 
+def _composition_error_line(err: BaseException) -> str | None:
+    """One line for a mistake Hydra finds before the task runs (config composition, override syntax, the run
+    directory), or None if `err` is not one of those."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file:
+        group, _, name = err.missing_cfg_file.rpartition("/")
+        if err.options:
+            return f"{group}={name}: no such {group} config; available: {', '.join(err.options)}"
+        return f"{err.missing_cfg_file}: no such config"
+    if isinstance(err, OverrideParseException):
+        return f"bad override syntax: {str(err).splitlines()[0]} (https://hydra.cc/docs/advanced/override_grammar/basic)"
+    if isinstance(err, ConfigCompositionException):
+        cause = err.__cause__
+        if isinstance(cause, ConfigAttributeError | ConfigKeyError) and cause.full_key:
+            parent, _, key = cause.full_key.rpartition(".")
+            node = cause.parent_node
+            have = f"; {parent or 'the config'} has: {', '.join(map(str, node.keys()))}" if node is not None else ""
+            return f"{cause.full_key}: no such key{have} (to add one: +{cause.full_key}=...)"
+        return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    # Hydra's run_job makes the run directory before the task runs: the error is raised by pathlib called
+    # straight from hydra/core/utils.py (every task also runs under that file, deeper down).
+    callers = [f.filename for f in traceback.extract_tb(err.__traceback__)
+               if not f.filename.endswith(("pathlib.py", f"{os.sep}os.py"))]
+    if isinstance(err, OSError) and err.filename and callers and callers[-1].endswith(
+            os.path.join("hydra", "core", "utils.py")):
+        return f"hydra.run.dir={str(err.filename)!r}: cannot create the run directory ({err.strerror})"
+    return None
+
+
+def hydra_errors_in_one_line(hydra_main: Callable[[], Any]) -> Callable[[], Any]:
+    """The entry point around `@hydra.main`: mistakes that Hydra finds before numl runs (an unknown config
+    or key, bad override syntax, a run directory that cannot be made) become `numl: error: <line>`, exit 2,
+    like numl's own (one_line_errors). Hydra prints them over many lines with exit 1; it re-raises them
+    under HYDRA_FULL_ERROR=1, which numl sets for that reason. A user who sets it gets Hydra's tracebacks.
+    """
+
+    @functools.wraps(hydra_main)
+    def main() -> Any:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            return hydra_main()
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        try:
+            return hydra_main()
+        except Exception as err:
+            line = _composition_error_line(err)
+            if line is None:
+                raise
+            print(f"numl: error: {line}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+    return main
+
+
 def check_common_config(cfg: DictConfig) -> None:
     """Range checks on the keys every experiment shares; each domain checks its own in its DataModule."""
     for key in ("data", "model", "task", "optimizer", "trainer"):
@@ -98,6 +154,11 @@ def check_common_config(cfg: DictConfig) -> None:
         raise ConfigError("trainer.max_epochs=-1: trains for ever without a stopping rule; set trainer.max_epochs "
                           "to a positive integer, or add trainer.max_steps, trainer.max_time or an EarlyStopping "
                           "callback")
+    accelerator = cfg.trainer.get("accelerator")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        # Lightning says "No supported gpu backend found!" inside Trainer(...), naming no key.
+        raise ConfigError(f"trainer.accelerator={accelerator!r}: no CUDA device on this machine; use "
+                          "trainer.accelerator=cpu (or auto)")
     _check_map_size_for_cnn(cfg)
     if cfg.get("seed") is not None and not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed!r}: must be an integer")
