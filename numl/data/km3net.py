@@ -5,7 +5,8 @@ Sources of events:
 - ``source="hdf5"``: events written by ``python -m numl.simulate`` (hits stored flat with per-event offsets); a
   file whose metadata does not match the requested config is refused.
 - ``real_test_files``: the test split is read from KM3NeT offline files with km3io instead (hits, MC truth and
-  the official JMuon reconstruction stored in them); train and val stay simulated, on the same geometry.
+  the official JMuon reconstruction stored in them); train and val stay simulated, on the detx geometry or, with
+  ``detector.calibration: test_file``, on the PMT positions and directions the test files' hits carry.
 
 Batches are dicts: ``hit_features`` (B, N, 12) padded, ``hit_mask`` (B, N) True for real hits, ``direction``
 (B, 3) true unit direction, ``log10_energy``, ``energy_gev``, ``event_type``, ``n_hits``, ``event_index``; real
@@ -25,13 +26,18 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from numl.data.base import SPLITS, SimulatedDataModule
 from numl.sim.km3net import HIT_DTYPE, TRUTH_DTYPE, Detector, EventConfig, build_detector, simulate_events
-from numl.sim.km3net.detector import resolve_testdata_path
+from numl.sim.km3net.detector import RecalibrationReport, recalibrate, resolve_testdata_path
 from numl.sim.km3net.physics import V_GROUP_M_PER_NS
 from numl.utils.errors import ConfigError, check_choice, check_keys, check_positive
 
 SIMULATOR_NAME = "numl.sim.km3net"
 DETECTOR_KEYS = {"geometry", "detx_path", "n_du", "du_spacing_m", "n_doms_per_du", "dom_spacing_m",
-                 "first_dom_height_m"}
+                 "first_dom_height_m", "calibration"}
+#: where the PMT positions and directions come from: as in the detx, or as the hits of data.real_test_files carry
+#: them (the official ORCA6 file's differ from D_ORCA006's detx by 1.8 m median per PMT: another calibration)
+CALIBRATIONS = ("detx", "test_file")
+#: a PMT's hits in one file must agree to this (the offline format stores positions and directions to 1e-3)
+PMT_CONSTANT_TOL = 2e-3
 
 
 @dataclass
@@ -264,6 +270,68 @@ def read_offline_file(path: str | Path, detector: Detector | None = None,
     return events
 
 
+def offline_file_det_ids(path: str | Path) -> set[int]:
+    """The detector ids an offline file's events were taken (or simulated) with."""
+    try:
+        import awkward as ak
+        import km3io
+    except ImportError:
+        raise ConfigError("data.real_test_files needs km3io: pip install 'numl[km3net]'") from None
+    try:
+        return set(ak.to_numpy(km3io.OfflineReader(str(path)).det_id).tolist())
+    except Exception as err:
+        raise ConfigError(f"data.real_test_files: {str(path)!r} is not a readable KM3NeT offline file "
+                          f"({type(err).__name__}: {err})") from None
+
+
+def read_file_pmt_geometry(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(dom_id, channel_id, position m, direction) of every PMT with a hit in the offline files `paths`, as the
+    hits carry them. A PMT whose hits disagree (dynamic positions), within or across files, or a file with
+    uncalibrated hits is a ConfigError naming data.detector.calibration."""
+    try:
+        import awkward as ak
+        import km3io
+    except ImportError:
+        raise ConfigError("data.detector.calibration=test_file needs km3io: pip install 'numl[km3net]'") from None
+    columns = []
+    for path in paths:
+        try:
+            h = km3io.OfflineReader(str(path)).hits
+            columns.append(np.column_stack([ak.to_numpy(ak.flatten(getattr(h, name))).astype(np.float64) for name in
+                                            ("dom_id", "channel_id", "pos_x", "pos_y", "pos_z", "dir_x", "dir_y",
+                                             "dir_z")]))
+        except Exception as err:
+            raise ConfigError(f"data.real_test_files: {str(path)!r} is not a readable KM3NeT offline file "
+                              f"({type(err).__name__}: {err})") from None
+        if len(columns[-1]) and not np.any(columns[-1][:, 2:5]):
+            raise ConfigError(f"data.detector.calibration=test_file: {str(path)!r} has uncalibrated hits (no "
+                              "positions); use data.detector.calibration=detx")
+    table = np.concatenate(columns) if columns else np.zeros((0, 8))
+    if len(table) == 0:
+        raise ConfigError("data.detector.calibration=test_file: data.real_test_files have no hits")
+    key = table[:, 0].astype(np.int64) * 1000 + table[:, 1].astype(np.int64)
+    unique, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    ref = table[first]
+    spread = np.abs(table[:, 2:] - ref[inverse][:, 2:]).max(axis=1)
+    if spread.max() > PMT_CONSTANT_TOL:
+        bad = int(np.argmax(spread))
+        raise ConfigError(f"data.detector.calibration=test_file: the hits of PMT dom_id={int(table[bad, 0])} "
+                          f"channel_id={int(table[bad, 1])} in data.real_test_files are at positions or directions "
+                          f"{spread.max():.3g} apart (dynamic positions); use data.detector.calibration=detx")
+    return (ref[:, 0].astype(np.int64), ref[:, 1].astype(np.int64), ref[:, 2:5].copy(), ref[:, 5:8].copy())
+
+
+def calibrate_to_files(detector: Detector, paths: list[Path]) -> tuple[Detector, RecalibrationReport]:
+    """`detector` with the PMT positions and directions the hits of the offline files `paths` carry (PMTs
+    without hits placed with their DOM or DU: numl.sim.km3net.detector.recalibrate)."""
+    dom, channel, pos, dirs = read_file_pmt_geometry(paths)
+    try:
+        return recalibrate(detector, dom, channel, pos, dirs,
+                           name=f"{detector.name} calibrated to {', '.join(p.name for p in paths)}")
+    except ConfigError as err:
+        raise ConfigError(f"data.detector.calibration=test_file: a hit of data.real_test_files is on a {err}") from None
+
+
 # ----- DataModule -----------------------------------------------------------------------------------------------
 class KM3NeTDataModule(SimulatedDataModule):
     """KM3NeT events; keys beyond the SimulatedDataModule's: `detector` (geometry or a .detx file), `events`
@@ -285,16 +353,36 @@ class KM3NeTDataModule(SimulatedDataModule):
         self.detector_config = dict(detector or {})
         self.event_config = EventConfig.from_dict(dict(events or {}))
         check_keys("data.detector", self.detector_config, DETECTOR_KEYS)
-        self.detector = build_detector(**self.detector_config)
+        build_config = dict(self.detector_config)
+        calibration = build_config.pop("calibration", "detx")
+        check_choice("data.detector.calibration", calibration, CALIBRATIONS)
+        self.detector = build_detector(**build_config)
         self.hit_selection, self.max_hits, self.position_scale_m = hit_selection, max_hits, position_scale_m
         self.real_test_files = [resolve_testdata_path(f, "offline", "data.real_test_files")
                                 for f in (real_test_files or [])]
+        if self.real_test_files and self.detector.det_id > 0:
+            for path in self.real_test_files:
+                ids = offline_file_det_ids(path)
+                if ids != {self.detector.det_id}:
+                    raise ConfigError(f"data.detector.detx_path={self.detector_config.get('detx_path')!r}: detector "
+                                      f"det_id {self.detector.det_id}, but data.real_test_files {path.name!r} was "
+                                      f"taken with det_id {sorted(ids)}")
+        #: how the PMTs were placed when calibration=test_file (None otherwise)
+        self.calibration_report: RecalibrationReport | None = None
+        if calibration == "test_file":
+            if build_config.get("geometry", "generated") != "detx" or not self.real_test_files:
+                raise ConfigError("data.detector.calibration=test_file: needs data.detector.geometry=detx and "
+                                  "data.real_test_files")
+            self.detector, self.calibration_report = calibrate_to_files(self.detector, self.real_test_files)
         self.bucket_by_hit_count = bool(bucket_by_hit_count)
 
     # ----- events -----------------------------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
-        return {"detector": self.detector_config, "events": self.event_config.as_dict(), "seed": self.seed,
+        meta = {"detector": self.detector_config, "events": self.event_config.as_dict(), "seed": self.seed,
                 **{f"n_{s}": n for s, n in self.split_sizes.items()}}
+        if self.calibration_report is not None:  # the geometry the training events were simulated on
+            meta["calibration_files"] = [p.name for p in self.real_test_files]
+        return meta
 
     def simulated_splits(self) -> tuple[str, ...]:
         return ("train", "val") if self.real_test_files else SPLITS

@@ -169,3 +169,96 @@ def build_detector(geometry: str = "generated", detx_path: str | None = None, n_
             raise ConfigError("data.detector.detx_path: required when data.detector.geometry=detx")
         return read_detx(resolve_testdata_path(detx_path, "detx", "data.detector.detx_path"))
     raise ConfigError(f"data.detector.geometry={geometry!r}: must be one of generated, detx")
+
+
+@dataclass(frozen=True)
+class RecalibrationReport:
+    """How `recalibrate` placed each PMT (counts) and how well the per-DOM rigid model fits the given PMTs."""
+
+    n_pmts: int
+    n_given: int  # PMTs whose position and direction were given (e.g. carried by a file's hits)
+    n_rigid: int  # other PMTs of DOMs with given PMTs: moved and turned with their DOM
+    n_du_shifted: int  # PMTs of DOMs with no given PMT: shifted along their DU's offset-vs-height line
+    n_unchanged: int  # PMTs of DUs with no given PMT: as in the original geometry
+    rigid_max_pos_residual_m: float  # the rigid DOM model on the given PMTs (what the moved PMTs are good to)
+    rigid_max_dir_residual_deg: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        return dict(self.__dict__)
+
+
+def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Rotation R minimising sum |R a_i - b_i|^2 (Kabsch) for unit vectors a, b of shape (n, 3); the identity if
+    the a_i do not span a plane."""
+    if len(a) < 2 or np.linalg.matrix_rank(a, tol=1e-3) < 2:
+        return np.eye(3)
+    u, _, vt = np.linalg.svd(a.T @ b)
+    d = np.sign(np.linalg.det(vt.T @ u.T))
+    return vt.T @ np.diag([1.0, 1.0, d]) @ u.T
+
+
+def recalibrate(detector: Detector, dom_id: np.ndarray, channel_id: np.ndarray, pos_m: np.ndarray,
+                dirs: np.ndarray, name: str) -> tuple[Detector, RecalibrationReport]:
+    """The detector with the given PMTs at the given positions and directions (those a file's hits carry), and
+    the others placed consistently, so that simulation on it matches the file:
+
+    - a PMT of a DOM with given PMTs moves with its DOM, a rotation about the DOM centre fitted to the given PMTs'
+      directions (Kabsch) and the mean translation of the given PMTs;
+    - a DOM without given PMTs is shifted by a straight-line fit, along its DU, of the other DOMs' translations
+      against height (a DU's DOMs shift by an offset growing with height: the string's stretch);
+    - a DU without given PMTs is left as it is.
+    A given PMT the detector does not have is a ConfigError (the caller's key names the source)."""
+    lookup = detector.pmt_lookup()
+    rows = np.array([lookup.get((int(d), int(c)), -1) for d, c in zip(dom_id, channel_id, strict=True)], dtype=int)
+    if np.any(rows < 0):
+        bad = int(np.flatnonzero(rows < 0)[0])
+        raise ConfigError(f"PMT dom_id={int(dom_id[bad])} channel_id={int(channel_id[bad])} is not in detector "
+                          f"{detector.name}")
+    dirs = dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
+    new_pos, new_dir = detector.pmt_pos_m.copy(), detector.pmt_dir.copy()
+    given = np.zeros(detector.n_pmts, dtype=bool)
+    given[rows] = True
+    doms = np.unique(detector.dom_id)
+    shift = {}  # DOM id -> translation of its centre, for DOMs with given PMTs
+    n_rigid = 0
+    pos_residual, dir_residual = [0.0], [0.0]
+    for dom in np.unique(detector.dom_id[rows]):
+        in_dom = np.flatnonzero(detector.dom_id == dom)
+        sel = np.flatnonzero(detector.dom_id[rows] == dom)  # this DOM's given PMTs
+        k = np.searchsorted(in_dom, rows[sel])  # and their places among the DOM's PMTs
+        centre = detector.pmt_pos_m[in_dom].mean(axis=0)
+        rot = _rotation_between(detector.pmt_dir[rows[sel]], dirs[sel])
+        moved = (detector.pmt_pos_m[in_dom] - centre) @ rot.T + centre
+        t = (pos_m[sel] - moved[k]).mean(axis=0)
+        shift[int(dom)] = t
+        model_pos, model_dir = moved + t, detector.pmt_dir[in_dom] @ rot.T
+        pos_residual.append(float(np.linalg.norm(model_pos[k] - pos_m[sel], axis=1).max()))
+        dir_residual.append(float(np.degrees(np.arccos(np.clip((model_dir[k] * dirs[sel]).sum(1), -1, 1))).max()))
+        others = ~given[in_dom]
+        new_pos[in_dom[others]], new_dir[in_dom[others]] = model_pos[others], model_dir[others]
+        n_rigid += int(others.sum())
+    new_pos[rows], new_dir[rows] = pos_m, dirs
+    n_du_shifted = n_unchanged = 0
+    dom_z = {int(d): float(detector.pmt_pos_m[detector.dom_id == d, 2].mean()) for d in doms}
+    dom_du = dict(zip(detector.dom_id.tolist(), detector.du_id.tolist(), strict=False))
+    for dom in doms:
+        if int(dom) in shift:
+            continue
+        in_dom = detector.dom_id == dom
+        known = [d for d in shift if dom_du[d] == dom_du[int(dom)]]
+        if not known:
+            n_unchanged += int(in_dom.sum())
+            continue
+        z = np.array([dom_z[d] for d in known])
+        t = np.array([shift[d] for d in known])
+        if len(known) >= 2 and np.ptp(z) > 0:
+            coef = np.polyfit(z, t, 1)  # (2, 3): slope and intercept per axis
+            t_dom = coef[0] * dom_z[int(dom)] + coef[1]
+        else:
+            t_dom = t.mean(axis=0)
+        new_pos[in_dom] += t_dom
+        n_du_shifted += int(in_dom.sum())
+    report = RecalibrationReport(detector.n_pmts, len(rows), n_rigid, n_du_shifted, n_unchanged,
+                                 max(pos_residual), max(dir_residual))
+    return Detector(new_pos, new_dir, detector.dom_id, detector.du_id, detector.channel_id, detector.det_id,
+                    name), report
