@@ -9,7 +9,7 @@ EXPERIMENT ?= lensing_cnn
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-full lint docker docker-lint clean
+.PHONY: help install train test test-full lint docker docker-lint gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ docker: ## build the CUDA image
 
 docker-lint: install ## hadolint on the Dockerfile
 	$(VENV)/bin/hadolint Dockerfile
+
+gpu-check: ## every GPU figure in one run of < 9 min on a CUDA machine (experiments/gpu/README.md; ARGS='--device cpu' dry run)
+	bash experiments/gpu/run_all.sh $(ARGS)
 
 clean: ## remove the virtual environment and caches (keeps logs/ and data/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache

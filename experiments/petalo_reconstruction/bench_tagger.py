@@ -1,7 +1,13 @@
-"""Throughput of a trained PETALO discard tagger on this machine's CPU: the module `python -m numl.export` writes
-(TorchScript, scripted and frozen) against the same network run eagerly in PyTorch, at several batch sizes.
+"""Throughput of a trained PETALO discard tagger on this machine's CPU (or a CUDA device): the module
+`python -m numl.export` writes (TorchScript, scripted and frozen) against the same network run eagerly in PyTorch,
+at several batch sizes.
 
     python experiments/petalo_reconstruction/bench_tagger.py <run dir of experiment=petalo_reconstruction/tagger_*>
+    python experiments/petalo_reconstruction/bench_tagger.py <run dir> --device cuda --batch-sizes 1024 8192 65536
+
+On CUDA the exported module is loaded onto the device (map_location) and fed batches that are already there
+(the events/s of the network, not of a host-device copy); each row also gives the largest difference between
+its outputs on the device and on the CPU.
 
 Exports the run's best checkpoint to <run dir>/exported_model.pt, simulates test patterns with the run's data
 config, times both modules (interleaved per batch size, so they share the machine's load), prints a Markdown
@@ -53,51 +59,75 @@ def test_patterns(cfg, n_events: int) -> torch.Tensor:
     return datamodule.dataset("test").pattern.contiguous()
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def events_per_second(module, batch: torch.Tensor, seconds: float) -> float:
     with torch.inference_mode():
         for _ in range(3):  # warm-up: TorchScript's profiling executor optimises on the first calls
             module(batch)
+        _sync(batch.device)
         calls, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
             module(batch)
             calls += 1
+        _sync(batch.device)  # CUDA runs the calls asynchronously: count them once they are done
         return calls * len(batch) / (time.perf_counter() - start)
 
 
-def main() -> None:
+def max_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest |a - b| over the finite outputs; a non-finite output (a flagged event) must be so in both."""
+    a, b = a.float().cpu(), b.float().cpu()
+    if not torch.equal(torch.isfinite(a), torch.isfinite(b)):
+        return float("inf")
+    return float((a - b).abs().nan_to_num(0.0).max()) if a.numel() else 0.0
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a numl.train run of a tagger experiment")
     parser.add_argument("--out", type=Path, default=None, help="result file (default <run dir>/tagger_throughput.json)")
     parser.add_argument("--seconds", type=float, default=1.0, help="timing per batch size and module")
     parser.add_argument("--n-events", type=int, default=4096, help="simulated test patterns, repeated to fill a batch")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, i.e. OMP)")
-    args = parser.parse_args()
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     register_resolvers()
     cfg = OmegaConf.load(args.run_dir / ".hydra" / "config.yaml")
 
+    device = torch.device(args.device)
     exported_path = export_run(args.run_dir)
-    exported = torch.jit.load(str(exported_path), map_location="cpu")
+    exported = torch.jit.load(str(exported_path), map_location=device)
+    exported_cpu = torch.jit.load(str(exported_path), map_location="cpu") if device.type != "cpu" else exported
     checkpoint = sorted((args.run_dir / "checkpoints").glob("best-*.ckpt"))[-1]  # the one numl.export exports
-    eager = load_task_from_run(cfg, checkpoint).model.eval()
+    eager = load_task_from_run(cfg, checkpoint).model.eval().to(device)
     patterns = test_patterns(cfg, args.n_events)
 
     load_before = os.getloadavg()
     rows = []
-    for batch_size in BATCH_SIZES:
+    for batch_size in args.batch_sizes:
         batch = patterns.repeat(-(-batch_size // len(patterns)), 1, 1, 1)[:batch_size].contiguous()
+        host_batch, batch = batch, batch.to(device)
         with torch.inference_mode():
-            max_difference = float((exported(batch) - eager(batch)).abs().nan_to_num(0.0).max())
-        rows.append({"batch_size": batch_size,
-                     "exported_events_per_s": events_per_second(exported, batch, args.seconds),
-                     "eager_events_per_s": events_per_second(eager, batch, args.seconds),
-                     "max_abs_logit_difference": max_difference})
-        rows[-1]["exported_over_eager"] = rows[-1]["exported_events_per_s"] / rows[-1]["eager_events_per_s"]
+            exported_out = exported(batch)
+            row = {"batch_size": batch_size, "max_abs_logit_difference": max_difference(exported_out, eager(batch))}
+            if device.type != "cpu":
+                row["max_abs_logit_difference_device_vs_cpu"] = max_difference(exported_out, exported_cpu(host_batch))
+        row["exported_events_per_s"] = events_per_second(exported, batch, args.seconds)
+        row["eager_events_per_s"] = events_per_second(eager, batch, args.seconds)
+        row["exported_over_eager"] = row["exported_events_per_s"] / row["eager_events_per_s"]
+        rows.append(row)
     projections = bool(cfg.model.get("projections", False))
     result = {
         "run_dir": str(args.run_dir), "experiment": cfg.task_name, "projections": projections,
-        "exported": str(exported_path), "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
+        "exported": str(exported_path),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
         "load_average_before": load_before, "load_average_after": os.getloadavg(), "rows": rows,
     }
     out = args.out or args.run_dir / "tagger_throughput.json"
@@ -108,9 +138,11 @@ def main() -> None:
     print("| batch size | exported, before (2 runs) | exported, now | eager, now | exported / eager |")
     print("| --- | --- | --- | --- | --- |")
     for row in rows:
-        before = " / ".join(f"{v:,}" for v in BEFORE[projections][row["batch_size"]])
+        known = BEFORE[projections].get(row["batch_size"]) if device.type == "cpu" else None
+        before = " / ".join(f"{v:,}" for v in known) if known else "-"
         print(f"| {row['batch_size']:,} | {before} | {row['exported_events_per_s']:,.0f} | "
               f"{row['eager_events_per_s']:,.0f} | {row['exported_over_eager']:.2f} |")
+    return result
 
 
 if __name__ == "__main__":
