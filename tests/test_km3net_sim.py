@@ -74,7 +74,7 @@ def test_noise_free_track_hit_times_follow_the_cherenkov_formula(small_detector)
     residuals = []
     for e in events:
         pos = np.stack([e.hits["pos_x"], e.hits["pos_y"], e.hits["pos_z"]], 1).astype(float)
-        direction = np.array([e.truth["dir_x"], e.truth["dir_y"], e.truth["dir_z"]])
+        direction = np.array([e.truth["muon_dir_x"], e.truth["muon_dir_y"], e.truth["muon_dir_z"]])  # the track
         vertex = np.array([e.truth["vertex_x"], e.truth["vertex_y"], e.truth["vertex_z"]])
         residuals.append(e.hits["t_ns"] - physics.cherenkov_arrival_time_ns(pos, vertex, direction, 0.0))
     residuals = np.concatenate(residuals)

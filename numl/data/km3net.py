@@ -186,8 +186,10 @@ def read_offline_file(path: str | Path, detector: Detector | None = None,
 
     Hits with calibrated positions are used as stored; uncalibrated hits (all positions 0) are calibrated
     with `detector` by (dom_id, channel_id) and a hit on a PMT the detector does not have is a ConfigError.
-    Truth: the primary neutrino (first MC track); event_type 0 if a muon is among the MC tracks. The official
-    reconstruction is km3io's best JMuon track."""
+    Truth: the primary neutrino (first MC track); event_type 0 if a muon is among the MC tracks; the muon at the
+    vertex (the first muon whose mother is the neutrino: its energy and direction), the shower energy E_nu - E_mu,
+    and Bjorken x and y where the file has gSeaGen's w2list. The official reconstruction is km3io's best JMuon
+    track."""
     try:
         import awkward as ak
         import km3io
@@ -249,6 +251,7 @@ def read_offline_file(path: str | Path, detector: Detector | None = None,
 
     nu = {name: column(getattr(mc, name)) for name in ("dir_x", "dir_y", "dir_z", "E", "pos_x", "pos_y", "pos_z")}
     has_muon = ak.to_numpy(ak.any(np.abs(mc.pdgid) == 13, axis=1)) if len(mc.pdgid) else np.zeros(n_events, bool)
+    muon, bjorken = read_vertex_muon(reader, n_events)
     official_dir = np.stack([ak.to_numpy(ak.fill_none(ak.Array(getattr(best, f"dir_{a}")), np.nan)) for a in "xyz"],
                             axis=1)
     official_e = ak.to_numpy(ak.fill_none(ak.Array(best.E), np.nan))
@@ -262,12 +265,78 @@ def read_offline_file(path: str | Path, detector: Detector | None = None,
         truth["vertex_x"], truth["vertex_y"], truth["vertex_z"] = nu["pos_x"][i], nu["pos_y"][i], nu["pos_z"][i]
         truth["vertex_time_ns"] = np.nan
         truth["event_type"] = 0 if has_muon[i] else 1
-        for key in ("muon_energy_gev", "shower_energy_gev", "muon_range_m"):
+        for key in ("muon_energy_gev", "shower_energy_gev", "muon_range_m", "bjorken_x", "bjorken_y"):
             truth[key] = np.nan
+        truth["muon_energy_gev"] = muon["E"][i]
+        truth["shower_energy_gev"] = nu["E"][i] - muon["E"][i]
+        truth["muon_dir_x"], truth["muon_dir_y"], truth["muon_dir_z"] = (np.nan_to_num(muon[f"dir_{a}"][i])
+                                                                         for a in "xyz")
+        truth["bjorken_x"], truth["bjorken_y"] = bjorken[i]
         truth["n_signal_hits"] = -1
         event_hits = np.sort(hits[offsets[i]:offsets[i + 1]], order="t_ns")
         events.append(EventRecord(event_hits, truth, official_dir[i], float(official_e[i])))
     return events
+
+
+def read_vertex_muon(reader, n_events: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The muon leaving the vertex in each event of a km3io reader: energy and direction of the first MC track with
+    |pdgid| 13 whose mother is the primary (the neutrino; NaN if none; a muon propagated to the can appears again,
+    later, with less energy), and (Bjorken x, y) from gSeaGen's w2list, (NaN, NaN) if the file has none."""
+    import awkward as ak
+
+    mc = reader.mc_tracks
+    out = {name: np.full(n_events, np.nan) for name in ("E", "dir_x", "dir_y", "dir_z")}
+    bjorken = np.full((n_events, 2), np.nan)
+    if n_events == 0 or not len(mc.pdgid):
+        return out, bjorken
+    is_muon = np.abs(mc.pdgid) == 13
+    if "mother_id" in mc.fields:  # older files have no mother ids: their first muon
+        is_muon = is_muon & (mc.mother_id == ak.firsts(mc.id))
+    for name in out:
+        out[name] = ak.to_numpy(ak.fill_none(ak.firsts(getattr(mc, name)[is_muon]), np.nan)).astype(np.float64)
+    try:
+        from km3io.definitions import w2list_gseagen
+
+        w2 = reader.w2list
+        if all(n > w2list_gseagen["W2LIST_GSEAGEN_BY"] for n in ak.to_numpy(ak.num(w2))):
+            bjorken[:, 0] = ak.to_numpy(w2[:, w2list_gseagen["W2LIST_GSEAGEN_BX"]])
+            bjorken[:, 1] = ak.to_numpy(w2[:, w2list_gseagen["W2LIST_GSEAGEN_BY"]])
+    except Exception:  # no w2list, or not gSeaGen's: Bjorken x and y stay unknown
+        pass
+    return out, bjorken
+
+
+def read_file_kinematics(path: str | Path) -> dict[str, np.ndarray]:
+    """MC truth of the nu_mu CC interactions of an offline file, per event: neutrino energy (GeV), the angle between
+    the neutrino and the muon leaving the vertex (deg), E_mu / E_nu, Bjorken x and y and whether the vertex is
+    inside the can (gSeaGen's w2list; NaN where the file has none). Events without a muon are left out."""
+    try:
+        import awkward as ak
+        import km3io
+    except ImportError:
+        raise ConfigError("reading an offline file needs km3io: pip install 'numl[km3net]'") from None
+    try:
+        reader = km3io.OfflineReader(str(path))
+        n_events = len(reader)
+        mc = reader.mc_tracks
+        nu = {name: ak.to_numpy(ak.fill_none(ak.firsts(getattr(mc, name)), np.nan)).astype(np.float64)
+              for name in ("E", "dir_x", "dir_y", "dir_z")}
+        muon, bjorken = read_vertex_muon(reader, n_events)
+        in_can = np.full(n_events, np.nan)
+        try:
+            from km3io.definitions import w2list_gseagen
+
+            in_can = ak.to_numpy(reader.w2list[:, w2list_gseagen["W2LIST_GSEAGEN_VERINCAN"]]).astype(np.float64)
+        except Exception:
+            pass
+    except Exception as err:
+        raise ConfigError(f"{str(path)!r} is not a readable KM3NeT offline file with MC truth "
+                          f"({type(err).__name__}: {err})") from None
+    cos = sum(nu[f"dir_{a}"] * muon[f"dir_{a}"] for a in "xyz")
+    keep = np.isfinite(muon["E"])
+    return {"energy_gev": nu["E"][keep], "angle_deg": np.degrees(np.arccos(np.clip(cos[keep], -1.0, 1.0))),
+            "muon_fraction": muon["E"][keep] / nu["E"][keep], "bjorken_x": bjorken[keep, 0],
+            "bjorken_y": bjorken[keep, 1], "vertex_in_can": in_can[keep]}
 
 
 def offline_file_det_ids(path: str | Path) -> set[int]:

@@ -5,6 +5,11 @@ direct light (cylindrical spread around a track, spherical around a shower), att
 weighted by the PMT angular acceptance; counts are Poisson, and each photo-electron's time is the Cherenkov
 arrival time plus a scattering delay (for photons that scattered) plus the PMT transit-time spread. Photons
 on one PMT closer than the merge window pile up into one hit whose time-over-threshold grows with the charge.
+
+nu_mu CC kinematics (``kinematics: dis``, numl.sim.km3net.kinematics): Bjorken x and y from the leading-order DIS
+cross section; the muon leaves at its exact angle to the neutrino with (1 - y) E, the hadronic shower at the vertex
+gets y E along the momentum the muon leaves behind. ``kinematics: collinear`` is the former model: y uniform on
+[0, 1] and muon and shower along the neutrino.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from numl.sim.km3net import kinematics as dis
 from numl.sim.km3net import physics
 from numl.sim.km3net.detector import Detector
-from numl.utils.errors import ConfigError, check_keys, check_positive, check_range
+from numl.utils.errors import ConfigError, check_choice, check_keys, check_positive, check_range
 
 HIT_DTYPE = np.dtype([
     ("pos_x", "f4"), ("pos_y", "f4"), ("pos_z", "f4"),  # PMT position (m)
@@ -28,15 +34,22 @@ HIT_DTYPE = np.dtype([
 ])
 
 TRUTH_DTYPE = np.dtype([
-    ("dir_x", "f8"), ("dir_y", "f8"), ("dir_z", "f8"),  # neutrino (= muon, collinear approximation) direction
+    ("dir_x", "f8"), ("dir_y", "f8"), ("dir_z", "f8"),  # neutrino direction (the network's target)
     ("energy_gev", "f8"), ("log10_energy", "f8"),
     ("vertex_x", "f8"), ("vertex_y", "f8"), ("vertex_z", "f8"), ("vertex_time_ns", "f8"),
     ("event_type", "i4"),  # 0: nu_mu CC (track + hadronic shower), 1: shower only
     ("muon_energy_gev", "f8"), ("shower_energy_gev", "f8"), ("muon_range_m", "f8"),
     ("n_signal_hits", "i4"),
+    ("muon_dir_x", "f8"), ("muon_dir_y", "f8"), ("muon_dir_z", "f8"),  # at the vertex (zeros without a muon)
+    ("bjorken_x", "f8"), ("bjorken_y", "f8"),  # NaN where unknown (collinear: x; a real file without them)
 ])
 
 EVENT_TYPES = {"numu_cc": 0, "shower": 1}
+#: nu_mu CC kinematics: deep-inelastic (x, y from the cross section, the muon's angle to the neutrino) or the
+#: former collinear model (y uniform, muon and shower along the neutrino)
+KINEMATICS = ("dis", "collinear")
+#: the DIS tables need the inelastic threshold well below the lowest energy
+DIS_ENERGY_MIN_GEV = 1.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,7 @@ class EventConfig:
     """Physics and detector-response settings; every field is a `data.events.<name>` config key."""
 
     numu_cc_fraction: float = 1.0  # the rest are shower-only events (nu_e CC-like)
+    kinematics: str = "dis"  # dis | collinear (KINEMATICS)
     energy_min_gev: float = 3.0
     energy_max_gev: float = 300.0
     spectral_index: float = 1.0  # dN/dE ~ E^-index; 1 is flat in log10 E
@@ -80,11 +94,15 @@ class EventConfig:
 
     def validate(self) -> None:
         check_range("data.events.numu_cc_fraction", self.numu_cc_fraction, 0.0, 1.0)
+        check_choice("data.events.kinematics", self.kinematics, KINEMATICS)
         check_positive("data.events.energy_min_gev", self.energy_min_gev)
         check_positive("data.events.energy_max_gev", self.energy_max_gev)
         if self.energy_max_gev < self.energy_min_gev:
             raise ConfigError(f"data.events.energy_max_gev={self.energy_max_gev}: must be >= energy_min_gev="
                               f"{self.energy_min_gev}")
+        if self.kinematics == "dis" and self.energy_min_gev < DIS_ENERGY_MIN_GEV:
+            raise ConfigError(f"data.events.energy_min_gev={self.energy_min_gev}: data.events.kinematics=dis needs "
+                              f">= {DIS_ENERGY_MIN_GEV} GeV")
         check_range("data.events.dir_z_min", self.dir_z_min, -1.0, 1.0)
         check_range("data.events.dir_z_max", self.dir_z_max, self.dir_z_min, 1.0)
         check_positive("data.events.can_margin_m", self.can_margin_m, allow_zero=True)
@@ -227,16 +245,23 @@ def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Gener
     energy_gev = sample_energy_gev(rng, config)
     direction = sample_direction(rng, config)
     vertex_m = sample_vertex_m(rng, detector, config)
-    # Bjorken y flat on [0, 1] (neutrino-quark scattering; the antiquark (1-y)^2 term is neglected).
-    y = rng.random() if is_track else 1.0
+    muon_dir, shower_dir, bjorken_x = direction, direction, np.nan
+    if not is_track:
+        y = 1.0
+    elif config.kinematics == "dis":
+        interaction = dis.sample_interaction(rng, energy_gev, direction)
+        y, bjorken_x = interaction.y, interaction.x
+        muon_dir, shower_dir = interaction.muon_direction, interaction.hadron_direction
+    else:  # collinear: Bjorken y flat on [0, 1], muon and shower along the neutrino
+        y = rng.random()
     muon_energy, shower_energy = (1.0 - y) * energy_gev, y * energy_gev
     light_fraction = config.hadronic_light_fraction if is_track else 1.0
 
-    npe, time_ns, path_m = expected_shower_light(detector, config, vertex_m, direction, shower_energy,
+    npe, time_ns, path_m = expected_shower_light(detector, config, vertex_m, shower_dir, shower_energy,
                                                  light_fraction)
     sources = [(npe, time_ns, path_m)]
     if is_track:
-        sources.append(expected_track_light(detector, config, vertex_m, direction, muon_energy))
+        sources.append(expected_track_light(detector, config, vertex_m, muon_dir, muon_energy))
     pmt_list, t_list = [], []
     for npe, time_ns, path_m in sources:
         counts = rng.poisson(npe)
@@ -293,6 +318,9 @@ def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Gener
     truth["shower_energy_gev"] = shower_energy
     truth["muon_range_m"] = float(physics.muon_range_m(muon_energy)) if is_track else 0.0
     truth["n_signal_hits"] = int((hits["is_signal"] == 1).sum())
+    if is_track:
+        truth["muon_dir_x"], truth["muon_dir_y"], truth["muon_dir_z"] = muon_dir
+    truth["bjorken_x"], truth["bjorken_y"] = bjorken_x, y if is_track else np.nan
     return Event(hits, truth)
 
 
