@@ -20,7 +20,7 @@ from numl.sim.km3net.detector import resolve_testdata_path
 
 ORCA6_FILE = "mcv6.0.gsg_muon_highE-CC_50-500GeV.km3sim.jterbr00008357.jorcarec.aanet.905.root"
 #: nu_mu CC <y> and sigma_CC / E (1e-38 cm^2 / GeV) of Gandhi, Quigg, Reno, Sarcevic, Phys. Rev. D 58 (1998)
-#: 093009, Tables I and III (CTEQ4-DIS, isoscalar nucleon)
+#: 093009 (their tables of cross sections and mean inelasticity; CTEQ4-DIS, isoscalar nucleon)
 GANDHI_MEAN_Y = {10.0: 0.483, 100.0: 0.477, 1000.0: 0.472, 10000.0: 0.426}
 GANDHI_SIGMA_OVER_E = {10.0: 0.777, 100.0: 0.697, 1000.0: 0.625, 10000.0: 0.454}
 #: PDG world average of sigma_CC(nu_mu N) / E, 30-200 GeV (Review of Particle Physics, neutrino cross sections)
