@@ -51,6 +51,8 @@ def main() -> None:
         t = hits["t_ns"] - t_ref
         truth = test[i].truth
         true_dir = truth_direction(truth)
+        if "muon_dir_x" in truth.dtype.names:  # the track is the muon (DIS kinematics: off the neutrino)
+            true_dir = np.array([float(truth[f"muon_dir_{a}"]) for a in "xyz"])
         vertex = np.array([float(truth[f"vertex_{a}"]) for a in "xyz"])
         t_vertex = float(truth["vertex_time_ns"]) - t_ref
         # both refits on the triggered hits from the same start point, so their costs compare like for like
