@@ -102,6 +102,8 @@ def test_same_seed_same_events_other_seed_other_events():
     ({"fiducial_margin_mm": 300.0}, "fiducial_margin_mm"),
     ({"energy_roi_kev": [2500.0, 2400.0]}, "energy_roi_kev"),
     ({"pressure": 15.0}, "pressure"),
+    ({"transport": "geant4"}, "transport"),
+    ({"scattering_scale_x0": 0.0}, "scattering_scale_x0"),
 ])
 def test_bad_simulator_config_names_the_key(values, key):
     with pytest.raises(ConfigError, match=f"data.sim.{key}"):
