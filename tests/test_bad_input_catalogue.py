@@ -60,6 +60,13 @@ CATALOGUE = {
                                       "ckpt_path='{tmp}/none.ckpt': no such checkpoint file"),
     "simulate into a file's subdirectory": (("simulate", "experiment=lensing_cnn", "output={files}/a_file/maps.h5"),
                                             "output="),
+    "KM3NeT test file without MC truth": (("train", "experiment=km3net_transformer", "debug=fast_dev_run",
+                                           "data.real_test_files=[km3net_offline.root]"),
+                                          "data.real_test_files: 'km3net_offline.root' has no MC truth"),
+    "KM3NeT test file beyond the simulated energies": (
+        ("train", "experiment=km3net_transformer", "debug=fast_dev_run", "data.real_test_files=[mcv6.0.gsg_muon_highE-"
+         "CC_50-500GeV.km3sim.jterbr00008357.jorcarec.aanet.905.root]"),
+        "data.events.energy_min_gev=3, data.events.energy_max_gev=300: 16.4 % of the neutrinos"),
     # The sweeper's checks, before any trial.
     "no trials": ((*SWEEP, "hydra.sweeper.n_trials=0"), "hydra.sweeper.n_trials=0: must be an integer > 0"),
     "unknown direction": ((*SWEEP, "hydra.sweeper.direction=up"),

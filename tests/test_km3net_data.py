@@ -216,3 +216,21 @@ def test_unknown_file_name_is_refused_naming_the_key():
         KM3NeTDataModule(**SMALL, real_test_files=["nope.root"])
     with pytest.raises(ConfigError, match=r"data.detector.detx_path='nope.detx'"):
         KM3NeTDataModule(detector={"geometry": "detx", "detx_path": "nope.detx"})
+
+
+@needs_km3io
+def test_test_file_needs_mc_truth_and_the_simulated_energies():
+    # km3net_offline.root (with its own detx, so the geometry checks pass) holds data-like events: no MC tracks.
+    with pytest.raises(ConfigError, match=r"^data\.real_test_files: 'km3net_offline\.root' has no MC truth"):
+        KM3NeTDataModule(detector={"geometry": "detx", "detx_path": "km3net_offline.detx"},
+                         real_test_files=["km3net_offline.root"])
+    # The ORCA6 file's neutrinos are 50-500 GeV: 16 % lie above numl's default 3-300 GeV simulation.
+    with pytest.raises(ConfigError, match=r"^data\.events\.energy_min_gev=3, data\.events\.energy_max_gev=300: "
+                                          r"16\.4 % of the neutrinos of data\.real_test_files 'mcv6\.0"):
+        KM3NeTDataModule(real_test_files=[REAL_FILE])
+    KM3NeTDataModule(real_test_files=[REAL_FILE], events={"energy_min_gev": 50.0, "energy_max_gev": 500.0})
+    # The 50-5000 GeV file against a 50-500 GeV simulation: 10.4 % of its events lie beyond, just over the bound.
+    with pytest.raises(ConfigError, match=r"lie outside the simulated energies"):
+        KM3NeTDataModule(real_test_files=["mcv5.11r2.gsg_muonCChigherE-CC_50-5000GeV.km3_AAv1.jterbr00004695."
+                                          "jchain.aanet.498.root"],
+                         events={"energy_min_gev": 50.0, "energy_max_gev": 500.0})

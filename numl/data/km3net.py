@@ -353,6 +353,43 @@ def offline_file_det_ids(path: str | Path) -> set[int]:
                           f"({type(err).__name__}: {err})") from None
 
 
+def offline_file_neutrino_energies(path: str | Path) -> np.ndarray:
+    """The primary (first MC track) energy of each event of an offline file, GeV; NaN for an event without one."""
+    try:
+        import awkward as ak
+        import km3io
+    except ImportError:
+        raise ConfigError("data.real_test_files needs km3io: pip install 'numl[km3net]'") from None
+    try:
+        energies = km3io.OfflineReader(str(path)).mc_tracks.E
+        return ak.to_numpy(ak.fill_none(ak.firsts(energies), np.nan)).astype(np.float64)
+    except Exception as err:
+        raise ConfigError(f"data.real_test_files: {str(path)!r} is not a readable KM3NeT offline file "
+                          f"({type(err).__name__}: {err})") from None
+
+
+# A test file may reach a little beyond the simulated energies (generator ranges are rarely identical); beyond
+# this fraction of its events the network would mostly be judged where it never trained.
+MAX_FRACTION_OUTSIDE_ENERGY_RANGE = 0.1
+
+
+def check_test_file_truth(path: Path, event_config: EventConfig) -> None:
+    """A test file must carry MC truth (the evaluation compares with its neutrino), and its neutrinos must lie
+    mostly inside the simulated energy range; otherwise a ConfigError naming the key."""
+    energies = offline_file_neutrino_energies(path)
+    known = energies[np.isfinite(energies) & (energies > 0)]
+    if known.size == 0:
+        raise ConfigError(f"data.real_test_files: {path.name!r} has no MC truth (no mc_tracks); the test compares "
+                          "the reconstruction with the true neutrino, so it needs a simulation file")
+    lo, hi = event_config.energy_min_gev, event_config.energy_max_gev
+    outside = float(np.mean((known < lo) | (known > hi)))
+    if outside > MAX_FRACTION_OUTSIDE_ENERGY_RANGE:
+        span = f"{known.min():.3g}-{known.max():.3g} GeV"
+        raise ConfigError(f"data.events.energy_min_gev={lo:g}, data.events.energy_max_gev={hi:g}: "
+                          f"{100 * outside:.1f} % of the neutrinos of data.real_test_files {path.name!r} ({span}) "
+                          "lie outside the simulated energies; simulate the file's range")
+
+
 def read_file_pmt_geometry(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(dom_id, channel_id, position m, direction) of every PMT with a hit in the offline files `paths`, as the
     hits carry them. A PMT whose hits disagree (dynamic positions), within or across files, or a file with
@@ -443,6 +480,8 @@ class KM3NeTDataModule(SimulatedDataModule):
                 raise ConfigError("data.detector.calibration=test_file: needs data.detector.geometry=detx and "
                                   "data.real_test_files")
             self.detector, self.calibration_report = calibrate_to_files(self.detector, self.real_test_files)
+        for path in self.real_test_files:
+            check_test_file_truth(path, self.event_config)
         self.bucket_by_hit_count = bool(bucket_by_hit_count)
 
     # ----- events -----------------------------------------------------------------------------------------------
