@@ -29,6 +29,19 @@ def binned_resolution(true_log10e: np.ndarray, angular_error_deg: np.ndarray, lo
     return out
 
 
+def write_resolution_table(curves: dict[str, dict[str, np.ndarray]], edges: np.ndarray, path: Path) -> Path:
+    """The numbers behind km3net_resolution_vs_energy.png: one row per method and true-energy bin (events,
+    median and mean angular error, sigma(log10 E)), so that methods compare on the same events per bin."""
+    lines = ["method,e_min_gev,e_max_gev,events,median_angle_deg,mean_angle_deg,sigma_log10_e"]
+    for name, curve in curves.items():
+        for b in range(len(edges) - 1):
+            lines.append(f"{name},{10 ** edges[b]:.4g},{10 ** edges[b + 1]:.4g},{int(curve['count'][b])},"
+                         f"{curve['median_deg'][b]:.4g},{curve['mean_deg'][b]:.4g},{curve['sigma_log10e'][b]:.4g}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def draw(datamodule: Any, predictions: dict[str, torch.Tensor], baselines: dict[str, BaselineResult],
          output_dir: Path) -> list[Path]:
     return save_resolution_figures(predictions, Path(output_dir), baselines)
@@ -36,8 +49,9 @@ def draw(datamodule: Any, predictions: dict[str, torch.Tensor], baselines: dict[
 
 def save_resolution_figures(predictions: dict[str, Any], output_dir: Path,
                             baselines: dict[str, BaselineResult] | None = None) -> list[Path]:
-    """km3net_resolution_vs_energy.png (network and each baseline with per-event angular errors) and
-    km3net_kappa_calibration.png; nothing when no event has a true energy."""
+    """km3net_resolution_vs_energy.png (network and each baseline with per-event angular errors) with its
+    numbers in km3net_resolution_vs_energy.csv, and km3net_kappa_calibration.png; nothing when no event has a
+    true energy."""
     p = {k: as_numpy(v) for k, v in predictions.items()}
     true_log10e = p["log10_energy"]
     finite = np.isfinite(true_log10e)
@@ -64,7 +78,8 @@ def save_resolution_figures(predictions: dict[str, Any], output_dir: Path,
         ax.set_xlabel("true log10(E / GeV)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    paths = [save_figure(fig, output_dir / "km3net_resolution_vs_energy.png")]
+    paths = [save_figure(fig, output_dir / "km3net_resolution_vs_energy.png"),
+             write_resolution_table(curves, edges, output_dir / "km3net_resolution_vs_energy.csv")]
 
     cdf = vmf_angle_cdf(torch.deg2rad(torch.as_tensor(p["angular_error_deg"], dtype=torch.float64)),
                         torch.as_tensor(p["kappa"], dtype=torch.float64)).numpy()
