@@ -55,8 +55,10 @@ def test_photon_attenuation_table_follows_klein_nishina_where_compton_dominates(
 def test_path_length_is_the_csda_range_and_reconstructed_length_about_15_cm():
     """The stepped path equals the stopping-power integral; the track length NEXT reconstructs over
     10 mm voxels (end to end along the voxel graph) is the ~15 cm quoted for Q_bb at 15 bar."""
+    # without straggling and delta rays (which take energy off the primary's path into their own tracks)
     cfg = NextSimConfig(transverse_diffusion_mm_per_sqrt_cm=0, longitudinal_diffusion_mm_per_sqrt_cm=0,
-                        energy_resolution_fwhm=0, photon_cut_kev=1e4, energy_roi_kev=None)
+                        energy_resolution_fwhm=0, photon_cut_kev=1e4, energy_roi_kev=None,
+                        straggling=False, delta_cut_kev=None)
     background = simulate_events(cfg, 150, seed=3, labels=np.zeros(150, int))
     path_mm = np.mean([e.path_length_mm for e in background])
     assert path_mm == pytest.approx(physics.csda_range_mm(Q_BB_MEV, cfg.density_g_cm3), rel=0.01)
@@ -103,6 +105,8 @@ def test_same_seed_same_events_other_seed_other_events():
     ({"energy_roi_kev": [2500.0, 2400.0]}, "energy_roi_kev"),
     ({"pressure": 15.0}, "pressure"),
     ({"transport": "geant4"}, "transport"),
+    ({"delta_cut_kev": 0.0}, "delta_cut_kev"),
+    ({"straggling": "yes"}, "straggling"),
     ({"scattering_scale_x0": 0.0}, "scattering_scale_x0"),
 ])
 def test_bad_simulator_config_names_the_key(values, key):

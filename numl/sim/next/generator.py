@@ -49,6 +49,16 @@ class NextSimConfig:
     #: (20 mm at 15 bar) is the log-middle of the scales the topology sees (2 mm voxels to the 210 mm
     #: track, x/X0 2e-3 .. 0.2), over which the walk stays within Highland's own 11 %.
     scattering_scale_x0: float = 0.02
+    #: "condensed" transport: the energy lost in each step fluctuates around the restricted mean (a Gamma
+    #: distribution with the mean and the Bohr variance for transfers up to delta_cut_kev, or T/2 without delta
+    #: rays; Geant4 PRM, G4UniversalFluctuation's Gaussian-regime variance). false: every step loses its mean.
+    straggling: bool = True
+    #: "condensed" transport: Moller delta rays above this kinetic energy (keV) are produced (Geant4 PRM,
+    #: G4MollerBhabhaModel) and followed as electrons; below it the loss is continuous (restricted stopping
+    #: power). null: no delta rays (the loss is the full collision stopping power). 10 keV: a delta of 10 keV
+    #: goes ~0.5 mm at 15 bar, well inside a 2 mm voxel. straggling=false delta_cut_kev=null reproduce the first
+    #: part of issue 15 (2026-12-02, commit d913ab1) bit for bit; renner2017 ignores both.
+    delta_cut_kev: float | None = 10.0
     #: detector box (x, y, drift z) in mm; the anode is the plane z = 0.  NEXT-White is 454 mm x 530 mm.
     detector_size_mm: tuple[float, float, float] = (440.0, 440.0, 520.0)
     #: vertices are uniform in the box shrunk by this margin, so electron tracks stay inside.
@@ -79,6 +89,10 @@ class NextSimConfig:
                     "scattering_scale_x0"):
             check_positive(f"data.sim.{key}", getattr(self, key))
         check_choice("data.sim.transport", self.transport, TRANSPORTS)
+        if not isinstance(self.straggling, bool):
+            raise ConfigError(f"data.sim.straggling={self.straggling!r}: must be true or false")
+        if self.delta_cut_kev is not None:
+            check_positive("data.sim.delta_cut_kev", self.delta_cut_kev)
         for key in ("transverse_diffusion_mm_per_sqrt_cm", "longitudinal_diffusion_mm_per_sqrt_cm",
                     "energy_resolution_fwhm", "energy_threshold_kev", "fiducial_margin_mm"):
             check_positive(f"data.sim.{key}", getattr(self, key), allow_zero=True)
@@ -233,7 +247,9 @@ def _transport_electrons(rng: np.random.Generator, cfg: NextSimConfig, start_mm:
     bremsstrahlung photons (origin, energy, electron id)."""
     if cfg.transport == "renner2017":
         return _transport_electrons_renner2017(rng, cfg, start_mm, direction, kinetic_kev)
-    return _transport_electrons_condensed(rng, cfg, start_mm, direction, kinetic_kev)
+    if not cfg.straggling and cfg.delta_cut_kev is None:
+        return _transport_electrons_condensed(rng, cfg, start_mm, direction, kinetic_kev)
+    return transport_condensed_history(rng, cfg, start_mm, direction, kinetic_kev)
 
 
 def restricted_step_table(cfg: NextSimConfig, max_kinetic_kev: float) -> tuple[np.ndarray, np.ndarray]:
@@ -330,6 +346,173 @@ def _transport_electrons_condensed(rng: np.random.Generator, cfg: NextSimConfig,
         "end_mm": pos, "path_mm": path,
         "photon_origin_mm": cat(ph_pos, (0, 3)), "photon_kev": cat(ph_e, (0,)),
         "photon_electron": cat(ph_el, (0,), np.int64), "photon_parent_kev": cat(ph_parent, (0,)),
+    }
+
+
+def restricted_range_table(cfg: NextSimConfig, max_kinetic_kev: float) -> tuple[np.ndarray, np.ndarray]:
+    """Energies 0, step_kev, 2 step_kev, ... and the range in mm from each down to 0 under the restricted stopping
+    power: collision below delta_cut_kev (all of it without delta rays) plus bremsstrahlung below photon_cut_kev
+    (Simpson on 8 sub-intervals per step_kev)."""
+    n = int(np.ceil(max_kinetic_kev / cfg.step_kev)) + 2
+    lower = np.arange(n - 1) * cfg.step_kev
+    sub_mev = np.maximum(np.linspace(0, 1, 9)[None, :] * cfg.step_kev + lower[:, None], 1.0) / 1e3
+    stopping = physics.restricted_stopping_power_mev_cm2_g(sub_mev, cfg.photon_cut_kev / 1e3)
+    if cfg.delta_cut_kev is not None:
+        stopping = stopping - physics.moller_loss_above_cut_mev_cm2_g(sub_mev, cfg.delta_cut_kev / 1e3)
+    weights = np.array([1, 4, 2, 4, 2, 4, 2, 4, 1]) / 24.0
+    step_mm = ((1 / (cfg.density_g_cm3 * stopping)) @ weights) * cfg.step_kev / 1e3 * 10.0
+    return np.arange(n) * cfg.step_kev, np.concatenate([[0.0], np.cumsum(step_mm)])
+
+
+class _Electrons:
+    """Growable per-electron state of transport_condensed_history (primaries first, delta rays appended)."""
+
+    def __init__(self, pos, d, energy):
+        n = len(energy)
+        self.n, self.cap = n, max(2 * n, 64)
+        self.pos, self.d = np.zeros((self.cap, 3)), np.zeros((self.cap, 3))
+        self.energy, self.path = np.zeros(self.cap), np.zeros(self.cap)
+        self.root, self.blob = np.zeros(self.cap, np.int64), np.full(self.cap, -1, np.int8)
+        self.generation = np.zeros(self.cap, np.int8)
+        self.pos[:n], self.d[:n], self.energy[:n], self.root[:n] = pos, d, energy, np.arange(n)
+
+    def add(self, pos, d, energy, root, blob, generation) -> np.ndarray:
+        m = len(energy)
+        if self.n + m > self.cap:
+            self.cap = 2 * (self.n + m)
+            for name in ("pos", "d", "energy", "path", "root", "blob", "generation"):
+                old = getattr(self, name)
+                new = np.zeros((self.cap,) + old.shape[1:], old.dtype)
+                new[: self.n] = old[: self.n]
+                setattr(self, name, new)
+        new = np.arange(self.n, self.n + m)
+        self.pos[new], self.d[new], self.energy[new] = pos, d, energy
+        self.root[new], self.blob[new], self.generation[new] = root, blob, generation
+        self.n += m
+        return new
+
+
+def transport_condensed_history(rng: np.random.Generator, cfg: NextSimConfig, start_mm: np.ndarray,
+                                direction: np.ndarray, kinetic_kev: np.ndarray,
+                                max_path_mm: float | None = None) -> dict[str, np.ndarray]:
+    """Condensed-history stepping with energy-loss straggling and Moller delta rays (issue 15, second part).
+
+    Each step is the path over which the restricted stopping power (collision below delta_cut_kev plus
+    bremsstrahlung below photon_cut_kev) would take the electron down by step_kev (the last step: to rest),
+    read from the range table. The energy actually lost there (straggling=true) is Gamma-distributed with that
+    mean and the Bohr variance for transfers up to min(delta_cut_kev, T/2) (physics.bohr_variance_kev2): never
+    negative, skewed to high losses like the Landau-Vavilov shape, and with the exact first two moments. It is
+    deposited at the step's middle. A Moller delta ray above delta_cut_kev is produced at the end of the step
+    with probability 1 - exp(-n_el sigma_Moller dx) (sigma at the step's mean energy), its energy from the
+    Moller cross section, its direction and the primary's new one from two-body kinematics on a free electron
+    at rest (momentum conservation); the delta is appended to the electrons and stepped by the same loop (it may
+    radiate and make deltas itself); its deposits belong to its primary (deposit_electron) with its generation
+    in deposit_generation and the primary's blob label at its birth. Bremsstrahlung as in the first part of
+    issue 15, then the Gaussian scattering walk. Energy is conserved exactly: every keV ends in a deposit or a
+    photon (or in remaining_kev when a primary is stopped by max_path_mm, the thin-slab mode the tests use)."""
+    n_el = len(kinetic_kev)
+    energy_grid, range_tbl = restricted_range_table(cfg, float(kinetic_kev.max()))
+    el = _Electrons(start_mm.astype(np.float64), direction.astype(np.float64), kinetic_kev.astype(np.float64))
+    k_cut_mev = cfg.photon_cut_kev / 1e3
+    delta_cut = cfg.delta_cut_kev
+    n_electrons = physics.electron_density_per_cm3(cfg.density_g_cm3)
+    mass_kev = physics.ELECTRON_MASS_MEV * 1e3
+    remaining = np.zeros(n_el)
+    dep_pos, dep_e, dep_el, dep_blob, dep_gen = [], [], [], [], []
+    ph_pos, ph_e, ph_el, ph_parent = [], [], [], []
+    de_pos, de_e, de_el, de_parent = [], [], [], []
+    alive = np.flatnonzero(el.energy[: el.n] > 0)
+    while alive.size:
+        e = el.energy[alive]
+        nominal = np.minimum(e, cfg.step_kev)
+        last = e <= cfg.step_kev
+        dx = np.interp(e, energy_grid, range_tbl) - np.interp(e - nominal, energy_grid, range_tbl)
+        loss = nominal
+        if cfg.straggling:
+            full = np.flatnonzero(~last)  # the last step deposits what is left
+            if full.size:
+                ef, nf = e[full], nominal[full]
+                max_transfer = ef / 2 if delta_cut is None else np.minimum(delta_cut, ef / 2)
+                variance = physics.bohr_variance_kev2(ef - nf / 2, dx[full], max_transfer, cfg.density_g_cm3)
+                loss = nominal.copy()
+                loss[full] = np.minimum(rng.gamma(nf**2 / variance, variance / nf), ef)
+            # a remnant below 1 eV is deposited with the step (no endless sub-eV steps)
+            loss = np.where(e - loss < 1e-3, e, loss)
+        after = e - loss
+        dd = el.d[alive]
+        own_blob = el.blob[alive]
+        dep_pos.append(el.pos[alive] + 0.5 * dx[:, None] * dd)
+        dep_e.append(loss)
+        dep_el.append(el.root[alive])
+        dep_blob.append(np.where(own_blob < 0, e - loss / 2 < cfg.blob_energy_kev, own_blob == 1))
+        dep_gen.append(el.generation[alive])
+        new_pos = el.pos[alive] + dx[:, None] * dd
+        el.pos[alive] = new_pos
+        el.path[alive] += dx
+        e_mid_mev = (e - loss / 2) / 1e3
+        born = None
+        if delta_cut is not None:
+            rate = n_electrons * physics.moller_cross_section_cm2(e_mid_mev, delta_cut / 1e3) / 10.0
+            hit = np.flatnonzero((rng.uniform(size=alive.size) < -np.expm1(-rate * dx)) & (after > 2 * delta_cut))
+            if hit.size:
+                t = after[hit]
+                t_delta = physics.sample_moller_fraction(rng, t / 1e3, delta_cut / 1e3) * t
+                p0 = np.sqrt(t * (t + 2 * mass_kev))
+                p_delta = np.sqrt(t_delta * (t_delta + 2 * mass_kev))
+                cos_delta = np.minimum(1.0, np.sqrt(t_delta * (t + 2 * mass_kev) / (t * (t_delta + 2 * mass_kev))))
+                u, v = _perpendicular_basis(dd[hit])
+                phi = rng.uniform(0, 2 * np.pi, hit.size)
+                sin_delta = np.sqrt(1 - cos_delta**2)
+                d_delta = cos_delta[:, None] * dd[hit] + sin_delta[:, None] * (
+                    np.cos(phi)[:, None] * u + np.sin(phi)[:, None] * v)
+                d_primary = p0[:, None] * dd[hit] - p_delta[:, None] * d_delta
+                dd = dd.copy()
+                dd[hit] = d_primary / np.linalg.norm(d_primary, axis=1, keepdims=True)
+                after = after.copy()
+                after[hit] -= t_delta
+                parents = alive[hit]
+                blob_at_birth = np.where(el.blob[parents] < 0, t < cfg.blob_energy_kev, el.blob[parents] == 1)
+                de_pos.append(new_pos[hit])
+                de_e.append(t_delta)
+                de_el.append(el.root[parents])
+                de_parent.append(t)
+                born = el.add(new_pos[hit], d_delta, t_delta, el.root[parents], blob_at_birth.astype(np.int8),
+                              el.generation[parents] + 1)
+        # hard bremsstrahlung: at most one photon per step (the mean per step is below 1e-3)
+        rate = physics.hard_photon_rate_per_mm(e_mid_mev, k_cut_mev, cfg.density_g_cm3)
+        emit = (rng.uniform(size=alive.size) < -np.expm1(-rate * dx)) & (after > cfg.photon_cut_kev)
+        if emit.any():
+            k = cfg.photon_cut_kev * (after[emit] / cfg.photon_cut_kev) ** rng.uniform(size=int(emit.sum()))
+            k = np.minimum(k, after[emit])
+            ph_parent.append(after[emit])
+            after = after.copy()
+            after[emit] -= k
+            ph_pos.append(new_pos[emit])
+            ph_e.append(k)
+            ph_el.append(el.root[alive[emit]])
+        if max_path_mm is not None:
+            stop = (el.generation[alive] == 0) & (el.path[alive] >= max_path_mm) & (after > 0)
+            remaining[alive[stop]] = after[stop]
+            after = np.where(stop, 0.0, after)
+        el.energy[alive] = after
+        # multiple scattering over the step, with the energy at its middle
+        el.d[alive] = scatter(rng, dd, condensed_scattering_sigma(cfg, e_mid_mev, dx))
+        alive = alive[after > 0]
+        if born is not None and born.size:
+            alive = np.concatenate([alive, born])
+
+    def cat(chunks, shape, dtype=np.float64):
+        return np.concatenate(chunks) if chunks else np.zeros(shape, dtype)
+
+    return {
+        "deposit_mm": cat(dep_pos, (0, 3)), "deposit_kev": cat(dep_e, (0,)),
+        "deposit_electron": cat(dep_el, (0,), np.int64), "deposit_blob": cat(dep_blob, (0,), bool),
+        "deposit_generation": cat(dep_gen, (0,), np.int8),
+        "end_mm": el.pos[:n_el].copy(), "path_mm": el.path[:n_el].copy(), "remaining_kev": remaining,
+        "photon_origin_mm": cat(ph_pos, (0, 3)), "photon_kev": cat(ph_e, (0,)),
+        "photon_electron": cat(ph_el, (0,), np.int64), "photon_parent_kev": cat(ph_parent, (0,)),
+        "delta_origin_mm": cat(de_pos, (0, 3)), "delta_kev": cat(de_e, (0,)),
+        "delta_electron": cat(de_el, (0,), np.int64), "delta_parent_kev": cat(de_parent, (0,)),
     }
 
 
