@@ -43,8 +43,9 @@ def test_background_rejection_factor_counts():
 
 def test_blob_cut_on_simulated_events_is_near_next_white():
     """NEXT-White (Kekic et al. 2021): the classical topology cut rejects ~5x at 72 % signal efficiency."""
-    # the former transport: with data.sim.transport=condensed (issue 15, no straggling or delta rays yet) the
-    # cut rejects 11.9x on these events, above NEXT-White; experiments/next_topology/README.md, issue 15
+    # the former transport: with data.sim.transport=condensed without straggling and delta rays (issue 15, first
+    # part) the cut rejects 11.9x on these events, above NEXT-White; with them 8.3x on transport_check's events
+    # (experiments/next_topology/README.md, issue 15)
     cfg = NextSimConfig(transport="renner2017")
     events = simulate_events(cfg, 500, seed=21)
     scores = [track_topology((e.voxel_index + 0.5) * 10, e.voxel_energy_kev, 10, 18).blob2_kev for e in events]

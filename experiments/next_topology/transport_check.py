@@ -1,11 +1,14 @@
-"""Electron transport before (data.sim.transport=renner2017) and after (condensed) issue 15's first part.
+"""Electron transport: the former toy (data.sim.transport=renner2017), issue 15's first part (condensed with
+data.sim.straggling=false data.sim.delta_cut_kev=null) and its second part (condensed with energy-loss
+straggling and Moller delta rays above 10 keV, the defaults).
 
 On the same number of 10 mm events of each class, per transport: the fraction of electron tracks with a gap
 > 5 mm / > 20 mm between consecutive deposits along the track (raw transport of every electron simulated,
 before the energy-ROI selection), the electron path length (mean, sigma), the smaller-end-blob energy
 knowing the true track ends (voxel energy within 18 mm of each true end: medians and AUROC) and the blob
-cut's background rejection at 72 % signal efficiency (numl.baselines.next, reconstructed ends, R = 18 mm).
-Writes results/transport_check.md and .json.
+cut's background rejection at 72 % signal efficiency (numl.baselines.next, reconstructed ends, R = 18 mm);
+gaps and paths are the primary electrons' (delta rays are separate tracks), and the simulation's events per
+second (simulate_events wall time, ROI selection included). Writes results/transport_check.md and .json.
 
     python experiments/next_topology/transport_check.py --n 2000
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +30,19 @@ from numl.metrics import background_rejection_factor
 OUT = Path(__file__).with_name("results")
 
 
+#: column name -> data.sim settings
+SETTINGS = {
+    "renner2017": {"transport": "renner2017"},
+    "condensed, first part": {"transport": "condensed", "straggling": False, "delta_cut_kev": None},
+    "condensed + straggling + deltas": {"transport": "condensed", "straggling": True, "delta_cut_kev": 10.0},
+}
+
+
 def largest_gaps(tracks: dict) -> np.ndarray:
-    electron = tracks["deposit_electron"]
+    primary = tracks.get("deposit_generation", np.zeros(len(tracks["deposit_kev"]), int)) == 0
+    electron = tracks["deposit_electron"][primary]
     order = np.argsort(electron, kind="stable")  # deposits are in step order within an electron
-    pos, electron = tracks["deposit_mm"][order], electron[order]
+    pos, electron = tracks["deposit_mm"][primary][order], electron[order]
     step = np.linalg.norm(np.diff(pos, axis=0), axis=1)
     same = electron[1:] == electron[:-1]
     gaps = np.zeros(len(tracks["path_mm"]))
@@ -37,9 +50,9 @@ def largest_gaps(tracks: dict) -> np.ndarray:
     return gaps
 
 
-def measure(transport: str, n_per_class: int, seed: int) -> dict:
-    cfg = gen.NextSimConfig(transport=transport)
-    gaps, paths, kinetic = [], [], []
+def measure(name: str, n_per_class: int, seed: int) -> dict:
+    cfg = gen.NextSimConfig(**SETTINGS[name])
+    gaps, paths, kinetic, deltas = [], [], [], []
     original = gen._transport_electrons
 
     def recording(*args, **kwargs):  # record every electron the simulation transports
@@ -47,15 +60,20 @@ def measure(transport: str, n_per_class: int, seed: int) -> dict:
         gaps.append(largest_gaps(tracks))
         paths.append(tracks["path_mm"])
         kinetic.append(args[4])
+        deltas.append(np.bincount(tracks["delta_electron"], minlength=len(args[4])) if "delta_kev" in tracks
+                      else np.zeros(len(args[4]), int))
         return tracks
 
     gen._transport_electrons = recording
     try:
         labels = np.repeat([1, 0], n_per_class)
+        start = time.perf_counter()
         events = gen.simulate_events(cfg, len(labels), seed=seed, labels=labels)
+        seconds = time.perf_counter() - start
     finally:
         gen._transport_electrons = original
     gaps, paths, kinetic = np.concatenate(gaps), np.concatenate(paths), np.concatenate(kinetic)
+    deltas = np.concatenate(deltas)
     q_bb = kinetic == cfg.q_bb_kev  # the background electrons (signal electrons share Q_bb)
     label = np.array([e.label for e in events])
     true_blob = []
@@ -68,7 +86,9 @@ def measure(transport: str, n_per_class: int, seed: int) -> dict:
                           cfg.voxel_size_mm, 18.0)
     path_bkg = np.array([e.path_length_mm for e in events if e.label == 0])
     return {
-        "transport": transport, "electrons": len(gaps),
+        "transport": name, "settings": SETTINGS[name], "electrons": len(gaps),
+        "events_per_s": len(events) / seconds, "seconds": seconds,
+        "deltas_per_q_bb_electron": float(deltas[q_bb].mean()),
         "gap_over_5mm": float(np.mean(gaps > 5)), "gap_over_20mm": float(np.mean(gaps > 20)),
         "largest_gap_mm": float(gaps.max()),
         "gap_over_5mm_q_bb": float(np.mean(gaps[q_bb] > 5)), "gap_over_20mm_q_bb": float(np.mean(gaps[q_bb] > 20)),
@@ -90,6 +110,7 @@ ROWS = [
     ("all electron tracks (signal pairs too) with a gap > 5 mm", "gap_over_5mm", "{:.1%}"),
     ("all electron tracks with a gap > 20 mm", "gap_over_20mm", "{:.1%}"),
     ("largest gap (mm)", "largest_gap_mm", "{:.1f}"),
+    ("delta rays above 10 keV per Q_bb electron (all generations)", "deltas_per_q_bb_electron", "{:.1f}"),
     ("Q_bb electron path, before the ROI selection: mean (mm)", "path_mean_q_bb_mm", "{:.1f}"),
     ("Q_bb electron path, before the ROI selection: sigma (mm)", "path_sigma_q_bb_mm", "{:.1f}"),
     ("background path in the energy ROI: mean / sigma (mm)", None, None),
@@ -99,6 +120,7 @@ ROWS = [
     ("blob cut (reconstructed ends) AUROC", "blob_cut_auroc", "{:.3f}"),
     ("blob cut rejection at 65 % signal efficiency", "blob_cut_rejection_at_65", "{:.1f}"),
     ("blob cut rejection at 72 % signal efficiency", "blob_cut_rejection_at_72", "{:.1f}"),
+    ("simulation speed, events/s in the ROI (one CPU thread)", "events_per_s", "{:.0f}"),
 ]
 
 
@@ -120,7 +142,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="events per class")
     parser.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args()
-    results = [measure(t, args.n, args.seed) for t in ("renner2017", "condensed")]
+    results = [measure(name, args.n, args.seed) for name in SETTINGS]
     text = table(results)
     print(text)
     OUT.mkdir(exist_ok=True)
