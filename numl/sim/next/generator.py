@@ -26,8 +26,10 @@ SIMULATOR_NAME = "numl.sim.next"
 #: photon of energy k continues with its energy reduced by k (its path is the range of what it has left,
 #: no gap along the track), deposits follow the restricted stopping power of its actual energy, and the
 #: scattering is an additive Gaussian walk that equals Highland's theta0 at x/X0 = scattering_scale_x0
-#: (issue 15). "renner2017": the former toy (dnntoy): the electron keeps its full CSDA path, photon
-#: energy is cut out of its deposits (gaps), Highland applied per 2.5 keV step (too little scattering).
+#: (issue 15, first part); by default it adds energy-loss straggling and Moller delta rays followed as their own
+#: tracks (second part: data.sim.straggling, data.sim.delta_cut_kev). "renner2017": the former toy (dnntoy): the
+#: electron keeps its full CSDA path, photon energy is cut out of its deposits (gaps), Highland applied per
+#: 2.5 keV step (too little scattering).
 TRANSPORTS = ("condensed", "renner2017")
 #: Per-voxel segmentation classes, as the NEXT sparse-CNN segmentation work labels voxels.
 SEGMENT_CLASSES = ("track", "blob", "other")
