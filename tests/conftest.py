@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -50,3 +52,28 @@ def run_numl(entry: str, *args: str, cwd: Path | None = None, timeout: float = 6
     """Run `python -m numl.<entry> args...` as a user would; returns the CompletedProcess."""
     return subprocess.run([sys.executable, "-m", f"numl.{entry}", *args], cwd=cwd or ROOT, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def random_sparse_events(n_events=2, n_per_event=40, window=12, channels=1, seed=0):
+    """Random voxels of `n_events` events in a window^3 grid, as spconv takes them: features [N, channels] and
+    int coordinates [N, 4] (event, x, y, z), each voxel once per event."""
+    g = torch.Generator().manual_seed(seed)
+    coords = []
+    for b in range(n_events):
+        xyz = torch.unique(torch.randint(0, window, (n_per_event, 3), generator=g), dim=0)
+        coords.append(torch.cat([torch.full((len(xyz), 1), b), xyz], dim=1))
+    coords = torch.cat(coords).int()
+    return torch.rand(len(coords), channels, generator=g), coords
+
+
+def venv_seeing_this_environment(tmp_path: Path) -> tuple[Path, Path]:
+    """A fresh venv (returns its python and its site-packages) that sees this environment's packages, torch
+    among them, through a .pth line, which does not run this site's .pth files: the editable numl stays out, so
+    a test must install numl into it to import it."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    (site / "numl_test_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    return python, site

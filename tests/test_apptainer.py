@@ -17,13 +17,12 @@ import os
 import re
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import compose_config
+from tests.conftest import compose_config, venv_seeing_this_environment
 from tests.test_dockerfile import _copies, _instructions, base_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,12 +225,8 @@ def test_post_installs_a_numl_that_runs(tmp_path):
     # A fresh venv stands in for the base image's Python: it sees this environment's packages (torch among them,
     # as the image has its CUDA torch) through a .pth line, which does not run that site's .pth files, so the
     # editable numl stays out; %post must install numl itself, and its dependency step must find everything.
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    python = venv / "bin" / "python"
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                               capture_output=True, text=True, check=True).stdout.strip())
-    (site / "numl_test_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    python, site = venv_seeing_this_environment(tmp_path)
+    venv = python.parent.parent
     assert subprocess.run([str(python), "-c", "import numl"], cwd=tmp_path, capture_output=True).returncode != 0
 
     root = tmp_path / "image"

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from numl.data.lensing import LensingDataModule
 from numl.utils.runtime import build_task, build_trainer
+from tests.conftest import random_sparse_events
 
 CUDA = torch.device(os.environ.get("NUML_GPU_TEST_DEVICE", "cuda"))
 
@@ -91,23 +92,13 @@ def _spconv():
     return spconv
 
 
-def _random_sparse(n_events=2, n_per_event=60, window=12, channels=2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    coords = []
-    for b in range(n_events):
-        xyz = torch.unique(torch.randint(0, window, (n_per_event, 3), generator=g), dim=0)
-        coords.append(torch.cat([torch.full((len(xyz), 1), b), xyz], dim=1))
-    coords = torch.cat(coords).int()
-    return torch.rand(len(coords), channels, generator=g), coords
-
-
 @pytest.mark.parametrize("layer", ["SparseConv3d", "SubMConv3d"])
 def test_spconv_on_cuda_matches_the_dense_convolution_and_its_gradients(layer):
     """Forward and backward of spconv's CUDA kernels against F.conv3d on the dense grid (float64 on the CPU)."""
     spconv = _spconv()
     torch.manual_seed(0)
     window, n_events = 10, 2
-    features, coords = _random_sparse(window=window)
+    features, coords = random_sparse_events(n_per_event=60, window=window, channels=2)
     conv = getattr(spconv, layer)(2, 3, 3, padding=1, bias=False).to(CUDA)
     features_cuda = features.to(CUDA, copy=True).requires_grad_(True)
     out = conv(spconv.SparseConvTensor(features_cuda, coords.to(CUDA), [window] * 3, n_events)).dense()
@@ -142,7 +133,7 @@ def test_sparse_next_cnn_on_cuda_matches_cpu(no_tf32):
 
     torch.manual_seed(0)
     window, n_events = 16, 3
-    features, coords = _random_sparse(n_events=n_events, n_per_event=200, window=window, channels=1, seed=3)
+    features, coords = random_sparse_events(n_events=n_events, n_per_event=200, window=window, channels=1, seed=3)
     model = SparseCNN3D(in_channels=1, channels=(4, 8, 16), window_voxels=window, dropout=0.0).eval()
     on_cpu = model(features, coords, n_events)
     on_cpu.sum().backward()

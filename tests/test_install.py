@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF, ROOT, run_numl
+from tests.conftest import CONF, ROOT, run_numl, venv_seeing_this_environment
 
 USER_EXPERIMENT = """# @package _global_
 defaults:
@@ -89,12 +88,7 @@ def test_wheel_runs_fast_dev_run_from_another_directory(tmp_path):
 
     # A fresh venv that sees numl only through the wheel; its dependencies come from the test's environment
     # (a .pth line adds that site-packages without running its .pth files, so the editable numl stays out).
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    python = venv / "bin" / "python"
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                               capture_output=True, text=True, check=True).stdout.strip())
-    (site / "numl_test_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    python, site = venv_seeing_this_environment(tmp_path)
     subprocess.run([*pip, "--python", str(python), "install", "--no-deps", str(wheel)], check=True, timeout=300)
 
     work = tmp_path / "work"

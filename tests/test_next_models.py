@@ -14,16 +14,7 @@ from numl.models.unet3d import SparseUNet3D
 from numl.tasks.next import NextClassificationTask
 from numl.tasks.segmentation import SegmentationTask, second_blob_energy_kev
 from numl.utils.errors import ConfigError
-
-
-def _random_sparse(n_events=2, n_per_event=40, window=12, channels=1, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    coords = []
-    for b in range(n_events):
-        xyz = torch.unique(torch.randint(0, window, (n_per_event, 3), generator=g), dim=0)
-        coords.append(torch.cat([torch.full((len(xyz), 1), b), xyz], dim=1))
-    coords = torch.cat(coords).int()
-    return torch.rand(len(coords), channels, generator=g), coords
+from tests.conftest import random_sparse_events
 
 
 @pytest.mark.parametrize("layer", ["SparseConv3d", "SubMConv3d"])
@@ -31,7 +22,7 @@ def test_spconv_matches_dense_convolution_and_its_gradients(layer):
     """Also checks numl's CPU workaround in numl.models.sparse_cnn3d for spconv's backward pass."""
     torch.manual_seed(0)
     window = 10
-    features, coords = _random_sparse(window=window, channels=2)
+    features, coords = random_sparse_events(window=window, channels=2)
     features.requires_grad_(True)
     conv = getattr(spconv, layer)(2, 3, 3, padding=1, bias=False)
     with spconv_cpu_safe(features.device):  # as the numl models run spconv
@@ -61,7 +52,7 @@ def test_spconv_matches_dense_convolution_and_its_gradients(layer):
 
 
 def test_classifiers_give_one_logit_per_event():
-    features, coords = _random_sparse(n_events=3, window=16)
+    features, coords = random_sparse_events(n_events=3, window=16)
     assert SparseCNN3D(channels=(8, 16), window_voxels=16)(features, coords, 3).shape == (3, 1)
     assert Dense3DCNN(channels=(4, 8))(torch.rand(3, 1, 16, 16, 16)).shape == (3, 1)
 
@@ -70,7 +61,7 @@ def test_unet_output_follows_the_input_voxel_order():
     """Per-voxel logits belong to the voxel in the same row: permuting the input permutes the output."""
     torch.manual_seed(1)
     model = SparseUNet3D(channels=(4, 8), window_voxels=12).eval()
-    features, coords = _random_sparse(window=12)
+    features, coords = random_sparse_events(window=12)
     perm = torch.randperm(len(coords))
     out = model(features, coords, 2)
     assert out.shape == (len(coords), 3)
@@ -93,7 +84,7 @@ def test_second_blob_energy_counts_separate_blob_clusters():
 
 
 def test_classification_task_routes_sparse_and_dense_inputs():
-    features, coords = _random_sparse(n_events=2, window=16)
+    features, coords = random_sparse_events(n_events=2, window=16)
     batch = {"label": torch.tensor([0, 1]), "features": features, "coords": coords,
              "voxels": torch.rand(2, 1, 16, 16, 16)}
     sparse_task = NextClassificationTask(SparseCNN3D(channels=(8,), window_voxels=16))

@@ -339,33 +339,30 @@ def read_file_kinematics(path: str | Path) -> dict[str, np.ndarray]:
             "bjorken_y": bjorken[keep, 1], "vertex_in_can": in_can[keep]}
 
 
-def offline_file_det_ids(path: str | Path) -> set[int]:
-    """The detector ids an offline file's events were taken (or simulated) with."""
+def _read_test_file(path: str | Path, read):
+    """`read(reader, awkward)` on km3io's reader of an offline file of data.real_test_files; km3io missing or a
+    file it cannot read is a one-line ConfigError naming the key."""
     try:
-        import awkward as ak
+        import awkward
         import km3io
     except ImportError:
         raise ConfigError("data.real_test_files needs km3io: pip install 'numl[km3net]'") from None
     try:
-        return set(ak.to_numpy(km3io.OfflineReader(str(path)).det_id).tolist())
+        return read(km3io.OfflineReader(str(path)), awkward)
     except Exception as err:
         raise ConfigError(f"data.real_test_files: {str(path)!r} is not a readable KM3NeT offline file "
                           f"({type(err).__name__}: {err})") from None
+
+
+def offline_file_det_ids(path: str | Path) -> set[int]:
+    """The detector ids an offline file's events were taken (or simulated) with."""
+    return _read_test_file(path, lambda reader, ak: set(ak.to_numpy(reader.det_id).tolist()))
 
 
 def offline_file_neutrino_energies(path: str | Path) -> np.ndarray:
     """The primary (first MC track) energy of each event of an offline file, GeV; NaN for an event without one."""
-    try:
-        import awkward as ak
-        import km3io
-    except ImportError:
-        raise ConfigError("data.real_test_files needs km3io: pip install 'numl[km3net]'") from None
-    try:
-        energies = km3io.OfflineReader(str(path)).mc_tracks.E
-        return ak.to_numpy(ak.fill_none(ak.firsts(energies), np.nan)).astype(np.float64)
-    except Exception as err:
-        raise ConfigError(f"data.real_test_files: {str(path)!r} is not a readable KM3NeT offline file "
-                          f"({type(err).__name__}: {err})") from None
+    return _read_test_file(path, lambda reader, ak: ak.to_numpy(ak.fill_none(ak.firsts(reader.mc_tracks.E), np.nan))
+                           .astype(np.float64))
 
 
 # A test file may reach a little beyond the simulated energies (generator ranges are rarely identical); beyond
