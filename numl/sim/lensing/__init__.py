@@ -2,6 +2,8 @@
 
 ``convergence_power_spectra`` runs CAMB (cached on disk), ``ConvergenceMapSimulator`` turns the spectra into
 Gaussian or lognormal tomographic maps with shape noise, ``measure_power_spectrum`` is the binned estimator.
+``numl.sim.lensing.nbody`` simulates the non-Gaussian alternative: particle-mesh N-body runs with massive
+neutrinos, ray traced into convergence maps.
 """
 
 from numl.sim.lensing.maps import (

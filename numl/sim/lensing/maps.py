@@ -210,10 +210,20 @@ class ConvergenceMapSimulator:
             shift = torch.as_tensor(self.lognormal_shift, dtype=torch.float32, device=device)[None, :, None, None]
             sigma_g2 = torch.as_tensor(self._sigma_g2, dtype=torch.float32, device=device)[None, :, None, None]
             maps = shift * torch.expm1(maps - 0.5 * sigma_g2)
+        return self._add_noise_and_smoothing(maps, noise)
+
+    def observe(self, maps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Convergence maps from elsewhere (N-body) with this simulator's shape noise and smoothing added."""
+        noise = None
+        if self.noise_sigma_pix > 0:
+            noise = torch.randn(maps.shape, generator=generator, dtype=torch.float32)
+        return self._add_noise_and_smoothing(maps, noise)
+
+    def _add_noise_and_smoothing(self, maps: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         if noise is not None:
-            maps = maps + self.noise_sigma_pix * noise.to(device)
+            maps = maps + self.noise_sigma_pix * noise.to(maps.device)
         if self.smoothing_arcmin > 0:
-            beam = torch.as_tensor(self.beam(self._ell), dtype=torch.float32, device=device)
+            beam = torch.as_tensor(self.beam(self._ell), dtype=torch.float32, device=maps.device)
             maps = torch.fft.irfft2(torch.fft.rfft2(maps) * beam, s=(self.n_pix, self.n_pix))
         return maps.contiguous()
 

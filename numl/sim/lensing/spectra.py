@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -160,22 +160,30 @@ def convergence_power_spectra(
         "limber_n_chi": _LIMBER_N_CHI,
         "halofit": _HALOFIT_VERSION,
     }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    cache_path = Path(cache_dir) / f"cl_kappa_{digest}.npz" if cache_dir is not None else None
-    if cache_path is not None and cache_path.is_file():
-        with np.load(cache_path) as f:
-            return ConvergenceSpectra(ell=f["ell"], cl=f["cl"], source_redshifts=zs)
 
-    where = f"cached at {cache_path}" if cache_path is not None else "not cached"
-    log.info("CAMB: computing C_ell^kappa (%s route) for %s, z_s=%s ... (%s)", route, cosmology.describe(),
-             list(zs), where)
-    params = _camb_params(cosmology, zs, ell_max, route)
-    if route == "source_window":
-        cl = _source_window_cls(params, cosmology, zs, ell_max)
-    else:
-        cl = _limber_weyl_cls(params, cosmology, zs, ell_max)
-    spectra = ConvergenceSpectra(ell=np.arange(ell_max + 1, dtype=np.float64), cl=cl, source_redshifts=zs)
+    def compute() -> dict[str, np.ndarray]:
+        log.info("CAMB: computing C_ell^kappa (%s route) for %s, z_s=%s ...", route, cosmology.describe(), list(zs))
+        params = _camb_params(cosmology, zs, ell_max, route)
+        if route == "source_window":
+            return {"cl": _source_window_cls(params, cosmology, zs, ell_max)}
+        return {"cl": _limber_weyl_cls(params, cosmology, zs, ell_max)}
 
+    arrays = cached_arrays("cl_kappa", key, cache_dir, compute)
+    return ConvergenceSpectra(ell=np.arange(ell_max + 1, dtype=np.float64), cl=arrays["cl"], source_redshifts=zs)
+
+
+def cached_arrays(prefix: str, key: dict, cache_dir: str | Path | None,
+                  compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Arrays computed once per `key` (every input and the CAMB version) and kept in `cache_dir` as .npz
+    (None: no cache). CAMB runs take seconds to minutes; the cache makes reruns and parallel workers cheap."""
+    text = json.dumps(key, sort_keys=True)
+    cache_path = None
+    if cache_dir is not None:
+        cache_path = Path(cache_dir) / f"{prefix}_{hashlib.sha256(text.encode()).hexdigest()[:20]}.npz"
+        if cache_path.is_file():
+            with np.load(cache_path) as f:
+                return {name: f[name] for name in f.files if name != "key"}
+    arrays = compute()
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         # Write to a temporary file and rename, so parallel workers never read a half-written cache.
@@ -183,9 +191,9 @@ def convergence_power_spectra(
         # mkstemp makes the file private (0600); a cache shared by a group must be readable by it.
         os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, ell=spectra.ell, cl=spectra.cl, key=json.dumps(key, sort_keys=True))
+            np.savez(f, key=text, **arrays)
         os.replace(tmp, cache_path)
-    return spectra
+    return arrays
 
 
 def _run_camb(fn, cosmology: Cosmology):
