@@ -31,7 +31,9 @@ log = logging.getLogger("numl.simulate")
 def simulate(cfg: DictConfig) -> Path:
     if cfg.get("data") is None:
         raise ConfigError("data: missing; choose an experiment (experiment=<name>) or data=<name>")
-    output = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.data_dir) / f"{cfg.task_name}.h5"
+    # The experiment's own name: the default file name and the command that trains on the file.
+    experiment = _experiment_choice() or cfg.task_name
+    output = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.data_dir) / f"{experiment.replace('/', '_')}.h5"
     check_writable_dir("output", output.parent)
     data_cfg = OmegaConf.merge(cfg.data, {"source": "simulate"})
     datamodule = instantiate(data_cfg, _convert_="all")
@@ -42,8 +44,16 @@ def simulate(cfg: DictConfig) -> Path:
     seconds = time.perf_counter() - start
     n_events = sum(int(cfg.data.get(k, 0)) for k in ("n_train", "n_val", "n_test"))
     print(f"wrote {n_events} events to {path} in {seconds:.1f} s ({n_events / seconds:.1f} events/s)")
-    print(f"train on it: python -m numl.train experiment={cfg.task_name} data.source=hdf5 data.hdf5_path={path}")
+    print(f"train on it: python -m numl.train experiment={experiment} data.source=hdf5 data.hdf5_path={path}")
     return path
+
+
+def _experiment_choice() -> str | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().runtime.choices.get("experiment")
 
 
 @hydra_errors_in_one_line

@@ -69,17 +69,18 @@ def linear_growth(m_nu_ev: float, k_band: tuple[float, float]) -> tuple[float, f
 @pytest.mark.parametrize("m_nu_ev", [0.0, 0.1])
 def test_linear_growth_matches_camb(m_nu_ev):
     # Large scales, k below a quarter of the particle Nyquist wavenumber (0.196 h/Mpc): FastPM's factors make
-    # 10 steps exact for the linear growth, so what is left is the force's accuracy (measured 1.006 and 1.000).
+    # 10 steps exact for the linear growth, so what is left is the force's accuracy (measured 1.006 and 1.007).
     simulated, camb = linear_growth(m_nu_ev, (0.02, 0.05))
     assert simulated / camb == pytest.approx(1.0, abs=0.01)
 
 
 def test_neutrinos_slow_the_linear_growth_as_camb():
-    # The linear-response neutrinos must suppress the cold-matter growth at fixed A_s as CAMB does (1.1 %
-    # between 0.1 and 0.2 h/Mpc); measured 1.9 % in the simulation, i.e. within 1 point of CAMB's amplitude.
+    # The linear-response neutrinos must suppress the cold-matter growth at fixed A_s as CAMB does (1.12 %
+    # between 0.1 and 0.2 h/Mpc; measured 1.08 %). Before the growth factors were integrated for the simulation's
+    # own dynamics it was 1.9 %, so the 0.3-point tolerance fails on that bias.
     massless, camb_massless = linear_growth(0.0, (0.1, 0.2))
     massive, camb_massive = linear_growth(0.1, (0.1, 0.2))
-    assert massive / massless == pytest.approx(camb_massive / camb_massless, abs=0.01)
+    assert massive / massless == pytest.approx(camb_massive / camb_massless, abs=0.003)
     assert massive < massless
 
 
@@ -147,3 +148,45 @@ def test_bad_suites_are_refused_in_one_line():
     with pytest.raises(ConfigError, match=r"data\.source_redshifts=\[1\.0, 9\.5\]: beyond the simulated light cone"):
         suite.check_light_cone([1.0, 9.5], 0.5, cosmology, CACHE)
     suite.check_light_cone([1.0], 2.0, cosmology, CACHE)  # 80 Mpc/h wide: fits
+
+
+def test_nbody_settings_without_the_nbody_field_are_refused():
+    from numl.data.lensing import LensingDataModule
+
+    with pytest.raises(ConfigError, match=r"data\.nbody: set, but data\.field=gaussian"):
+        LensingDataModule(field="gaussian", nbody={"n_steps": 20}, cache_dir=CACHE)
+
+
+@pytest.mark.slow
+def test_simulate_nbody_suite_then_train_on_it(tmp_path):
+    """numl.simulate writes a (tiny) N-body suite to HDF5, numl.train trains on it; maps are non-Gaussian
+    (positive skewness, as gravity makes them) and every split comes from its own simulations."""
+    import h5py
+
+    from tests.conftest import run_numl
+
+    path = tmp_path / "nbody.h5"
+    sizes = ["data.n_train=48", "data.n_val=16", "data.n_test=16", "data.galaxy_density_arcmin2=null",
+             "data.nbody.simulations={train: 1, val: 1, test: 1}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    def run(entry, *args):
+        done = run_numl(entry, *args, *sizes)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    first = run("simulate", "experiment=lensing_nbody", f"output={path}", f"hydra.run.dir={tmp_path / 'sim'}")
+    assert (first.stdout + first.stderr).count("lens planes in") == 6  # 2 cosmologies x 3 splits
+    with h5py.File(path) as h5:
+        maps = {split: h5[split]["convergence_map"][:] for split in ("train", "val", "test")}
+    train = maps["train"][:, 0]
+    skewness = ((train - train.mean()) ** 3).mean() / train.std() ** 3
+    assert skewness > 0.2
+    assert not np.allclose(maps["val"][:4], maps["test"][:4])
+    # A rerun (or a suite resumed after a kill) reuses the cached light cones: no simulation runs again.
+    again = tmp_path / "again.h5"
+    second = run("simulate", "experiment=lensing_nbody", f"output={again}", f"hydra.run.dir={tmp_path / 'sim2'}")
+    assert "lens planes in" not in second.stdout + second.stderr
+    with h5py.File(again) as h5:
+        assert np.array_equal(h5["test"]["convergence_map"][:], maps["test"])
+    run("train", "experiment=lensing_nbody", "data.source=hdf5", f"data.hdf5_path={path}", "trainer.max_epochs=1",
+        "data.batch_size=16", f"hydra.run.dir={tmp_path / 'train'}")
+    assert (tmp_path / "train" / "test_metrics.json").is_file()

@@ -251,10 +251,8 @@ class PowerSpectrumBaseline(Baseline):
         self.model: PowerSpectrumClassifier | None = None
 
     def fitting_maps(self, datamodule):
-        n_fit = max(datamodule.split_sizes["train"], self.n_fit_per_class * len(datamodule.m_nu_values))
-        if datamodule.source == "hdf5" and len(datamodule.events("train")) >= n_fit:
-            return datamodule.events("train")
-        return datamodule.simulate_maps("baseline_fit", n_fit)
+        return datamodule.fitting_maps(max(datamodule.split_sizes["train"],
+                                           self.n_fit_per_class * len(datamodule.m_nu_values)))
 
     def fit(self, datamodule) -> PowerSpectrumBaseline:
         datamodule.build_simulators()

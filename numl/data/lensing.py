@@ -7,6 +7,10 @@ Two sources of maps:
 - ``source="hdf5"``: maps written by ``python -m numl.simulate``; a file whose metadata does not
   match the requested config is refused.
 
+``field="nbody"`` maps are ray traced through particle-mesh simulations (numl.sim.lensing.nbody): every split,
+training included, is a fixed set of maps from its own simulations (maps of one simulation share its modes),
+made at setup or, better, once by ``python -m numl.simulate`` into HDF5.
+
 Batches are dicts: ``convergence_map`` [B, n_z, N, N] (divided by ``map_scale`` so the network sees
 O(1) numbers), ``label`` (1 = massive), ``m_nu_ev``.
 """
@@ -23,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from numl.data.base import SimulatedDataModule
 from numl.sim.lensing import ConvergenceMapSimulator, Cosmology, convergence_power_spectra, required_ell_max
+from numl.sim.lensing.nbody import NBodySuite
 from numl.utils.errors import ConfigError, check_choice, check_positive
 from numl.utils.seeds import derived_seed
 
@@ -96,7 +101,9 @@ class LensingDataModule(SimulatedDataModule):
             ``m_nu_grid_ev``, a grid of cosmologies, since each needs its own CAMB run).
         source_redshifts: source planes, one map channel each (tomography with several).
         field_deg, n_pix: side of the square periodic map in degrees, and pixels per side.
-        field: "gaussian" or "lognormal".
+        field: "gaussian", "lognormal" or "nbody" (ray-traced particle-mesh simulations, set by ``nbody``:
+            the `numl.sim.lensing.nbody.ParticleMeshSetup` fields, ``simulations`` per split and cosmology,
+            ``matched_phases``, ``device``).
         galaxy_density_arcmin2: source galaxies per arcmin^2 for shape noise; null = noise-free.
         The split sizes, seed and source are those of `numl.data.base.SimulatedDataModule`.
     """
@@ -111,11 +118,12 @@ class LensingDataModule(SimulatedDataModule):
                  smoothing_arcmin: float = 0.0, lognormal_shift: list[float] | None = None,
                  ell_max: int | None = None, n_train: int = 2048, n_val: int = 512, n_test: int = 1024,
                  batch_size: int = 64, num_workers: int = 0, seed: int = 0, source: str = "simulate",
-                 hdf5_path: str | None = None, cache_dir: str | None = None, map_scale: float | None = None) -> None:
+                 hdf5_path: str | None = None, cache_dir: str | None = None, map_scale: float | None = None,
+                 nbody: dict[str, Any] | None = None) -> None:
         super().__init__(n_train=n_train, n_val=n_val, n_test=n_test, batch_size=batch_size,
                          num_workers=num_workers, seed=seed, source=source, hdf5_path=hdf5_path)
         check_choice("data.target", target, ("classification", "regression"))
-        check_choice("data.field", field, ("gaussian", "lognormal"))
+        check_choice("data.field", field, ("gaussian", "lognormal", "nbody"))
         check_positive("data.field_deg", field_deg)
         check_positive("data.n_pix", n_pix, integer=True)
         check_positive("data.shape_noise_sigma_e", shape_noise_sigma_e, allow_zero=True)
@@ -184,6 +192,13 @@ class LensingDataModule(SimulatedDataModule):
         self.map_scale = map_scale
         self.simulators: list[ConvergenceMapSimulator] = []
         self.spectra = []
+        self.nbody_suite = None
+        if field == "nbody":
+            self.nbody_suite = NBodySuite.from_config(nbody or {}, key_prefix="data.nbody")
+            self.nbody_suite.check_light_cone(self.source_redshifts, self.field_deg,
+                                              self.cosmology(self.m_nu_values[-1]), cache_dir)
+        elif nbody:
+            raise ConfigError(f"data.nbody: set, but data.field={field}; use data.field=nbody for N-body maps")
 
     @staticmethod
     def min_field_deg(n_pix: int) -> float:
@@ -205,8 +220,10 @@ class LensingDataModule(SimulatedDataModule):
             spectra = convergence_power_spectra(self.cosmology(m_nu), self.source_redshifts, self.ell_max,
                                                 cache_dir=self.cache_dir)
             self.spectra.append(spectra)
+            # N-body maps keep Gaussian simulators of the same spectra for the noise, the beam and the spectra check.
             self.simulators.append(ConvergenceMapSimulator(
-                spectra, field=self.field, lognormal_shift=self.lognormal_shift, **self.observation_kwargs()))
+                spectra, field="gaussian" if self.field == "nbody" else self.field,
+                lognormal_shift=self.lognormal_shift, **self.observation_kwargs()))
 
     def observation_kwargs(self) -> dict[str, Any]:
         """Field, pixels, noise and smoothing: what the likelihood-ratio baseline must share with the maps."""
@@ -257,6 +274,28 @@ class LensingDataModule(SimulatedDataModule):
             m_nu.append(m)
         return MapSet(torch.cat(maps), torch.cat(labels), torch.cat(m_nu))
 
+    def fitting_maps(self, n: int) -> MapSet:
+        """Maps for fitting the summary-statistic baselines: the training split when it has `n` maps or is
+        N-body (no other maps have its physics), else `n` maps from their own seeds."""
+        if self.field == "nbody" or (self.source == "hdf5" and len(self.events("train")) >= n):
+            return self.events("train")
+        return self.simulate_maps("baseline_fit", n)
+
+    def nbody_maps(self, split: str, n: int) -> MapSet:
+        """`n` maps of a split from its own N-body simulations: every class in equal numbers, spread evenly over
+        the split's simulations of that class, shape noise and smoothing added as for the other fields."""
+        self.build_simulators()
+        index, m_nu = self.draw_labels(n, self.split_seed(split, "labels"))
+        maps = torch.empty(n, len(self.source_redshifts), self.n_pix, self.n_pix)
+        for k, m in enumerate(self.m_nu_values):
+            members = (index == k).nonzero().reshape(-1)
+            maps[members] = self.nbody_suite.convergence_maps(
+                self.cosmology(m), split, len(members), self.source_redshifts, self.field_deg, self.n_pix,
+                seed=self.split_seed(split, "nbody"), class_index=k, cache_dir=self.cache_dir)
+        simulator = self.simulators[0]
+        generator = torch.Generator().manual_seed(self.split_seed(split, "shape_noise"))
+        return MapSet(simulator.observe(maps, generator), index, m_nu)
+
     def metadata(self) -> dict[str, Any]:
         """Everything that determines the maps; an HDF5 file must match it to be used."""
         return {
@@ -265,13 +304,17 @@ class LensingDataModule(SimulatedDataModule):
             "field_deg": self.field_deg, "n_pix": self.n_pix, "field": self.field,
             "shape_noise_sigma_e": self.shape_noise_sigma_e, "galaxy_density_arcmin2": self.galaxy_density_arcmin2,
             "smoothing_arcmin": self.smoothing_arcmin, "lognormal_shift": self.lognormal_shift,
-        }
+        } | ({"nbody": self.nbody_suite.metadata()} if self.nbody_suite else {})
 
     # ----- SimulatedDataModule hooks -----------------------------------------------------------
     def simulated_splits(self) -> tuple[str, ...]:
+        if self.field == "nbody":
+            return ("train", "val", "test")
         return ("val", "test")  # training maps are made per batch, on the training device
 
     def simulate_split(self, split: str) -> MapSet:
+        if self.field == "nbody":
+            return self.nbody_maps(split, self.split_sizes[split])
         self.build_simulators()
         return self.simulate_maps(split, self.split_sizes[split])
 
@@ -298,7 +341,7 @@ class LensingDataModule(SimulatedDataModule):
 
     # ----- Lightning -----------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
-        if self.source == "hdf5":
+        if self.source == "hdf5" or self.field == "nbody":
             return DataLoader(self.events("train"), batch_size=self.batch_size, shuffle=True,
                               num_workers=self.num_workers, drop_last=True, persistent_workers=self.num_workers > 0,
                               generator=self.loader_generator("train"))
