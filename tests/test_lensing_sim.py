@@ -125,6 +125,15 @@ def test_same_seed_same_maps_different_seed_different_maps(field):
     assert not torch.allclose(a, c)
 
 
+def test_tomographic_planes_share_the_total_galaxy_density():
+    # 30 galaxies / arcmin^2 in total over 3 tomographic bins: 10 per bin, so sqrt(3) more noise per plane.
+    single = ConvergenceMapSimulator(toy_spectra(n_z=1), field_deg=5.0, n_pix=64, galaxy_density_arcmin2=30.0)
+    three = ConvergenceMapSimulator(toy_spectra(n_z=3), field_deg=5.0, n_pix=64, galaxy_density_arcmin2=30.0)
+    assert three.galaxy_density_per_plane_arcmin2 == pytest.approx(10.0)
+    assert three.noise_sigma_pix == pytest.approx(math.sqrt(3) * single.noise_sigma_pix)
+    assert np.allclose(three.noise_power, 3 * single.noise_power[0])
+
+
 def test_noise_properties():
     sim = ConvergenceMapSimulator(toy_spectra(n_z=1), field_deg=5.0, n_pix=128)
     assert sim.pixel_area_arcmin2 == pytest.approx((5 * 60 / 128) ** 2)

@@ -57,8 +57,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     print(f"box {args.box} Mpc/h, z_init 19, seed {args.seed}, device {args.device}")
-    header = "setting (particles, mesh, steps) | k band [h/Mpc] | P/P_HMcode | P/P_lin | suppression sim | CAMB | diff [pp]"
-    print(header)
+    print("setting (particles, mesh, steps) | k band [h/Mpc] | P/P_HMcode | P/P_lin | suppression sim | CAMB | "
+          "diff [pp]")
     for setting in args.settings:
         n_particles, n_mesh, n_steps = (int(v) for v in setting.split(","))
         setup = ParticleMeshSetup(box_mpc_h=args.box, n_particles=n_particles, n_mesh=n_mesh, n_steps=n_steps)

@@ -104,7 +104,8 @@ class LensingDataModule(SimulatedDataModule):
         field: "gaussian", "lognormal" or "nbody" (ray-traced particle-mesh simulations, set by ``nbody``:
             the `numl.sim.lensing.nbody.ParticleMeshSetup` fields, ``simulations`` per split and cosmology,
             ``matched_phases``, ``device``).
-        galaxy_density_arcmin2: source galaxies per arcmin^2 for shape noise; null = noise-free.
+        galaxy_density_arcmin2: source galaxies per arcmin^2 for shape noise, in total, split equally among the
+            source planes; null = noise-free. shape_noise_sigma_e: ellipticity dispersion per component.
         The split sizes, seed and source are those of `numl.data.base.SimulatedDataModule`.
     """
 

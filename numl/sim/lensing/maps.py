@@ -9,6 +9,9 @@ Conventions (periodic square field of side L radians, N x N pixels, pixel size L
   (the bug powerbox PR #189 fixed: self-conjugate modes given half their power).
 - Order of operations: convergence field -> + shape noise (white, sigma_e / sqrt(n_gal A_pix) per pixel,
   independent per source plane) -> Gaussian smoothing (kernel standard deviation ``smoothing_arcmin``).
+- Shape noise: sigma_e is the intrinsic ellipticity dispersion per component (0.26 for stage-IV surveys), the
+  noise of a convergence estimate from n galaxies; ``galaxy_density_arcmin2`` is the survey's total source
+  density, split equally among the source planes (n_gal = total / n_planes in each tomographic bin).
 """
 
 from __future__ import annotations
@@ -69,7 +72,8 @@ def _matrix_sqrt(cov: np.ndarray) -> np.ndarray:
 class ConvergenceMapSimulator:
     """Tomographic convergence maps ``[n_maps, n_z, n_pix, n_pix]`` from C_ell^kappa.
 
-    ``galaxy_density_arcmin2`` is the source density per source plane (None: noise-free maps);
+    ``galaxy_density_arcmin2`` is the total source density, split equally among the source planes (None:
+    noise-free maps);
     ``lognormal_shift`` the lambda_i of each plane (default: Hilbert et al. 2011 fit at each source z).
     ``key_prefix`` names the config node in error messages.
     """
@@ -146,19 +150,25 @@ class ConvergenceMapSimulator:
         return (self.field_deg * 60.0 / self.n_pix) ** 2
 
     @property
+    def galaxy_density_per_plane_arcmin2(self) -> float | None:
+        """Sources per arcmin^2 in each source plane: the total split equally among the planes."""
+        return None if self.galaxy_density_arcmin2 is None else self.galaxy_density_arcmin2 / self.n_z
+
+    @property
     def noise_power(self) -> np.ndarray:
         """Shape-noise power N_ell = sigma_e^2 / n_gal [steradian] per source plane (zero if noise-free)."""
         if self.galaxy_density_arcmin2 is None:
             return np.zeros(self.n_z)
-        n_gal_per_sr = self.galaxy_density_arcmin2 * ARCMIN_PER_RAD**2
+        n_gal_per_sr = self.galaxy_density_per_plane_arcmin2 * ARCMIN_PER_RAD**2
         return np.full(self.n_z, self.shape_noise_sigma_e**2 / n_gal_per_sr)
 
     @property
     def noise_sigma_pix(self) -> float:
-        """Per-pixel shape-noise standard deviation sigma_e / sqrt(n_gal A_pix)."""
+        """Per-pixel shape-noise standard deviation sigma_e / sqrt(n_gal A_pix), n_gal per source plane."""
         if self.galaxy_density_arcmin2 is None:
             return 0.0
-        return self.shape_noise_sigma_e / math.sqrt(self.galaxy_density_arcmin2 * self.pixel_area_arcmin2)
+        return self.shape_noise_sigma_e / math.sqrt(self.galaxy_density_per_plane_arcmin2
+                                                    * self.pixel_area_arcmin2)
 
     @property
     def ell_grid(self) -> np.ndarray:

@@ -414,11 +414,12 @@ class ParticleMeshSimulation:
         return x, p
 
     def total_matter_overdensity(self, positions: torch.Tensor, a: float) -> torch.Tensor:
-        """delta_m on the mesh: the painted cold matter plus the linear-response neutrinos."""
+        """delta_m on the mesh for the lens planes: the painted cold matter, its CIC window deconvolved (it
+        would otherwise take a further 20 % of the convergence power at ell ~ 1000), plus the linear-response
+        neutrinos."""
         delta = cic_overdensity(positions, self.mesh.n_mesh, self.mesh.box)
-        if self.tables.f_nu == 0:
-            return delta
-        return torch.fft.irfftn(self.total_matter_k(torch.fft.rfftn(delta), a), s=delta.shape)
+        delta_k = self.total_matter_k(torch.fft.rfftn(delta), a) / self.mesh.cic_window
+        return torch.fft.irfftn(delta_k, s=delta.shape)
 
 
 def matter_power_spectrum(positions: torch.Tensor, simulation: ParticleMeshSimulation, a: float = 1.0,
@@ -554,7 +555,7 @@ def _bilinear_periodic(planes: torch.Tensor, u: torch.Tensor, v: torch.Tensor, n
 # ----- a suite of simulations for the data module ------------------------------------------------------------
 _SUITE_KEYS = ("box_mpc_h", "n_particles", "n_mesh", "n_steps", "z_init", "slabs_per_box", "simulations",
                "matched_phases", "device")
-_LIGHT_CONE_SCHEMA = 2
+_LIGHT_CONE_SCHEMA = 3
 
 
 class NBodySuite:
