@@ -368,6 +368,9 @@ class LikelihoodRatioBaseline(Baseline):
     label = "likelihood ratio (optimal)"
 
     def evaluate(self, datamodule) -> BaselineResult:
+        if datamodule.source == "fits":
+            raise ConfigError("baseline=likelihood_ratio: needs the spectra the maps were simulated from, which FITS "
+                              "maps (data.source=fits) do not have; choose baseline=power_spectrum")
         if datamodule.target != "classification" or datamodule.field != "gaussian":
             raise ConfigError(f"baseline=likelihood_ratio: needs data.target=classification and data.field=gaussian "
                               f"(got {datamodule.target} and {datamodule.field}); choose baseline=power_spectrum")
