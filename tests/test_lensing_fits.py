@@ -13,6 +13,7 @@ from numl.data.lensing import LensingDataModule
 from numl.data.lensing_fits import read_fits_directory, split_indices, write_fits_maps
 from numl.train import train
 from numl.utils.errors import ConfigError
+from tests.conftest import run_numl
 
 FIELD_DEG = 3.5
 REDSHIFTS = [1.0, 1.5]
@@ -150,3 +151,17 @@ def test_bad_fits_options_refused():
         _datamodule(".", fits_split_fractions=[0.8, 0.2])
     with pytest.raises(ConfigError, match="data.source='fit': must be one of simulate, hdf5, fits"):
         _datamodule(".", source="fit")
+
+
+@pytest.mark.slow
+def test_simulate_writes_fits_that_train_reads(tmp_path):
+    out = tmp_path / "fits_maps"
+    small = ["data.n_train=24", "data.n_val=8", "data.n_test=8", "data.n_pix=32", f"paths.log_dir={tmp_path}"]
+    written = run_numl("simulate", "experiment=lensing_cnn", "output_format=fits", f"output={out}", *small)
+    assert written.returncode == 0, written.stderr[-2000:]
+    assert len(list(out.rglob("*.fits"))) == 40
+    trained = run_numl("train", "experiment=lensing_cnn", "debug=fast_dev_run", "data.source=fits",
+                       f"data.fits_dir={out}", "baseline=none", f"paths.log_dir={tmp_path}")
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    refused = run_numl("simulate", "experiment=lensing_cnn", "output_format=fit", f"paths.log_dir={tmp_path}")
+    assert refused.returncode == 2 and "output_format='fit': must be one of hdf5, fits" in refused.stderr
