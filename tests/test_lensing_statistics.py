@@ -157,4 +157,4 @@ def test_grid_regressor_recovers_m_nu_between_grid_points_with_68_percent_interv
           f"coverage {coverage:.3f}")
     assert abs(best.mean() - 0.15) < 0.01
     assert best.std() == pytest.approx(sigma_expected, rel=0.15)
-    assert 0.62 < coverage < 0.74
+    assert 0.64 < coverage < 0.72  # 0.683 within 4 binomial standard errors; grid-point ends gave 0.651

@@ -343,12 +343,27 @@ class GaussianLikelihoodGridRegressor(GaussianLikelihoodClassifier):
                 + np.einsum("ki,ij,kj->k", self.fine_means, self.precision, self.fine_means)[None, :])
 
     def estimate(self, maps: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Best-fitting M_nu and the low and high ends of its Delta chi^2 <= 1 interval, per map."""
-        chi2 = self.chi2(maps)
-        best = self.fine_values[chi2.argmin(axis=1)]
-        inside = chi2 <= chi2.min(axis=1, keepdims=True) + 1.0
-        low = np.where(inside, self.fine_values[None, :], np.inf).min(axis=1)
-        high = np.where(inside, self.fine_values[None, :], -np.inf).max(axis=1)
+        """Best-fitting M_nu and the low and high ends of its Delta chi^2 <= 1 interval, per map.
+
+        The ends are where chi^2 crosses its minimum + 1, linearly interpolated between fine-grid points (the
+        fine-grid points themselves would shrink every interval by half a step on average), or the grid's ends.
+        """
+        excess = self.chi2(maps)
+        excess -= excess.min(axis=1, keepdims=True) + 1.0  # < 0 inside the interval
+        rows = np.arange(len(excess))
+        best = self.fine_values[excess.argmin(axis=1)]
+        inside = excess <= 0
+        first, last = inside.argmax(axis=1), inside.shape[1] - 1 - inside[:, ::-1].argmax(axis=1)
+
+        def crossing(inner: np.ndarray, outer: np.ndarray) -> np.ndarray:
+            e_in, e_out = excess[rows, inner], excess[rows, outer]
+            t = e_in / (e_in - e_out)  # from the inner point (excess <= 0) to the outer one (excess > 0)
+            return self.fine_values[inner] + t * (self.fine_values[outer] - self.fine_values[inner])
+
+        n = len(self.fine_values)
+        with np.errstate(divide="ignore", invalid="ignore"):  # the rows at a grid end take the end instead
+            low = np.where(first > 0, crossing(first, np.maximum(first - 1, 0)), self.fine_values[0])
+            high = np.where(last < n - 1, crossing(last, np.minimum(last + 1, n - 1)), self.fine_values[-1])
         return best, low, high
 
 
@@ -441,7 +456,8 @@ class SummaryStatisticBaseline(Baseline):
         test = datamodule.events("test")
         if isinstance(self.model, GaussianLikelihoodGridRegressor):
             best, low, high = self.model.estimate(test.maps)
-            truth = test.m_nu.numpy()
+            # The grid value itself (float64): the maps' float32 M_nu lies just outside an interval ending on it.
+            truth = np.asarray(datamodule.m_nu_values)[test.labels.numpy()]
             metrics = {"rmse": float(np.sqrt(np.mean((best - truth) ** 2))),
                        "coverage_1sigma": float(np.mean((low <= truth) & (truth <= high)))}
             return BaselineResult(self.label, metrics, {"m_nu_mean": best, "m_nu_sigma": 0.5 * (high - low),
