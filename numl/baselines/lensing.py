@@ -196,16 +196,16 @@ class MapStatistics:
             if self.sigma is None:
                 raise RuntimeError("MapStatistics: calibrate on fitting maps before measuring peaks, PDF or MFs")
             smoothed = smooth_maps(maps, self.field_deg, self.smoothing_arcmin)
-            sigma = self.sigma.to(torch.float64)[:, None]  # [n_z, 1]
-            edges = {k: torch.as_tensor(v)[None, :] * sigma for k, v in self.nu_edges.items()}
+            sigma = self.sigma.to(dtype=torch.float64, device=maps.device)[:, None]  # [n_z, 1]
+            edges = {k: torch.as_tensor(v, device=maps.device)[None, :] * sigma for k, v in self.nu_edges.items()}
             n = len(maps)
             for name in others:
                 if name == "peak_counts":
-                    feats.append(peak_counts(smoothed, edges[name]).reshape(n, -1).numpy())
+                    feats.append(peak_counts(smoothed, edges[name]).reshape(n, -1).cpu().numpy())
                 elif name == "one_point_pdf":
-                    feats.append((one_point_pdf(smoothed, edges[name]) * sigma).reshape(n, -1).numpy())
+                    feats.append((one_point_pdf(smoothed, edges[name]) * sigma).reshape(n, -1).cpu().numpy())
                 else:
-                    feats.extend(v.reshape(n, -1).numpy() for v in minkowski_functionals(smoothed, edges[name]))
+                    feats.extend(v.reshape(n, -1).cpu().numpy() for v in minkowski_functionals(smoothed, edges[name]))
         return np.concatenate(feats, axis=1)
 
 
