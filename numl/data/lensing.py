@@ -208,6 +208,8 @@ class LensingDataModule(SimulatedDataModule):
         self.fits_dir, self.fits_name_pattern = fits_dir, fits_name_pattern
         self.fits_m_nu_key, self.fits_angle_key = fits_m_nu_key, fits_angle_key
         self.fits_split_fractions = [float(f) for f in fits_split_fractions]
+        # Read here rather than in setup(): a bad file stops the run before the Trainer writes anything.
+        self._fits_splits = self._read_fits_splits() if source == "fits" else None
         self.simulators: list[ConvergenceMapSimulator] = []
         self.spectra = []
 
@@ -295,6 +297,9 @@ class LensingDataModule(SimulatedDataModule):
 
     # ----- FITS maps ---------------------------------------------------------------------------
     def read_source(self) -> dict[str, MapSet]:
+        return self._fits_splits
+
+    def _read_fits_splits(self) -> dict[str, MapSet]:
         """The FITS directory's maps in train / val / test (source="fits"); sets the field, pixels and M_nu
         values from the files."""
         found = read_fits_directory(self.fits_dir, self.source_redshifts, self.fits_name_pattern, self.fits_m_nu_key,
