@@ -2,6 +2,7 @@
 
     python -m numl.simulate experiment=lensing_cnn                     # -> data/lensing_cnn.h5
     python -m numl.simulate experiment=next_dense_cnn output=events.h5
+    python -m numl.simulate experiment=lensing_cnn output_format=fits  # -> data/lensing_cnn_fits/, FITS maps
 
 Then train from the file: `python -m numl.train experiment=X data.source=hdf5 data.hdf5_path=<file>`.
 The file's metadata records the simulator, its config and seeds, and a mismatching file is refused.
@@ -17,7 +18,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from numl.utils.errors import ConfigError
+from numl.utils.errors import ConfigError, check_choice
 from numl.utils.runtime import (
     check_writable_dir,
     hydra_errors_in_one_line,
@@ -33,6 +34,10 @@ def simulate(cfg: DictConfig) -> Path:
         raise ConfigError("data: missing; choose an experiment (experiment=<name>) or data=<name>")
     # The experiment's own name: the default file name and the command that trains on the file.
     experiment = _experiment_choice() or cfg.task_name
+    output_format = cfg.get("output_format", "hdf5")
+    check_choice("output_format", output_format, ("hdf5", "fits"))
+    if output_format == "fits":
+        return _simulate_fits(cfg, experiment)
     output = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.data_dir) / f"{experiment.replace('/', '_')}.h5"
     check_writable_dir("output", output.parent)
     data_cfg = OmegaConf.merge(cfg.data, {"source": "simulate"})
@@ -54,6 +59,19 @@ def _experiment_choice() -> str | None:
     if not HydraConfig.initialized():
         return None
     return HydraConfig.get().runtime.choices.get("experiment")
+def _simulate_fits(cfg: DictConfig, experiment: str) -> Path:
+    """The maps of every split as FITS files in a directory (MassiveNuS's layout), for data.source=fits."""
+    default = Path(cfg.paths.data_dir) / f"{experiment.replace('/', '_')}_fits"
+    output = Path(cfg.output) if cfg.get("output") else default
+    check_writable_dir("output", output)
+    datamodule = instantiate(OmegaConf.merge(cfg.data, {"source": "simulate"}), _convert_="all")
+    if not hasattr(datamodule, "write_fits"):
+        raise ConfigError(f"output_format=fits: data._target_={cfg.data._target_} cannot write FITS maps")
+    start = time.perf_counter()
+    files = datamodule.write_fits(output)
+    print(f"wrote {len(files)} FITS maps to {output} in {time.perf_counter() - start:.1f} s")
+    print(f"train on them: python -m numl.train experiment={experiment} data.source=fits data.fits_dir={output}")
+    return output
 
 
 @hydra_errors_in_one_line

@@ -14,6 +14,7 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
+from numl.data.lensing_fits import write_fits_maps
 from numl.utils.runtime import build_task
 from tests.conftest import compose_config, run_numl
 
@@ -58,6 +59,11 @@ CATALOGUE = {
                                          "ckpt_path='{files}/petalo.ckpt': checkpoint does not match task"),
     "evaluate without a checkpoint": (("evaluate", "ckpt_path={tmp}/none.ckpt"),
                                       "ckpt_path='{tmp}/none.ckpt': no such checkpoint file"),
+    "FITS maps of mixed sizes": ((*TRAIN, "data.source=fits", "data.fits_dir={files}/fits_mixed"),
+                                 "data.fits_dir: maps of mixed sizes: {files}/fits_mixed/mnv0.00000_numl/"
+                                 "WLconv_z1.00_0002r.fits is 8x8 pixels"),
+    "empty FITS directory": ((*TRAIN, "data.source=fits", "data.fits_dir={files}/fits_empty"),
+                             "data.fits_dir='{files}/fits_empty': no FITS files"),
     "simulate into a file's subdirectory": (("simulate", "experiment=lensing_cnn", "output={files}/a_file/maps.h5"),
                                             "output="),
     "KM3NeT test file without MC truth": (("train", "experiment=km3net_transformer", "debug=fast_dev_run",
@@ -89,6 +95,12 @@ def files(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("inputs")
     (directory / "a_file").write_text("a file, not a directory")
     (directory / "notes.ckpt").write_text("not a checkpoint")
+    (directory / "fits_empty").mkdir()
+    # Two maps of one cosmology: 16 x 16, then 8 x 8 pixels.
+    write_fits_maps(torch.zeros(2, 1, 16, 16), torch.zeros(2), directory / "fits_mixed", 3.5, [1.0])
+    write_fits_maps(torch.zeros(1, 1, 8, 8), torch.zeros(1), directory / "fits_small", 3.5, [1.0])
+    (directory / "fits_small" / "mnv0.00000_numl" / "WLconv_z1.00_0001r.fits").replace(
+        directory / "fits_mixed" / "mnv0.00000_numl" / "WLconv_z1.00_0002r.fits")
     for name, overrides in (("small_cnn", ["experiment=lensing_cnn", "model.channels=[4,8]"]),
                             ("petalo", ["experiment=petalo_position"])):
         task = build_task(compose_config("train", overrides, directory / "compose"))

@@ -135,13 +135,19 @@ def test_group_option_composes_and_instantiates(group, option, tmp_path):
 
 
 # CAMB runs for every cosmology of a tomographic or M_nu-grid experiment take a minute on a fresh cache.
-CAMB_HEAVY = {"lensing_tomo", "lensing_mnu_regression"}
+CAMB_HEAVY = {"lensing_tomo", "lensing_mnu_regression", "lensing_nbody_mnu_regression"}
+# N-body experiments run a suite of simulations: here a tiny one (16^3 particles, one simulation per split and
+# cosmology, under a second each), with enough training maps for the summary statistics' covariances.
+NBODY_TINY = ["data.nbody.n_particles=16", "data.nbody.n_mesh=32", "data.nbody.n_steps=10",
+              "data.nbody.simulations={train: 1, val: 1, test: 1}", "data.n_train=32", "data.n_val=16",
+              "data.n_test=16", "data.batch_size=8"]
 
 
 @pytest.mark.parametrize("experiment", [pytest.param(e, marks=pytest.mark.slow) if e in CAMB_HEAVY else e
                                         for e in EXPERIMENTS])
 def test_experiment_fast_dev_run(experiment, compose_train, tmp_path):
-    cfg = compose_train([f"experiment={experiment}", "debug=fast_dev_run"])
+    tiny = NBODY_TINY if "nbody" in experiment else []
+    cfg = compose_train([f"experiment={experiment}", "debug=fast_dev_run", *tiny])
     metrics = train(cfg)
     assert any(k.startswith("test/") for k in metrics), metrics
     assert (tmp_path / "test_metrics.json").is_file()

@@ -33,12 +33,14 @@ class SimulatedDataModule(pl.LightningDataModule):
         n_train, n_val, n_test: events per split (an HDF5 file must hold at least that many; the first are used).
         batch_size, num_workers: of every DataLoader.
         seed: every split's events follow from it (`split_seed`).
-        source: "simulate" or "hdf5".
+        source: "simulate" or "hdf5" (or a domain's own, `sources`).
         hdf5_path: the file, with source="hdf5".
     """
 
     #: written into and checked against every HDF5 file, with `metadata()`
     simulator_name: ClassVar[str]
+    #: where events can come from; a domain that reads other files adds its source and `read_source`
+    sources: ClassVar[tuple[str, ...]] = ("simulate", "hdf5")
 
     def __init__(self, n_train: int, n_val: int, n_test: int, batch_size: int, num_workers: int = 0, seed: int = 0,
                  source: str = "simulate", hdf5_path: str | None = None) -> None:
@@ -48,7 +50,7 @@ class SimulatedDataModule(pl.LightningDataModule):
             check_positive(f"data.n_{split}", n, integer=True)
         check_positive("data.batch_size", batch_size, integer=True)
         check_positive("data.num_workers", num_workers, integer=True, allow_zero=True)
-        check_choice("data.source", source, ("simulate", "hdf5"))
+        check_choice("data.source", source, self.sources)
         if source == "hdf5" and not hdf5_path:
             raise ConfigError("data.hdf5_path: missing; data.source=hdf5 needs the file written by numl.simulate")
         if source == "hdf5" and not Path(hdf5_path).is_file():
@@ -94,6 +96,10 @@ class SimulatedDataModule(pl.LightningDataModule):
         """Splits made at setup (the lensing training maps are made per batch instead)."""
         return SPLITS
 
+    def read_source(self) -> dict[str, Any]:
+        """Every split's events from a source other than "simulate" and "hdf5" (see `sources`)."""
+        raise NotImplementedError
+
     def check_events(self, split: str, events: Any) -> None:
         """Refuse events the networks cannot use (a domain override raises ConfigError)."""
 
@@ -118,8 +124,10 @@ class SimulatedDataModule(pl.LightningDataModule):
             return
         if self.source == "hdf5":
             self._events = self.read_hdf5(self.hdf5_path)
-        else:
+        elif self.source == "simulate":
             self._events = {split: self.simulate_split(split) for split in self.simulated_splits()}
+        else:
+            self._events = self.read_source()
         for split, events in self._events.items():
             self.check_events(split, events)
 

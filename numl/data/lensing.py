@@ -6,6 +6,8 @@ Two sources of maps:
   Validation and test maps are fixed, from seeds derived from ``seed``.
 - ``source="hdf5"``: maps written by ``python -m numl.simulate``; a file whose metadata does not
   match the requested config is refused.
+- ``source="fits"``: a directory of FITS convergence maps (N-body suites such as MassiveNuS, or numl's own,
+  ``python -m numl.simulate output_format=fits``), split by ``numl.data.lensing_fits``.
 
 ``field="nbody"`` maps are ray traced through particle-mesh simulations (numl.sim.lensing.nbody): every split,
 training included, is a fixed set of maps from its own simulations (maps of one simulation share its modes),
@@ -17,6 +19,7 @@ O(1) numbers), ``label`` (1 = massive), ``m_nu_ev``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import h5py
@@ -25,7 +28,8 @@ import torch
 from rich.progress import track
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from numl.data.base import SimulatedDataModule
+from numl.data.base import SPLITS, SimulatedDataModule
+from numl.data.lensing_fits import DEFAULT_NAME_PATTERN, read_fits_directory, split_indices, write_fits_maps
 from numl.sim.lensing import ConvergenceMapSimulator, Cosmology, convergence_power_spectra, required_ell_max
 from numl.sim.lensing.nbody import NBodySuite
 from numl.utils.errors import ConfigError, check_choice, check_positive
@@ -107,9 +111,16 @@ class LensingDataModule(SimulatedDataModule):
         galaxy_density_arcmin2: source galaxies per arcmin^2 for shape noise, in total, split equally among the
             source planes; null = noise-free. shape_noise_sigma_e: ellipticity dispersion per component.
         The split sizes, seed and source are those of `numl.data.base.SimulatedDataModule`.
+        fits_dir, fits_name_pattern, fits_m_nu_key, fits_angle_key: with source="fits", the directory of FITS
+            maps, the regular expression of their relative paths, and the header keys of M_nu [eV] and of the
+            map's side [deg] (`numl.data.lensing_fits`). The maps' size, side and M_nu values come from the
+            files: classification keeps the maps at m_nu_massless_ev and m_nu_massive_ev, regression the maps at
+            m_nu_grid_ev (null: every M_nu found). fits_split_fractions: train, val, test shares of each M_nu's
+            maps (whole simulations); n_<split> caps each split.
     """
 
     simulator_name = SIMULATOR_NAME
+    sources = ("simulate", "hdf5", "fits")
 
     def __init__(self, cosmology: dict[str, Any] | None = None, target: str = "classification",
                  m_nu_massless_ev: float = 0.0, m_nu_massive_ev: float = 0.1,
@@ -120,7 +131,9 @@ class LensingDataModule(SimulatedDataModule):
                  ell_max: int | None = None, n_train: int = 2048, n_val: int = 512, n_test: int = 1024,
                  batch_size: int = 64, num_workers: int = 0, seed: int = 0, source: str = "simulate",
                  hdf5_path: str | None = None, cache_dir: str | None = None, map_scale: float | None = None,
-                 nbody: dict[str, Any] | None = None) -> None:
+                 fits_dir: str | None = None, fits_name_pattern: str = DEFAULT_NAME_PATTERN,
+                 fits_m_nu_key: str = "M_NU", fits_angle_key: str = "ANGLE",
+                 fits_split_fractions: list[float] = (0.7, 0.15, 0.15), nbody: dict[str, Any] | None = None) -> None:
         super().__init__(n_train=n_train, n_val=n_val, n_test=n_test, batch_size=batch_size,
                          num_workers=num_workers, seed=seed, source=source, hdf5_path=hdf5_path)
         check_choice("data.target", target, ("classification", "regression"))
@@ -164,6 +177,7 @@ class LensingDataModule(SimulatedDataModule):
         for i, z in enumerate(source_redshifts):
             if not isinstance(z, int | float) or z <= 0:
                 raise ConfigError(f"data.source_redshifts[{i}]={z!r}: a source redshift must be a number > 0")
+        self.m_nu_grid_given = m_nu_grid_ev is not None  # else FITS regression takes every M_nu it finds
         if target == "classification":
             for key, value in (("m_nu_massless_ev", m_nu_massless_ev), ("m_nu_massive_ev", m_nu_massive_ev)):
                 check_positive(f"data.{key}", value, allow_zero=True)
@@ -191,6 +205,19 @@ class LensingDataModule(SimulatedDataModule):
         self.ell_max = int(ell_max) if ell_max else int(np.ceil(np.sqrt(2) * np.pi / pixel_rad)) + 10
         self.cache_dir = cache_dir
         self.map_scale = map_scale
+        if source == "fits":
+            if not fits_dir or not Path(fits_dir).is_dir():
+                raise ConfigError(f"data.fits_dir={fits_dir!r}: no such directory; data.source=fits reads the FITS "
+                                  f"maps in it")
+            fractions = list(fits_split_fractions)
+            if len(fractions) != 3 or not all(isinstance(f, int | float) and f > 0 for f in fractions):
+                raise ConfigError(f"data.fits_split_fractions={fractions}: must be three numbers > 0 (train, val, "
+                                  f"test)")
+        self.fits_dir, self.fits_name_pattern = fits_dir, fits_name_pattern
+        self.fits_m_nu_key, self.fits_angle_key = fits_m_nu_key, fits_angle_key
+        self.fits_split_fractions = [float(f) for f in fits_split_fractions]
+        # Read here rather than in setup(): a bad file stops the run before the Trainer writes anything.
+        self._fits_splits = self._read_fits_splits() if source == "fits" else None
         self.simulators: list[ConvergenceMapSimulator] = []
         self.spectra = []
         self.nbody_suite = None
@@ -276,9 +303,9 @@ class LensingDataModule(SimulatedDataModule):
         return MapSet(torch.cat(maps), torch.cat(labels), torch.cat(m_nu))
 
     def fitting_maps(self, n: int) -> MapSet:
-        """Maps for fitting the summary-statistic baselines: the training split when it has `n` maps or is
-        N-body (no other maps have its physics), else `n` maps from their own seeds."""
-        if self.field == "nbody" or (self.source == "hdf5" and len(self.events("train")) >= n):
+        """Maps for fitting the summary-statistic baselines: the training split when it has `n` maps or holds
+        N-body or FITS maps (no other maps have their physics), else `n` maps from their own seeds."""
+        if self.field == "nbody" or self.source == "fits" or (self.source == "hdf5" and len(self.events("train")) >= n):
             return self.events("train")
         return self.simulate_maps("baseline_fit", n)
 
@@ -306,6 +333,42 @@ class LensingDataModule(SimulatedDataModule):
             "shape_noise_sigma_e": self.shape_noise_sigma_e, "galaxy_density_arcmin2": self.galaxy_density_arcmin2,
             "smoothing_arcmin": self.smoothing_arcmin, "lognormal_shift": self.lognormal_shift,
         } | ({"nbody": self.nbody_suite.metadata()} if self.nbody_suite else {})
+
+    # ----- FITS maps ---------------------------------------------------------------------------
+    def read_source(self) -> dict[str, MapSet]:
+        return self._fits_splits
+
+    def _read_fits_splits(self) -> dict[str, MapSet]:
+        """The FITS directory's maps in train / val / test (source="fits"); sets the field, pixels and M_nu
+        values from the files."""
+        found = read_fits_directory(self.fits_dir, self.source_redshifts, self.fits_name_pattern, self.fits_m_nu_key,
+                                    self.fits_angle_key, self.field_deg)
+        wanted = (self.m_nu_values if self.target == "classification" or self.m_nu_grid_given
+                  else sorted(set(found.m_nu_ev.tolist())))
+        class_index = np.full(len(found.m_nu_ev), -1)
+        for k, m_nu in enumerate(wanted):
+            class_index[np.abs(found.m_nu_ev - m_nu) < 1e-4] = k
+            if not (class_index == k).any():
+                raise ConfigError(f"data.fits_dir={self.fits_dir!r}: no map at M_nu = {m_nu:g} eV (found "
+                                  f"{', '.join(f'{m:g}' for m in sorted(set(found.m_nu_ev.tolist())))} eV)")
+        keep = class_index >= 0
+        self.m_nu_values = [float(m) for m in wanted]
+        self.field_deg, self.n_pix = found.field_deg, int(found.maps.shape[-1])
+        index = split_indices(found.m_nu_ev[keep], [g for g, k in zip(found.groups, keep, strict=True) if k],
+                              self.fits_split_fractions, self.seed)
+        maps, labels = found.maps[keep], torch.from_numpy(class_index[keep])
+        m_nu = torch.tensor(self.m_nu_values, dtype=torch.float32)[labels]
+        index = {split: torch.from_numpy(idx[:self.split_sizes[split]]) for split, idx in index.items()}
+        return {split: MapSet(maps[idx], labels[idx], m_nu[idx]) for split, idx in index.items()}
+
+    def write_fits(self, directory: str | Path) -> list[Path]:
+        """Every split's maps (training maps from their own seeds) as FITS files in MassiveNuS's layout, for
+        data.source=fits; the reader makes its own splits."""
+        self.build_simulators()
+        splits = [self.nbody_maps(split, self.split_sizes[split]) if self.field == "nbody"
+                  else self.simulate_maps(split, self.split_sizes[split]) for split in SPLITS]
+        return write_fits_maps(torch.cat([s.maps for s in splits]), torch.cat([s.m_nu for s in splits]), directory,
+                               self.field_deg, self.source_redshifts, self.fits_m_nu_key, self.fits_angle_key)
 
     # ----- SimulatedDataModule hooks -----------------------------------------------------------
     def simulated_splits(self) -> tuple[str, ...]:
@@ -342,7 +405,7 @@ class LensingDataModule(SimulatedDataModule):
 
     # ----- Lightning -----------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
-        if self.source == "hdf5" or self.field == "nbody":
+        if self.source != "simulate" or self.field == "nbody":  # a fixed set of training maps
             return DataLoader(self.events("train"), batch_size=self.batch_size, shuffle=True,
                               num_workers=self.num_workers, drop_last=True, persistent_workers=self.num_workers > 0,
                               generator=self.loader_generator("train"))

@@ -19,14 +19,15 @@ def draw(datamodule: Any, predictions: dict[str, torch.Tensor], baselines: dict[
     """Every lensing figure the run's outputs allow, into `output_dir`."""
     output_dir = Path(output_dir)
     test = datamodule.events("test")
-    datamodule.build_simulators()
     paths = [plot_example_maps(test.maps, test.labels, datamodule.m_nu_values, datamodule.field_deg,
                                output_dir / "example_maps.png")]
-    ell_edges = datamodule.ell_bin_edges(15)
-    measured = [measure_power_spectrum(test.maps[test.labels == k][:256], datamodule.field_deg, ell_edges)
-                for k in range(len(datamodule.m_nu_values)) if (test.labels == k).any()]
-    paths.append(plot_spectra_check(datamodule.simulators, datamodule.m_nu_values, measured,
-                                    output_dir / "power_spectra.png"))
+    if datamodule.source != "fits":  # maps from elsewhere: no CAMB spectra of their cosmology to compare with
+        datamodule.build_simulators()
+        ell_edges = datamodule.ell_bin_edges(15)
+        measured = [measure_power_spectrum(test.maps[test.labels == k][:256], datamodule.field_deg, ell_edges)
+                    for k in range(len(datamodule.m_nu_values)) if (test.labels == k).any()]
+        paths.append(plot_spectra_check(datamodule.simulators, datamodule.m_nu_values, measured,
+                                        output_dir / "power_spectra.png"))
     curves = score_curves(predictions, baselines)
     if curves:
         paths.append(save_roc_curves(curves, output_dir / "roc_vs_baselines.png", positive="massive",
