@@ -209,10 +209,12 @@ def test_generate_bad_input_is_one_line(gan_run, tmp_path):
         load_generator(other / "last.ckpt")
 
 
-def test_generate_command_line_error_is_one_line(gan_run):
-    result = run_numl("generate", f"ckpt_path={gan_run / 'checkpoints' / 'last.ckpt'}", "n=-5")
+def test_a_condition_without_plus_is_one_line_that_says_how(gan_run):
+    # Hydra cannot declare the condition names of every generator, so a new one takes a '+'.
+    result = run_numl("generate", f"ckpt_path={gan_run / 'checkpoints' / 'last.ckpt'}", "n=5", "condition.z_mm=3")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["numl: error: n=-5: must be an integer > 0"]
+    assert result.stderr.strip().splitlines() == [
+        "numl: error: condition.z_mm: no such key (to add one: +condition.z_mm=...)"]
 
 
 @pytest.mark.slow

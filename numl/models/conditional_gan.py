@@ -101,13 +101,17 @@ class ProjectionDiscriminator(nn.Module):
 
     Every layer is spectrally normalised (1-Lipschitz layers keep the hinge-loss game stable). The condition
     enters by projection: score = w . h + embed(c) . h, with h the event's pooled features, so the network
-    judges how well the event fits its condition, not only whether it looks real.
+    judges how well the event fits its condition, not only whether it looks real. Two coordinate channels
+    (row and column in [-1, 1]) are appended to the event: the pooled features would otherwise hardly know
+    where in the image a light spot is, which is what a position condition decides.
     """
 
     def __init__(self, event_shape: list[int], n_conditions: int, channels: list[int] = (32, 64, 128)) -> None:
         super().__init__()
-        in_channels, _, _ = _event_shape(event_shape, len(channels) - 1, "task.discriminator")
-        layers = [spectral_norm(nn.Conv2d(in_channels, channels[0], 3, padding=1)), nn.LeakyReLU(0.2)]
+        in_channels, rows, columns = _event_shape(event_shape, len(channels) - 1, "task.discriminator")
+        grid = torch.meshgrid(torch.linspace(-1, 1, rows), torch.linspace(-1, 1, columns), indexing="ij")
+        self.register_buffer("coordinates", torch.stack(grid)[None], persistent=False)
+        layers = [spectral_norm(nn.Conv2d(in_channels + 2, channels[0], 3, padding=1)), nn.LeakyReLU(0.2)]
         for a, b in itertools.pairwise(channels):
             layers += [spectral_norm(nn.Conv2d(a, b, 4, stride=2, padding=1)), nn.LeakyReLU(0.2),
                        spectral_norm(nn.Conv2d(b, b, 3, padding=1)), nn.LeakyReLU(0.2)]
@@ -117,5 +121,6 @@ class ProjectionDiscriminator(nn.Module):
                                    spectral_norm(nn.Linear(channels[-1], channels[-1])))
 
     def forward(self, event, conditions):
-        h = self.features(event).sum(dim=(2, 3))
+        coordinates = self.coordinates.expand(len(event), -1, -1, -1)
+        h = self.features(torch.cat([event, coordinates], dim=1)).sum(dim=(2, 3))
         return self.score(h).squeeze(1) + (self.embed(conditions) * h).sum(dim=1)
