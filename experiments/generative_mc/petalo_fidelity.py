@@ -57,12 +57,17 @@ def main() -> None:
     parser.add_argument("--position-simulated", type=Path, help="position network trained on simulated events")
     parser.add_argument("--position-generated", type=Path, help="position network trained on generated events")
     parser.add_argument("--output-dir", type=Path, required=True)
+    parser.add_argument("--generator", choices=("ema", "last"), default="ema",
+                        help="sample the moving average of the generator weights (what numl.generate uses) or the "
+                             "weights of the last training step")
     args = parser.parse_args()
     register_resolvers()
     out_dir = args.output_dir
     out_dir.mkdir(parents=True, exist_ok=True)
 
     gan, run_cfg = load_generator(args.gan)
+    if args.generator == "last":
+        gan.ema_generator.load_state_dict(gan.model.state_dict())
     datamodule = instantiate(OmegaConf.merge(run_cfg.data, {"progress": False}), _convert_="all")
     simulated = read_simulated(datamodule, args.simulated)
     test = simulated["test"]
@@ -72,7 +77,7 @@ def main() -> None:
     generated = datamodule.generated_events(pattern.numpy(), test["position_mm"], GENERATION_SEED)
 
     centroid = CentroidRMap(datamodule.config).fit(simulated["train"])
-    results = {"n_held_out_events": len(positions), "generator": str(args.gan.resolve()),
+    results = {"n_held_out_events": len(positions), "generator": f"{args.gan.resolve()} ({args.generator})",
                "simulated_file": str(args.simulated.resolve())}
     results |= petalo_fidelity(test, generated["sipm_charge"], centroid)
 
