@@ -77,7 +77,7 @@ def test_projection_discriminator_score_depends_on_the_condition():
     assert not torch.allclose(a, b)
 
 
-def test_film_generator_output_depends_on_the_condition_once_trained_away_from_zero_init():
+def test_generator_output_depends_on_the_condition_from_the_start():
     torch.manual_seed(0)
     generator = ConditionalGenerator(EVENT_SHAPE, 3, latent_dim=8, channels=[16, 8, 8], embedding_dim=8).eval()
     noise = torch.randn(2, 8)
