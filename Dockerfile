@@ -3,7 +3,7 @@
 #   make docker                      (= docker build -t numl:latest .)
 #   docker run --rm --gpus all --ipc=host -v "$PWD/logs:/workspace/logs" numl:latest \
 #       train experiment=lensing_cnn trainer=gpu
-#   docker run --rm numl:latest help                       (train, evaluate, simulate, attribute, export, python, bash)
+#   docker run --rm numl:latest help          (train, evaluate, simulate, generate, attribute, export, python, bash)
 # Apptainer (read-only image): numl.def, or this image converted; logs go to the working directory, caches to $HOME:
 #   apptainer build numl.sif docker-daemon://numl:latest
 #   apptainer run --nv numl.sif train experiment=lensing_cnn trainer=gpu

@@ -7,7 +7,7 @@
 # An unknown command is one line on stderr and exit code 2, like every numl usage error.
 set -eu
 
-COMMANDS="train evaluate simulate attribute export"
+COMMANDS="train evaluate simulate generate attribute export"
 USAGE="usage: numl {$(echo "$COMMANDS" | tr ' ' '|')|python|bash|sh} [ARGS...] (no command: train)"
 
 # Writable HOME and caches: the image may be read-only (Apptainer). env.sh lies beside this script.
@@ -25,6 +25,7 @@ case "$1" in
         echo "  train       python -m numl.train [overrides]      (e.g. experiment=lensing_cnn trainer=gpu)"
         echo "  evaluate    python -m numl.evaluate ckpt_path=... [overrides]"
         echo "  simulate    python -m numl.simulate experiment=... output=data/<file>.h5"
+        echo "  generate    python -m numl.generate ckpt_path=<generator>.ckpt n=... output=data/<file>.h5"
         echo "  attribute   python -m numl.attribute ckpt_path=... attribution=..."
         echo "  export      python -m numl.export <run dir> [--format torchscript|onnx]"
         echo "  python, bash, sh: run that program; COMMAND --help: that command's own help"

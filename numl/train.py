@@ -115,6 +115,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = _resume_checkpoint(cfg, output_dir)
     # The DataModule checks its arguments first (it draws no random numbers: each split has its own seed).
     datamodule: pl.LightningDataModule = instantiate(cfg.data, _convert_="all")
+    datamodule.exact_resume_order = bool(cfg.get("exact_resume_order", False))
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     task = build_task(cfg)

@@ -81,7 +81,7 @@ def test_every_config_folder_is_a_tested_group():
     assert folders == {group.split("/")[0] for group in GROUPS}
 
 
-@pytest.mark.parametrize("root", ["train", "evaluate", "simulate", "attribute"])
+@pytest.mark.parametrize("root", ["train", "evaluate", "simulate", "attribute", "generate"])
 def test_root_config_composes(root, tmp_path):
     cfg = compose_config(root, ["ckpt_path=run/checkpoints/last.ckpt"] if root == "evaluate" else [], tmp_path)
     OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)

@@ -11,19 +11,42 @@ baselines (numl.baselines) and the figures (numl.figures) read: the DataModule i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import h5py
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from numl.utils.errors import ConfigError, check_choice, check_positive
 from numl.utils.hdf5 import open_checked, write_metadata
 from numl.utils.seeds import derived_seed
 
 SPLITS = ("train", "val", "test")
+
+
+class EpochPermutation(Sampler[int]):
+    """A random order of n events that is a function of (seed, epoch).
+
+    Lightning calls `set_epoch` before every training epoch. Drawing the order from the global RNG, even
+    reseeded per epoch (numl.callbacks.EpochSeed), is not enough: Lightning creates the first epoch's
+    iterator before the epoch-start hooks run, so a resumed run's first epoch would get another order.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = int(n), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(derived_seed(self.seed, self.epoch))
+        return iter(torch.randperm(self.n, generator=generator).tolist())
 
 
 class SimulatedDataModule(pl.LightningDataModule):
@@ -39,6 +62,10 @@ class SimulatedDataModule(pl.LightningDataModule):
 
     #: written into and checked against every HDF5 file, with `metadata()`
     simulator_name: ClassVar[str]
+    #: set by the run's `exact_resume_order` (numl.train): shuffle by (seed, epoch) so that a resumed run is bit
+    #: for bit the run never killed. Off by default until the study READMEs are rebuilt with it, since it changes
+    #: every fresh run's batch order once.
+    exact_resume_order: bool = False
     #: where events can come from; a domain that reads other files adds its source and `read_source`
     sources: ClassVar[tuple[str, ...]] = ("simulate", "hdf5")
 
@@ -145,9 +172,12 @@ class SimulatedDataModule(pl.LightningDataModule):
                 out[split] = self.read_split(h5[split], wanted)
         return out
 
-    def write_hdf5(self, path: str | Path) -> Path:
-        """Simulate every split into one file. It is written beside the target and renamed when complete, so a
-        killed write never leaves a file that looks complete."""
+    def write_hdf5(self, path: str | Path, split_events: Callable[[str], Any] | None = None,
+                   attributes: dict[str, Any] | None = None) -> Path:
+        """Every split into one file: simulated, or `split_events(split)` in the domain's form (numl.generate
+        writes a generator's events so, with its provenance in `attributes`). It is written beside the target and
+        renamed when complete, so a killed write never leaves a file that looks complete."""
+        split_events = split_events or self.simulate_split
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(path.suffix + ".part")
@@ -155,12 +185,12 @@ class SimulatedDataModule(pl.LightningDataModule):
             with h5py.File(partial, "w") as h5:
                 write_metadata(h5, self.simulator_name, self.metadata())
                 h5.attrs["seed"] = self.seed
-                for key, value in self.file_attributes().items():
+                for key, value in (self.file_attributes() | (attributes or {})).items():
                     h5.attrs[key] = value
                 for split in SPLITS:
                     group = h5.create_group(split)
                     group.attrs["seed"] = self.split_seed(split)
-                    self.write_split(group, self.simulate_split(split))
+                    self.write_split(group, split_events(split))
             partial.replace(path)
         finally:
             partial.unlink(missing_ok=True)
@@ -178,8 +208,17 @@ class SimulatedDataModule(pl.LightningDataModule):
         return torch.Generator().manual_seed(derived_seed(self.seed, split, "loader"))
 
     def loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        # A shuffled loader takes its permutation from the global RNG, which the EpochSeed callback reseeds
-        # every epoch: a resumed run then sees the same batches as one never killed.
+        if shuffle and self.exact_resume_order:
+            # The order is a function of (seed, epoch) (EpochPermutation) and no loader draws from the global RNG:
+            # a resumed run sees the same batches and dropout masks as one never killed.
+            dataset = self.cached_dataset(split)
+            return DataLoader(dataset, batch_size=self.batch_size,
+                              sampler=EpochPermutation(len(dataset), derived_seed(self.seed, split, "shuffle")),
+                              num_workers=self.num_workers, collate_fn=self.collate_fn(),
+                              persistent_workers=self.num_workers > 0, generator=self.loader_generator(split))
+        # Otherwise a shuffled loader takes its permutation from the global RNG, which the EpochSeed callback
+        # reseeds every epoch; Lightning makes the first epoch's iterator before that reseed, so a resumed run's
+        # first epoch sees another order (statistically equivalent, not bit for bit).
         return DataLoader(self.cached_dataset(split), batch_size=self.batch_size, shuffle=shuffle,
                           num_workers=self.num_workers, collate_fn=self.collate_fn(),
                           persistent_workers=self.num_workers > 0,

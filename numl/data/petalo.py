@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from numl.data.base import SimulatedDataModule
 from numl.sim.petalo import EVENT_KEYS, PetaloConfig, simulate_events
+from numl.sim.petalo.light import column_phi_rad
 from numl.utils.errors import check_choice
 
 SIMULATOR_NAME = "numl.sim.petalo"
@@ -107,6 +108,40 @@ class PetaloDataModule(SimulatedDataModule):
 
     def read_split(self, group: h5py.Group, n: int) -> dict[str, np.ndarray]:
         return {k: group[k][:n] for k in EVENT_KEYS}
+
+    def generated_events(self, sipm_pattern: np.ndarray, position_mm: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+        """Events in `simulate_split`'s form from a generator's SiPM patterns at first interaction points.
+
+        Charges are rounded to whole photoelectrons and a SiPM without charge gets time 0, as the readout
+        gives. What a generator conditioned on the interaction point does not produce is marked unknown:
+        `n_interactions` -1, `multi_site`, `photoelectric` and `barycentre_mm` NaN (and the times NaN for
+        a charge-only generator). `total_charge_pe` is the window's charge (the simulator's counts the whole
+        ring, ~10 % more), `energy_kev` the gamma energy with full_absorption_only (else NaN), and the
+        window's reference column is uniform over the ring (the ring is symmetric in phi).
+        """
+        n, channels = len(sipm_pattern), self.pattern_shape[0]
+        if sipm_pattern.shape[1:] != self.pattern_shape:
+            raise ValueError(f"generated sipm_pattern shape {sipm_pattern.shape[1:]}: expected {self.pattern_shape}")
+        charge = np.round(np.clip(sipm_pattern[:, :2], 0, None)).astype(np.float32)
+        if channels == 4:
+            time = np.where(charge > 0, sipm_pattern[:, 2:4], 0).astype(np.float32)
+        else:
+            time = np.full_like(charge, np.nan)
+        column = np.random.default_rng(seed).integers(self.config.n_columns, size=n)
+        unknown = np.full(n, np.nan, dtype=np.float32)
+        energy = self.config.gamma_energy_kev if self.full_absorption_only else np.nan
+        return {
+            "sipm_charge": charge,
+            "sipm_time": time,
+            "total_charge_pe": charge.sum(axis=(1, 2, 3)),
+            "phi_ref_rad": column_phi_rad(self.config).numpy()[column].astype(np.float32),
+            "position_mm": np.asarray(position_mm, dtype=np.float32),
+            "energy_kev": np.full(n, energy, dtype=np.float32),
+            "n_interactions": np.full(n, -1, dtype=np.int64),
+            "multi_site": unknown,
+            "photoelectric": unknown.copy(),
+            "barycentre_mm": np.full((n, 3), np.nan, dtype=np.float32),
+        }
 
     def dataset(self, split: str) -> PetaloEvents:
         return PetaloEvents(self.events(split), self.use_time, self.config.inner_radius_mm)

@@ -93,7 +93,8 @@ def _composition_error_line(err: BaseException) -> str | None:
         if isinstance(cause, ConfigAttributeError | ConfigKeyError) and cause.full_key:
             parent, _, key = cause.full_key.rpartition(".")
             node = cause.parent_node
-            have = f"; {parent or 'the config'} has: {', '.join(map(str, node.keys()))}" if node is not None else ""
+            keys = ", ".join(map(str, node.keys())) if node is not None else ""
+            have = f"; {parent or 'the config'} has: {keys}" if keys else ""
             return f"{cause.full_key}: no such key{have} (to add one: +{cause.full_key}=...)"
         return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
     # Hydra's run_job makes the run directory before the task runs: the error is raised by pathlib called

@@ -1,0 +1,126 @@
+"""Conditional GAN networks for detector images: a generator conditioned by FiLM (conditional batch norm) and a
+spectrally normalised projection discriminator (Miyato & Koyama 2018).
+
+Both are generic over the event shape [channels, rows, columns] and work on normalised events and normalised
+conditions; the task (numl.tasks.generative) maps physical units to and from those.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from numl.utils.errors import ConfigError
+
+
+def _event_shape(event_shape, n_stages: int, key: str) -> tuple[int, int, int]:
+    if len(event_shape) != 3:
+        raise ConfigError(f"{key}.event_shape={list(event_shape)}: must be [channels, rows, columns]")
+    channels, rows, columns = (int(v) for v in event_shape)
+    factor = 2**n_stages
+    if rows % factor or columns % factor:
+        raise ConfigError(f"{key}.event_shape={list(event_shape)}: rows and columns must be multiples of "
+                          f"{factor} ({n_stages} resolution stages of {key}.channels)")
+    return channels, rows, columns
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """Batch norm whose scale and shift are functions of the condition embedding (FiLM)."""
+
+    def __init__(self, channels: int, embedding_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.film = nn.Linear(embedding_dim, 2 * channels)
+        # Start as plain batch norm (scale 1, shift 0): the condition's effect is learnt from there.
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+
+    def forward(self, x, embedding):
+        scale, shift = self.film(embedding).chunk(2, dim=1)
+        return self.norm(x) * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+
+
+class _UpBlock(nn.Module):
+    """Residual block that doubles rows and columns, both norms conditioned."""
+
+    def __init__(self, c_in: int, c_out: int, embedding_dim: int) -> None:
+        super().__init__()
+        self.norm1 = ConditionalBatchNorm2d(c_in, embedding_dim)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.norm2 = ConditionalBatchNorm2d(c_out, embedding_dim)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Conv2d(c_in, c_out, 1)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.act = nn.ReLU()
+
+    def forward(self, x, embedding):
+        h = self.conv1(self.up(self.act(self.norm1(x, embedding))))
+        h = self.conv2(self.act(self.norm2(h, embedding)))
+        return h + self.skip(self.up(x))
+
+
+class ConditionalGenerator(nn.Module):
+    """(noise [B, latent_dim], normalised conditions [B, n_conditions]) -> normalised event [B, *event_shape].
+
+    Args:
+        event_shape: [channels, rows, columns] of one event; rows and columns divisible by 2**(len(channels)-1).
+        n_conditions: length of the condition vector.
+        latent_dim: noise dimension.
+        channels: feature channels per resolution stage, coarsest first.
+        embedding_dim: width of the condition embedding that drives every conditional batch norm.
+    """
+
+    def __init__(self, event_shape: list[int], n_conditions: int, latent_dim: int = 64,
+                 channels: list[int] = (128, 64, 32), embedding_dim: int = 64) -> None:
+        super().__init__()
+        n_stages = len(channels) - 1
+        self.event_shape = _event_shape(event_shape, n_stages, "model")
+        out_channels, rows, columns = self.event_shape
+        self.latent_dim, self.n_conditions = int(latent_dim), int(n_conditions)
+        self.start_shape = (channels[0], rows // 2**n_stages, columns // 2**n_stages)
+        self.embed = nn.Sequential(nn.Linear(n_conditions, embedding_dim), nn.SiLU(),
+                                   nn.Linear(embedding_dim, embedding_dim))
+        self.stem = nn.Linear(latent_dim + embedding_dim, channels[0] * self.start_shape[1] * self.start_shape[2])
+        self.blocks = nn.ModuleList(_UpBlock(a, b, embedding_dim) for a, b in itertools.pairwise(channels))
+        self.head_norm = ConditionalBatchNorm2d(channels[-1], embedding_dim)
+        self.head = nn.Conv2d(channels[-1], out_channels, 3, padding=1)
+
+    def forward(self, noise, conditions):
+        embedding = self.embed(conditions)
+        h = self.stem(torch.cat([noise, embedding], dim=1)).view(len(noise), *self.start_shape)
+        for block in self.blocks:
+            h = block(h, embedding)
+        return self.head(nn.functional.relu(self.head_norm(h, embedding)))
+
+
+class ProjectionDiscriminator(nn.Module):
+    """(normalised event, normalised conditions) -> real-vs-generated score [B].
+
+    Every layer is spectrally normalised (1-Lipschitz layers keep the hinge-loss game stable). The condition
+    enters by projection: score = w . h + embed(c) . h, with h the event's pooled features, so the network
+    judges how well the event fits its condition, not only whether it looks real. Two coordinate channels
+    (row and column in [-1, 1]) are appended to the event: the pooled features would otherwise hardly know
+    where in the image a light spot is, which is what a position condition decides.
+    """
+
+    def __init__(self, event_shape: list[int], n_conditions: int, channels: list[int] = (32, 64, 128)) -> None:
+        super().__init__()
+        in_channels, rows, columns = _event_shape(event_shape, len(channels) - 1, "task.discriminator")
+        grid = torch.meshgrid(torch.linspace(-1, 1, rows), torch.linspace(-1, 1, columns), indexing="ij")
+        self.register_buffer("coordinates", torch.stack(grid)[None], persistent=False)
+        layers = [spectral_norm(nn.Conv2d(in_channels + 2, channels[0], 3, padding=1)), nn.LeakyReLU(0.2)]
+        for a, b in itertools.pairwise(channels):
+            layers += [spectral_norm(nn.Conv2d(a, b, 4, stride=2, padding=1)), nn.LeakyReLU(0.2),
+                       spectral_norm(nn.Conv2d(b, b, 3, padding=1)), nn.LeakyReLU(0.2)]
+        self.features = nn.Sequential(*layers)
+        self.score = spectral_norm(nn.Linear(channels[-1], 1))
+        self.embed = nn.Sequential(spectral_norm(nn.Linear(n_conditions, channels[-1])), nn.LeakyReLU(0.2),
+                                   spectral_norm(nn.Linear(channels[-1], channels[-1])))
+
+    def forward(self, event, conditions):
+        coordinates = self.coordinates.expand(len(event), -1, -1, -1)
+        h = self.features(torch.cat([event, coordinates], dim=1)).sum(dim=(2, 3))
+        return self.score(h).squeeze(1) + (self.embed(conditions) * h).sum(dim=1)

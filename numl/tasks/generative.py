@@ -1,0 +1,239 @@
+"""Conditional GAN that emulates a simulator: events (what a DataModule's `event_key` holds) given a vector of
+named physical conditions (a `condition_key` column per name), e.g. PETALO SiPM patterns given the first
+interaction point (r, r*phi, z).
+
+Training: manual optimisation, one discriminator step then one generator step per batch, hinge loss,
+spectrally normalised projection discriminator, FiLM-conditioned generator (numl.models.conditional_gan).
+Sampling uses an exponential moving average of the generator weights (smoother than the last step's).
+
+Events are non-negative detector readouts (charges, times): the networks see log1p(value) / event_scale per
+channel, the conditions (value - condition_center) / condition_scale. The task remembers the conditions it was
+trained on (their range, and a sample of them), so that `numl.generate` can refuse a condition outside the
+trained range and draw unspecified conditions from the training distribution.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from numl.tasks.base import BaseTask
+from numl.utils.errors import ConfigError, check_range
+
+
+class ConditionalGANTask(BaseTask):
+    """Conditional GAN on the shared base.
+
+    Args:
+        model: the generator (noise, normalised conditions) -> normalised event.
+        discriminator: the (event, conditions) -> score network.
+        event_key: batch key of the events to generate.
+        condition_key: batch key of the conditions [B, n_conditions], in the units of `condition_names`.
+        condition_names: one name per condition column, with its unit (`r_mm`); `numl.generate condition.<name>=`.
+        condition_center, condition_scale: the networks see (condition - center) / scale.
+        event_scale: per channel, the networks see log1p(value) / scale.
+        channel_names: per channel, names the validation metrics `<stage>/<channel>_sum_ratio`.
+        ema_decay: weight of the old value in the moving average of the generator weights.
+        condition_sample_size: training conditions kept in the checkpoint to draw new conditions from.
+    """
+
+    module_arguments = ("discriminator",)
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer=None,
+        scheduler=None,
+        discriminator: nn.Module | None = None,
+        event_key: str = "sipm_pattern",
+        condition_key: str = "position_mm",
+        condition_names: list[str] = ("r_mm", "rphi_mm", "z_mm"),
+        condition_center: list[float] = (175.0, 0.0, 0.0),
+        condition_scale: list[float] = (15.0, 15.0, 15.0),
+        event_scale: list[float] = (4.0, 4.0, 3.0, 3.0),
+        channel_names: list[str] | None = None,
+        ema_decay: float = 0.999,
+        condition_sample_size: int = 4096,
+        **hparams: Any,
+    ) -> None:
+        if discriminator is None:
+            raise ConfigError("task.discriminator: missing; a GAN needs a discriminator network")
+        if scheduler:
+            raise ConfigError("scheduler: the GAN task steps its two optimizers itself; use scheduler=none")
+        n_conditions = int(model.n_conditions)
+        for key, values in (("condition_names", condition_names), ("condition_center", condition_center),
+                            ("condition_scale", condition_scale)):
+            if len(values) != n_conditions:
+                raise ConfigError(f"task.{key}: {len(values)} values for the generator's {n_conditions} conditions")
+        n_channels = int(model.event_shape[0])
+        channel_names = list(channel_names or [f"channel{i}" for i in range(n_channels)])
+        for key, values in (("event_scale", event_scale), ("channel_names", channel_names)):
+            if len(values) != n_channels:
+                raise ConfigError(f"task.{key}: {len(values)} values for the generator's {n_channels} channels")
+        for key, values in (("condition_scale", condition_scale), ("event_scale", event_scale)):
+            for i, value in enumerate(values):
+                check_range(f"task.{key}[{i}]", value, 1e-12, None)
+        check_range("task.ema_decay", ema_decay, 0.0, 0.99999)
+        if not isinstance(condition_sample_size, int) or condition_sample_size < 1:
+            raise ConfigError(f"task.condition_sample_size={condition_sample_size!r}: must be an integer > 0")
+        super().__init__(
+            model, optimizer, None,
+            event_key=event_key, condition_key=condition_key, condition_names=list(condition_names),
+            condition_center=list(condition_center), condition_scale=list(condition_scale),
+            event_scale=list(event_scale), channel_names=channel_names, ema_decay=ema_decay,
+            condition_sample_size=condition_sample_size, **hparams,
+        )
+        # Two optimizers, stepped in training_step: Lightning's automatic loop would step both on one loss.
+        self.automatic_optimization = False
+        self.discriminator = discriminator
+        self.ema_generator = copy.deepcopy(model).requires_grad_(False)
+        self.input_key, self.event_key, self.condition_key = event_key, event_key, condition_key
+        self.condition_names, self.channel_names = list(condition_names), channel_names
+        self.ema_decay = float(ema_decay)
+        self.register_buffer("event_scale", torch.tensor(list(event_scale), dtype=torch.float32))
+        self.register_buffer("condition_center", torch.tensor(list(condition_center), dtype=torch.float32))
+        self.register_buffer("condition_scale", torch.tensor(list(condition_scale), dtype=torch.float32))
+        self.register_buffer("condition_min", torch.full((n_conditions,), torch.inf))
+        self.register_buffer("condition_max", torch.full((n_conditions,), -torch.inf))
+        self.register_buffer("condition_sample", torch.zeros(condition_sample_size, n_conditions))
+        self.register_buffer("condition_sample_count", torch.tensor(0, dtype=torch.long))
+        self.register_buffer("ema_updates", torch.tensor(0, dtype=torch.long))
+
+    # ----- units ------------------------------------------------------------------------------
+    def normalise_event(self, event: torch.Tensor) -> torch.Tensor:
+        return torch.log1p(event.float().clamp(min=0)) / self.event_scale[:, None, None]
+
+    def physical_event(self, normalised: torch.Tensor) -> torch.Tensor:
+        return torch.expm1((normalised * self.event_scale[:, None, None]).clamp(min=0))
+
+    def normalise_conditions(self, conditions: torch.Tensor) -> torch.Tensor:
+        return (conditions.float() - self.condition_center) / self.condition_scale
+
+    # ----- sampling ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, conditions: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Events in physical units at `conditions` [N, n_conditions] (physical units), from the EMA generator."""
+        conditions = conditions.to(self.condition_center.device)
+        noise = torch.randn(len(conditions), self.ema_generator.latent_dim, generator=generator).to(conditions.device)
+        was_training = self.ema_generator.training
+        self.ema_generator.eval()
+        normalised = self.ema_generator(noise, self.normalise_conditions(conditions))
+        self.ema_generator.train(was_training)
+        return self.physical_event(normalised)
+
+    def check_conditions(self, fixed: dict[str, float], allow_extrapolation: bool = False) -> None:
+        """Refuse an unknown condition name, and a value outside the trained range unless `allow_extrapolation`
+        (then warn, naming the range)."""
+        if int(self.condition_sample_count) == 0:
+            raise ConfigError("ckpt_path: this generator has not seen a training event (no trained condition range)")
+        for name, value in fixed.items():
+            if name not in self.condition_names:
+                raise ConfigError(f"condition.{name}: unknown condition; this generator is conditioned on "
+                                  f"{', '.join(self.condition_names)}")
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ConfigError(f"condition.{name}={value!r}: must be a number")
+            i = self.condition_names.index(name)
+            lo, hi = float(self.condition_min[i]), float(self.condition_max[i])
+            if lo <= value <= hi:
+                continue
+            message = f"condition.{name}={value}: outside the trained range [{lo:.4g}, {hi:.4g}]"
+            if not allow_extrapolation:
+                raise ConfigError(f"{message}; set allow_extrapolation=true to generate there anyway")
+            warnings.warn(f"{message}: extrapolating (allow_extrapolation=true)", stacklevel=2)
+
+    def draw_conditions(self, n: int, fixed: dict[str, float], generator: torch.Generator) -> torch.Tensor:
+        """n condition vectors: training conditions drawn at random, with the `fixed` names set to their values."""
+        count = min(int(self.condition_sample_count), len(self.condition_sample))
+        index = torch.randint(count, (n,), generator=generator)
+        conditions = self.condition_sample.cpu()[index].clone()
+        for name, value in fixed.items():
+            conditions[:, self.condition_names.index(name)] = float(value)
+        return conditions
+
+    @torch.no_grad()
+    def _remember_conditions(self, conditions: torch.Tensor) -> None:
+        conditions = conditions.float()
+        self.condition_min.copy_(torch.minimum(self.condition_min, conditions.min(dim=0).values))
+        self.condition_max.copy_(torch.maximum(self.condition_max, conditions.max(dim=0).values))
+        start = int(self.condition_sample_count)
+        take = min(len(self.condition_sample) - start, len(conditions))
+        if take > 0:
+            self.condition_sample[start:start + take] = conditions[:take]
+            self.condition_sample_count += take
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        # Warm-up: early on the average follows the generator closely, otherwise a short run samples
+        # mostly the random initial weights (0.999 ** 250 = 0.78).
+        self.ema_updates += 1
+        updates = int(self.ema_updates)
+        decay = min(self.ema_decay, (1 + updates) / (10 + updates))
+        for ema, weight in zip(self.ema_generator.parameters(), self.model.parameters(), strict=True):
+            ema.lerp_(weight, 1.0 - decay)
+        for ema, buffer in zip(self.ema_generator.buffers(), self.model.buffers(), strict=True):
+            ema.copy_(buffer)  # batch-norm statistics follow the current generator
+
+    # ----- Lightning --------------------------------------------------------------------------
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.generate(batch[self.condition_key])
+
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            raise RuntimeError("no optimizer configured")
+        return [self.optimizer_factory(params=list(self.model.parameters())),
+                self.optimizer_factory(params=list(self.discriminator.parameters()))]
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        generator_optimizer, discriminator_optimizer = self.optimizers()
+        self._remember_conditions(batch[self.condition_key])
+        real = self.normalise_event(batch[self.event_key])
+        conditions = self.normalise_conditions(batch[self.condition_key])
+        noise = torch.randn(len(real), self.model.latent_dim, device=real.device)
+        fake = self.model(noise, conditions)
+
+        # Hinge loss: the discriminator pushes real scores above +1 and generated ones below -1.
+        real_score = self.discriminator(real, conditions)
+        fake_score = self.discriminator(fake.detach(), conditions)
+        discriminator_loss = torch.relu(1 - real_score).mean() + torch.relu(1 + fake_score).mean()
+        discriminator_optimizer.zero_grad()
+        self.manual_backward(discriminator_loss)
+        discriminator_optimizer.step()
+
+        generator_loss = -self.discriminator(fake, conditions).mean()
+        generator_optimizer.zero_grad()
+        self.manual_backward(generator_loss)
+        generator_optimizer.step()
+        self._update_ema()
+
+        self.log_dict({"train/discriminator_loss": discriminator_loss, "train/generator_loss": generator_loss,
+                       "train/real_score": real_score.mean(), "train/generated_score": fake_score.mean()},
+                      on_step=True, on_epoch=True, prog_bar=True, batch_size=len(real))
+
+    def _fidelity_step(self, batch: dict[str, torch.Tensor], batch_idx: int, stage: str) -> None:
+        """Generated (EMA, fixed noise per batch) vs simulated events at the same conditions."""
+        noise_source = torch.Generator().manual_seed(batch_idx)
+        generated = self.generate(batch[self.condition_key], noise_source)
+        simulated = batch[self.event_key].float()
+        distance = (self.normalise_event(generated).mean(0) - self.normalise_event(simulated).mean(0)).abs().mean()
+        values = {f"{stage}/mean_pattern_distance": distance}
+        for i, name in enumerate(self.channel_names):
+            values[f"{stage}/{name}_sum_ratio"] = generated[:, i].sum() / simulated[:, i].sum().clamp(min=1e-12)
+        self.log_dict(values, on_epoch=True, prog_bar=stage == "val", batch_size=len(simulated),
+                      sync_dist=True)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._fidelity_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._fidelity_step(batch, batch_idx, "test")
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0):
+        generated = self.generate(batch[self.condition_key], torch.Generator().manual_seed(batch_idx))
+        return {k: v.detach().cpu() for k, v in self.predictions(generated, batch).items()}
+
+    def predictions(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {f"generated_{self.event_key}": outputs, self.condition_key: batch[self.condition_key]}

@@ -1,0 +1,237 @@
+"""Conditional GAN (numl.tasks.generative), numl.generate and the fidelity checks on PETALO."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from numl.data.petalo import PetaloDataModule
+from numl.explain.generative import memorisation_check
+from numl.generate import generate, load_generator, split_sizes
+from numl.models.conditional_gan import ConditionalGenerator, ProjectionDiscriminator
+from numl.sim.petalo import EVENT_KEYS, PetaloConfig, simulate_events
+from numl.tasks.generative import ConditionalGANTask
+from numl.train import train
+from numl.utils.errors import ConfigError
+from tests.conftest import compose_config, run_numl
+
+EVENT_SHAPE = [4, 16, 24]
+GAN_SMALL = ["experiment=petalo_gan", "debug=small", "callbacks=[model_checkpoint,epoch_seed]", "seed=3"]
+
+
+def _task(**kwargs) -> ConditionalGANTask:
+    generator = ConditionalGenerator(EVENT_SHAPE, 3, latent_dim=8, channels=[16, 8, 8], embedding_dim=8)
+    discriminator = ProjectionDiscriminator(EVENT_SHAPE, 3, channels=[8, 8, 16])
+    return ConditionalGANTask(generator, torch.optim.Adam, discriminator=discriminator, **kwargs)
+
+
+def _save_run(cfg, run_dir):
+    """The resolved config where numl.generate looks for it, as a numl.train run directory holds it."""
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), run_dir / ".hydra" / "config.yaml",
+                   resolve=True)
+
+
+@pytest.fixture(scope="module")
+def gan_run(tmp_path_factory):
+    """A small trained PETALO GAN run directory (two short epochs on 64 events)."""
+    run_dir = tmp_path_factory.mktemp("petalo_gan")
+    cfg = compose_config("train", [*GAN_SMALL, "test=false"], run_dir)
+    _save_run(cfg, run_dir)
+    train(cfg)
+    GlobalHydra.instance().clear()
+    return run_dir
+
+
+def _generate(run_dir, out_dir, *overrides):
+    cfg = compose_config("generate", [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", *overrides], out_dir)
+    try:
+        return generate(cfg)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_networks_produce_the_event_shape_and_refuse_a_shape_they_cannot_build():
+    generator = ConditionalGenerator(EVENT_SHAPE, 3, latent_dim=8, channels=[16, 8, 8], embedding_dim=8)
+    discriminator = ProjectionDiscriminator(EVENT_SHAPE, 3, channels=[8, 8, 16])
+    events = generator(torch.randn(5, 8), torch.randn(5, 3))
+    assert events.shape == (5, *EVENT_SHAPE)
+    assert discriminator(events, torch.randn(5, 3)).shape == (5,)
+    with pytest.raises(ConfigError, match=r"^model.event_shape=\[4, 16, 22\]: rows and columns must be multiples of 4"):
+        ConditionalGenerator([4, 16, 22], 3, channels=[16, 8, 8])
+
+
+def test_projection_discriminator_score_depends_on_the_condition():
+    torch.manual_seed(0)
+    discriminator = ProjectionDiscriminator(EVENT_SHAPE, 3, channels=[8, 8, 16])
+    event = torch.rand(2, *EVENT_SHAPE)
+    a, b = discriminator(event, torch.zeros(2, 3)), discriminator(event, torch.ones(2, 3))
+    assert not torch.allclose(a, b)
+
+
+def test_generator_output_depends_on_the_condition_from_the_start():
+    torch.manual_seed(0)
+    generator = ConditionalGenerator(EVENT_SHAPE, 3, latent_dim=8, channels=[16, 8, 8], embedding_dim=8).eval()
+    noise = torch.randn(2, 8)
+    # The stem sees the condition embedding from the start; FiLM layers start as plain batch norm.
+    assert not torch.allclose(generator(noise, torch.zeros(2, 3)), generator(noise, torch.ones(2, 3)))
+
+
+def test_two_training_steps_move_both_networks_and_the_ema_and_records_the_condition_range():
+    torch.manual_seed(0)
+    task = _task(condition_sample_size=6)
+    positions = torch.tensor([[160.0, 1.0, -10.0], [190.0, -2.0, 20.0], [170.0, 0.5, 0.0], [180.0, 0.0, 5.0]])
+    batch = {"sipm_pattern": torch.rand(4, *EVENT_SHAPE) * 20, "position_mm": positions}
+    loader = torch.utils.data.DataLoader([{k: v[i] for k, v in batch.items()} for i in range(4)], batch_size=4)
+    before = {name: p.detach().clone() for name, p in task.named_parameters()}
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    trainer.fit(task, train_dataloaders=loader)
+    for prefix in ("model.", "discriminator."):
+        assert any(not torch.equal(p, before[n]) for n, p in task.named_parameters() if n.startswith(prefix)), prefix
+    ema = dict(task.ema_generator.named_parameters())
+    assert any(not torch.equal(p, before[f"ema_generator.{n}"]) for n, p in ema.items())
+    assert any(not torch.equal(p, dict(task.model.named_parameters())[n]) for n, p in ema.items())
+    assert torch.equal(task.condition_min, positions.min(0).values)
+    assert torch.equal(task.condition_max, positions.max(0).values)
+    assert int(task.condition_sample_count) == 6  # the first six of the eight conditions seen
+    assert torch.equal(task.condition_sample[:4], positions)
+
+
+def test_conditions_outside_the_trained_range_are_refused_or_warned_about():
+    task = _task()
+    task._remember_conditions(torch.tensor([[150.0, -3.0, -30.0], [200.0, 3.0, 30.0]]))
+    task.check_conditions({"z_mm": 12.5, "r_mm": 150})
+    with pytest.raises(ConfigError, match=r"^condition.z_mm=40: outside the trained range \[-30, 30\]; set "
+                                          r"allow_extrapolation=true"):
+        task.check_conditions({"z_mm": 40})
+    with pytest.warns(UserWarning, match=r"condition.r_mm=210: outside the trained range \[150, 200\]: extrapolating"):
+        task.check_conditions({"r_mm": 210}, allow_extrapolation=True)
+    with pytest.raises(ConfigError, match="^condition.energy_kev: unknown condition; .* r_mm, rphi_mm, z_mm"):
+        task.check_conditions({"energy_kev": 511})
+    drawn = task.draw_conditions(100, {"z_mm": 7.0}, torch.Generator().manual_seed(0))
+    assert torch.all(drawn[:, 2] == 7.0)
+    assert set(drawn[:, 0].tolist()) == {150.0, 200.0}  # the other coordinates come from training conditions
+
+
+def test_a_scheduler_or_a_missing_discriminator_is_one_line():
+    generator = ConditionalGenerator(EVENT_SHAPE, 3, latent_dim=8, channels=[16, 8, 8], embedding_dim=8)
+    with pytest.raises(ConfigError, match="^task.discriminator: missing"):
+        ConditionalGANTask(generator, torch.optim.Adam)
+    with pytest.raises(ConfigError, match="^scheduler: the GAN task steps its two optimizers itself"):
+        _task(scheduler={"scheduler": None})
+    with pytest.raises(ConfigError, match=r"^task.event_scale: 2 values for the generator's 4 channels"):
+        _task(event_scale=[1.0, 1.0])
+
+
+def test_generated_petalo_events_have_the_simulator_format():
+    datamodule = PetaloDataModule(n_train=4, n_val=1, n_test=1, progress=False)
+    simulated = simulate_events(PetaloConfig(), 3, seed=1, full_absorption_only=True)
+    pattern = np.concatenate([simulated["sipm_charge"] + 0.3, simulated["sipm_time"]], axis=1)
+    events = datamodule.generated_events(pattern, simulated["position_mm"], seed=0)
+    assert set(events) == set(EVENT_KEYS)
+    for key in EVENT_KEYS:
+        assert events[key].dtype == simulated[key].dtype, key
+        assert events[key].shape == simulated[key].shape, key
+    np.testing.assert_array_equal(events["sipm_charge"], simulated["sipm_charge"])  # rounded to whole pe
+    assert np.all(events["sipm_time"][events["sipm_charge"] == 0] == 0)
+    assert np.all(events["energy_kev"] == 511.0) and np.all(events["n_interactions"] == -1)
+    assert np.isnan(events["multi_site"]).all()
+
+
+def test_split_sizes_follow_the_run_proportions():
+    data = OmegaConf.create({"n_train": 8000, "n_val": 1000, "n_test": 2000})
+    assert split_sizes(11000, data) == {"train": 8000, "val": 1000, "test": 2000}
+    assert split_sizes(3, data) == {"train": 1, "val": 1, "test": 1}
+    with pytest.raises(ConfigError, match=r"^n=2: must be >= 3"):
+        split_sizes(2, data)
+
+
+def test_memorisation_check_sees_a_generator_that_copies_its_training_set():
+    rng = np.random.default_rng(0)
+    training, held_out = rng.poisson(5.0, (200, 2, 4, 4)), rng.poisson(5.0, (100, 2, 4, 4))
+    copied = memorisation_check(training, held_out, training[:100])
+    fresh = memorisation_check(training, held_out, rng.poisson(5.0, (100, 2, 4, 4)))
+    assert copied["nn_distance_ratio_generated_over_test"] == 0.0
+    assert 0.9 < fresh["nn_distance_ratio_generated_over_test"] < 1.1
+
+
+def test_generated_file_trains_a_petalo_experiment_and_records_its_provenance(gan_run, tmp_path):
+    path = _generate(gan_run, tmp_path / "generate", "n=300", f"output={tmp_path / 'generated.h5'}",
+                     "+condition.z_mm=5.0")
+    with h5py.File(path) as h5:
+        assert h5.attrs["numl_simulator"] == "numl.sim.petalo"
+        provenance = json.loads(h5.attrs["numl_generator"])
+        assert provenance["checkpoint"].endswith("last.ckpt") and len(provenance["checkpoint_sha256"]) == 64
+        assert provenance["fixed_conditions"] == {"z_mm": 5.0}
+        assert provenance["run_config"]["task"]["_target_"] == "numl.tasks.generative.ConditionalGANTask"
+        assert np.all(h5["train/position_mm"][:, 2] == 5.0)
+        assert len(h5["test/position_mm"]) == 75  # the run's 64 : 32 : 32 proportions
+    # The position experiment reads the generated events like numl.simulate's (same metadata checks).
+    cfg = compose_config("train", ["experiment=petalo_position", "debug=fast_dev_run", "data.source=hdf5",
+                                   f"data.hdf5_path={path}"], tmp_path / "position")
+    metrics = train(cfg)
+    assert np.isfinite(metrics["test/loss"])
+
+
+def test_generation_is_repeatable_for_a_seed(gan_run, tmp_path):
+    first = _generate(gan_run, tmp_path / "a", "n=30", f"output={tmp_path / 'a.h5'}")
+    second = _generate(gan_run, tmp_path / "b", "n=30", f"output={tmp_path / 'b.h5'}")
+    with h5py.File(first) as a, h5py.File(second) as b:
+        np.testing.assert_array_equal(a["train/sipm_charge"][:], b["train/sipm_charge"][:])
+        np.testing.assert_array_equal(a["val/position_mm"][:], b["val/position_mm"][:])
+
+
+def test_generate_bad_input_is_one_line(gan_run, tmp_path):
+    with pytest.raises(ConfigError, match="^n=0: must be an integer > 0"):
+        _generate(gan_run, tmp_path, "n=0")
+    with pytest.raises(ConfigError, match=r"^condition.r_mm=400: outside the trained range \[1"):
+        _generate(gan_run, tmp_path, "n=10", "+condition.r_mm=400")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numl.generate logs the extrapolation warning instead of raising it
+        _generate(gan_run, tmp_path, "n=10", "+condition.r_mm=400", "allow_extrapolation=true",
+                  f"output={tmp_path / 'x.h5'}")
+    # A numl checkpoint of another task: refused before its weights are read.
+    other = tmp_path / "position_run"
+    (other / ".hydra").mkdir(parents=True)
+    (other / ".hydra" / "config.yaml").write_text("task:\n  _target_: numl.tasks.petalo.PetaloPositionTask\n")
+    torch.save({"state_dict": {}}, other / "last.ckpt")
+    with pytest.raises(ConfigError, match=r"^ckpt_path='.*last.ckpt': not a generator checkpoint \(its task is "
+                                          r"numl.tasks.petalo.PetaloPositionTask\)"):
+        load_generator(other / "last.ckpt")
+
+
+def test_a_condition_without_plus_is_one_line_that_says_how(gan_run):
+    # Hydra cannot declare the condition names of every generator, so a new one takes a '+'.
+    result = run_numl("generate", f"ckpt_path={gan_run / 'checkpoints' / 'last.ckpt'}", "n=5", "condition.z_mm=3")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "numl: error: condition.z_mm: no such key (to add one: +condition.z_mm=...)"]
+
+
+@pytest.mark.slow
+def test_resumed_gan_run_ends_with_the_same_weights(tmp_path):
+    """Both optimizers, the EMA and the recorded conditions continue exactly from last.ckpt."""
+    def run(run_dir, epochs, *extra):
+        cfg = compose_config("train", [*GAN_SMALL, f"trainer.max_epochs={epochs}", "test=false", *extra], run_dir)
+        train(cfg)
+        GlobalHydra.instance().clear()
+        return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+
+    reference = run(tmp_path / "reference", 3)
+    run(tmp_path / "killed", 1)
+    resumed = run(tmp_path / "killed", 3, "resume=true")
+    assert resumed["epoch"] == reference["epoch"] == 2
+    for name, tensor in reference["state_dict"].items():
+        assert torch.allclose(resumed["state_dict"][name].float(), tensor.float(), atol=1e-6), name
+    for ref, res in zip(reference["optimizer_states"], resumed["optimizer_states"], strict=True):
+        for key, state in ref["state"].items():
+            assert torch.allclose(res["state"][key]["exp_avg_sq"], state["exp_avg_sq"], atol=1e-9)
