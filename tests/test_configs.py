@@ -135,7 +135,8 @@ def test_group_option_composes_and_instantiates(group, option, tmp_path):
 
 
 # CAMB runs for every cosmology of a tomographic or M_nu-grid experiment take a minute on a fresh cache.
-CAMB_HEAVY = {"lensing_tomo", "lensing_mnu_regression", "lensing_nbody_mnu_regression"}
+# lensing_nbody_study runs the same code path as lensing_nbody, at other sizes.
+CAMB_HEAVY = {"lensing_tomo", "lensing_mnu_regression", "lensing_nbody_mnu_regression", "lensing_nbody_study"}
 # N-body experiments run a suite of simulations: here a tiny one (16^3 particles, one simulation per split and
 # cosmology, under a second each), with enough training maps for the summary statistics' covariances.
 NBODY_TINY = ["data.nbody.n_particles=16", "data.nbody.n_mesh=32", "data.nbody.n_steps=10",

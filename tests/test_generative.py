@@ -209,6 +209,7 @@ def test_generate_bad_input_is_one_line(gan_run, tmp_path):
         load_generator(other / "last.ckpt")
 
 
+@pytest.mark.slow  # a full numl.generate process (6 s): the bad-input lines above cover the fast suite
 def test_a_condition_without_plus_is_one_line_that_says_how(gan_run):
     # Hydra cannot declare the condition names of every generator, so a new one takes a '+'.
     result = run_numl("generate", f"ckpt_path={gan_run / 'checkpoints' / 'last.ckpt'}", "n=5", "condition.z_mm=3")
