@@ -58,8 +58,9 @@ def plot_example_maps(maps: torch.Tensor, labels: torch.Tensor, m_nu_values: lis
 
 
 def plot_spectra_check(simulators, m_nu_values: list[float], measured: list[tuple], path: Path) -> Path:
-    """Input C_ell^kappa (+ shape noise) per class against the spectrum measured on the test maps,
-    and the massive/massless ratio that carries the neutrino signal."""
+    """CAMB's C_ell^kappa (+ shape noise) per class, the input of Gaussian and lognormal maps and the reference of
+    N-body ones, against the spectrum measured on the test maps, and the massive/massless ratio that carries the
+    neutrino signal."""
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 7), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     inputs = []
     for k, (simulator, (ell_centers, cl_measured)) in enumerate(zip(simulators, measured, strict=False)):
@@ -67,7 +68,7 @@ def plot_spectra_check(simulators, m_nu_values: list[float], measured: list[tupl
         ell = spectra.ell[2:]
         total = spectra.cl[0, 0, 2:] + float(np.atleast_1d(simulator.noise_power)[0])
         inputs.append((ell, spectra.cl[0, 0, 2:]))
-        line, = top.loglog(ell, ell * (ell + 1) * total / (2 * np.pi), label=f"input, M_nu={m_nu_values[k]:.2f} eV")
+        line, = top.loglog(ell, ell * (ell + 1) * total / (2 * np.pi), label=f"CAMB, M_nu={m_nu_values[k]:.2f} eV")
         cl = np.asarray(cl_measured)[0, 0]
         ec = np.asarray(ell_centers)
         top.loglog(ec, ec * (ec + 1) * cl / (2 * np.pi), "o", color=line.get_color(), ms=4,
