@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -54,8 +55,6 @@ def simulate(cfg: DictConfig) -> Path:
 
 
 def _experiment_choice() -> str | None:
-    from hydra.core.hydra_config import HydraConfig
-
     if not HydraConfig.initialized():
         return None
     return HydraConfig.get().runtime.choices.get("experiment")

@@ -27,12 +27,8 @@ Units: comoving Mpc/h, wavenumbers h/Mpc, time variable a, H0 = 1.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,8 +57,8 @@ _N_TRANSFER_REDSHIFTS = 64
 class ParticleMeshSetup:
     """Size and time stepping of one simulation.
 
-    box_mpc_h: side of the periodic box; n_particles: particles per side; n_mesh: force mesh per side (a
-    multiple of n_particles, FastPM uses 2x); n_steps: KDK steps from z_init to 0; slabs_per_box: lens planes
+    box_mpc_h: side of the periodic box; n_particles: particles per side; n_mesh: force mesh per side (1 or 2
+    times n_particles, FastPM uses 2x); n_steps: KDK steps from z_init to 0; slabs_per_box: lens planes
     per box length (plane thickness box / slabs_per_box).
     """
 
@@ -204,7 +200,6 @@ def camb_matter_power_z0(cosmology: Cosmology, k_h_mpc: np.ndarray, cache_dir: s
         params.WantCls = False
         params.set_matter_power(redshifts=[0.0], kmax=float(max(k_h_mpc)) * 1.5 * cosmology.h, nonlinear=True,
                                 silent=True)
-        params.NonLinearModel.set_params(halofit_version="mead2020")
         results = _run_camb(lambda: camb.get_results(params), cosmology)
         out = {}
         for name, nonlinear, var in (("linear", False, "delta_tot"), ("nonlinear", True, "delta_tot"),
@@ -239,10 +234,14 @@ def _cic_corners(positions: torch.Tensor, n_mesh: int, cell: float):
 
 def cic_overdensity(positions: torch.Tensor, n_mesh: int, box: float) -> torch.Tensor:
     """delta = n / n_mean - 1 on an [n_mesh]^3 mesh, cloud-in-cell."""
-    index, weight = _cic_corners(positions, n_mesh, box / n_mesh)
-    counts = torch.zeros(n_mesh**3, dtype=positions.dtype, device=positions.device)
+    return _paint(*_cic_corners(positions, n_mesh, box / n_mesh), n_mesh)
+
+
+def _paint(index: torch.Tensor, weight: torch.Tensor, n_mesh: int) -> torch.Tensor:
+    """The overdensity of particles with CIC corners (index, weight) [8, N] on an [n_mesh]^3 mesh."""
+    counts = torch.zeros(n_mesh**3, dtype=weight.dtype, device=weight.device)
     counts.index_add_(0, index.reshape(-1), weight.reshape(-1))
-    return (counts * (n_mesh**3 / len(positions)) - 1.0).reshape(n_mesh, n_mesh, n_mesh)
+    return (counts * (n_mesh**3 / index.shape[1]) - 1.0).reshape(n_mesh, n_mesh, n_mesh)
 
 
 class FourierMesh:
@@ -367,10 +366,9 @@ class ParticleMeshSimulation:
     def accelerations(self, positions: torch.Tensor, a: float) -> torch.Tensor:
         """-grad phi at the particles, laplacian phi = (3/2) Omega_m delta_m / a (comoving, H0 = 1)."""
         mesh = self.mesh
+        # The corners are kept: the readout below uses the same ones.
         index, weight = _cic_corners(positions, mesh.n_mesh, mesh.box / mesh.n_mesh)
-        counts = torch.zeros(mesh.n_mesh**3, dtype=positions.dtype, device=positions.device)
-        counts.index_add_(0, index.reshape(-1), weight.reshape(-1))
-        delta = counts.reshape((mesh.n_mesh,) * 3) * (mesh.n_mesh**3 / len(positions)) - 1.0
+        delta = _paint(index, weight, mesh.n_mesh)
         delta_k = self.total_matter_k(torch.fft.rfftn(delta), a)
         # The CIC painting window is deconvolved once: with the 4-point gradient this keeps the linear growth
         # of the particle lattice within 1 % of CAMB's to half the particle Nyquist wavenumber (none: 6 % low
@@ -555,7 +553,7 @@ def _bilinear_periodic(planes: torch.Tensor, u: torch.Tensor, v: torch.Tensor, n
 # ----- a suite of simulations for the data module ------------------------------------------------------------
 _SUITE_KEYS = ("box_mpc_h", "n_particles", "n_mesh", "n_steps", "z_init", "slabs_per_box", "simulations",
                "matched_phases", "device")
-_LIGHT_CONE_SCHEMA = 3
+_LIGHT_CONE_SCHEMA = 4
 
 
 class NBodySuite:
@@ -573,7 +571,7 @@ class NBodySuite:
     def from_config(cls, cfg: dict, key_prefix: str = "data.nbody") -> NBodySuite:
         cfg = dict(cfg)
         check_keys(key_prefix, cfg, _SUITE_KEYS)
-        simulations = dict(cfg.pop("simulations", None) or {"train": 4, "val": 1, "test": 1})
+        simulations = dict(cfg.pop("simulations", None) or {})
         check_keys(f"{key_prefix}.simulations", simulations, ("train", "val", "test"))
         simulations = {"train": 4, "val": 1, "test": 1} | simulations
         for split, n in simulations.items():
@@ -614,30 +612,22 @@ class NBodySuite:
 
     def light_cone(self, cosmology: Cosmology, seed: int, chi_max: float, cache_dir: str | Path | None,
                    description: str = "") -> LensPlanes:
-        """The lens planes of one simulation, from the disk cache or simulated (and cached, atomically)."""
+        """The lens planes of one simulation, from the disk cache or simulated (and cached)."""
         tables = self.tables(cosmology, cache_dir)
-        key = json.dumps({"schema": _LIGHT_CONE_SCHEMA, "tables": _TABLES_SCHEMA, "setup": self.setup.as_dict(),
-                          "cosmology": cosmology.physics_dict(), "seed": int(seed), "chi_max": round(chi_max, 3)},
-                         sort_keys=True)
-        path = None
-        if cache_dir is not None:
-            path = Path(cache_dir) / "nbody" / f"light_cone_{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
-            if path.is_file():
-                saved = torch.load(path, map_location=self.device)
-                return LensPlanes(saved["chi_edges"].numpy(), saved["a_centre"].numpy(),
-                                  saved["surface_density"], saved["box"])
-        start = time.perf_counter()
-        planes = light_cone_planes(tables, self.setup, chi_max, seed, self.device)
-        log.info("N-body %s: %d^3 particles, %d steps, %d lens planes in %.0f s", description,
-                 self.setup.n_particles, self.setup.n_steps, len(planes.a_centre), time.perf_counter() - start)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".pt.tmp")
-            os.close(fd)
-            torch.save({"chi_edges": torch.from_numpy(planes.chi_edges), "a_centre": torch.from_numpy(planes.a_centre),
-                        "surface_density": planes.surface_density.cpu(), "box": planes.box}, tmp)
-            os.replace(tmp, path)
-        return planes
+        key = {"schema": _LIGHT_CONE_SCHEMA, "tables": _TABLES_SCHEMA, "setup": self.setup.as_dict(),
+               "cosmology": cosmology.physics_dict(), "seed": int(seed), "chi_max": round(chi_max, 3)}
+
+        def simulate() -> dict[str, np.ndarray]:
+            start = time.perf_counter()
+            planes = light_cone_planes(tables, self.setup, chi_max, seed, self.device)
+            log.info("N-body %s: %d^3 particles, %d steps, %d lens planes in %.0f s", description,
+                     self.setup.n_particles, self.setup.n_steps, len(planes.a_centre), time.perf_counter() - start)
+            return {"chi_edges": planes.chi_edges, "a_centre": planes.a_centre,
+                    "surface_density": planes.surface_density.cpu().numpy()}
+
+        arrays = cached_arrays("light_cone", key, None if cache_dir is None else Path(cache_dir) / "nbody", simulate)
+        return LensPlanes(arrays["chi_edges"], arrays["a_centre"],
+                          torch.from_numpy(arrays["surface_density"]).to(self.device), self.setup.box_mpc_h)
 
     def convergence_maps(self, cosmology: Cosmology, split: str, n_maps: int, source_redshifts: list[float],
                          field_deg: float, n_pix: int, seed: int, class_index: int,
