@@ -36,6 +36,8 @@ DETECTOR_KEYS = {"geometry", "detx_path", "n_du", "du_spacing_m", "n_doms_per_du
 #: where the PMT positions and directions come from: as in the detx, or as the hits of data.real_test_files carry
 #: them (the official ORCA6 file's differ from D_ORCA006's detx by 1.8 m median per PMT: another calibration)
 CALIBRATIONS = ("detx", "test_file")
+#: KM3NeT's DAQ timeslice: offline hit times count from its start
+TIMESLICE_NS = 1e8
 #: a PMT's hits in one file must agree to this (the offline format stores positions and directions to 1e-3)
 PMT_CONSTANT_TOL = 2e-3
 
@@ -188,8 +190,8 @@ def read_offline_file(path: str | Path, detector: Detector | None = None,
     with `detector` by (dom_id, channel_id) and a hit on a PMT the detector does not have is a ConfigError.
     Truth: the primary neutrino (first MC track); event_type 0 if a muon is among the MC tracks; the muon at the
     vertex (the first muon whose mother is the neutrino: its energy and direction), the shower energy E_nu - E_mu,
-    and Bjorken x and y where the file has gSeaGen's w2list. The official reconstruction is km3io's best JMuon
-    track."""
+    and Bjorken x and y where the file has gSeaGen's w2list; the vertex time in the hits' clock. The official
+    reconstruction is km3io's best JMuon track."""
     try:
         import awkward as ak
         import km3io
@@ -206,6 +208,9 @@ def read_offline_file(path: str | Path, detector: Detector | None = None,
                                                               "dir_z", "t", "tot", "dom_id", "channel_id", "trig")}
         mc = reader.mc_tracks
         best = best_jmuon(reader.tracks)
+        # The interaction's time in the hits' clock: hit times count from the start of their 100 ms timeslice,
+        # mc_t from the run start (checked: direct light of the true muon then arrives at residual ~0 ns)
+        vertex_time_ns = np.mod(ak.to_numpy(reader.mc_t).astype(np.float64), TIMESLICE_NS)
         file_det_ids = set(ak.to_numpy(reader.det_id).tolist())
     except Exception as err:  # uproot/km3io raise many types on a file that is not a KM3NeT offline file
         raise ConfigError(f"data.real_test_files: {str(path)!r} is not a readable KM3NeT offline file "
@@ -263,7 +268,7 @@ def read_offline_file(path: str | Path, detector: Detector | None = None,
         truth["energy_gev"] = nu["E"][i]
         truth["log10_energy"] = np.log10(nu["E"][i]) if nu["E"][i] > 0 else np.nan
         truth["vertex_x"], truth["vertex_y"], truth["vertex_z"] = nu["pos_x"][i], nu["pos_y"][i], nu["pos_z"][i]
-        truth["vertex_time_ns"] = np.nan
+        truth["vertex_time_ns"] = vertex_time_ns[i]
         truth["event_type"] = 0 if has_muon[i] else 1
         for key in ("muon_energy_gev", "shower_energy_gev", "muon_range_m", "bjorken_x", "bjorken_y"):
             truth[key] = np.nan

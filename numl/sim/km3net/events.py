@@ -10,6 +10,10 @@ nu_mu CC kinematics (``kinematics: dis``, numl.sim.km3net.kinematics): Bjorken x
 cross section; the muon leaves at its exact angle to the neutrino with (1 - y) E, the hadronic shower at the vertex
 gets y E along the momentum the muon leaves behind. ``kinematics: collinear`` is the former model: y uniform on
 [0, 1] and muon and shower along the neutrino.
+
+Vertices (``vertex_sampling: muon_range``) are uniform in space wherever the muon reaches the can before it stops, as
+gSeaGen generates in a volume grown by the muon range: above ~50 GeV most triggered events are muons from vertices
+outside the detector. ``vertex_sampling: can`` is the former model (vertices only inside the can).
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ EVENT_TYPES = {"numu_cc": 0, "shower": 1}
 #: nu_mu CC kinematics: deep-inelastic (x, y from the cross section, the muon's angle to the neutrino) or the
 #: former collinear model (y uniform, muon and shower along the neutrino)
 KINEMATICS = ("dis", "collinear")
+#: where interaction vertices lie: uniform in space wherever the muon reaches the can (muon_range), or only inside
+#: the can (can: the former model, which misses the through-going muons that dominate above ~50 GeV)
+VERTEX_SAMPLINGS = ("muon_range", "can")
 #: the DIS tables need the inelastic threshold well below the lowest energy
 DIS_ENERGY_MIN_GEV = 1.0
 
@@ -63,7 +70,8 @@ class EventConfig:
     spectral_index: float = 1.0  # dN/dE ~ E^-index; 1 is flat in log10 E
     dir_z_min: float = -1.0  # range of the z component of the propagation direction (-1: straight up-going)
     dir_z_max: float = 1.0
-    can_margin_m: float = 10.0  # vertices uniform in the instrumented cylinder grown by this margin
+    can_margin_m: float = 10.0  # the can: the instrumented cylinder grown by this margin (muons missing it: not made)
+    vertex_sampling: str = "muon_range"  # muon_range | can (VERTEX_SAMPLINGS)
     pmt_area_m2: float = 4.07e-3  # 72 mm photocathode of a 3-inch PMT (assumption)
     quantum_efficiency: float = 0.25  # averaged over 300-600 nm (assumption)
     pmt_acceptance_min_cos: float = -0.25  # acceptance rises linearly from this cos(incidence) to 1 (assumption)
@@ -95,6 +103,7 @@ class EventConfig:
     def validate(self) -> None:
         check_range("data.events.numu_cc_fraction", self.numu_cc_fraction, 0.0, 1.0)
         check_choice("data.events.kinematics", self.kinematics, KINEMATICS)
+        check_choice("data.events.vertex_sampling", self.vertex_sampling, VERTEX_SAMPLINGS)
         check_positive("data.events.energy_min_gev", self.energy_min_gev)
         check_positive("data.events.energy_max_gev", self.energy_max_gev)
         if self.energy_max_gev < self.energy_min_gev:
@@ -161,12 +170,62 @@ def sample_direction(rng: np.random.Generator, config: EventConfig) -> np.ndarra
     return np.array([s * np.cos(phi), s * np.sin(phi), dz])
 
 
-def sample_vertex_m(rng: np.random.Generator, detector: Detector, config: EventConfig) -> np.ndarray:
+def can_m(detector: Detector, config: EventConfig) -> tuple[np.ndarray, float, float, float]:
+    """(axis centre xy, radius, z_min, z_max) of the can: the instrumented cylinder grown by can_margin_m."""
     centre_xy, radius, z_min, z_max = detector.bounding_cylinder_m()
-    r = (radius + config.can_margin_m) * np.sqrt(rng.random())
+    margin = config.can_margin_m
+    return centre_xy, radius + margin, z_min - margin, z_max + margin
+
+
+def sample_vertex_m(rng: np.random.Generator, detector: Detector, config: EventConfig) -> np.ndarray:
+    """A vertex uniform in the can."""
+    centre_xy, radius, z_min, z_max = can_m(detector, config)
+    r = radius * np.sqrt(rng.random())
     phi = rng.uniform(0.0, 2.0 * np.pi)
-    z = rng.uniform(z_min - config.can_margin_m, z_max + config.can_margin_m)
+    z = rng.uniform(z_min, z_max)
     return np.array([centre_xy[0] + r * np.cos(phi), centre_xy[1] + r * np.sin(phi), z])
+
+
+def path_crosses_can(start_m: np.ndarray, direction: np.ndarray, length_m: float, can: tuple) -> np.ndarray:
+    """For each start point (N, 3): does the segment [start, start + length * direction] enter the can?"""
+    centre_xy, radius, z_min, z_max = can
+    n = len(start_m)
+    lo, hi = np.zeros(n), np.full(n, float(length_m))
+    if abs(direction[2]) > 1e-12:  # the path's parameter range between the can's end caps
+        s1, s2 = (z_min - start_m[:, 2]) / direction[2], (z_max - start_m[:, 2]) / direction[2]
+        lo, hi = np.maximum(lo, np.minimum(s1, s2)), np.minimum(hi, np.maximum(s1, s2))
+    else:
+        hi = np.where((start_m[:, 2] >= z_min) & (start_m[:, 2] <= z_max), hi, -1.0)
+    a = direction[0] ** 2 + direction[1] ** 2  # |xy(start + s dir) - centre|^2 <= radius^2: a s^2 + b s + c <= 0
+    p = start_m[:, :2] - centre_xy
+    c = np.einsum("ij,ij->i", p, p) - radius**2
+    if a > 1e-12:
+        b = 2.0 * (p @ direction[:2])
+        disc = b**2 - 4.0 * a * c
+        root = np.sqrt(np.clip(disc, 0.0, None))
+        lo = np.maximum(lo, (-b - root) / (2.0 * a))
+        hi = np.where(disc >= 0.0, np.minimum(hi, (-b + root) / (2.0 * a)), -1.0)
+    else:
+        hi = np.where(c <= 0.0, hi, -1.0)
+    return lo <= hi
+
+
+def sample_vertex_reaching_can_m(rng: np.random.Generator, detector: Detector, config: EventConfig,
+                                 muon_dir: np.ndarray, muon_range_m: float) -> np.ndarray:
+    """A vertex uniform in space among those whose muon reaches the can before it stops (as gSeaGen generates
+    in a volume grown by the muon range): uniform in a box around the can and the can moved back by the range,
+    rejecting vertices whose muon path misses the can."""
+    can = can_m(detector, config)
+    centre_xy, radius, z_min, z_max = can
+    can_lo = np.array([centre_xy[0] - radius, centre_xy[1] - radius, z_min])
+    can_hi = np.array([centre_xy[0] + radius, centre_xy[1] + radius, z_max])
+    back = -muon_range_m * np.asarray(muon_dir)
+    box_lo, box_hi = np.minimum(can_lo, can_lo + back), np.maximum(can_hi, can_hi + back)
+    while True:
+        candidates = rng.uniform(box_lo, box_hi, size=(256, 3))
+        crosses = path_crosses_can(candidates, muon_dir, muon_range_m, can)
+        if crosses.any():
+            return candidates[int(np.argmax(crosses))]
 
 
 def expected_track_light(detector: Detector, config: EventConfig, vertex_m: np.ndarray, direction: np.ndarray,
@@ -244,7 +303,8 @@ def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Gener
     is_track = rng.random() < config.numu_cc_fraction
     energy_gev = sample_energy_gev(rng, config)
     direction = sample_direction(rng, config)
-    vertex_m = sample_vertex_m(rng, detector, config)
+    if config.vertex_sampling == "can":  # drawn before the interaction, as the former model did
+        vertex_m = sample_vertex_m(rng, detector, config)
     muon_dir, shower_dir, bjorken_x = direction, direction, np.nan
     if not is_track:
         y = 1.0
@@ -255,6 +315,9 @@ def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Gener
     else:  # collinear: Bjorken y flat on [0, 1], muon and shower along the neutrino
         y = rng.random()
     muon_energy, shower_energy = (1.0 - y) * energy_gev, y * energy_gev
+    if config.vertex_sampling == "muon_range":
+        reach_m = float(physics.muon_range_m(muon_energy)) if is_track else 0.0
+        vertex_m = sample_vertex_reaching_can_m(rng, detector, config, muon_dir, reach_m)
     light_fraction = config.hadronic_light_fraction if is_track else 1.0
 
     npe, time_ns, path_m = expected_shower_light(detector, config, vertex_m, shower_dir, shower_energy,

@@ -1,0 +1,98 @@
+"""Observables of KM3NeT events for comparing a simulation with an official file, event by event and hit by hit.
+
+Time residuals are taken against the direct Cherenkov light of the true muon leaving the vertex (truth
+``vertex_time_ns`` in the hits' clock: 0 in numl's simulation; in an offline file the interaction's time within
+its timeslice, set by numl.data.km3net.read_offline_file). Hits earlier than direct light by more than
+``NOISE_RESIDUAL_NS`` cannot be light of the event (scattering only delays), so they measure the K-40 singles rate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+from numl.sim.km3net import physics
+
+#: hits this much earlier than the muon's direct light are noise (the PMT transit-time spread is a few ns)
+NOISE_RESIDUAL_NS = -100.0
+EVENT_OBSERVABLES = {
+    "energy_gev": "neutrino energy (GeV)",
+    "n_hits": "hits per event",
+    "n_triggered": "triggered hits per event",
+    "n_triggered_doms": "DOMs with triggered hits",
+    "n_prompt_hits": "hits within [-20, 50] ns of direct muon light",
+    "window_ns": "readout window (first to last hit, ns)",
+    "vertex_radius_m": "vertex distance from the detector axis (m)",
+    "noise_rate_hz": "K-40 singles rate per PMT (Hz)",
+}
+HIT_OBSERVABLES = {
+    "residual_ns": "time residual of all hits (ns)",
+    "triggered_residual_ns": "time residual of triggered hits (ns)",
+    "tot_ns": "time over threshold of all hits (ns)",
+    "triggered_tot_ns": "time over threshold of triggered hits (ns)",
+    "hits_per_dom": "hits per DOM with hits",
+}
+
+
+def muon_residuals_ns(hits: np.ndarray, truth: np.ndarray, pmt_pos_m: np.ndarray | None = None) -> np.ndarray:
+    """Time residuals of `hits` (or, with `pmt_pos_m`, the direct-light times of those PMTs relative to the
+    interaction) w.r.t. direct Cherenkov light of the vertex muon; NaN without a muon."""
+    muon_dir = np.array([truth["muon_dir_x"], truth["muon_dir_y"], truth["muon_dir_z"]], dtype=np.float64)
+    if not np.all(np.isfinite(muon_dir)) or np.linalg.norm(muon_dir) < 0.5:
+        return np.full(len(hits) if pmt_pos_m is None else len(pmt_pos_m), np.nan)
+    vertex = np.array([truth["vertex_x"], truth["vertex_y"], truth["vertex_z"]], dtype=np.float64)
+    t0 = float(truth["vertex_time_ns"])
+    if pmt_pos_m is not None:
+        return physics.cherenkov_arrival_time_ns(pmt_pos_m, vertex, muon_dir, t0)
+    pos = np.stack([hits["pos_x"], hits["pos_y"], hits["pos_z"]], axis=1).astype(np.float64)
+    return hits["t_ns"] - physics.cherenkov_arrival_time_ns(pos, vertex, muon_dir, t0)
+
+
+def event_observables(events: list, pmt_pos_m: np.ndarray, axis_xy_m: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-event (EVENT_OBSERVABLES) and pooled per-hit (HIT_OBSERVABLES) arrays of events with `.hits` and
+    `.truth`; `pmt_pos_m` is every PMT of the detector (for the noise exposure), `axis_xy_m` the detector axis."""
+    per_event = {key: [] for key in EVENT_OBSERVABLES}
+    per_hit = {key: [] for key in HIT_OBSERVABLES}
+    for event in events:
+        hits, truth = event.hits, event.truth
+        t, triggered = hits["t_ns"], hits["triggered"]
+        residual = muon_residuals_ns(hits, truth)
+        direct_ns = muon_residuals_ns(hits, truth, pmt_pos_m)  # direct-light time per PMT
+        # K-40 rate: noise-like hits over the PMT time each PMT spent in the window before its direct light
+        exposure_ns = np.clip(direct_ns + NOISE_RESIDUAL_NS - t.min(), 0.0, None).sum() if len(t) else 0.0
+        n_noise = int(np.sum((residual < NOISE_RESIDUAL_NS) & (t > t.min())))  # the first hit opens the exposure
+        per_event["energy_gev"].append(float(truth["energy_gev"]))
+        per_event["n_hits"].append(len(hits))
+        per_event["n_triggered"].append(int(triggered.sum()))
+        per_event["n_triggered_doms"].append(len(np.unique(hits["dom_id"][triggered])))
+        per_event["n_prompt_hits"].append(int(np.sum((residual > -20.0) & (residual < 50.0))))
+        per_event["window_ns"].append(float(t.max() - t.min()) if len(t) else 0.0)
+        per_event["vertex_radius_m"].append(float(np.hypot(truth["vertex_x"] - axis_xy_m[0],
+                                                           truth["vertex_y"] - axis_xy_m[1])))
+        per_event["noise_rate_hz"].append(n_noise / exposure_ns * 1e9 if exposure_ns > 1e4 else np.nan)
+        per_hit["residual_ns"].append(residual)
+        per_hit["triggered_residual_ns"].append(residual[triggered])
+        per_hit["tot_ns"].append(hits["tot_ns"].astype(np.float64))
+        per_hit["triggered_tot_ns"].append(hits["tot_ns"][triggered].astype(np.float64))
+        per_hit["hits_per_dom"].append(np.unique(hits["dom_id"], return_counts=True)[1].astype(np.float64))
+    out = {key: np.asarray(values, dtype=np.float64) for key, values in per_event.items()}
+    out.update({key: np.concatenate(values) if values else np.zeros(0) for key, values in per_hit.items()})
+    return out
+
+
+def compare_observables(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> list[dict]:
+    """Per observable: 10/50/90 % quantiles of both and the two-sample Kolmogorov-Smirnov statistic and p-value
+    (hit observables pool hits of many events, so their p-values are optimistic: compare their statistics)."""
+    rows = []
+    for key, title in {**EVENT_OBSERVABLES, **HIT_OBSERVABLES}.items():
+        a, b = reference[key], candidate[key]
+        a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+        if len(a) == 0 or len(b) == 0:
+            continue
+        ks = stats.ks_2samp(a, b)
+        rows.append({"observable": key, "title": title, "per": "event" if key in EVENT_OBSERVABLES else "hit",
+                     "reference_quantiles": np.percentile(a, [10, 50, 90]).tolist(),
+                     "candidate_quantiles": np.percentile(b, [10, 50, 90]).tolist(),
+                     "ks_statistic": float(ks.statistic), "ks_p": float(ks.pvalue),
+                     "n_reference": int(len(a)), "n_candidate": int(len(b))})
+    return rows
