@@ -113,12 +113,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # The whole run config, without Hydra's own node (present when composed by the tests).
     run_config = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     ckpt_path = _resume_checkpoint(cfg, output_dir)
+    init_from = _matching_checkpoint(cfg, "init_from", cfg.init_from) if cfg.get("init_from") else None
     # The DataModule checks its arguments first (it draws no random numbers: each split has its own seed).
     datamodule: pl.LightningDataModule = instantiate(cfg.data, _convert_="all")
     datamodule.exact_resume_order = bool(cfg.get("exact_resume_order", False))
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     task = build_task(cfg)
+    if init_from:  # fine-tuning: the weights only; optimizer, schedule and epochs start afresh
+        task.load_state_dict(torch.load(init_from, map_location="cpu", weights_only=False)["state_dict"])
     trainer, loggers = build_trainer(cfg)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(run_config, resolve=True))

@@ -100,6 +100,24 @@ def test_train_refuses_checkpoint_of_another_run(compose_train, tmp_path, other)
     assert not list(tmp_path.rglob("*.png")) and not list(tmp_path.rglob("test_metrics.json"))
 
 
+def test_init_from_refuses_a_checkpoint_of_another_task_and_loads_a_matching_one(compose_train, tmp_path):
+    other = _save_task_checkpoint(compose_train, ["experiment=petalo_position"], tmp_path / "other.ckpt")
+    cfg = compose_train(["experiment=lensing_cnn", "debug=fast_dev_run", f"init_from={other}"])
+    with pytest.raises(ConfigError, match=r"^init_from=.*other\.ckpt': checkpoint does not match task"):
+        train(cfg)
+    # a matching checkpoint with every weight 0.5: the fine-tuning run starts from exactly those (lr 1e-30 keeps them)
+    task = build_task(compose_train(["experiment=lensing_cnn"]))
+    state = {k: torch.full_like(v, 0.5) if v.is_floating_point() else v for k, v in task.state_dict().items()}
+    torch.save({"state_dict": state, "pytorch-lightning_version": "2.0.0"}, tmp_path / "same.ckpt")
+    cfg = compose_train(["experiment=lensing_cnn", f"init_from={tmp_path / 'same.ckpt'}", "optimizer.lr=1e-30",
+                         "trainer.max_epochs=1", "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1",
+                         "test=false", "data.n_train=32", "data.n_val=32", "data.n_test=32"])
+    train(cfg)
+    saved = torch.load(next(tmp_path.rglob("last.ckpt")), map_location="cpu", weights_only=False)
+    weights = [v for k, v in saved["state_dict"].items() if v.is_floating_point() and "running" not in k]
+    assert weights and all(torch.all(v == 0.5) for v in weights)
+
+
 @pytest.mark.parametrize(("kwargs", "expected"), [
     ({"n_pix": 1}, "data.n_pix=1: must be >= 8"),
     ({"n_pix": 7}, "data.n_pix=7: must be >= 8"),

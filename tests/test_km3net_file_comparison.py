@@ -75,3 +75,26 @@ def test_official_file_vertex_time_puts_direct_light_at_zero():
     # Triggered hits of the file are mostly direct muon light: their residuals peak within a few ns of zero
     assert abs(np.median(residuals)) < 5.0
     assert np.mean(np.abs(residuals) < 20.0) > 0.7
+
+
+def test_real_train_events_are_held_apart_from_the_test_events():
+    pytest.importorskip("km3io")
+    from numl.data.km3net import KM3NeTDataModule, read_offline_file
+    from numl.sim.km3net.detector import resolve_testdata_path
+
+    def module(**kwargs):
+        return KM3NeTDataModule(detector={"geometry": "detx", "detx_path": ORCA6_DETX, "calibration": "test_file"},
+                                events={"energy_min_gev": 50.0, "energy_max_gev": 500.0},
+                                real_test_files=[ORCA6_FILE], n_train=4, n_val=2, n_test=140, **kwargs)
+
+    dm = module(real_train_events=40)
+    dm.setup()
+    energies = [float(e.truth["energy_gev"]) for e in read_offline_file(resolve_testdata_path(ORCA6_FILE, "offline",
+                                                                                               "f"))]
+    assert [float(e.truth["energy_gev"]) for e in dm.events("train")] == energies[:40]
+    assert [float(e.truth["energy_gev"]) for e in dm.events("test")] == energies[40:]
+    assert len(dm.events("val")) == 2 and dm.metadata()["n_train"] == 40
+    with pytest.raises(ConfigError, match=r"^data.real_train_events=140: data.real_test_files hold only 140"):
+        module(real_train_events=140).setup()
+    with pytest.raises(ConfigError, match=r"^data.real_train_events=5: needs data.real_test_files"):
+        KM3NeTDataModule(real_train_events=5)

@@ -7,6 +7,8 @@ Sources of events:
 - ``real_test_files``: the test split is read from KM3NeT offline files with km3io instead (hits, MC truth and
   the official JMuon reconstruction stored in them); train and val stay simulated, on the detx geometry or, with
   ``detector.calibration: test_file``, on the PMT positions and directions the test files' hits carry.
+  ``real_train_events: N`` (domain adaptation) makes the files' first N events the training split, held apart from
+  the test events; with ``init_from`` a network trained on simulation is fine-tuned on them.
 
 Batches are dicts: ``hit_features`` (B, N, 12) padded, ``hit_mask`` (B, N) True for real hits, ``direction``
 (B, 3) true unit direction, ``log10_energy``, ``energy_gev``, ``event_type``, ``n_hits``, ``event_index``; real
@@ -451,7 +453,8 @@ class KM3NeTDataModule(SimulatedDataModule):
                  n_train: int = 2048, n_val: int = 256, n_test: int = 512, batch_size: int = 32,
                  num_workers: int = 0, seed: int = 0, source: str = "simulate", hdf5_path: str | None = None,
                  hit_selection: str = "all", max_hits: int | None = 512, position_scale_m: float = 100.0,
-                 real_test_files: list[str] | None = None, bucket_by_hit_count: bool = True) -> None:
+                 real_test_files: list[str] | None = None, bucket_by_hit_count: bool = True,
+                 real_train_events: int = 0) -> None:
         super().__init__(n_train=n_train, n_val=n_val, n_test=n_test, batch_size=batch_size,
                          num_workers=num_workers, seed=seed, source=source, hdf5_path=hdf5_path)
         check_choice("data.hit_selection", hit_selection, ("all", "triggered"))
@@ -485,6 +488,13 @@ class KM3NeTDataModule(SimulatedDataModule):
         for path in self.real_test_files:
             check_test_file_truth(path, self.event_config)
         self.bucket_by_hit_count = bool(bucket_by_hit_count)
+        check_positive("data.real_train_events", real_train_events, integer=True, allow_zero=True)
+        if real_train_events and not self.real_test_files:
+            raise ConfigError(f"data.real_train_events={real_train_events}: needs data.real_test_files to take them from")
+        #: domain adaptation: the first events of the real files train (fine-tune) the network and leave the test
+        self.real_train_events = int(real_train_events)
+        if self.real_train_events:
+            self.split_sizes["train"] = self.real_train_events
 
     # ----- events -----------------------------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
@@ -495,6 +505,8 @@ class KM3NeTDataModule(SimulatedDataModule):
         return meta
 
     def simulated_splits(self) -> tuple[str, ...]:
+        if self.real_train_events:
+            return ("val",)
         return ("train", "val") if self.real_test_files else SPLITS
 
     def simulate_split(self, split: str) -> list[EventRecord]:
@@ -507,12 +519,18 @@ class KM3NeTDataModule(SimulatedDataModule):
             return
         super().setup(stage)
         if self.real_test_files:
+            wanted = self.real_train_events + self.split_sizes["test"]
             real: list[EventRecord] = []
             for path in self.real_test_files:
-                real.extend(read_offline_file(path, self.detector, max_events=self.split_sizes["test"] - len(real)))
-                if len(real) >= self.split_sizes["test"]:
+                real.extend(read_offline_file(path, self.detector, max_events=wanted - len(real)))
+                if len(real) >= wanted:
                     break
-            self._events["test"] = real
+            if len(real) <= self.real_train_events:
+                raise ConfigError(f"data.real_train_events={self.real_train_events}: data.real_test_files hold only "
+                                  f"{len(real)} events, none would be left to test on")
+            if self.real_train_events:
+                self._events["train"] = real[:self.real_train_events]
+            self._events["test"] = real[self.real_train_events:]
 
     def write_split(self, group: h5py.Group, events: list[EventRecord]) -> None:
         group.create_dataset("hits", data=np.concatenate([e.hits for e in events]), compression="gzip")
