@@ -490,7 +490,8 @@ class KM3NeTDataModule(SimulatedDataModule):
         self.bucket_by_hit_count = bool(bucket_by_hit_count)
         check_positive("data.real_train_events", real_train_events, integer=True, allow_zero=True)
         if real_train_events and not self.real_test_files:
-            raise ConfigError(f"data.real_train_events={real_train_events}: needs data.real_test_files to take them from")
+            raise ConfigError(f"data.real_train_events={real_train_events}: needs data.real_test_files to take them "
+                              "from")
         #: domain adaptation: the first events of the real files train (fine-tune) the network and leave the test
         self.real_train_events = int(real_train_events)
         if self.real_train_events:
