@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import least_squares
+from scipy.optimize import least_squares, minimize
 
 from numl.baselines.base import Baseline, BaselineResult
 from numl.data.km3net import hit_positions_m, truth_direction
@@ -121,6 +121,26 @@ def direction_scan(pos_m: np.ndarray, time_ns: np.ndarray, directions: np.ndarra
     return np.sum(2.0 * (np.sqrt(1.0 + residual**2) - 1.0), axis=1)  # soft-L1, as in the full fit
 
 
+def prefit_candidates(pos_m: np.ndarray, time_ns: np.ndarray, triggered: np.ndarray, sigma_ns: float = 3.0,
+                      n_scan_directions: int = 1000, n_starts: int = 3
+                      ) -> tuple[list[tuple[np.ndarray, np.ndarray, float, float]], float] | str:
+    """Chi-square fits on the triggered hits from the line fit and the `n_starts` best of a linearised scan of
+    `n_scan_directions` directions: a list of (direction, point, time, cost) with times relative to the returned
+    reference time; or the reason there is nothing to fit."""
+    n_trig = int(triggered.sum())
+    if n_trig < MIN_FIT_HITS:
+        return f"{n_trig} triggered hits, the fit needs at least {MIN_FIT_HITS}"
+    p_trig, t_trig = pos_m[triggered], time_ns[triggered]
+    if np.ptp(t_trig) <= 0 or np.linalg.norm(np.ptp(p_trig, axis=0)) <= 0:
+        return "triggered hits at one place or one time: no direction to fit"
+    t_ref = float(t_trig.mean())  # fit in times relative to the event so residuals keep their precision
+    prefit_dir, cog, t_cog = line_fit(p_trig, t_trig - t_ref)
+    grid = fibonacci_sphere(n_scan_directions)
+    scan_cost = direction_scan(p_trig, t_trig - t_ref, grid, sigma_ns)
+    starts = [prefit_dir, *grid[np.argsort(scan_cost)[:n_starts]]]
+    return [chi2_fit(p_trig, t_trig - t_ref, start, cog, t_cog, sigma_ns) for start in starts], t_ref
+
+
 def fit_track(pos_m: np.ndarray, time_ns: np.ndarray, triggered: np.ndarray, sigma_ns: float = 3.0,
               n_scan_directions: int = 1000, n_starts: int = 3,
               residual_window_ns: tuple[float, float] = (-10.0, 50.0)) -> TrackFit:
@@ -130,22 +150,11 @@ def fit_track(pos_m: np.ndarray, time_ns: np.ndarray, triggered: np.ndarray, sig
     pos_m = np.asarray(pos_m, dtype=np.float64)
     time_ns = np.asarray(time_ns, dtype=np.float64)
     triggered = np.asarray(triggered, dtype=bool)
-    n_trig = int(triggered.sum())
-    if n_trig < MIN_FIT_HITS:
-        return failed_fit(f"{n_trig} triggered hits, the fit needs at least {MIN_FIT_HITS}", n_trig)
-    p_trig, t_trig = pos_m[triggered], time_ns[triggered]
-    if np.ptp(t_trig) <= 0 or np.linalg.norm(np.ptp(p_trig, axis=0)) <= 0:
-        return failed_fit("triggered hits at one place or one time: no direction to fit", n_trig)
-    t_ref = t_trig.mean()  # fit in times relative to the event so residuals keep their precision
-    prefit_dir, cog, t_cog = line_fit(p_trig, t_trig - t_ref)
-    grid = fibonacci_sphere(n_scan_directions)
-    scan_cost = direction_scan(p_trig, t_trig - t_ref, grid, sigma_ns)
-    starts = [prefit_dir, *grid[np.argsort(scan_cost)[:n_starts]]]
-    best = None
-    for start in starts:
-        fit = chi2_fit(p_trig, t_trig - t_ref, start, cog, t_cog, sigma_ns)
-        if best is None or fit[3] < best[3]:
-            best = fit
+    prefit = prefit_candidates(pos_m, time_ns, triggered, sigma_ns, n_scan_directions, n_starts)
+    if isinstance(prefit, str):
+        return failed_fit(prefit, int(triggered.sum()))
+    candidates, t_ref = prefit
+    best = min(candidates, key=lambda fit: fit[3])
     u, point, t0, _ = best
     residual = time_ns - t_ref - physics.cherenkov_arrival_time_ns(pos_m, point, u, t0)
     window = (residual >= residual_window_ns[0]) & (residual <= residual_window_ns[1])
@@ -154,6 +163,101 @@ def fit_track(pos_m: np.ndarray, time_ns: np.ndarray, triggered: np.ndarray, sig
     else:
         cost = best[3]
     return TrackFit(u, point, t0 + t_ref, int(window.sum()), cost, True)
+
+
+# ----- likelihood fit with time-residual PDFs tabulated from simulation (as JPP's JMuon does) ----------------------
+#: PDF bins: the PMT's distance to the track (m; near: prompt light, far: mostly scattered and noise), the cosine
+#: between the PMT axis and the direct photon's arrival (1: facing it), and the time residual (ns)
+PDF_DISTANCE_EDGES_M = np.array([0.0, 5.0, 10.0, 20.0, 35.0, 55.0, 80.0, 120.0, 200.0, np.inf])
+PDF_FACING_EDGES = np.array([-1.0, 0.0, 0.5, 1.0])
+PDF_RESIDUAL_EDGES_NS = np.arange(-100.0, 601.0, 2.0)
+
+
+def hit_track_geometry(pos_m: np.ndarray, pmt_dir: np.ndarray, time_ns: np.ndarray, point_m: np.ndarray,
+                       direction: np.ndarray, time0_ns: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Time residual, distance to the track and facing cosine of each hit for the track (point, direction, time)."""
+    _, rho_m, emission_m = physics.track_geometry(pos_m, point_m, direction)
+    photon = pos_m - (point_m + emission_m[:, None] * direction)
+    photon /= np.maximum(np.linalg.norm(photon, axis=1), 1e-9)[:, None]
+    facing = -np.einsum("ij,ij->i", pmt_dir, photon)
+    residual = time_ns - physics.cherenkov_arrival_time_ns(pos_m, point_m, direction, time0_ns)
+    return residual, rho_m, facing
+
+
+class ResidualPdf:
+    """Probability density of a hit's time residual w.r.t. a muon track, per bin of distance and facing cosine,
+    tabulated from simulated events with their true muon (every hit: direct, scattered, shower light and noise),
+    as JPP tabulates its PDFs from simulation. Residuals outside the table take its edge values."""
+
+    def __init__(self, log_density: np.ndarray) -> None:
+        self.log_density = log_density  # (distance bins, facing bins, residual bins), log(1/ns)
+
+    @classmethod
+    def from_events(cls, events) -> ResidualPdf:
+        shape = (len(PDF_DISTANCE_EDGES_M) - 1, len(PDF_FACING_EDGES) - 1, len(PDF_RESIDUAL_EDGES_NS) - 1)
+        counts = np.zeros(shape)
+        for event in events:
+            truth, hits = event.truth, event.hits
+            muon = np.array([truth["muon_dir_x"], truth["muon_dir_y"], truth["muon_dir_z"]], dtype=np.float64)
+            if not np.all(np.isfinite(muon)) or np.linalg.norm(muon) < 0.5 or len(hits) == 0:
+                continue
+            vertex = np.array([truth["vertex_x"], truth["vertex_y"], truth["vertex_z"]], dtype=np.float64)
+            pmt_dir = np.stack([hits["dir_x"], hits["dir_y"], hits["dir_z"]], axis=1).astype(np.float64)
+            residual, rho, facing = hit_track_geometry(hit_positions_m(hits), pmt_dir, hits["t_ns"], vertex, muon,
+                                                       float(truth["vertex_time_ns"]))
+            counts += np.histogramdd((rho, facing, residual), bins=(PDF_DISTANCE_EDGES_M, PDF_FACING_EDGES,
+                                                                   PDF_RESIDUAL_EDGES_NS))[0]
+        if counts.sum() == 0:
+            raise ConfigError("baseline.track_likelihood: no validation event with a muon to tabulate the PDF from")
+        # A half count per cell and a 3-bin smoothing keep sparse cells finite and the likelihood smooth.
+        counts = counts + 0.5
+        counts[..., 1:-1] = 0.25 * counts[..., :-2] + 0.5 * counts[..., 1:-1] + 0.25 * counts[..., 2:]
+        density = counts / (counts.sum(axis=-1, keepdims=True) * np.diff(PDF_RESIDUAL_EDGES_NS))
+        return cls(np.log(density))
+
+    def log_pdf(self, residual_ns: np.ndarray, rho_m: np.ndarray, facing: np.ndarray) -> np.ndarray:
+        d = np.clip(np.searchsorted(PDF_DISTANCE_EDGES_M, rho_m, side="right") - 1, 0, self.log_density.shape[0] - 1)
+        c = np.clip(np.searchsorted(PDF_FACING_EDGES, facing, side="right") - 1, 0, self.log_density.shape[1] - 1)
+        centres = 0.5 * (PDF_RESIDUAL_EDGES_NS[:-1] + PDF_RESIDUAL_EDGES_NS[1:])
+        x = np.clip((residual_ns - centres[0]) / (centres[1] - centres[0]), 0.0, len(centres) - 1.0)
+        i = np.minimum(x.astype(int), len(centres) - 2)
+        frac = x - i
+        table = self.log_density[d, c]
+        rows = np.arange(len(x))
+        return (1.0 - frac) * table[rows, i] + frac * table[rows, i + 1]
+
+
+def likelihood_fit(pos_m: np.ndarray, pmt_dir: np.ndarray, time_ns: np.ndarray,
+                   candidates: list[tuple[np.ndarray, np.ndarray, float, float]], pdf: ResidualPdf,
+                   window_ns: tuple[float, float] = (-100.0, 600.0)
+                   ) -> tuple[np.ndarray, np.ndarray, float, float, int]:
+    """Maximum-likelihood track from every prefit candidate (Nelder-Mead in two angles, two position offsets and
+    time, like JMuon's simplex stage) on the hits within `window_ns` of the best chi-square candidate (every hit,
+    not only triggered ones); returns direction, point, time, negative log-likelihood and the hits used."""
+    best_u, best_point, best_t0, _ = min(candidates, key=lambda fit: fit[3])
+    residual = time_ns - physics.cherenkov_arrival_time_ns(pos_m, best_point, best_u, best_t0)
+    use = (residual >= window_ns[0]) & (residual <= window_ns[1])
+    pos_m, pmt_dir, time_ns = pos_m[use], pmt_dir[use], time_ns[use]
+    best = None
+    for u0, point0, t00, _ in candidates:
+        e1, e2 = _perpendicular_basis(u0)
+        theta0, phi0 = _angles(u0)
+
+        def nll(p, point0=point0, t00=t00, e1=e1, e2=e2):
+            u = _unit(p[0], p[1])
+            geometry = hit_track_geometry(pos_m, pmt_dir, time_ns, point0 + p[2] * e1 + p[3] * e2, u, t00 + p[4])
+            return -float(np.sum(pdf.log_pdf(*geometry)))
+
+        x = np.array([theta0, phi0, 0.0, 0.0, 0.0])
+        for _restart in range(2):  # a simplex restarted where it stopped escapes its own collapse
+            simplex = x + np.vstack([np.zeros(5), np.diag([0.05, 0.05, 3.0, 3.0, 10.0])])
+            result = minimize(nll, x, method="Nelder-Mead",
+                              options={"initial_simplex": simplex, "xatol": 1e-4, "fatol": 1e-3, "maxfev": 2000})
+            x = result.x
+        if best is None or result.fun < best[0]:
+            best = (result.fun, result.x, point0, t00, e1, e2)
+    fun, x, point0, t00, e1, e2 = best
+    return _unit(x[0], x[1]), point0 + x[2] * e1 + x[3] * e2, t00 + x[4], float(fun), int(use.sum())
 
 
 class HitCountEnergyEstimator:
@@ -235,6 +339,65 @@ class TrackFitBaseline(Baseline):
                         "angular_error_deg_mean": float(np.mean(err)),
                         "sigma_log10_energy": float(np.std(fits["log10_energy"][ok] - true_log10e[ok]))}
         return BaselineResult(self.label, metrics, fits)
+
+
+class TrackLikelihoodBaseline(TrackFitBaseline):
+    """The chi-square fit's candidates refined by a maximum-likelihood fit of every hit's time residual (PDFs per
+    distance and PMT facing tabulated from the validation events with their true muons), like JMuon's chain of
+    prefit, simplex and likelihood; the energy is the chi-square fit's hit-count estimate.
+
+    Args:
+        sigma_ns: time-residual scale of the chi-square prefit.
+        max_events: fit at most this many test (and validation) events.
+        n_starts: prefit directions from the linearised scan (besides the line fit and the chi-square fit).
+    """
+
+    label = "likelihood fit"
+
+    def __init__(self, sigma_ns: float = 3.0, max_events: int | None = None, n_starts: int = 3) -> None:
+        check_positive("baseline.track_likelihood.sigma_ns", sigma_ns)
+        if max_events is not None:
+            check_positive("baseline.track_likelihood.max_events", max_events, integer=True)
+        check_positive("baseline.track_likelihood.n_starts", n_starts, integer=True)
+        super().__init__(sigma_ns, max_events)
+        self.n_starts = int(n_starts)
+        self.pdf: ResidualPdf | None = None
+
+    def fit(self, datamodule) -> TrackLikelihoodBaseline:
+        super().fit(datamodule)  # the energy estimate, from chi-square fits of the validation events
+        self.pdf = ResidualPdf.from_events(datamodule.events("val"))
+        return self
+
+    def fit_events(self, events) -> dict[str, np.ndarray]:
+        if self.pdf is None:  # calibration events (the chi-square part of fit()): no likelihood needed
+            return super().fit_events(events)
+        out = {"direction": [], "ok": [], "n_fit_hits": [], "n_likelihood_hits": [], "nll": []}
+        for event in events:
+            hits = event.hits
+            pos, time_ns = hit_positions_m(hits), hits["t_ns"].astype(np.float64)
+            pmt_dir = np.stack([hits["dir_x"], hits["dir_y"], hits["dir_z"]], axis=1).astype(np.float64)
+            chi2 = fit_track(pos, time_ns, hits["triggered"], self.sigma_ns)
+            prefit = prefit_candidates(pos, time_ns, hits["triggered"].astype(bool), self.sigma_ns,
+                                       n_starts=self.n_starts)
+            if isinstance(prefit, str):
+                out["direction"].append(np.full(3, np.nan))
+                out["ok"].append(False)
+                out["n_fit_hits"].append(chi2.n_hits_used)
+                out["n_likelihood_hits"].append(0)
+                out["nll"].append(np.nan)
+                continue
+            candidates, t_ref = prefit
+            candidates.append((chi2.direction, chi2.position_m, chi2.time_ns - t_ref, -np.inf))  # the refit first
+            u, _, _, nll, n_used = likelihood_fit(pos, pmt_dir, time_ns - t_ref, candidates, self.pdf)
+            out["direction"].append(u)
+            out["ok"].append(True)
+            out["n_fit_hits"].append(chi2.n_hits_used)
+            out["n_likelihood_hits"].append(n_used)
+            out["nll"].append(nll)
+        fits = {k: np.array(v) for k, v in out.items()}
+        fits["direction"] = np.stack(out["direction"]) if out["direction"] else np.zeros((0, 3))
+        fits["n_triggered"] = np.array([int(e.hits["triggered"].sum()) for e in events])
+        return fits
 
 
 class OfficialReconstructionBaseline(Baseline):
