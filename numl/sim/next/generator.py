@@ -48,8 +48,9 @@ PHOTON_TRANSPORTS = ("xcom", "first_interaction")
 BACKGROUND_LINES_KEV = {"tl208": (2614.511,), "bi214": (2447.69,), "mixed": (2614.511, 2447.69)}
 BACKGROUNDS = ("mixed", "tl208", "bi214", "electron")
 #: background gammas drawn per batch for each `events_per_batch` slot: few gammas land in the ROI (a few per
-#: thousand entering), and most are dropped after their photon stage, which is cheap
-GAMMAS_PER_SLOT = 16
+#: thousand entering), and most are dropped after their photon stage, which is cheap; the electrons of the rest
+#: are stepped together (the stepping loop costs per step, nearly whatever the number of electrons)
+GAMMAS_PER_SLOT = 64
 #: an event is dropped before its electrons are transported when its deposited energy is sure to end outside
 #: the ROI by more than this many standard deviations of the energy resolution
 ROI_PRUNE_SIGMAS = 6.0
