@@ -142,7 +142,7 @@ class NextSimConfig:
         check_range("data.sim.signal_fraction", self.signal_fraction, 0.0, 1.0)
         if self.energy_roi_kev is not None and not (len(self.energy_roi_kev) == 2
                                                     and 0 <= self.energy_roi_kev[0] < self.energy_roi_kev[1]):
-            raise ConfigError(f"data.sim.energy_roi_kev={self.energy_roi_kev}: must be null or [low, high] keV "
+            raise ConfigError(f"data.sim.energy_roi_kev={list(self.energy_roi_kev)}: must be null or [low, high] keV "
                               "with 0 <= low < high")
         if self.energy_roi_kev is not None:
             highest = {"signal": self.q_bb_kev, f"background {self.background}": self.background_max_kev}
