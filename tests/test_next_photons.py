@@ -172,6 +172,7 @@ def test_signal_and_gamma_events_are_labelled_and_seeded():
     ({"background": "bi214", "energy_roi_kev": [2500.0, 2600.0]}, "energy_roi_kev"),  # above the 2448 keV line
     ({"energy_roi_kev": [2700.0, 2800.0]}, "energy_roi_kev"),  # above Q_bb and both lines
     ({"energy_roi_kev": [-10.0, 2500.0]}, "energy_roi_kev"),
+    ({"energy_roi_kev": [1570.0, 1615.0]}, "energy_roi_kev"),  # below the signal peak
     ({"veto_margin_mm": -1.0}, "veto_margin_mm"),
 ])
 def test_bad_background_config_names_the_key(values, key):

@@ -152,6 +152,12 @@ class NextSimConfig:
                 if self.energy_roi_kev[0] >= reach:
                     raise ConfigError(f"data.sim.energy_roi_kev={list(self.energy_roi_kev)}: lower edge above every "
                                       f"energy the {name} deposits (at most {top:.1f} keV + 5 sigma = {reach:.1f} keV)")
+            # signal events outside the Q_bb peak (bremsstrahlung escapes only) are too rare to fill a sample
+            floor = self.q_bb_kev * (1 - 5 * self.energy_resolution_fwhm / 2.3548)
+            if self.signal_fraction > 0 and self.energy_roi_kev[1] < floor:
+                raise ConfigError(f"data.sim.energy_roi_kev={list(self.energy_roi_kev)}: upper edge below the signal "
+                                  f"peak (Q_bb - 5 sigma = {floor:.1f} keV); use data.sim.signal_fraction=0 for a "
+                                  "background-only sample")
         if len(self.detector_size_mm) != 3:
             raise ConfigError(f"data.sim.detector_size_mm={list(self.detector_size_mm)}: "
                               "must be three lengths (x, y, z)")
