@@ -58,9 +58,9 @@ class NextVoxelDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         event = self.events[i]
         coords, keep = window_coordinates(event, self.cfg.window_voxels)
-        voxel_kev = event.voxel_energy_kev.astype(np.float64)
+        voxel_kev = event.voxel_energy_kev
         if self.voxel_energy_scale == "q_bb":
-            voxel_kev = voxel_kev * (self.cfg.q_bb_kev / voxel_kev.sum())
+            voxel_kev = voxel_kev * np.float32(self.cfg.q_bb_kev / voxel_kev.sum(dtype=np.float64))
         if self.augment:
             flips = self.rng.uniform(size=3) < 0.5
             coords = np.where(flips, self.cfg.window_voxels - 1 - coords, coords)
