@@ -37,7 +37,7 @@ def check_event(event: NextEvent, cfg: NextSimConfig, where: str) -> None:
 #: What the networks see as voxel energy (data.voxel_energy_scale). "q_bb": each event's voxel energies scaled so
 #: that they sum to Q_bb, so the networks judge the topology only: within the ROI the 214Bi background peaks at
 #: its 2447.7 keV line, 10 keV (one sigma of the resolution) below Q_bb, and the event energy alone separates the
-#: classes (AUROC 0.74), information a topology comparison with the blob cut must not hand the networks (the
+#: classes (AUROC 0.76, experiments/next_topology/background_check.py), information a topology comparison with the blob cut must not hand the networks (the
 #: energy fit is a separate step of the NEXT analysis). "measured": the smeared energies as simulated (the
 #: behaviour before the gamma backgrounds).
 VOXEL_ENERGY_SCALES = ("q_bb", "measured")
