@@ -37,9 +37,9 @@ def check_event(event: NextEvent, cfg: NextSimConfig, where: str) -> None:
 #: What the networks see as voxel energy (data.voxel_energy_scale). "q_bb": each event's voxel energies scaled so
 #: that they sum to Q_bb, so the networks judge the topology only: within the ROI the 214Bi background peaks at
 #: its 2447.7 keV line, 10 keV (one sigma of the resolution) below Q_bb, and the event energy alone separates the
-#: classes (AUROC 0.76, experiments/next_topology/background_check.py), information a topology comparison with the blob cut must not hand the networks (the
-#: energy fit is a separate step of the NEXT analysis). "measured": the smeared energies as simulated (the
-#: behaviour before the gamma backgrounds).
+#: classes (AUROC 0.76, experiments/next_topology/background_check.py), information a topology comparison with
+#: the blob cut must not hand the networks (the energy fit is a separate step of the NEXT analysis). "measured":
+#: the smeared energies as simulated (the input before the gamma backgrounds, bit for bit).
 VOXEL_ENERGY_SCALES = ("q_bb", "measured")
 
 
@@ -109,8 +109,8 @@ class NextDataModule(SimulatedDataModule):
     simulator_name = SIMULATOR_NAME
 
     def __init__(self, sim: dict[str, Any] | None = None, representation: str = "sparse", augment: bool = True,
-                 voxel_energy_scale: str = "q_bb", n_train: int = 4000, n_val: int = 1000, n_test: int = 2000, batch_size: int = 32,
-                 num_workers: int = 0, seed: int = 0, source: str = "simulate", hdf5_path: str | None = None) -> None:
+                 voxel_energy_scale: str = "q_bb", n_train: int = 4000, n_val: int = 1000, n_test: int = 2000,
+                 batch_size: int = 32, num_workers: int = 0, seed: int = 0, source: str = "simulate", hdf5_path: str | None = None) -> None:
         super().__init__(n_train=n_train, n_val=n_val, n_test=n_test, batch_size=batch_size,
                          num_workers=num_workers, seed=seed, source=source, hdf5_path=hdf5_path)
         self.sim = NextSimConfig.from_dict(dict(sim or {}))
