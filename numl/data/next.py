@@ -110,7 +110,8 @@ class NextDataModule(SimulatedDataModule):
 
     def __init__(self, sim: dict[str, Any] | None = None, representation: str = "sparse", augment: bool = True,
                  voxel_energy_scale: str = "q_bb", n_train: int = 4000, n_val: int = 1000, n_test: int = 2000,
-                 batch_size: int = 32, num_workers: int = 0, seed: int = 0, source: str = "simulate", hdf5_path: str | None = None) -> None:
+                 batch_size: int = 32, num_workers: int = 0, seed: int = 0, source: str = "simulate",
+                 hdf5_path: str | None = None) -> None:
         super().__init__(n_train=n_train, n_val=n_val, n_test=n_test, batch_size=batch_size,
                          num_workers=num_workers, seed=seed, source=source, hdf5_path=hdf5_path)
         self.sim = NextSimConfig.from_dict(dict(sim or {}))
