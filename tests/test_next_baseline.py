@@ -46,7 +46,8 @@ def test_blob_cut_on_simulated_events_is_near_next_white():
     # the former transport: with data.sim.transport=condensed without straggling and delta rays (issue 15, first
     # part) the cut rejects 11.9x on these events, above NEXT-White; with them 8.3x on transport_check's events
     # (experiments/next_topology/README.md, issue 15)
-    cfg = NextSimConfig(transport="renner2017")
+    cfg = NextSimConfig(transport="renner2017", background="electron", photon_transport="first_interaction",
+                        veto_margin_mm=None)
     events = simulate_events(cfg, 500, seed=21)
     scores = [track_topology((e.voxel_index + 0.5) * 10, e.voxel_energy_kev, 10, 18).blob2_kev for e in events]
     metrics = classification_metrics(np.array(scores), np.array([e.label for e in events]))

@@ -9,7 +9,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from numl.baselines.next import BlobCutBaseline, track_topology
-from numl.data.next import NextDataModule
+from numl.data.next import NextDataModule, NextVoxelDataset, window_coordinates
+from numl.sim.next import FEATURE_SCALE_KEV
 from numl.utils.errors import ConfigError
 
 SMALL = {"n_train": 12, "n_val": 6, "n_test": 20, "batch_size": 4, "seed": 7}
@@ -46,6 +47,20 @@ def test_augmentation_moves_voxels_but_keeps_their_energies(datamodule):
     # the drift axis z is mirrored but never swapped with x or y: its extent is kept
     z_extent = {int(np.ptp(it["coords"][:, 2].numpy())) for it in items}
     assert len(z_extent) == 1
+
+
+def test_networks_see_voxel_energies_scaled_to_q_bb_or_as_measured(datamodule):
+    """data.voxel_energy_scale=q_bb (default): an event's voxel energies sum to Q_bb (topology only: the 214Bi line
+    10 keV below Q_bb would otherwise give the event energy away); measured: as simulated."""
+    dataset = datamodule.val_dataloader().dataset
+    event = dataset.events[0]
+    item = dataset[0]
+    _, keep = window_coordinates(event, datamodule.sim.window_voxels)
+    share = event.voxel_energy_kev[keep].sum() / event.voxel_energy_kev.sum()
+    assert item["features"].sum().item() * FEATURE_SCALE_KEV == pytest.approx(datamodule.sim.q_bb_kev * share, rel=1e-5)
+    measured = NextVoxelDataset(dataset.events, datamodule.sim, augment=False, seed=0, voxel_energy_scale="measured")
+    assert measured[0]["features"].sum().item() * FEATURE_SCALE_KEV == pytest.approx(
+        event.voxel_energy_kev[keep].sum(), rel=1e-5)
 
 
 def test_blob_cut_scores_every_test_event_with_the_task_metric_names(datamodule):
@@ -114,6 +129,7 @@ def test_refuses_a_file_with_another_config_or_too_few_events(written):
 
 @pytest.mark.parametrize("kwargs, key", [
     ({"representation": "image"}, "data.representation"),
+    ({"voxel_energy_scale": "raw"}, "data.voxel_energy_scale"),
     ({"batch_size": 0}, "data.batch_size"),
     ({"source": "hdf5"}, "data.hdf5_path"),
     ({"sim": {"voxel_size_mm": 3.0}}, "data.sim.voxel_size_mm"),

@@ -15,9 +15,13 @@ from numl.utils.errors import ConfigError
 Q_BB_MEV = 2.45783
 
 
+#: the former background, one electron of Q_bb at a vertex (the gamma backgrounds: tests/test_next_photons.py)
+ELECTRON_BACKGROUND = {"background": "electron"}
+
+
 @pytest.fixture(scope="module")
 def events():
-    return simulate_events(NextSimConfig(), 600, seed=11)
+    return simulate_events(NextSimConfig(**ELECTRON_BACKGROUND), 600, seed=11)
 
 
 def test_xenon_density_at_15_bar_is_about_0_088():
@@ -58,7 +62,7 @@ def test_path_length_is_the_csda_range_and_reconstructed_length_about_15_cm():
     # without straggling and delta rays (which take energy off the primary's path into their own tracks)
     cfg = NextSimConfig(transverse_diffusion_mm_per_sqrt_cm=0, longitudinal_diffusion_mm_per_sqrt_cm=0,
                         energy_resolution_fwhm=0, photon_cut_kev=1e4, energy_roi_kev=None,
-                        straggling=False, delta_cut_kev=None)
+                        straggling=False, delta_cut_kev=None, **ELECTRON_BACKGROUND)
     background = simulate_events(cfg, 150, seed=3, labels=np.zeros(150, int))
     path_mm = np.mean([e.path_length_mm for e in background])
     assert path_mm == pytest.approx(physics.csda_range_mm(Q_BB_MEV, cfg.density_g_cm3), rel=0.01)
@@ -91,7 +95,7 @@ def test_blob_labels_carry_the_last_400_kev_of_each_electron(events):
 
 
 def test_same_seed_same_events_other_seed_other_events():
-    cfg = NextSimConfig(events_per_batch=8)
+    cfg = NextSimConfig(events_per_batch=64)
     a, b, c = (simulate_events(cfg, 6, seed=s) for s in (4, 4, 5))
     assert all(np.array_equal(x.voxel_energy_kev, y.voxel_energy_kev) for x, y in zip(a, b, strict=True))
     assert not np.array_equal(a[0].voxel_index, c[0].voxel_index)

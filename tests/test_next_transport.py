@@ -203,7 +203,7 @@ def test_delta_rays_per_mm_follow_the_moller_cross_section():
 
 
 def test_delta_rays_are_their_own_tracks_and_events_conserve_energy():
-    cfg = NextSimConfig(energy_roi_kev=None)
+    cfg = NextSimConfig(energy_roi_kev=None, background="electron")
     tracks, n = _electrons(cfg, n=100)
     generation = tracks["deposit_generation"]
     assert 5 < len(tracks["delta_kev"]) / n < 30  # about 15 per Q_bb electron above 10 keV

@@ -18,7 +18,9 @@ import numpy as np
 from rich.progress import Progress
 from scipy.spatial import cKDTree
 
-from numl.sim.next import physics
+from numl.sim.next import photons, physics
+from numl.sim.next.photons import isotropic as _isotropic
+from numl.sim.next.photons import perpendicular_basis as _perpendicular_basis
 from numl.utils.errors import ConfigError, check_choice, check_keys, check_positive, check_range
 
 SIMULATOR_NAME = "numl.sim.next"
@@ -31,6 +33,27 @@ SIMULATOR_NAME = "numl.sim.next"
 #: electron keeps its full CSDA path, photon energy is cut out of its deposits (gaps), Highland applied per
 #: 2.5 keV step (too little scattering).
 TRANSPORTS = ("condensed", "renner2017")
+#: Photon transport (data.sim.photon_transport). "xcom": photons (bremsstrahlung, xenon K X-rays, annihilation
+#: photons, background gammas) are followed through photoelectric absorption, Compton scattering and pair
+#: production with XCOM cross sections (numl.sim.next.photons), the electrons they set moving transported like
+#: the primaries. "first_interaction": the former treatment, a bremsstrahlung photon deposits all its energy at
+#: one point an exponential distance away (approximate attenuation table physics.PHOTON_ATTENUATION_XENON).
+PHOTON_TRANSPORTS = ("xcom", "first_interaction")
+#: Background gamma lines entering the active volume (data.sim.background), keV: 208Tl 2614.511 (from 208Pb's
+#: 3- -> 0+ transition, NNDC ENSDF), 214Bi 2447.69 (214Po level, NNDC ENSDF). "mixed": each gamma is 208Tl or
+#: 214Bi with probability 1/2 at the active volume's surface (an assumption, not a measured ratio: the ROI rates
+#: then follow from each line's own acceptance). "electron": a bare electron of Q_bb at a vertex in the fiducial
+#: box, the background before the gammas (with photon_transport=first_interaction veto_margin_mm=null, the
+#: numbers made before them, bit for bit).
+BACKGROUND_LINES_KEV = {"tl208": (2614.511,), "bi214": (2447.69,), "mixed": (2614.511, 2447.69)}
+BACKGROUNDS = ("mixed", "tl208", "bi214", "electron")
+#: background gammas drawn per batch for each `events_per_batch` slot: few gammas land in the ROI (a few per
+#: thousand entering), and most are dropped after their photon stage, which is cheap; the electrons of the rest
+#: are stepped together (the stepping loop costs per step, nearly whatever the number of electrons)
+GAMMAS_PER_SLOT = 64
+#: an event is dropped before its electrons are transported when its deposited energy is sure to end outside
+#: the ROI by more than this many standard deviations of the energy resolution
+ROI_PRUNE_SIGMAS = 6.0
 #: Per-voxel segmentation classes, as the NEXT sparse-CNN segmentation work labels voxels.
 SEGMENT_CLASSES = ("track", "blob", "other")
 TRACK, BLOB, OTHER = range(3)
@@ -81,6 +104,15 @@ class NextSimConfig:
     #: event selection on the smeared energy, as the NEXT analyses cut on the Q_bb region before the
     #: topology cut; events that lost a bremsstrahlung photon fall out. None keeps every event.
     energy_roi_kev: tuple[float, float] | None = (2400.0, 2520.0)
+    #: background class, one of BACKGROUNDS: gammas of 208Tl / 214Bi entering the detector (isotropic flux on the
+    #: box surface: uniform over its area, cosine-weighted inward directions), or "electron" (the former one)
+    background: str = "mixed"
+    #: photon transport, one of PHOTON_TRANSPORTS
+    photon_transport: str = "xcom"
+    #: fiducial veto: events with any energy deposited within this distance (mm) of the detector's surface are
+    #: rejected, as NEXT-White's fiducial cut (Ferrario et al. 2019, arXiv:1905.13141: r < 178 mm of the
+    #: 198 mm active radius and 20 mm from each end: about 20 mm). null: no veto (the former selection).
+    veto_margin_mm: float | None = 20.0
     signal_fraction: float = 0.5
     events_per_batch: int = 256
     extra: dict = field(default_factory=dict, compare=False, repr=False)
@@ -91,6 +123,13 @@ class NextSimConfig:
                     "scattering_scale_x0"):
             check_positive(f"data.sim.{key}", getattr(self, key))
         check_choice("data.sim.transport", self.transport, TRANSPORTS)
+        check_choice("data.sim.background", self.background, BACKGROUNDS)
+        check_choice("data.sim.photon_transport", self.photon_transport, PHOTON_TRANSPORTS)
+        if self.background != "electron" and self.photon_transport != "xcom":
+            raise ConfigError(f"data.sim.photon_transport={self.photon_transport!r}: background gammas "
+                              f"(data.sim.background={self.background!r}) need photon_transport=xcom")
+        if self.veto_margin_mm is not None:
+            check_positive("data.sim.veto_margin_mm", self.veto_margin_mm, allow_zero=True)
         if not isinstance(self.straggling, bool):
             raise ConfigError(f"data.sim.straggling={self.straggling!r}: must be true or false")
         if self.delta_cut_kev is not None:
@@ -103,8 +142,22 @@ class NextSimConfig:
         check_range("data.sim.signal_fraction", self.signal_fraction, 0.0, 1.0)
         if self.energy_roi_kev is not None and not (len(self.energy_roi_kev) == 2
                                                     and 0 <= self.energy_roi_kev[0] < self.energy_roi_kev[1]):
-            raise ConfigError(f"data.sim.energy_roi_kev={self.energy_roi_kev}: must be null or [low, high] keV "
+            raise ConfigError(f"data.sim.energy_roi_kev={list(self.energy_roi_kev)}: must be null or [low, high] keV "
                               "with 0 <= low < high")
+        if self.energy_roi_kev is not None:
+            highest = {"signal": self.q_bb_kev, f"background {self.background}": self.background_max_kev}
+            for name, top in highest.items():
+                # the resolution's 5 sigma above the highest energy deposited: no event can land above that
+                reach = top * (1 + 5 * self.energy_resolution_fwhm / 2.3548 * np.sqrt(self.q_bb_kev / top))
+                if self.energy_roi_kev[0] >= reach:
+                    raise ConfigError(f"data.sim.energy_roi_kev={list(self.energy_roi_kev)}: lower edge above every "
+                                      f"energy the {name} deposits (at most {top:.1f} keV + 5 sigma = {reach:.1f} keV)")
+            # signal events outside the Q_bb peak (bremsstrahlung escapes only) are too rare to fill a sample
+            floor = self.q_bb_kev * (1 - 5 * self.energy_resolution_fwhm / 2.3548)
+            if self.signal_fraction > 0 and self.energy_roi_kev[1] < floor:
+                raise ConfigError(f"data.sim.energy_roi_kev={list(self.energy_roi_kev)}: upper edge below the signal "
+                                  f"peak (Q_bb - 5 sigma = {floor:.1f} keV); use data.sim.signal_fraction=0 for a "
+                                  "background-only sample")
         if len(self.detector_size_mm) != 3:
             raise ConfigError(f"data.sim.detector_size_mm={list(self.detector_size_mm)}: "
                               "must be three lengths (x, y, z)")
@@ -123,6 +176,11 @@ class NextSimConfig:
     @property
     def grid_shape(self) -> tuple[int, int, int]:
         return tuple(int(round(s / self.voxel_size_mm)) for s in self.detector_size_mm)
+
+    @property
+    def background_max_kev(self) -> float:
+        """The highest energy a background event deposits (its gamma line, or Q_bb for the electron)."""
+        return max(BACKGROUND_LINES_KEV.get(self.background, (self.q_bb_kev,)))
 
     @property
     def density_g_cm3(self) -> float:
@@ -184,13 +242,6 @@ def _electron_energy_split(rng: np.random.Generator, q_kev: float, n: int) -> np
     return out
 
 
-def _isotropic(rng: np.random.Generator, n: int) -> np.ndarray:
-    cos_t = rng.uniform(-1, 1, n)
-    phi = rng.uniform(0, 2 * np.pi, n)
-    sin_t = np.sqrt(1 - cos_t**2)
-    return np.column_stack([sin_t * np.cos(phi), sin_t * np.sin(phi), cos_t])
-
-
 def _second_direction(rng: np.random.Generator, first: np.ndarray, beta1: np.ndarray, beta2: np.ndarray) -> np.ndarray:
     """Direction of the second 0vbb electron: angular correlation 1 - beta1 beta2 cos(theta) (mass mechanism)."""
     n = len(first)
@@ -205,25 +256,6 @@ def _second_direction(rng: np.random.Generator, first: np.ndarray, beta1: np.nda
     phi = rng.uniform(0, 2 * np.pi, n)
     sin_t = np.sqrt(1 - cos_t**2)
     return cos_t[:, None] * first + sin_t[:, None] * (np.cos(phi)[:, None] * u + np.sin(phi)[:, None] * v)
-
-
-def _perpendicular_basis(direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two unit vectors perpendicular to each row of `direction` (and to each other)."""
-    helper = np.zeros_like(direction)
-    helper[np.arange(len(direction)), np.argmin(np.abs(direction), axis=1)] = 1.0
-    u = _cross(direction, helper)
-    u /= np.linalg.norm(u, axis=1, keepdims=True)
-    return u, _cross(direction, u)
-
-
-def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cross product of (n, 3) arrays: the same floating-point operations as np.cross (bit for bit),
-    without its axis handling, which dominated the stepping loop's overhead."""
-    out = np.empty_like(a)
-    out[:, 0] = a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1]
-    out[:, 1] = a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2]
-    out[:, 2] = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
-    return out
 
 
 def _beta(kinetic_kev: np.ndarray) -> np.ndarray:
@@ -682,20 +714,78 @@ def _apply_threshold(cfg: NextSimConfig, index: np.ndarray, voxel_kev: np.ndarra
     return index[keep], kept_kev, voxel_seg[keep]
 
 
-def simulate_batch(cfg: NextSimConfig, rng: np.random.Generator, labels: np.ndarray) -> list[NextEvent]:
-    """Simulate one batch of events with the given labels (1 signal, 0 background)."""
-    n_ev = len(labels)
-    size = np.array(cfg.detector_size_mm)
-    vertex = rng.uniform(cfg.fiducial_margin_mm, size - cfg.fiducial_margin_mm, (n_ev, 3))
-    is_signal = labels.astype(bool)
-    # electron list: one per background event, two per signal event
+def _primary_electrons(rng: np.random.Generator, cfg: NextSimConfig, is_signal: np.ndarray,
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Event index, kinetic energy and direction of the primary electrons of events with a vertex: two sharing
+    Q_bb per signal event (Primakoff-Rosen energies, 1 - beta1 beta2 cos angular correlation), one of Q_bb per
+    electron-background event."""
+    n_ev = len(is_signal)
     first_kev = np.where(is_signal, _electron_energy_split(rng, cfg.q_bb_kev, n_ev), cfg.q_bb_kev)
     first_dir = _isotropic(rng, n_ev)
     second_kev = cfg.q_bb_kev - first_kev[is_signal]
     second_dir = _second_direction(rng, first_dir[is_signal], _beta(first_kev[is_signal]), _beta(second_kev))
     event_of = np.concatenate([np.arange(n_ev), np.flatnonzero(is_signal)])
-    kinetic = np.concatenate([first_kev, second_kev])
-    direction = np.concatenate([first_dir, second_dir])
+    return event_of, np.concatenate([first_kev, second_kev]), np.concatenate([first_dir, second_dir])
+
+
+def _finish_events(rng: np.random.Generator, cfg: NextSimConfig, labels: np.ndarray, pos: np.ndarray,
+                   kev: np.ndarray, seg: np.ndarray, ev: np.ndarray, vertex: np.ndarray, ends: list,
+                   path: np.ndarray, escaped_photon_kev: np.ndarray, keep: np.ndarray) -> list[NextEvent]:
+    """Diffuse the deposits of each kept event, voxelise, threshold, smear its energy with the resolution; drop
+    events with energy deposited within veto_margin_mm of the detector surface (before diffusion)."""
+    n_ev = len(labels)
+    size = np.array(cfg.detector_size_mm)
+    inside = np.all((pos >= 0) & (pos < size), axis=1)
+    keep = keep.copy()
+    if cfg.veto_margin_mm is not None:
+        near_surface = (kev > 0) & ~np.all((pos >= cfg.veto_margin_mm) & (pos <= size - cfg.veto_margin_mm), axis=1)
+        keep[ev[near_surface]] = False
+    packets_mm, packet_kev, source = _diffuse(rng, cfg, pos, kev)
+    packet_event = ev[source]
+    packet_seg = seg[source]
+    order = np.argsort(packet_event, kind="stable")
+    bounds = np.searchsorted(packet_event[order], np.arange(n_ev + 1))
+    sigma_rel = cfg.energy_resolution_fwhm / 2.3548 * np.sqrt(cfg.q_bb_kev)
+    deposited = np.bincount(ev[inside], weights=kev[inside], minlength=n_ev)
+    escaped = np.bincount(ev[~inside], weights=kev[~inside], minlength=n_ev) + escaped_photon_kev
+    events = []
+    for i in np.flatnonzero(keep):
+        sel = order[bounds[i]:bounds[i + 1]]
+        if sel.size == 0:
+            continue
+        index, voxel_kev, voxel_seg, _ = _voxelise(cfg, packets_mm[sel], packet_kev[sel], packet_seg[sel])
+        if voxel_kev.size == 0:
+            continue
+        index, voxel_kev, voxel_seg = _apply_threshold(cfg, index, voxel_kev, voxel_seg)
+        total = voxel_kev.sum()
+        # resolution scales as 1/sqrt(E): sigma_E = fwhm/2.355 * sqrt(Q_bb * E)
+        smear = 1 + rng.standard_normal() * sigma_rel / np.sqrt(max(total, 1e-9))
+        voxel_kev = (voxel_kev * smear).astype(np.float32)
+        events.append(NextEvent(
+            label=int(labels[i]), voxel_index=index, voxel_energy_kev=voxel_kev, voxel_segment=voxel_seg,
+            energy_kev=float(voxel_kev.sum()), vertex_mm=vertex[i], track_ends_mm=ends[i],
+            path_length_mm=float(path[i]), deposited_kev=float(deposited[i]), escaped_kev=float(escaped[i]),
+        ))
+    return events
+
+
+def simulate_batch(cfg: NextSimConfig, rng: np.random.Generator, labels: np.ndarray) -> list[NextEvent]:
+    """Simulate one batch of events with the given labels (1 signal, 0 background: one electron of Q_bb, or one
+    gamma entering the detector). Returns the events that pass the fiducial veto (not yet the energy ROI); gamma
+    events that deposit nothing, or are sure to miss the ROI, are left out."""
+    if cfg.photon_transport == "first_interaction":
+        return _simulate_batch_first_interaction(cfg, rng, labels)
+    return _simulate_batch_cascade(cfg, rng, labels)
+
+
+def _simulate_batch_first_interaction(cfg: NextSimConfig, rng: np.random.Generator, labels: np.ndarray,
+                                      ) -> list[NextEvent]:
+    """The former batch (photon_transport=first_interaction): electrons only, each bremsstrahlung photon
+    absorbed at one point (_absorb_photons)."""
+    n_ev = len(labels)
+    size = np.array(cfg.detector_size_mm)
+    vertex = rng.uniform(cfg.fiducial_margin_mm, size - cfg.fiducial_margin_mm, (n_ev, 3))
+    event_of, kinetic, direction = _primary_electrons(rng, cfg, labels.astype(bool))
     tracks = _transport_electrons(rng, cfg, vertex[event_of], direction, kinetic)
 
     dep_event = event_of[tracks["deposit_electron"]]
@@ -706,57 +796,208 @@ def simulate_batch(cfg: NextSimConfig, rng: np.random.Generator, labels: np.ndar
     kev = np.concatenate([tracks["deposit_kev"], tracks["photon_kev"]])
     seg = np.concatenate([dep_segment, np.full(len(photon_at), OTHER, np.int8)])
     ev = np.concatenate([dep_event, photon_event])
-    inside = np.all((pos >= 0) & (pos < size), axis=1)
-
-    packets_mm, packet_kev, source = _diffuse(rng, cfg, pos, kev)
-    packet_event = ev[source]
-    packet_seg = seg[source]
-    order = np.argsort(packet_event, kind="stable")
-    bounds = np.searchsorted(packet_event[order], np.arange(n_ev + 1))
-    sigma_rel = cfg.energy_resolution_fwhm / 2.3548 * np.sqrt(cfg.q_bb_kev)
     path = np.bincount(event_of, weights=tracks["path_mm"], minlength=n_ev)
-    events = []
+    ends = []
     for i in range(n_ev):
-        sel = order[bounds[i]:bounds[i + 1]]
-        index, voxel_kev, voxel_seg, _ = _voxelise(cfg, packets_mm[sel], packet_kev[sel], packet_seg[sel])
-        index, voxel_kev, voxel_seg = _apply_threshold(cfg, index, voxel_kev, voxel_seg)
-        total = voxel_kev.sum()
-        # resolution scales as 1/sqrt(E): sigma_E = fwhm/2.355 * sqrt(Q_bb * E)
-        smear = 1 + rng.standard_normal() * sigma_rel / np.sqrt(max(total, 1e-9))
-        voxel_kev = (voxel_kev * smear).astype(np.float32)
         electrons = np.flatnonzero(event_of == i)
-        ends = tracks["end_mm"][electrons]
-        if len(electrons) == 1:
-            ends = np.stack([vertex[i], ends[0]])
-        mine = (ev == i)
-        events.append(NextEvent(
-            label=int(labels[i]), voxel_index=index, voxel_energy_kev=voxel_kev, voxel_segment=voxel_seg,
-            energy_kev=float(voxel_kev.sum()), vertex_mm=vertex[i], track_ends_mm=ends,
-            path_length_mm=float(path[i]), deposited_kev=float(kev[mine & inside].sum()),
-            escaped_kev=float(kev[mine & ~inside].sum()),
-        ))
-    return events
+        own_ends = tracks["end_mm"][electrons]
+        ends.append(np.stack([vertex[i], own_ends[0]]) if len(electrons) == 1 else own_ends)
+    return _finish_events(rng, cfg, labels, pos, kev, seg, ev, vertex, ends, path, np.zeros(n_ev),
+                          np.ones(n_ev, bool))
+
+
+def surface_gammas(rng: np.random.Generator, size_mm: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Entry points and directions of gammas of an isotropic flux crossing into the box [0, size_mm]: faces chosen
+    in proportion to their area, points uniform on them, directions cosine-weighted about the inward normal
+    (cos theta = sqrt(u), the Lambert law of an isotropic flux through a surface)."""
+    size_mm = np.asarray(size_mm, dtype=np.float64)
+    areas = np.array([size_mm[1] * size_mm[2], size_mm[0] * size_mm[2], size_mm[0] * size_mm[1]])
+    axis = rng.choice(3, size=n, p=areas / areas.sum())
+    high_side = rng.uniform(size=n) < 0.5
+    pos = rng.uniform(size=(n, 3)) * size_mm
+    rows = np.arange(n)
+    pos[rows, axis] = np.where(high_side, size_mm[axis], 0.0)
+    normal = np.zeros((n, 3))
+    normal[rows, axis] = np.where(high_side, -1.0, 1.0)
+    direction = photons.rotate(normal, np.sqrt(rng.uniform(size=n)), rng.uniform(0, 2 * np.pi, n))
+    return pos, direction
+
+
+def _main_electrons(kev: np.ndarray, owner: np.ndarray, pair: np.ndarray, n_ev: int) -> np.ndarray:
+    """The main track(s) of a gamma event: its most energetic electron, with its partner if that came from a pair
+    (the NEXT segmentation's track / blob labels go to them; every other electron's deposits are "other")."""
+    main = np.zeros(len(kev), bool)
+    if not len(kev):
+        return main
+    order = np.lexsort((-kev, owner))
+    first = order[np.r_[True, owner[order][1:] != owner[order][:-1]]]
+    main[first] = True
+    pairs = pair[first][pair[first] >= 0]
+    main |= np.isin(pair, pairs) & (pair >= 0)
+    return main
+
+
+def _simulate_batch_cascade(cfg: NextSimConfig, rng: np.random.Generator, labels: np.ndarray) -> list[NextEvent]:
+    """Events with full photon transport (photon_transport=xcom): signal and electron-background events start
+    from their primary electrons at a vertex in the fiducial box, gamma-background events from a 208Tl / 214Bi
+    gamma on the detector surface. Photons (numl.sim.next.photons) and electrons (the electron transport) are
+    followed in turn until none is left: electrons' bremsstrahlung photons and positrons' annihilation photons
+    (two back-to-back 511 keV photons where the positron stops: annihilation in flight, a few %, is neglected)
+    go to the photon transport, the electrons that photons set moving to the electron transport. Positrons are
+    transported as electrons (their stopping power differs from the electrons' by a few % at these energies,
+    Bhabha instead of Moller; not modelled). Before each electron stage an event is dropped if its deposited
+    energy can no longer land in the ROI (ROI_PRUNE_SIGMAS) or it has deposited energy in the veto margin."""
+    n_ev = len(labels)
+    size = np.array(cfg.detector_size_mm)
+    density = cfg.density_g_cm3
+    is_signal = labels.astype(bool)
+    from_vertex = is_signal | (cfg.background == "electron")
+    vertex = rng.uniform(cfg.fiducial_margin_mm, size - cfg.fiducial_margin_mm, (n_ev, 3))
+    vertex_events = np.flatnonzero(from_vertex)
+    event_of, kinetic, direction = _primary_electrons(rng, cfg, is_signal[vertex_events])
+    el = {"pos": vertex[vertex_events[event_of]], "dir": direction, "kev": kinetic,
+          "event": vertex_events[event_of], "main": np.ones(len(kinetic), bool),
+          "positron": np.zeros(len(kinetic), bool)}
+    gamma_events = np.flatnonzero(~from_vertex)
+    ph = {"pos": np.zeros((0, 3)), "dir": np.zeros((0, 3)), "kev": np.zeros(0), "event": np.zeros(0, np.int64)}
+    if gamma_events.size:
+        lines = np.array(BACKGROUND_LINES_KEV[cfg.background])
+        gamma_kev = lines[rng.integers(len(lines), size=gamma_events.size)]
+        entry, gamma_dir = surface_gammas(rng, size, gamma_events.size)
+        vertex[gamma_events] = entry
+        ph = {"pos": entry, "dir": gamma_dir, "kev": gamma_kev, "event": gamma_events}
+
+    dep_pos, dep_kev, dep_seg, dep_ev = [], [], [], []
+    escaped = np.zeros(n_ev)
+    deposited = np.zeros(n_ev)
+    alive = np.ones(n_ev, bool)
+    near_surface = np.zeros(n_ev, bool)
+    ends: list[list[np.ndarray]] = [[] for _ in range(n_ev)]
+    path = np.zeros(n_ev)
+    primary_photons = True
+
+    def add_deposits(pos, kev, seg, ev):
+        dep_pos.append(pos)
+        dep_kev.append(kev)
+        dep_seg.append(seg)
+        dep_ev.append(ev)
+        deposited[:] += np.bincount(ev, weights=kev, minlength=n_ev)
+        if cfg.veto_margin_mm is not None:
+            near = (kev > 0) & ~np.all((pos >= cfg.veto_margin_mm) & (pos <= size - cfg.veto_margin_mm), axis=1)
+            near_surface[ev[near]] = True
+
+    sigma = cfg.energy_resolution_fwhm / 2.3548 * np.sqrt(cfg.q_bb_kev)
+    while len(el["kev"]) or len(ph["kev"]):
+        if len(ph["kev"]):
+            out = photons.transport_photons(rng, size, density, ph["pos"], ph["dir"], ph["kev"], ph["event"])
+            escaped += np.bincount(out["escaped_owner"], weights=out["escaped_kev"], minlength=n_ev)
+            add_deposits(out["local_mm"], out["local_kev"], np.full(len(out["local_kev"]), OTHER, np.int8),
+                         out["local_owner"])
+            if primary_photons:
+                main = _main_electrons(out["electron_kev"], out["electron_owner"], out["electron_pair"], n_ev)
+            else:
+                main = np.zeros(len(out["electron_kev"]), bool)
+            primary_photons = False
+            el = {"pos": np.concatenate([el["pos"], out["electron_mm"]]),
+                  "dir": np.concatenate([el["dir"], out["electron_dir"]]),
+                  "kev": np.concatenate([el["kev"], out["electron_kev"]]),
+                  "event": np.concatenate([el["event"], out["electron_owner"]]),
+                  "main": np.concatenate([el["main"], main]),
+                  "positron": np.concatenate([el["positron"], out["electron_positron"]])}
+        # drop events that can no longer land in the ROI, or that touched the veto margin
+        if cfg.energy_roi_kev is not None:
+            pending = np.bincount(el["event"], weights=el["kev"] + el["positron"] * 2 * photons.ELECTRON_MASS_KEV,
+                                  minlength=n_ev)
+            low, high = cfg.energy_roi_kev
+            alive &= deposited + pending >= low - ROI_PRUNE_SIGMAS * sigma * np.sqrt(low)
+            alive &= deposited <= high + ROI_PRUNE_SIGMAS * sigma * np.sqrt(high)
+        alive &= ~near_surface
+        go = alive[el["event"]] & (el["kev"] > 0)
+        el = {k: v[go] for k, v in el.items()}
+        if not len(el["kev"]):
+            break
+        tracks = _transport_electrons(rng, cfg, el["pos"], el["dir"], el["kev"])
+        root = tracks["deposit_electron"]
+        seg = np.where(el["main"][root], np.where(tracks["deposit_blob"], BLOB, TRACK), OTHER).astype(np.int8)
+        add_deposits(tracks["deposit_mm"], tracks["deposit_kev"], seg, el["event"][root])
+        for j in np.flatnonzero(el["main"]):
+            ends[el["event"][j]].append((el["pos"][j], tracks["end_mm"][j]))
+            path[el["event"][j]] += tracks["path_mm"][j]
+        # bremsstrahlung photons (isotropic, as before: the electron's direction is randomised by scattering
+        # on the scale of the photon's path) and annihilation photons where positrons stop
+        positrons = np.flatnonzero(el["positron"])
+        back_to_back = photons.isotropic(rng, positrons.size)
+        n_brems = len(tracks["photon_kev"])
+        ph = {"pos": np.concatenate([tracks["photon_origin_mm"], tracks["end_mm"][positrons],
+                                     tracks["end_mm"][positrons]]),
+              "dir": np.concatenate([photons.isotropic(rng, n_brems), back_to_back, -back_to_back]),
+              "kev": np.concatenate([tracks["photon_kev"], np.full(2 * positrons.size, photons.ELECTRON_MASS_KEV)]),
+              "event": np.concatenate([el["event"][tracks["photon_electron"]], el["event"][positrons],
+                                       el["event"][positrons]])}
+        el = {k: v[:0] for k, v in el.items()}
+
+    def cat(chunks, shape, dtype=np.float64):
+        return np.concatenate(chunks).astype(dtype) if chunks else np.zeros(shape, dtype)
+
+    track_ends = []
+    for i in range(n_ev):
+        own = ends[i]
+        if len(own) >= 2:  # signal pair, or electron and positron: the two electrons' ends
+            track_ends.append(np.stack([own[0][1], own[1][1]]))
+        elif own:  # one electron: its start and end
+            track_ends.append(np.stack(own[0]))
+        else:
+            alive[i] = False
+            track_ends.append(np.zeros((2, 3)))
+    return _finish_events(rng, cfg, labels, cat(dep_pos, (0, 3)), cat(dep_kev, (0,)),
+                          cat(dep_seg, (0,), np.int8), cat(dep_ev, (0,), np.int64), vertex, track_ends, path,
+                          escaped, alive)
 
 
 def simulate_events(cfg: NextSimConfig, n_events: int, seed: int, progress: bool = False,
                     labels: np.ndarray | None = None) -> list[NextEvent]:
     """`n_events` events in the energy ROI, signal with probability `signal_fraction`; a pure function
-    of (cfg, seed). Events outside the ROI are replaced by new ones with the same label."""
+    of (cfg, seed). Events outside the ROI (or vetoed) are replaced by new ones with the same label; gamma
+    backgrounds draw GAMMAS_PER_SLOT gammas per batch slot, most of which miss the ROI."""
     check_positive("n_events", n_events, integer=True)
     rng = np.random.default_rng(seed)
     if labels is None:
         labels = (rng.uniform(size=n_events) < cfg.signal_fraction).astype(np.int64)
     slots = {lab: list(np.flatnonzero(labels == lab)) for lab in (0, 1)}
     events: list[NextEvent | None] = [None] * n_events
+    gammas = cfg.background != "electron"
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("simulating NEXT events", total=n_events)
         while slots[0] or slots[1]:
-            pending = np.array([lab for lab in (0, 1) for _ in slots[lab]])[: cfg.events_per_batch]
+            if gammas:
+                n_gammas = GAMMAS_PER_SLOT * cfg.events_per_batch if slots[0] else 0
+                n_signal = min(len(slots[1]), cfg.events_per_batch)
+                pending = np.repeat([0, 1], [n_gammas, n_signal])
+            else:
+                pending = np.array([lab for lab in (0, 1) for _ in slots[lab]])[: cfg.events_per_batch]
             for event in simulate_batch(cfg, rng, pending):
-                roi = cfg.energy_roi_kev
-                if roi is not None and not roi[0] <= event.energy_kev <= roi[1]:
+                if not in_energy_roi(cfg, event):
                     continue
                 if slots[event.label]:
                     events[slots[event.label].pop(0)] = event
                     bar.advance(task)
     return events
+
+
+def in_energy_roi(cfg: NextSimConfig, event: NextEvent) -> bool:
+    roi = cfg.energy_roi_kev
+    return roi is None or roi[0] <= event.energy_kev <= roi[1]
+
+
+def background_acceptance(cfg: NextSimConfig, n_gammas: int, seed: int) -> tuple[list[NextEvent], int]:
+    """Simulate `n_gammas` background gammas entering the detector (in batches of GAMMAS_PER_SLOT *
+    events_per_batch) and return those that land in the energy ROI and pass the veto, with n_gammas."""
+    if cfg.background == "electron":
+        raise ConfigError("data.sim.background='electron': background_acceptance needs a gamma background")
+    rng = np.random.default_rng(seed)
+    batch = GAMMAS_PER_SLOT * cfg.events_per_batch
+    kept = []
+    for start in range(0, n_gammas, batch):
+        labels = np.zeros(min(batch, n_gammas - start), np.int64)
+        kept += [e for e in simulate_batch(cfg, rng, labels) if in_energy_roi(cfg, e)]
+    return kept, n_gammas

@@ -1,7 +1,10 @@
-"""Photon interactions of 511 keV gammas in liquid xenon: XCOM cross sections and Klein-Nishina sampling.
+"""Photon interactions in xenon: XCOM cross sections (10 keV to 3 MeV) and Klein-Nishina sampling.
 
-The table `xenon_xcom.csv` (next to this file) holds NIST XCOM cross sections per atom; between its
-energies we interpolate log-log, as XCOM itself does.
+Used by the PETALO liquid-xenon simulator (511 keV) and by the NEXT gas simulator (bremsstrahlung, xenon
+X-rays, 208Tl / 214Bi gammas: numl.sim.next.photons). The table `xenon_xcom.csv` (next to this file) holds NIST
+XCOM cross sections per atom; between its energies we interpolate log-log, as XCOM itself does, and pair
+production log-log in sigma / (1 - E_threshold / E)^3, the threshold behaviour XCOM's own interpolation uses
+(Berger & Hubbell, XCOM documentation, NBSIR 87-3597).
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ XENON_MOLAR_MASS_G = 131.29
 AVOGADRO_PER_MOL = 6.02214076e23
 BARN_CM2 = 1e-24
 ELECTRON_MASS_KEV = 510.99895
+#: pair production thresholds: nuclear field 2 m c^2, electron field (triplet) 4 m c^2
+PAIR_NUCLEAR_THRESHOLD_KEV = 2 * ELECTRON_MASS_KEV
+PAIR_ELECTRON_THRESHOLD_KEV = 4 * ELECTRON_MASS_KEV
 #: mu/rho [cm^2/g] per barn/atom for xenon
 BARN_TO_CM2_PER_G = BARN_CM2 * AVOGADRO_PER_MOL / XENON_MOLAR_MASS_G
 TABLE_PATH = Path(__file__).with_name("xenon_xcom.csv")
@@ -28,14 +34,16 @@ class CrossSections:
     coherent: np.ndarray
     incoherent: np.ndarray
     photoelectric: np.ndarray
+    #: pair production in the nuclear and the electron field together (zero below 1.022 MeV)
+    pair: np.ndarray
 
     @property
     def total_without_coherent(self) -> np.ndarray:
-        return self.incoherent + self.photoelectric
+        return self.incoherent + self.photoelectric + self.pair
 
     @property
     def total(self) -> np.ndarray:
-        return self.coherent + self.incoherent + self.photoelectric
+        return self.coherent + self.total_without_coherent
 
 
 @lru_cache(maxsize=1)
@@ -47,15 +55,26 @@ def load_table() -> dict[str, np.ndarray]:
 
 
 def cross_sections(energy_kev: np.ndarray | float) -> CrossSections:
-    """XCOM mu/rho of xenon in cm^2/g, log-log interpolated; valid from 10 keV to 1 MeV."""
+    """XCOM mu/rho of xenon in cm^2/g, log-log interpolated; valid from 10 keV to 3 MeV (clamped outside)."""
     table = load_table()
-    log_e = np.log(np.clip(np.asarray(energy_kev, dtype=np.float64), table["energy_kev"][0], table["energy_kev"][-1]))
+    energy = np.clip(np.asarray(energy_kev, dtype=np.float64), table["energy_kev"][0], table["energy_kev"][-1])
+    log_e = np.log(energy)
     log_grid = np.log(table["energy_kev"])
 
     def interp(column: str) -> np.ndarray:
         return np.exp(np.interp(log_e, log_grid, np.log(table[column]))) * BARN_TO_CM2_PER_G
 
-    return CrossSections(interp("coherent_b"), interp("incoherent_b"), interp("photoelectric_b"))
+    def interp_pair(column: str, threshold_kev: float) -> np.ndarray:
+        # XCOM's threshold form: log(sigma / (1 - E_th / E)^3) is smooth in log E; zero at and below threshold
+        rows = table[column] > 0
+        reduced = table[column][rows] / (1 - threshold_kev / table["energy_kev"][rows]) ** 3
+        above = energy > threshold_kev
+        factor = np.where(above, 1 - threshold_kev / np.where(above, energy, 2 * threshold_kev), 0.0) ** 3
+        return np.exp(np.interp(log_e, log_grid[rows], np.log(reduced))) * factor * BARN_TO_CM2_PER_G
+
+    pair = (interp_pair("pair_nuclear_b", PAIR_NUCLEAR_THRESHOLD_KEV)
+            + interp_pair("pair_electron_b", PAIR_ELECTRON_THRESHOLD_KEV))
+    return CrossSections(interp("coherent_b"), interp("incoherent_b"), interp("photoelectric_b"), pair)
 
 
 def attenuation_length_mm(energy_kev: float, density_g_cm3: float, include_coherent: bool = False) -> float:
