@@ -100,38 +100,48 @@ def test_real_train_events_are_held_apart_from_the_test_events():
         KM3NeTDataModule(real_train_events=5)
 
 
-def test_residual_pdf_and_likelihood_fit_recover_simulated_tracks(small_detector):
-    from numl.baselines.km3net import (
-        PDF_RESIDUAL_EDGES_NS,
-        ResidualPdf,
-        _perpendicular_basis,
-        likelihood_fit,
-    )
+LIKELIHOOD_CONFIG = EventConfig(energy_min_gev=50.0, energy_max_gev=300.0, can_margin_m=30.0)
+
+
+@pytest.fixture(scope="module")
+def residual_pdf(small_detector):
+    from numl.baselines.km3net import ResidualPdf
+
+    tabulated, _ = simulate_events(small_detector, LIKELIHOOD_CONFIG, 60, seed=1)
+    return ResidualPdf.from_events(tabulated)
+
+
+def test_residual_pdf_is_normalised_and_direct_light_peaks_at_zero(residual_pdf):
+    from numl.baselines.km3net import PDF_RESIDUAL_EDGES_NS
+
+    np.testing.assert_allclose(np.exp(residual_pdf.log_density).sum(axis=-1) * 2.0, 1.0, rtol=1e-9)  # 2 ns bins
+    centres = 0.5 * (PDF_RESIDUAL_EDGES_NS[1:] + PDF_RESIDUAL_EDGES_NS[:-1])
+    assert abs(centres[np.argmax(residual_pdf.log_density[1, 2])]) < 6.0  # 5-10 m, facing the light
+    mean_residual = (np.exp(residual_pdf.log_density) * centres * 2.0).sum(axis=-1)
+    assert mean_residual[5, 2] > mean_residual[1, 2] + 10.0  # 55-80 m away light arrives later (scattering)
+
+
+@pytest.mark.slow
+def test_likelihood_fit_beats_the_chi_square_fit(small_detector, residual_pdf):
+    from numl.baselines.km3net import fit_track, likelihood_fit, prefit_candidates
     from numl.data.km3net import hit_positions_m
 
-    config = EventConfig(energy_min_gev=50.0, energy_max_gev=300.0, can_margin_m=30.0)
-    tabulated, _ = simulate_events(small_detector, config, 60, seed=1)
-    pdf = ResidualPdf.from_events(tabulated)
-    np.testing.assert_allclose(np.exp(pdf.log_density).sum(axis=-1) * 2.0, 1.0, rtol=1e-9)  # 2 ns bins
-    centres = 0.5 * (PDF_RESIDUAL_EDGES_NS[1:] + PDF_RESIDUAL_EDGES_NS[:-1])
-    assert abs(centres[np.argmax(pdf.log_density[1, 2])]) < 6.0  # 5-10 m, facing the light: direct light peaks at 0
-
-    events, _ = simulate_events(small_detector, config, 12, seed=2)
-    start_errors, fit_errors = [], []
+    pdf = residual_pdf
+    events, _ = simulate_events(small_detector, LIKELIHOOD_CONFIG, 40, seed=2)
+    chi2_errors, likelihood_errors = [], []
     for event in events:
         hits, truth = event.hits, event.truth
-        if len(hits) < 20:
-            continue
         muon = np.array([truth["muon_dir_x"], truth["muon_dir_y"], truth["muon_dir_z"]])
-        vertex = np.array([truth["vertex_x"], truth["vertex_y"], truth["vertex_z"]])
-        e1, _ = _perpendicular_basis(muon)
-        start = np.cos(np.radians(8.0)) * muon + np.sin(np.radians(8.0)) * e1  # 8 degrees off, 3 m aside
+        pos, time_ns, triggered = hit_positions_m(hits), hits["t_ns"].astype(float), hits["triggered"].astype(bool)
+        prefit = prefit_candidates(pos, time_ns, triggered)
+        if isinstance(prefit, str):
+            continue
+        candidates, t_ref = prefit
+        chi2 = fit_track(pos, time_ns, triggered)
+        candidates.append((chi2.direction, chi2.position_m, chi2.time_ns - t_ref, -np.inf))
         pmt_dir = np.stack([hits["dir_x"], hits["dir_y"], hits["dir_z"]], axis=1).astype(float)
-        u, *_ = likelihood_fit(hit_positions_m(hits), pmt_dir, hits["t_ns"], [(start, vertex + 3.0 * e1, 0.0, 0.0)],
-                               pdf)
-        start_errors.append(np.degrees(np.arccos(np.clip(start @ muon, -1, 1))))
-        fit_errors.append(np.degrees(np.arccos(np.clip(u @ muon, -1, 1))))
-    # Events with a bright shower and a soft muon, or few hits, keep a few degrees: the median and most events improve
-    assert len(fit_errors) >= 6
-    assert np.median(fit_errors) < 5.0 < np.median(start_errors)
-    assert np.mean(np.array(fit_errors) < np.array(start_errors)) >= 0.75
+        u, *_ = likelihood_fit(pos, pmt_dir, time_ns - t_ref, candidates, pdf)
+        chi2_errors.append(np.degrees(np.arccos(np.clip(chi2.direction @ muon, -1, 1))))
+        likelihood_errors.append(np.degrees(np.arccos(np.clip(u @ muon, -1, 1))))
+    assert len(likelihood_errors) >= 30
+    assert np.median(likelihood_errors) < 0.8 * np.median(chi2_errors)

@@ -122,7 +122,8 @@ def test_dis_events_target_the_neutrino_and_keep_the_muon(small_detector):
 
 def test_collinear_kinematics_reproduce_the_former_events(small_detector):
     # numl before issue 16 (y uniform, muon and shower along the neutrino), same seed: these hits and energies
-    config = EventConfig(numu_cc_fraction=0.7, kinematics="collinear", vertex_sampling="can")
+    config = EventConfig(numu_cc_fraction=0.7, kinematics="collinear", vertex_sampling="can",
+                         trigger_l0_max_distance_m=0.0)
     events, n_generated = simulate_events(small_detector, config, 6, seed=11)
     assert n_generated == 7 and [len(e.hits) for e in events] == [55, 525, 820, 375, 60, 140]
     assert sum(e.hits["t_ns"].sum() for e in events) == pytest.approx(339792.24568508076, rel=1e-12)

@@ -113,12 +113,33 @@ def test_same_seed_same_events(small_detector):
 
 
 def test_trigger_flags_are_local_coincidences(small_detector):
-    events, n_generated = simulate_events(small_detector, EventConfig(), 20, seed=2)
+    events, n_generated = simulate_events(small_detector, EventConfig(trigger_l0_max_distance_m=0.0), 20, seed=2)
     assert n_generated >= 20
     for e in events:
         trig = e.hits[e.hits["triggered"]]
         assert len(np.unique(trig["dom_id"])) >= 3
-        # every triggered hit has a partner on its DOM within 10 ns
+        # L1 only: every triggered hit has a partner on its DOM within 10 ns
         for hit in trig[:5]:
             same = trig[(trig["dom_id"] == hit["dom_id"])]
             assert np.sum(np.abs(same["t_ns"] - hit["t_ns"]) <= 10.0) >= 2
+
+
+def test_triggered_l0_hits_are_causally_tied_to_an_l1_hit(small_detector):
+    config = EventConfig(trigger_l0_max_distance_m=10.0, trigger_l0_time_extra_ns=20.0)
+    events, _ = simulate_events(small_detector, config, 20, seed=2)
+    n_l0 = 0
+    for e in events:
+        h = e.hits
+        pos = np.stack([h["pos_x"], h["pos_y"], h["pos_z"]], 1).astype(float)
+        order = np.lexsort((h["t_ns"], h["dom_id"]))
+        partner = np.zeros(len(h), bool)  # L1: another hit on the same DOM within 10 ns
+        close = (h["dom_id"][order][1:] == h["dom_id"][order][:-1]) & (np.diff(h["t_ns"][order]) <= 10.0)
+        partner[order[1:][close]] = partner[order[:-1][close]] = True
+        l1 = partner
+        assert np.all(h["triggered"][l1])
+        for i in np.flatnonzero(h["triggered"] & ~l1):
+            n_l0 += 1
+            d = np.linalg.norm(pos[l1] - pos[i], axis=1)
+            dt = np.abs(h["t_ns"][l1] - h["t_ns"][i])
+            assert np.any((d <= 10.0) & (dt <= d / physics.V_GROUP_M_PER_NS + 20.0))
+    assert n_l0 > 0

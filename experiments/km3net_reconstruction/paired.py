@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-METHODS = ("network", "baseline/track_fit", "baseline/official_reconstruction")
+METHODS = ("network", "baseline/track_fit", "baseline/track_likelihood", "baseline/official_reconstruction")
 
 
 def angular_errors(run: Path, offset: int) -> dict[str, np.ndarray]:

@@ -33,7 +33,7 @@ HIT_DTYPE = np.dtype([
     ("dir_x", "f4"), ("dir_y", "f4"), ("dir_z", "f4"),  # PMT pointing direction
     ("t_ns", "f8"), ("tot_ns", "f4"),
     ("dom_id", "i8"), ("du_id", "i4"), ("channel_id", "i4"),
-    ("triggered", "?"),  # part of an L1 (two PMTs of one DOM within the coincidence window)
+    ("triggered", "?"),  # an L1 hit (two PMTs of one DOM within the window) or an L0 hit causally tied to one
     ("is_signal", "i1"),  # 1 Cherenkov light, 0 K-40 noise, -1 unknown (real data)
 ])
 
@@ -89,6 +89,12 @@ class EventConfig:
     noise_rate_hz: float = 7000.0  # K-40 singles per PMT (PHYSICS.md: 5-10 kHz, assumption)
     l1_window_ns: float = 10.0
     trigger_min_l1_doms: int = 3
+    # Triggered hits also include single (L0) hits causally connected to an L1 hit, as the official file's do (a
+    # third of its DOMs with triggered hits have one, with no partner within 10 ns: JTE's shower and muon triggers
+    # add L0 hits within a distance and light-travel time of the L1 hits). 0: L1 hits only. (assumption: values
+    # chosen to match the file's triggered hits and DOMs, experiments/km3net_reconstruction/file_comparison.py)
+    trigger_l0_max_distance_m: float = 10.0
+    trigger_l0_time_extra_ns: float = 20.0
     readout_margin_ns: float = 300.0  # hits kept from this before the first to this after the last L1 hit
     max_trials: int = 1000  # regenerations allowed for one triggered event
 
@@ -119,7 +125,8 @@ class EventConfig:
                     "tot_1pe_ns", "l1_window_ns"):
             check_positive(f"data.events.{key}", getattr(self, key))
         for key in ("scattering_delay_ns_per_m", "time_spread_ns", "tot_log_slope_ns", "tot_spread_ns",
-                    "noise_rate_hz", "readout_margin_ns", "shower_isotropic_fraction"):
+                    "noise_rate_hz", "readout_margin_ns", "shower_isotropic_fraction", "trigger_l0_max_distance_m",
+                    "trigger_l0_time_extra_ns"):
             check_positive(f"data.events.{key}", getattr(self, key), allow_zero=True)
         check_range("data.events.quantum_efficiency", self.quantum_efficiency, 0.0, 1.0)
         check_range("data.events.hadronic_light_fraction", self.hadronic_light_fraction, 0.0, 1.0)
@@ -298,6 +305,21 @@ def l1_flags(dom_index: np.ndarray, time_ns: np.ndarray, window_ns: float) -> np
     return flags
 
 
+def causal_l0_flags(pos_m: np.ndarray, time_ns: np.ndarray, l1: np.ndarray, max_distance_m: float,
+                    time_extra_ns: float) -> np.ndarray:
+    """Hits that are not L1 but lie within `max_distance_m` of an L1 hit and within the light-travel time between
+    them (water's group velocity) plus `time_extra_ns`: the L0 hits a JTE-like trigger adds to an event."""
+    flags = np.zeros(len(time_ns), dtype=bool)
+    if max_distance_m <= 0 or not l1.any() or l1.all():
+        return flags
+    candidates = np.flatnonzero(~l1)
+    distance = np.linalg.norm(pos_m[candidates, None, :] - pos_m[None, l1, :], axis=-1)  # (L0, L1)
+    delay = np.abs(time_ns[candidates, None] - time_ns[None, l1])
+    causal = (distance <= max_distance_m) & (delay <= distance / physics.V_GROUP_M_PER_NS + time_extra_ns)
+    flags[candidates[causal.any(axis=1)]] = True
+    return flags
+
+
 def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Generator) -> Event | None:
     """One interaction; None when it does not pass the trigger."""
     is_track = rng.random() < config.numu_cc_fraction
@@ -352,6 +374,8 @@ def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Gener
     triggered = l1_flags(detector.dom_index[pmt], t, config.l1_window_ns)
     if len(np.unique(detector.dom_id[pmt[triggered]])) < config.trigger_min_l1_doms:
         return None
+    triggered |= causal_l0_flags(detector.pmt_pos_m[pmt], t, triggered, config.trigger_l0_max_distance_m,
+                                 config.trigger_l0_time_extra_ns)
     start = max(t[triggered].min() - config.readout_margin_ns, noise_start)
     end = min(t[triggered].max() + config.readout_margin_ns, noise_end)
     keep = (t >= start) & (t <= end)
