@@ -144,10 +144,15 @@ NBODY_TINY = ["data.nbody.n_particles=16", "data.nbody.n_mesh=32", "data.nbody.n
               "data.n_test=16", "data.batch_size=8"]
 
 
+# The real-file experiment fits its 140 events with two classical fits (about 1 s per event for the likelihood).
+REAL_FILE_FITS_TINY = ["baseline.track_fit.max_events=10", "baseline.track_likelihood.max_events=10",
+                       "baseline.track_likelihood.n_starts=1"]
+
+
 @pytest.mark.parametrize("experiment", [pytest.param(e, marks=pytest.mark.slow) if e in CAMB_HEAVY else e
                                         for e in EXPERIMENTS])
 def test_experiment_fast_dev_run(experiment, compose_train, tmp_path):
-    tiny = NBODY_TINY if "nbody" in experiment else []
+    tiny = NBODY_TINY if "nbody" in experiment else REAL_FILE_FITS_TINY if experiment == "km3net_real_files" else []
     cfg = compose_train([f"experiment={experiment}", "debug=fast_dev_run", *tiny])
     metrics = train(cfg)
     assert any(k.startswith("test/") for k in metrics), metrics

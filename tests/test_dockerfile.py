@@ -267,6 +267,7 @@ def test_help_lists_the_commands(tmp_path):
         assert f"  {command} " in done.stdout
 
 
+@pytest.mark.slow  # a python subprocess running numl end to end: with the slow tests
 def test_entrypoint_runs_numl_train_for_real(tmp_path):
     # The real python and numl: `train --cfg job` composes the run's config and prints it, and nothing is written.
     done = _run_entry(["train", "experiment=lensing_cnn", "debug=fast_dev_run", "--cfg", "job"],

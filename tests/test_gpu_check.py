@@ -66,6 +66,7 @@ def test_cpu_dry_run_writes_every_section_with_numbers_or_a_skip_reason(tmp_path
     assert "[run_all]" in log and "section tagger: ok" in log
 
 
+@pytest.mark.slow  # a python subprocess running numl end to end: with the slow tests
 def test_asked_for_cuda_without_it_the_json_says_so(tmp_path):
     if __import__("torch").cuda.is_available():
         pytest.skip("this machine has CUDA")

@@ -57,6 +57,7 @@ def test_user_experiment_composes_beside_numls_configs(user_configs):
     assert _compose_installed([searchpath, "experiment=my_lensing", "trainer.max_epochs=9"]).trainer.max_epochs == 9
 
 
+@pytest.mark.slow  # a python subprocess running numl end to end: with the slow tests
 def test_entry_point_finds_its_configs_from_another_directory(tmp_path):
     done = run_numl("train", "experiment=lensing_cnn", "debug=fast_dev_run", "--cfg", "job", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
