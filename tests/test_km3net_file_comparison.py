@@ -3,6 +3,8 @@ observables numl's simulation is compared with the file on."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -63,6 +65,14 @@ def test_noise_rate_is_recovered_from_hits_before_the_light(small_detector):
     assert len(obs["residual_ns"]) == sum(len(e.hits) for e in events)
     rows = {r["observable"]: r for r in compare_observables(obs, obs)}
     assert rows["n_hits"]["ks_statistic"] == 0.0 and rows["triggered_residual_ns"]["ks_p"] == 1.0
+    # against quieter events the comparison finds the rate, on the right side, and leaves the light alone
+    quiet, _ = simulate_events(small_detector, replace(config, noise_rate_hz=3000.0), 40, seed=2)
+    rows = {r["observable"]: r for r in compare_observables(obs, event_observables(
+        quiet, small_detector.pmt_pos_m, small_detector.center_m[:2]))}
+    rate = rows["noise_rate_hz"]
+    assert rate["ks_statistic"] > 0.9 and rate["candidate_quantiles"][1] == pytest.approx(3000.0, rel=0.15)
+    assert rate["reference_quantiles"][1] == pytest.approx(9000.0, rel=0.08)
+    assert rows["triggered_residual_ns"]["ks_statistic"] < 0.1
 
 
 def test_official_file_vertex_time_puts_direct_light_at_zero():
@@ -124,7 +134,7 @@ def test_residual_pdf_is_normalised_and_direct_light_peaks_at_zero(residual_pdf)
 @pytest.mark.slow
 def test_likelihood_fit_beats_the_chi_square_fit(small_detector, residual_pdf):
     from numl.baselines.km3net import fit_track, likelihood_fit, prefit_candidates
-    from numl.data.km3net import hit_positions_m
+    from numl.data.km3net import hit_directions, hit_positions_m
 
     pdf = residual_pdf
     events, _ = simulate_events(small_detector, LIKELIHOOD_CONFIG, 40, seed=2)
@@ -139,7 +149,7 @@ def test_likelihood_fit_beats_the_chi_square_fit(small_detector, residual_pdf):
         candidates, t_ref = prefit
         chi2 = fit_track(pos, time_ns, triggered)
         candidates.append((chi2.direction, chi2.position_m, chi2.time_ns - t_ref, -np.inf))
-        pmt_dir = np.stack([hits["dir_x"], hits["dir_y"], hits["dir_z"]], axis=1).astype(float)
+        pmt_dir = hit_directions(hits)
         u, *_ = likelihood_fit(pos, pmt_dir, time_ns - t_ref, candidates, pdf)
         chi2_errors.append(np.degrees(np.arccos(np.clip(chi2.direction @ muon, -1, 1))))
         likelihood_errors.append(np.degrees(np.arccos(np.clip(u @ muon, -1, 1))))

@@ -22,6 +22,7 @@ import torch
 from numl.sim.lensing import Cosmology, convergence_power_spectra, measure_power_spectrum
 from numl.sim.lensing.maps import fourier_ell
 from numl.sim.lensing.nbody import NBodySuite, born_convergence
+from numl.sim.lensing.statistics import local_maxima
 
 
 def binned_camb(spectra, field_deg: float, n_pix: int, edges: np.ndarray) -> np.ndarray:
@@ -35,11 +36,9 @@ def binned_camb(spectra, field_deg: float, n_pix: int, edges: np.ndarray) -> np.
 
 
 def peak_counts_per_deg2(maps: torch.Tensor, threshold: float, field_deg: float) -> float:
-    """Local maxima (8 neighbours, periodic) above `threshold`, per square degree."""
+    """Local maxima (8 neighbours) above `threshold`, per square degree."""
     m = maps[:, 0]
-    neighbours = torch.stack([torch.roll(m, (dx, dy), (1, 2)) for dx in (-1, 0, 1) for dy in (-1, 0, 1)
-                              if (dx, dy) != (0, 0)])
-    peaks = (m > neighbours.max(0).values) & (m > threshold)
+    peaks = local_maxima(maps)[:, 0] & (m > threshold)
     # Peaks within one pixel of the edge see the opposite edge as neighbours: ray-traced maps are not periodic.
     peaks[:, [0, -1], :] = False
     peaks[:, :, [0, -1]] = False

@@ -16,8 +16,9 @@ import numpy as np
 from scipy.optimize import least_squares, minimize
 
 from numl.baselines.base import Baseline, BaselineResult
-from numl.data.km3net import hit_positions_m, truth_direction
+from numl.data.km3net import hit_directions, hit_positions_m, truth_direction
 from numl.sim.km3net import physics
+from numl.sim.km3net.observables import vertex_muon_track
 from numl.utils.errors import ConfigError, check_positive
 
 #: five free parameters (two angles, two position offsets, time) need at least six hits
@@ -153,7 +154,14 @@ def fit_track(pos_m: np.ndarray, time_ns: np.ndarray, triggered: np.ndarray, sig
     prefit = prefit_candidates(pos_m, time_ns, triggered, sigma_ns, n_scan_directions, n_starts)
     if isinstance(prefit, str):
         return failed_fit(prefit, int(triggered.sum()))
-    candidates, t_ref = prefit
+    return refit_best_candidate(pos_m, time_ns, *prefit, sigma_ns, residual_window_ns)
+
+
+def refit_best_candidate(pos_m: np.ndarray, time_ns: np.ndarray,
+                         candidates: list[tuple[np.ndarray, np.ndarray, float, float]], t_ref: float,
+                         sigma_ns: float = 3.0, residual_window_ns: tuple[float, float] = (-10.0, 50.0)) -> TrackFit:
+    """The lowest-cost prefit candidate refitted with every hit inside its residual window (times relative to
+    `t_ref`, as prefit_candidates returns them)."""
     best = min(candidates, key=lambda fit: fit[3])
     u, point, t0, _ = best
     residual = time_ns - t_ref - physics.cherenkov_arrival_time_ns(pos_m, point, u, t0)
@@ -197,14 +205,11 @@ class ResidualPdf:
         shape = (len(PDF_DISTANCE_EDGES_M) - 1, len(PDF_FACING_EDGES) - 1, len(PDF_RESIDUAL_EDGES_NS) - 1)
         counts = np.zeros(shape)
         for event in events:
-            truth, hits = event.truth, event.hits
-            muon = np.array([truth["muon_dir_x"], truth["muon_dir_y"], truth["muon_dir_z"]], dtype=np.float64)
-            if not np.all(np.isfinite(muon)) or np.linalg.norm(muon) < 0.5 or len(hits) == 0:
+            hits, track = event.hits, vertex_muon_track(event.truth)
+            if track is None or len(hits) == 0:
                 continue
-            vertex = np.array([truth["vertex_x"], truth["vertex_y"], truth["vertex_z"]], dtype=np.float64)
-            pmt_dir = np.stack([hits["dir_x"], hits["dir_y"], hits["dir_z"]], axis=1).astype(np.float64)
-            residual, rho, facing = hit_track_geometry(hit_positions_m(hits), pmt_dir, hits["t_ns"], vertex, muon,
-                                                       float(truth["vertex_time_ns"]))
+            residual, rho, facing = hit_track_geometry(hit_positions_m(hits), hit_directions(hits), hits["t_ns"],
+                                                       *track)
             counts += np.histogramdd((rho, facing, residual), bins=(PDF_DISTANCE_EDGES_M, PDF_FACING_EDGES,
                                                                    PDF_RESIDUAL_EDGES_NS))[0]
         if counts.sum() == 0:
@@ -300,24 +305,29 @@ class TrackFitBaseline(Baseline):
     """
 
     label = "chi-square fit"
+    config_key = "baseline.track_fit"
 
     def __init__(self, sigma_ns: float = 3.0, max_events: int | None = None) -> None:
-        check_positive("baseline.track_fit.sigma_ns", sigma_ns)
+        check_positive(f"{self.config_key}.sigma_ns", sigma_ns)
         if max_events is not None:
-            check_positive("baseline.track_fit.max_events", max_events, integer=True)
+            check_positive(f"{self.config_key}.max_events", max_events, integer=True)
         self.sigma_ns, self.max_events = float(sigma_ns), max_events
         self.energy_estimator: HitCountEnergyEstimator | None = None
 
-    def fit_events(self, events) -> dict[str, np.ndarray]:
+    def chi2_fits(self, events) -> dict[str, np.ndarray]:
         fits = [fit_track(hit_positions_m(e.hits), e.hits["t_ns"], e.hits["triggered"], self.sigma_ns)
                 for e in events]
         return {"direction": np.stack([f.direction for f in fits]), "ok": np.array([f.ok for f in fits]),
                 "n_fit_hits": np.array([f.n_hits_used for f in fits]),
                 "n_triggered": np.array([int(e.hits["triggered"].sum()) for e in events])}
 
+    def fit_events(self, events) -> dict[str, np.ndarray]:
+        """Direction, success, hits used and triggered hits of this baseline's fit of each event."""
+        return self.chi2_fits(events)
+
     def fit(self, datamodule) -> TrackFitBaseline:
         calibration = datamodule.events("val")[: self.max_events]
-        fits = self.fit_events(calibration)
+        fits = self.chi2_fits(calibration)  # the energy estimate is the chi-square fit's in every subclass
         _, log10e = _true_direction_and_energy(calibration)
         use = fits["ok"]
         self.energy_estimator = HitCountEnergyEstimator().fit(fits["n_fit_hits"][use], fits["n_triggered"][use],
@@ -353,12 +363,12 @@ class TrackLikelihoodBaseline(TrackFitBaseline):
     """
 
     label = "likelihood fit"
+    config_key = "baseline.track_likelihood"
+    #: scan directions of the chi-square fit itself (fit_track's default): the first of the likelihood's starts
+    CHI2_SCAN_STARTS = 3
 
     def __init__(self, sigma_ns: float = 3.0, max_events: int | None = None, n_starts: int = 3) -> None:
-        check_positive("baseline.track_likelihood.sigma_ns", sigma_ns)
-        if max_events is not None:
-            check_positive("baseline.track_likelihood.max_events", max_events, integer=True)
-        check_positive("baseline.track_likelihood.n_starts", n_starts, integer=True)
+        check_positive(f"{self.config_key}.n_starts", n_starts, integer=True)
         super().__init__(sigma_ns, max_events)
         self.n_starts = int(n_starts)
         self.pdf: ResidualPdf | None = None
@@ -369,24 +379,25 @@ class TrackLikelihoodBaseline(TrackFitBaseline):
         return self
 
     def fit_events(self, events) -> dict[str, np.ndarray]:
-        if self.pdf is None:  # calibration events (the chi-square part of fit()): no likelihood needed
-            return super().fit_events(events)
         out = {"direction": [], "ok": [], "n_fit_hits": [], "n_likelihood_hits": [], "nll": []}
         for event in events:
             hits = event.hits
             pos, time_ns = hit_positions_m(hits), hits["t_ns"].astype(np.float64)
-            pmt_dir = np.stack([hits["dir_x"], hits["dir_y"], hits["dir_z"]], axis=1).astype(np.float64)
-            chi2 = fit_track(pos, time_ns, hits["triggered"], self.sigma_ns)
-            prefit = prefit_candidates(pos, time_ns, hits["triggered"].astype(bool), self.sigma_ns,
-                                       n_starts=self.n_starts)
+            pmt_dir = hit_directions(hits)
+            triggered = hits["triggered"].astype(bool)
+            prefit = prefit_candidates(pos, time_ns, triggered, self.sigma_ns,
+                                       n_starts=max(self.n_starts, self.CHI2_SCAN_STARTS))
             if isinstance(prefit, str):
                 out["direction"].append(np.full(3, np.nan))
                 out["ok"].append(False)
-                out["n_fit_hits"].append(chi2.n_hits_used)
+                out["n_fit_hits"].append(int(triggered.sum()))
                 out["n_likelihood_hits"].append(0)
                 out["nll"].append(np.nan)
                 continue
             candidates, t_ref = prefit
+            # the chi-square fit is the refit of its own starts (line fit + its scan directions), as fit_track does
+            chi2 = refit_best_candidate(pos, time_ns, candidates[:1 + self.CHI2_SCAN_STARTS], t_ref, self.sigma_ns)
+            candidates = candidates[:1 + self.n_starts]
             candidates.append((chi2.direction, chi2.position_m, chi2.time_ns - t_ref, -np.inf))  # the refit first
             u, _, _, nll, n_used = likelihood_fit(pos, pmt_dir, time_ns - t_ref, candidates, self.pdf)
             out["direction"].append(u)

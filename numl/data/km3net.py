@@ -60,6 +60,11 @@ def hit_positions_m(hits: np.ndarray) -> np.ndarray:
     return np.stack([hits["pos_x"], hits["pos_y"], hits["pos_z"]], axis=1).astype(np.float64)
 
 
+def hit_directions(hits: np.ndarray) -> np.ndarray:
+    """The pointing directions of the hits' PMTs."""
+    return np.stack([hits["dir_x"], hits["dir_y"], hits["dir_z"]], axis=1).astype(np.float64)
+
+
 def select_hits(hits: np.ndarray, hit_selection: str, max_hits: int | None) -> np.ndarray:
     """Triggered hits only, or all; at most `max_hits`, keeping triggered hits and then those closest in time
     to the triggered ones (the Cherenkov front) so that noise far from the event goes first."""

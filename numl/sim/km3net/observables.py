@@ -34,18 +34,22 @@ HIT_OBSERVABLES = {
 }
 
 
-def muon_residuals_ns(hits: np.ndarray, truth: np.ndarray, pmt_pos_m: np.ndarray | None = None) -> np.ndarray:
-    """Time residuals of `hits` (or, with `pmt_pos_m`, the direct-light times of those PMTs relative to the
-    interaction) w.r.t. direct Cherenkov light of the vertex muon; NaN without a muon."""
-    muon_dir = np.array([truth["muon_dir_x"], truth["muon_dir_y"], truth["muon_dir_z"]], dtype=np.float64)
-    if not np.all(np.isfinite(muon_dir)) or np.linalg.norm(muon_dir) < 0.5:
-        return np.full(len(hits) if pmt_pos_m is None else len(pmt_pos_m), np.nan)
+def vertex_muon_track(truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """(vertex, muon direction, vertex time) of the muon leaving the interaction; None without a muon."""
+    direction = np.array([truth["muon_dir_x"], truth["muon_dir_y"], truth["muon_dir_z"]], dtype=np.float64)
+    if not np.all(np.isfinite(direction)) or np.linalg.norm(direction) < 0.5:
+        return None
     vertex = np.array([truth["vertex_x"], truth["vertex_y"], truth["vertex_z"]], dtype=np.float64)
-    t0 = float(truth["vertex_time_ns"])
-    if pmt_pos_m is not None:
-        return physics.cherenkov_arrival_time_ns(pmt_pos_m, vertex, muon_dir, t0)
+    return vertex, direction, float(truth["vertex_time_ns"])
+
+
+def muon_residuals_ns(hits: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Time residuals of `hits` w.r.t. direct Cherenkov light of the vertex muon; NaN without a muon."""
+    track = vertex_muon_track(truth)
+    if track is None:
+        return np.full(len(hits), np.nan)
     pos = np.stack([hits["pos_x"], hits["pos_y"], hits["pos_z"]], axis=1).astype(np.float64)
-    return hits["t_ns"] - physics.cherenkov_arrival_time_ns(pos, vertex, muon_dir, t0)
+    return hits["t_ns"] - physics.cherenkov_arrival_time_ns(pos, *track)
 
 
 def event_observables(events: list, pmt_pos_m: np.ndarray, axis_xy_m: np.ndarray) -> dict[str, np.ndarray]:
@@ -57,7 +61,8 @@ def event_observables(events: list, pmt_pos_m: np.ndarray, axis_xy_m: np.ndarray
         hits, truth = event.hits, event.truth
         t, triggered = hits["t_ns"], hits["triggered"]
         residual = muon_residuals_ns(hits, truth)
-        direct_ns = muon_residuals_ns(hits, truth, pmt_pos_m)  # direct-light time per PMT
+        track = vertex_muon_track(truth)  # every PMT's direct-light time, for the noise exposure
+        direct_ns = physics.cherenkov_arrival_time_ns(pmt_pos_m, *track) if track else np.full(len(pmt_pos_m), np.nan)
         # K-40 rate: noise-like hits over the PMT time each PMT spent in the window before its direct light
         exposure_ns = np.clip(direct_ns + NOISE_RESIDUAL_NS - t.min(), 0.0, None).sum() if len(t) else 0.0
         n_noise = int(np.sum((residual < NOISE_RESIDUAL_NS) & (t > t.min())))  # the first hit opens the exposure
