@@ -165,3 +165,12 @@ def test_simulate_writes_fits_that_train_reads(tmp_path):
     assert trained.returncode == 0, trained.stderr[-2000:]
     refused = run_numl("simulate", "experiment=lensing_cnn", "output_format=fit", f"paths.log_dir={tmp_path}")
     assert refused.returncode == 2 and "output_format='fit': must be one of hdf5, fits" in refused.stderr
+
+
+def test_fewer_training_maps_than_one_batch_is_a_config_error(tmp_path):
+    # The fixed training set drops its last partial batch; with no full batch Lightning would train nothing.
+    _toy_suite(tmp_path, n_per_class=10)
+    dm = _datamodule(tmp_path, batch_size=64)
+    dm.setup()
+    with pytest.raises(ConfigError, match=r"data.n_train=\d+: fewer training maps than data.batch_size=64"):
+        dm.train_dataloader()

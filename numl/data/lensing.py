@@ -406,6 +406,9 @@ class LensingDataModule(SimulatedDataModule):
     # ----- Lightning -----------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         if self.source != "simulate" or self.field == "nbody":  # a fixed set of training maps
+            if len(self.events("train")) < self.batch_size:  # drop_last would leave no training step at all
+                raise ConfigError(f"data.n_train={len(self.events('train'))}: fewer training maps than "
+                                  f"data.batch_size={self.batch_size}; lower data.batch_size or add maps")
             return DataLoader(self.events("train"), batch_size=self.batch_size, shuffle=True,
                               num_workers=self.num_workers, drop_last=True, persistent_workers=self.num_workers > 0,
                               generator=self.loader_generator("train"))
