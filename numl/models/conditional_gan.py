@@ -101,17 +101,22 @@ class ProjectionDiscriminator(nn.Module):
 
     Every layer is spectrally normalised (1-Lipschitz layers keep the hinge-loss game stable). The condition
     enters by projection: score = w . h + embed(c) . h, with h the event's pooled features, so the network
-    judges how well the event fits its condition, not only whether it looks real. Two coordinate channels
-    (row and column in [-1, 1]) are appended to the event: the pooled features would otherwise hardly know
-    where in the image a light spot is, which is what a position condition decides.
+    judges how well the event fits its condition, not only whether it looks real. With `coordinate_channels`
+    two channels (row and column in [-1, 1]) are appended to the event: the pooled features would otherwise
+    hardly know where in the image a light spot is, which is what a position condition decides. Statistically
+    homogeneous fields (lensing maps) have no preferred position: there they are left out.
     """
 
-    def __init__(self, event_shape: list[int], n_conditions: int, channels: list[int] = (32, 64, 128)) -> None:
+    def __init__(self, event_shape: list[int], n_conditions: int, channels: list[int] = (32, 64, 128),
+                 coordinate_channels: bool = True) -> None:
         super().__init__()
         in_channels, rows, columns = _event_shape(event_shape, len(channels) - 1, "task.discriminator")
+        if not isinstance(coordinate_channels, bool):
+            raise ConfigError(f"task.discriminator.coordinate_channels={coordinate_channels!r}: must be true or false")
         grid = torch.meshgrid(torch.linspace(-1, 1, rows), torch.linspace(-1, 1, columns), indexing="ij")
-        self.register_buffer("coordinates", torch.stack(grid)[None], persistent=False)
-        layers = [spectral_norm(nn.Conv2d(in_channels + 2, channels[0], 3, padding=1)), nn.LeakyReLU(0.2)]
+        self.register_buffer("coordinates", torch.stack(grid)[None][:, :2 * coordinate_channels], persistent=False)
+        layers = [spectral_norm(nn.Conv2d(in_channels + 2 * coordinate_channels, channels[0], 3, padding=1)),
+                  nn.LeakyReLU(0.2)]
         for a, b in itertools.pairwise(channels):
             layers += [spectral_norm(nn.Conv2d(a, b, 4, stride=2, padding=1)), nn.LeakyReLU(0.2),
                        spectral_norm(nn.Conv2d(b, b, 3, padding=1)), nn.LeakyReLU(0.2)]
