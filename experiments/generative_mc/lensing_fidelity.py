@@ -7,7 +7,10 @@
 from simulations the generator never saw (their own seeds): they are the reference; its training maps are the
 reference of the memorisation check. Per cosmology the generator makes --n-generated maps, both cosmologies
 from the same noise vectors (as the simulations share their initial phases), and every statistic is compared
-with the error of the mean of each set. Writes fidelity.json and the figures into --output-dir, prints the table.
+with the error of the mean of each set. The same comparisons of the file's validation maps (other simulations
+again) with its test maps, keys `simulator_vs_simulator/...`, show what two simulated sets give: maps of one
+simulation share its modes, so the errors of the mean understate the scatter between sets of few simulations.
+Writes fidelity.json and the figures into --output-dir, prints the table.
 --speed: maps per second of the simulator (one N-body simulation ray traced into the suite's maps per
 simulation) and of the generator, one after the other in this process.
 """
@@ -91,7 +94,7 @@ def main() -> None:
     with h5py.File(args.simulated) as h5:
         datamodule.split_sizes = {split: len(h5[split]["label"]) for split in ("train", "val", "test")}
     splits = datamodule.read_hdf5(args.simulated)  # refused unless it matches the generator's data config
-    test, training = splits["test"], splits["train"]
+    test, training, validation = splits["test"], splits["train"], splits["val"]
     sigma = float(test.maps.std())
     ell_edges = datamodule.ell_bin_edges(N_ELL_BINS)
     ell = np.sqrt(ell_edges[1:] * ell_edges[:-1])
@@ -101,6 +104,15 @@ def main() -> None:
     simulated_by, generated_by, stats = {}, {}, {}
     for m_nu in datamodule.m_nu_values:
         simulated_by[m_nu] = test.maps[np.isclose(test.m_nu.numpy(), m_nu)]
+        other = validation.maps[np.isclose(validation.m_nu.numpy(), m_nu)]
+        reference = compare_statistics(
+            lensing_statistics(simulated_by[m_nu], datamodule.field_deg, ell_edges, sigma),
+            lensing_statistics(other, datamodule.field_deg, ell_edges, sigma))
+        key = f"simulator_vs_simulator/m_nu_{m_nu:g}"
+        results[f"{key}/n_maps"] = len(other)
+        for name, comparison in reference.items():
+            results[f"{key}/{name}/chi2_per_bin"] = comparison["chi2_per_bin"]
+        results[f"{key}/power_spectrum/ratio"] = reference["power_spectrum"]["ratio"].tolist()
         generated_by[m_nu] = generate_maps(gan, m_nu, args.n_generated)
         stats[m_nu] = (lensing_statistics(simulated_by[m_nu], datamodule.field_deg, ell_edges, sigma),
                        lensing_statistics(generated_by[m_nu], datamodule.field_deg, ell_edges, sigma))
@@ -132,6 +144,8 @@ def main() -> None:
     # All cosmologies together, in the test split's proportions.
     generated_all = torch.cat([generated_by[m][:len(simulated_by[m])] for m in datamodule.m_nu_values])
     results |= {f"all/{k}": v for k, v in classifier_two_sample_test(test.maps, generated_all, sigma).items()}
+    results |= {f"simulator_vs_simulator/all/{k}": v
+                for k, v in classifier_two_sample_test(test.maps, validation.maps, sigma).items()}
     results |= memorisation_check(training.maps, test.maps, generated_all,
                                   features=lambda maps: torch.as_tensor(maps).flatten(1) / sigma)
     if args.speed:
