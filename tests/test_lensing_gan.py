@@ -64,6 +64,13 @@ def test_asinh_transform_keeps_the_sign_and_inverts_exactly():
         _lensing_task(event_transform="log")
 
 
+def test_bilinear_generator_makes_maps_and_an_unknown_upsampling_is_one_line():
+    generator = ConditionalGenerator([1, 16, 16], 1, latent_dim=8, channels=[16, 8, 8], upsampling="bilinear")
+    assert generator(torch.randn(3, 8), torch.zeros(3, 1)).shape == (3, 1, 16, 16)
+    with pytest.raises(ConfigError, match=r"^model.upsampling='cubic': must be one of"):
+        ConditionalGenerator([1, 16, 16], 1, upsampling="cubic")
+
+
 def test_lensing_gan_trains_on_maps_with_one_dimensional_m_nu_and_records_its_range():
     torch.manual_seed(0)
     task = _lensing_task()
