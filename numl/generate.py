@@ -2,8 +2,11 @@
 
     python -m numl.generate ckpt_path=logs/petalo_gan/runs/<time>/checkpoints/last.ckpt n=11000
     python -m numl.generate ckpt_path=... n=1000 +condition.z_mm=10 +condition.r_mm=160 output=gen.h5
+    python -m numl.generate ckpt_path=logs/lensing_gan/runs/<time>/checkpoints/last.ckpt n=3328 output=gen.h5
+    python -m numl.generate ckpt_path=... n=1000 +condition.m_nu_ev=0.1
 
-Then train on the events: `python -m numl.train experiment=petalo_position data.source=hdf5 data.hdf5_path=<file>`.
+Then train on the events: `python -m numl.train experiment=petalo_position data.source=hdf5 data.hdf5_path=<file>`
+(lensing: the experiment whose data config the generator was trained on, see experiments/generative_mc/README.md).
 The file carries the simulator metadata of the generator's training data (so the same checks accept or refuse
 it) and the generator's provenance in the attribute `numl_generator` (checkpoint path and SHA-256, run config,
 seed, fixed conditions).
@@ -69,7 +72,7 @@ def load_generator(ckpt_path: str | Path) -> tuple[ConditionalGANTask, DictConfi
         is_generator = False
     if not is_generator:
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r}: not a generator checkpoint (its task is {target}); "
-                          "train one with python -m numl.train experiment=petalo_gan")
+                          "train one with python -m numl.train experiment=petalo_gan (or lensing_gan)")
     task = load_task_from_run(run_cfg, ckpt_path)
     return task.eval(), run_cfg
 

@@ -152,7 +152,8 @@ REAL_FILE_FITS_TINY = ["baseline.track_fit.max_events=10", "baseline.track_likel
 @pytest.mark.parametrize("experiment", [pytest.param(e, marks=pytest.mark.slow) if e in CAMB_HEAVY else e
                                         for e in EXPERIMENTS])
 def test_experiment_fast_dev_run(experiment, compose_train, tmp_path):
-    tiny = NBODY_TINY if "nbody" in experiment else REAL_FILE_FITS_TINY if experiment == "km3net_real_files" else []
+    is_nbody = compose_train([f"experiment={experiment}"]).data.get("field") == "nbody"
+    tiny = NBODY_TINY if is_nbody else REAL_FILE_FITS_TINY if experiment == "km3net_real_files" else []
     cfg = compose_train([f"experiment={experiment}", "debug=fast_dev_run", *tiny])
     metrics = train(cfg)
     assert any(k.startswith("test/") for k in metrics), metrics

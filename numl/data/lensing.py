@@ -397,6 +397,22 @@ class LensingDataModule(SimulatedDataModule):
     def dataset(self, split: str) -> MapSet:
         return self.events(split)
 
+    def generated_events(self, convergence_map: np.ndarray, conditions: np.ndarray, seed: int) -> MapSet:
+        """Maps in `simulate_split`'s form from a generator's convergence maps [N, n_z, n_pix, n_pix] at M_nu
+        [N, 1] (eV): class index of each M_nu among `m_nu_values` (classification: M_nu must be one of them;
+        regression: the nearest grid value). `seed` is unused: nothing else in the maps is random."""
+        expected = (len(self.source_redshifts), self.n_pix, self.n_pix)
+        if convergence_map.shape[1:] != expected:
+            raise ValueError(f"generated convergence_map shape {convergence_map.shape[1:]}: expected {expected}")
+        m_nu = torch.as_tensor(np.asarray(conditions, dtype=np.float32).reshape(len(conditions), -1)[:, 0])
+        distance = (m_nu[:, None] - torch.tensor(self.m_nu_values)[None, :]).abs()
+        index = distance.argmin(dim=1)
+        if self.target == "classification" and bool((distance.min(dim=1).values > 1e-6).any()):
+            off = float(m_nu[distance.min(dim=1).values > 1e-6][0])
+            raise ConfigError(f"condition.m_nu_ev={off:g}: the generator's data classify M_nu "
+                              f"{' vs '.join(f'{m:g}' for m in self.m_nu_values)} eV; generated maps need one of these")
+        return MapSet(torch.as_tensor(convergence_map, dtype=torch.float32), index, m_nu)
+
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         if self.map_scale is None:

@@ -1,6 +1,7 @@
-"""Figures of a PETALO generator against the simulator at the same true interaction points: example SiPM
-images side by side, and the total-charge and charge-centroid residual distributions overlaid with their
-Poisson error bands."""
+"""Figures of a generator against its simulator at the same true conditions. PETALO: example SiPM images side
+by side, and the total-charge and charge-centroid residual distributions overlaid with their Poisson error
+bands. Lensing: maps side by side per M_nu, and every summary statistic (power spectrum, massive/massless ratio,
+pixel PDF, peaks, Minkowski functionals) overlaid with the errors of the means."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import numpy as np
 import torch
 
 from numl.baselines.petalo import CentroidRMap
-from numl.explain.generative import histogram_with_error, window_charge_pe
+from numl.explain.generative import (
+    LENSING_NU_EDGES,
+    compare_statistics,
+    histogram_with_error,
+    lensing_statistics,
+    ratio_with_error,
+    window_charge_pe,
+)
 from numl.figures.common import plt, save_figure
 from numl.sim.petalo import COORDINATES
 
@@ -80,3 +88,110 @@ def plot_centroid_residuals(simulated: dict[str, np.ndarray], generated_charge: 
         _overlay(ax, residual_sim[:, i], residual_gen[:, i], np.linspace(lo, hi, 41),
                  f"centroid {name} - true {name} [mm]")
     return save_figure(fig, path)
+
+
+# ----- weak-lensing maps ----------------------------------------------------------------------------------------
+def draw_lensing(datamodule: Any, predictions: dict[str, torch.Tensor], baselines: dict,
+                 output_dir: Path) -> list[Path]:
+    """The run's test maps (simulated) beside the generator's maps at their M_nu (the predictions)."""
+    output_dir = Path(output_dir)
+    generated = predictions["generated_convergence_map"]
+    n = len(generated)  # fast_dev_run predicts only the first batch
+    test = datamodule.events("test")
+    simulated, m_nu = test.maps[:n], test.m_nu[:n].numpy()
+    values = [m for m in datamodule.m_nu_values if np.any(np.isclose(m_nu, m))]
+    sim_by = {m: simulated[np.isclose(m_nu, m)] for m in values}
+    gen_by = {m: generated[np.isclose(m_nu, m)] for m in values}
+    ell_edges = datamodule.ell_bin_edges(8)
+    sigma = float(simulated.std())
+    stats = {m: (lensing_statistics(sim_by[m], datamodule.field_deg, ell_edges, sigma),
+                 lensing_statistics(gen_by[m], datamodule.field_deg, ell_edges, sigma)) for m in values}
+    return [plot_lensing_maps(sim_by, gen_by, output_dir / "generated_vs_simulated_maps.png"),
+            plot_lensing_statistics(stats, ell_edges, paired_generated=False,
+                                    path=output_dir / "lensing_statistics.png")]
+
+
+def plot_lensing_maps(simulated: dict[float, torch.Tensor], generated: dict[float, torch.Tensor], path: Path,
+                      n_maps: int = 4) -> Path:
+    """A few maps per M_nu: simulated row above generated row, one colour scale (kappa) for all."""
+    vmax = 4 * float(torch.cat(list(simulated.values())).std())
+    fig, axes = plt.subplots(2 * len(simulated), n_maps, figsize=(2.4 * n_maps, 2.4 * 2 * len(simulated)),
+                             squeeze=False)
+    for k, m_nu in enumerate(simulated):
+        for row, (name, maps) in enumerate((("simulated", simulated[m_nu]), ("generated", generated[m_nu]))):
+            for j in range(n_maps):
+                ax = axes[2 * k + row, j]
+                ax.set_axis_off()
+                if j < len(maps):
+                    ax.imshow(maps[j, 0], origin="lower", cmap="magma", vmin=-vmax / 2, vmax=vmax)
+                    ax.set_title(f"{name}, M_nu={m_nu:g} eV", fontsize=7)
+    fig.suptitle(f"convergence, colour scale -2 to +4 sigma_kappa = {vmax / 4:.3g}", fontsize=8)
+    return save_figure(fig, path, dpi=110)
+
+
+def _band(ax, x, mean, error, colour, label, step=False):
+    if step:
+        ax.step(x, mean, where="mid", color=colour, label=label)
+        ax.fill_between(x, mean - error, mean + error, step="mid", color=colour, alpha=0.3)
+    else:
+        ax.plot(x, mean, color=colour, label=label)
+        ax.fill_between(x, mean - error, mean + error, color=colour, alpha=0.3)
+
+
+def plot_lensing_statistics(stats: dict[float, tuple[dict, dict]], ell_bin_edges: np.ndarray, path: Path,
+                            paired_generated: bool) -> Path:
+    """stats[M_nu] = (simulated, generated) per-map statistics (lensing_statistics). Panels: ell^2 C_ell / 2 pi,
+    generated / simulated C_ell, the massive / massless C_ell ratio (with two cosmologies), pixel PDF, peak
+    counts, V0, V1, V2; bands: error of the mean (the ratio's: ratio_with_error, generated maps `paired` when
+    both cosmologies share the generator noise)."""
+    ell = np.sqrt(ell_bin_edges[1:] * ell_bin_edges[:-1])
+    nu = {k: 0.5 * (v[1:] + v[:-1]) for k, v in LENSING_NU_EDGES.items()}
+    panels = [("power_spectrum", ell, "ell", "ell^2 C_ell / 2 pi"),
+              ("power_ratio", ell, "ell", "C_ell generated / simulated"),
+              ("m_nu_ratio", ell, "ell", "C_ell(massive) / C_ell(massless)"),
+              ("one_point_pdf", nu["one_point_pdf"], "nu = kappa / sigma", "pixel PDF"),
+              ("peak_counts", nu["peak_counts"], "peak height nu", "peaks per map"),
+              ("minkowski_v0", nu["minkowski_functionals"], "nu", "V0"),
+              ("minkowski_v1", nu["minkowski_functionals"], "nu", "V1 [1/pixel]"),
+              ("minkowski_v2", nu["minkowski_functionals"], "nu", "V2 [1/pixel^2]")]
+    fig, axes = plt.subplots(2, 4, figsize=(17, 7.5))
+    styles = {}
+    for k, m_nu in enumerate(stats):
+        styles[m_nu] = (f"C{2 * k}", f"C{2 * k + 1}")
+    for ax, (name, x, xlabel, ylabel) in zip(axes.flat, panels, strict=True):
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        if name == "m_nu_ratio":
+            if len(stats) == 2:
+                (m0, (sim0, gen0)), (m1, (sim1, gen1)) = stats.items()
+                for label, a, b, paired, colour in (("simulated", sim1, sim0, False, "C0"),
+                                                    ("generated", gen1, gen0, paired_generated, "C1")):
+                    ratio, error = ratio_with_error(a["power_spectrum"], b["power_spectrum"], paired)
+                    _band(ax, ell, ratio, error, colour, label)
+                ax.set_title(f"M_nu {m1:g} / {m0:g} eV", fontsize=8)
+                ax.set_xscale("log")
+                ax.legend(fontsize=7)
+            continue
+        for m_nu, (sim, gen) in stats.items():
+            c_sim, c_gen = styles[m_nu]
+            if name == "power_ratio":
+                comparison = compare_statistics({"p": sim["power_spectrum"]}, {"p": gen["power_spectrum"]})["p"]
+                error = comparison["ratio"] * np.hypot(comparison["simulated_error"] / comparison["simulated"],
+                                                       comparison["generated_error"] / comparison["generated"])
+                _band(ax, x, comparison["ratio"], error, c_gen, f"M_nu={m_nu:g} eV")
+                ax.axhline(1.0, color="k", lw=0.5)
+                ax.set_xscale("log")
+                continue
+            factor = ell**2 / (2 * np.pi) if name == "power_spectrum" else 1.0
+            comparison = compare_statistics({name: sim[name]}, {name: gen[name]})[name]
+            _band(ax, x, factor * comparison["simulated"], factor * comparison["simulated_error"], c_sim,
+                  f"simulated {m_nu:g} eV", step=name != "power_spectrum")
+            _band(ax, x, factor * comparison["generated"], factor * comparison["generated_error"], c_gen,
+                  f"generated {m_nu:g} eV", step=name != "power_spectrum")
+            if name == "power_spectrum":
+                ax.set_xscale("log")
+                ax.set_yscale("log")
+        ax.legend(fontsize=6)
+    fig.suptitle("generated vs simulated convergence maps; bands: error of the mean", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=100)

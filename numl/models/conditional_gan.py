@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from numl.utils.errors import ConfigError
+from numl.utils.errors import ConfigError, check_choice
 
 
 def _event_shape(event_shape, n_stages: int, key: str) -> tuple[int, int, int]:
@@ -46,14 +46,14 @@ class ConditionalBatchNorm2d(nn.Module):
 class _UpBlock(nn.Module):
     """Residual block that doubles rows and columns, both norms conditioned."""
 
-    def __init__(self, c_in: int, c_out: int, embedding_dim: int) -> None:
+    def __init__(self, c_in: int, c_out: int, embedding_dim: int, upsampling: str = "nearest") -> None:
         super().__init__()
         self.norm1 = ConditionalBatchNorm2d(c_in, embedding_dim)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.norm2 = ConditionalBatchNorm2d(c_out, embedding_dim)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         self.skip = nn.Conv2d(c_in, c_out, 1)
-        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.up = nn.Upsample(scale_factor=2, mode=upsampling)
         self.act = nn.ReLU()
 
     def forward(self, x, embedding):
@@ -71,11 +71,13 @@ class ConditionalGenerator(nn.Module):
         latent_dim: noise dimension.
         channels: feature channels per resolution stage, coarsest first.
         embedding_dim: width of the condition embedding that drives every conditional batch norm.
+        upsampling: "nearest" (blocks of 2 x 2 equal values before each convolution) or "bilinear" (smooth).
     """
 
     def __init__(self, event_shape: list[int], n_conditions: int, latent_dim: int = 64,
-                 channels: list[int] = (128, 64, 32), embedding_dim: int = 64) -> None:
+                 channels: list[int] = (128, 64, 32), embedding_dim: int = 64, upsampling: str = "nearest") -> None:
         super().__init__()
+        check_choice("model.upsampling", upsampling, ("nearest", "bilinear"))
         n_stages = len(channels) - 1
         self.event_shape = _event_shape(event_shape, n_stages, "model")
         out_channels, rows, columns = self.event_shape
@@ -84,7 +86,7 @@ class ConditionalGenerator(nn.Module):
         self.embed = nn.Sequential(nn.Linear(n_conditions, embedding_dim), nn.SiLU(),
                                    nn.Linear(embedding_dim, embedding_dim))
         self.stem = nn.Linear(latent_dim + embedding_dim, channels[0] * self.start_shape[1] * self.start_shape[2])
-        self.blocks = nn.ModuleList(_UpBlock(a, b, embedding_dim) for a, b in itertools.pairwise(channels))
+        self.blocks = nn.ModuleList(_UpBlock(a, b, embedding_dim, upsampling) for a, b in itertools.pairwise(channels))
         self.head_norm = ConditionalBatchNorm2d(channels[-1], embedding_dim)
         self.head = nn.Conv2d(channels[-1], out_channels, 3, padding=1)
 
@@ -101,17 +103,22 @@ class ProjectionDiscriminator(nn.Module):
 
     Every layer is spectrally normalised (1-Lipschitz layers keep the hinge-loss game stable). The condition
     enters by projection: score = w . h + embed(c) . h, with h the event's pooled features, so the network
-    judges how well the event fits its condition, not only whether it looks real. Two coordinate channels
-    (row and column in [-1, 1]) are appended to the event: the pooled features would otherwise hardly know
-    where in the image a light spot is, which is what a position condition decides.
+    judges how well the event fits its condition, not only whether it looks real. With `coordinate_channels`
+    two channels (row and column in [-1, 1]) are appended to the event: the pooled features would otherwise
+    hardly know where in the image a light spot is, which is what a position condition decides. Statistically
+    homogeneous fields (lensing maps) have no preferred position: there they are left out.
     """
 
-    def __init__(self, event_shape: list[int], n_conditions: int, channels: list[int] = (32, 64, 128)) -> None:
+    def __init__(self, event_shape: list[int], n_conditions: int, channels: list[int] = (32, 64, 128),
+                 coordinate_channels: bool = True) -> None:
         super().__init__()
         in_channels, rows, columns = _event_shape(event_shape, len(channels) - 1, "task.discriminator")
+        if not isinstance(coordinate_channels, bool):
+            raise ConfigError(f"task.discriminator.coordinate_channels={coordinate_channels!r}: must be true or false")
         grid = torch.meshgrid(torch.linspace(-1, 1, rows), torch.linspace(-1, 1, columns), indexing="ij")
-        self.register_buffer("coordinates", torch.stack(grid)[None], persistent=False)
-        layers = [spectral_norm(nn.Conv2d(in_channels + 2, channels[0], 3, padding=1)), nn.LeakyReLU(0.2)]
+        self.register_buffer("coordinates", torch.stack(grid)[None][:, :2 * coordinate_channels], persistent=False)
+        layers = [spectral_norm(nn.Conv2d(in_channels + 2 * coordinate_channels, channels[0], 3, padding=1)),
+                  nn.LeakyReLU(0.2)]
         for a, b in itertools.pairwise(channels):
             layers += [spectral_norm(nn.Conv2d(a, b, 4, stride=2, padding=1)), nn.LeakyReLU(0.2),
                        spectral_norm(nn.Conv2d(b, b, 3, padding=1)), nn.LeakyReLU(0.2)]

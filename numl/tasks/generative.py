@@ -1,13 +1,16 @@
 """Conditional GAN that emulates a simulator: events (what a DataModule's `event_key` holds) given a vector of
 named physical conditions (a `condition_key` column per name), e.g. PETALO SiPM patterns given the first
-interaction point (r, r*phi, z).
+interaction point (r, r*phi, z), or weak-lensing convergence maps given M_nu.
 
 Training: manual optimisation, one discriminator step then one generator step per batch, hinge loss,
 spectrally normalised projection discriminator, FiLM-conditioned generator (numl.models.conditional_gan).
 Sampling uses an exponential moving average of the generator weights (smoother than the last step's).
 
-Events are non-negative detector readouts (charges, times): the networks see log1p(value) / event_scale per
-channel, the conditions (value - condition_center) / condition_scale. The task remembers the conditions it was
+The networks see events through `event_transform`, per channel: "log1p" for non-negative detector readouts
+(charges, times), log1p(value) / event_scale; "asinh" for signed fields such as lensing convergence,
+asinh(value / event_scale), linear within a scale of zero and logarithmic in the tails (so that a map's rare
+high peaks do not dominate the networks' inputs), sign preserved. The conditions enter as
+(value - condition_center) / condition_scale. The task remembers the conditions it was
 trained on (their range, and a sample of them), so that `numl.generate` can refuse a condition outside the
 trained range and draw unspecified conditions from the training distribution.
 """
@@ -22,7 +25,9 @@ import torch
 from torch import nn
 
 from numl.tasks.base import BaseTask
-from numl.utils.errors import ConfigError, check_range
+from numl.utils.errors import ConfigError, check_choice, check_range
+
+EVENT_TRANSFORMS = ("log1p", "asinh")
 
 
 class ConditionalGANTask(BaseTask):
@@ -35,8 +40,10 @@ class ConditionalGANTask(BaseTask):
         condition_key: batch key of the conditions [B, n_conditions], in the units of `condition_names`.
         condition_names: one name per condition column, with its unit (`r_mm`); `numl.generate condition.<name>=`.
         condition_center, condition_scale: the networks see (condition - center) / scale.
-        event_scale: per channel, the networks see log1p(value) / scale.
-        channel_names: per channel, names the validation metrics `<stage>/<channel>_sum_ratio`.
+        event_scale: per channel, the scale of `event_transform`.
+        event_transform: "log1p" (non-negative readouts) or "asinh" (signed fields), see the module docstring.
+        channel_names: per channel, names the validation metrics `<stage>/<channel>_sum_ratio` ("log1p": total
+            readout) or `<stage>/<channel>_std_ratio` ("asinh": fluctuation amplitude), generated / simulated.
         ema_decay: weight of the old value in the moving average of the generator weights.
         condition_sample_size: training conditions kept in the checkpoint to draw new conditions from.
     """
@@ -55,6 +62,7 @@ class ConditionalGANTask(BaseTask):
         condition_center: list[float] = (175.0, 0.0, 0.0),
         condition_scale: list[float] = (15.0, 15.0, 15.0),
         event_scale: list[float] = (4.0, 4.0, 3.0, 3.0),
+        event_transform: str = "log1p",
         channel_names: list[str] | None = None,
         ema_decay: float = 0.999,
         condition_sample_size: int = 4096,
@@ -78,13 +86,15 @@ class ConditionalGANTask(BaseTask):
             for i, value in enumerate(values):
                 check_range(f"task.{key}[{i}]", value, 1e-12, None)
         check_range("task.ema_decay", ema_decay, 0.0, 0.99999)
+        check_choice("task.event_transform", event_transform, EVENT_TRANSFORMS)
         if not isinstance(condition_sample_size, int) or condition_sample_size < 1:
             raise ConfigError(f"task.condition_sample_size={condition_sample_size!r}: must be an integer > 0")
         super().__init__(
             model, optimizer, None,
             event_key=event_key, condition_key=condition_key, condition_names=list(condition_names),
             condition_center=list(condition_center), condition_scale=list(condition_scale),
-            event_scale=list(event_scale), channel_names=channel_names, ema_decay=ema_decay,
+            event_scale=list(event_scale), event_transform=event_transform, channel_names=channel_names,
+            ema_decay=ema_decay,
             condition_sample_size=condition_sample_size, **hparams,
         )
         # Two optimizers, stepped in training_step: Lightning's automatic loop would step both on one loss.
@@ -93,7 +103,7 @@ class ConditionalGANTask(BaseTask):
         self.ema_generator = copy.deepcopy(model).requires_grad_(False)
         self.input_key, self.event_key, self.condition_key = event_key, event_key, condition_key
         self.condition_names, self.channel_names = list(condition_names), channel_names
-        self.ema_decay = float(ema_decay)
+        self.ema_decay, self.event_transform = float(ema_decay), event_transform
         self.register_buffer("event_scale", torch.tensor(list(event_scale), dtype=torch.float32))
         self.register_buffer("condition_center", torch.tensor(list(condition_center), dtype=torch.float32))
         self.register_buffer("condition_scale", torch.tensor(list(condition_scale), dtype=torch.float32))
@@ -105,13 +115,24 @@ class ConditionalGANTask(BaseTask):
 
     # ----- units ------------------------------------------------------------------------------
     def normalise_event(self, event: torch.Tensor) -> torch.Tensor:
-        return torch.log1p(event.float().clamp(min=0)) / self.event_scale[:, None, None]
+        scale = self.event_scale[:, None, None]
+        if self.event_transform == "asinh":
+            return torch.asinh(event.float() / scale)
+        return torch.log1p(event.float().clamp(min=0)) / scale
 
     def physical_event(self, normalised: torch.Tensor) -> torch.Tensor:
-        return torch.expm1((normalised * self.event_scale[:, None, None]).clamp(min=0))
+        scale = self.event_scale[:, None, None]
+        if self.event_transform == "asinh":
+            return torch.sinh(normalised) * scale
+        return torch.expm1((normalised * scale).clamp(min=0))
 
     def normalise_conditions(self, conditions: torch.Tensor) -> torch.Tensor:
         return (conditions.float() - self.condition_center) / self.condition_scale
+
+    def batch_conditions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The batch's conditions as [B, n_conditions]: a single condition may be stored as [B] (lensing M_nu)."""
+        conditions = batch[self.condition_key]
+        return conditions.reshape(len(conditions), -1)
 
     # ----- sampling ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -179,7 +200,7 @@ class ConditionalGANTask(BaseTask):
 
     # ----- Lightning --------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.generate(batch[self.condition_key])
+        return self.generate(self.batch_conditions(batch))
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:
@@ -189,9 +210,10 @@ class ConditionalGANTask(BaseTask):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         generator_optimizer, discriminator_optimizer = self.optimizers()
-        self._remember_conditions(batch[self.condition_key])
+        physical_conditions = self.batch_conditions(batch)
+        self._remember_conditions(physical_conditions)
         real = self.normalise_event(batch[self.event_key])
-        conditions = self.normalise_conditions(batch[self.condition_key])
+        conditions = self.normalise_conditions(physical_conditions)
         noise = torch.randn(len(real), self.model.latent_dim, device=real.device)
         fake = self.model(noise, conditions)
 
@@ -216,12 +238,15 @@ class ConditionalGANTask(BaseTask):
     def _fidelity_step(self, batch: dict[str, torch.Tensor], batch_idx: int, stage: str) -> None:
         """Generated (EMA, fixed noise per batch) vs simulated events at the same conditions."""
         noise_source = torch.Generator().manual_seed(batch_idx)
-        generated = self.generate(batch[self.condition_key], noise_source)
+        generated = self.generate(self.batch_conditions(batch), noise_source)
         simulated = batch[self.event_key].float()
         distance = (self.normalise_event(generated).mean(0) - self.normalise_event(simulated).mean(0)).abs().mean()
         values = {f"{stage}/mean_pattern_distance": distance}
         for i, name in enumerate(self.channel_names):
-            values[f"{stage}/{name}_sum_ratio"] = generated[:, i].sum() / simulated[:, i].sum().clamp(min=1e-12)
+            if self.event_transform == "asinh":  # signed fields: their sum is ~0, their amplitude is what counts
+                values[f"{stage}/{name}_std_ratio"] = generated[:, i].std() / simulated[:, i].std().clamp(min=1e-12)
+            else:
+                values[f"{stage}/{name}_sum_ratio"] = generated[:, i].sum() / simulated[:, i].sum().clamp(min=1e-12)
         self.log_dict(values, on_epoch=True, prog_bar=stage == "val", batch_size=len(simulated),
                       sync_dist=True)
 
@@ -232,7 +257,7 @@ class ConditionalGANTask(BaseTask):
         self._fidelity_step(batch, batch_idx, "test")
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0):
-        generated = self.generate(batch[self.condition_key], torch.Generator().manual_seed(batch_idx))
+        generated = self.generate(self.batch_conditions(batch), torch.Generator().manual_seed(batch_idx))
         return {k: v.detach().cpu() for k, v in self.predictions(generated, batch).items()}
 
     def predictions(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
