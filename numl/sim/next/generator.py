@@ -839,7 +839,8 @@ def _sensor_events(rng: np.random.Generator, cfg: NextSimConfig, labels: np.ndar
                    kev: np.ndarray, seg: np.ndarray, ev: np.ndarray, vertex: np.ndarray, ends: list, path: np.ndarray,
                    deposited: np.ndarray, escaped: np.ndarray, keep: np.ndarray) -> list[NextEvent]:
     """detector_response=sensors: each kept event's deposits (inside the detector) through numl.sim.next.response:
-    electrons, sensor hits with the per-event calibration residual, voxels (deconvolved or not), threshold."""
+    electrons, sensor hits with the per-event calibration residual, voxels (deconvolved or not), threshold. Events
+    whose hit energy lies more than 1 keV outside energy_roi_kev are left out here already."""
     order = np.argsort(ev, kind="stable")
     bounds = np.searchsorted(ev[order], np.arange(len(labels) + 1))
     events = []
@@ -850,6 +851,11 @@ def _sensor_events(rng: np.random.Generator, cfg: NextSimConfig, labels: np.ndar
         if not len(hit_kev):
             continue
         hit_kev = hit_kev * (1 + rng.standard_normal() * cfg.energy_calibration_residual)
+        # voxelising and deconvolving keep the hits' energy (to float rounding and the few cells past the walls):
+        # an event clearly outside the ROI, which every caller drops, is dropped before that costly part
+        if cfg.energy_roi_kev is not None and not (cfg.energy_roi_kev[0] - 1 <= hit_kev.sum()
+                                                   <= cfg.energy_roi_kev[1] + 1):
+            continue
         if cfg.deconvolution == "richardson_lucy":
             index, voxel_kev = response.richardson_lucy_voxels(cfg, hit_mm, hit_kev)
         else:
