@@ -14,6 +14,7 @@
     python experiments/next_topology/response_check.py --repeats 200 --n 1000
     python experiments/next_topology/response_check.py --speed-2mm 20   # 4. the 2 mm deconvolved data's speed
     python experiments/next_topology/response_check.py --thresholds 20,60 --n 500   # 5. SiPM threshold scan
+    python experiments/next_topology/response_check.py --variant el_gap_mm=1,sipm_plane_distance_mm=0.5 --n 300
 
 Writes results/response_check.md and .json (results/response_check_2mm.* for --speed-2mm).
 """
@@ -134,8 +135,25 @@ def main() -> None:
     parser.add_argument("--thresholds", type=str, default="",
                         help="only the blob cut with sensors at these SiPM thresholds (pe, comma separated), --n "
                              "events per class (results/response_check_thresholds.*)")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="only the blob cut with sensors and these data.sim settings, KEY=VALUE[,KEY=VALUE] "
+                             "(repeatable), --n events per class (results/response_check_variants.*)")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
+    if args.variant:
+        runs = {v: topology({**SENSORS, **{k: float(x) for k, x in (kv.split("=") for kv in v.split(","))}},
+                            args.n, args.seed) for v in args.variant}
+        rows = ["| sensors with | blob cut rejection at 65 % | at 72 % | blob cut AUROC | "
+                "smaller true-end blob AUROC |", "|---|---|---|---|---|"]
+        for v, r in runs.items():
+            rows.append(f"| {v} | {r['rejection_65'][0]:.1f} +- {r['rejection_65'][1]:.1f} | "
+                        f"{r['rejection_72'][0]:.1f} +- {r['rejection_72'][1]:.1f} | {r['blob_cut_auroc']:.3f} | "
+                        f"{r['true_end_blob_auroc']:.3f} |")
+        text = "\n".join(rows)
+        print(text)
+        (OUT / "response_check_variants.md").write_text(text + "\n")
+        (OUT / "response_check_variants.json").write_text(json.dumps({"args": vars(args), **runs}, indent=2) + "\n")
+        return
     if args.thresholds:
         scan = {t: topology({**SENSORS, "sipm_threshold_pe": float(t)}, args.n, args.seed)
                 for t in args.thresholds.split(",")}
