@@ -18,7 +18,7 @@ import numpy as np
 from rich.progress import Progress
 from scipy.spatial import cKDTree
 
-from numl.sim.next import photons, physics
+from numl.sim.next import photons, physics, response
 from numl.sim.next.photons import isotropic as _isotropic
 from numl.sim.next.photons import perpendicular_basis as _perpendicular_basis
 from numl.utils.errors import ConfigError, check_choice, check_keys, check_positive, check_range
@@ -56,6 +56,9 @@ GAMMAS_PER_SLOT = 64
 ROI_PRUNE_SIGMAS = 6.0
 #: Per-voxel segmentation classes, as the NEXT sparse-CNN segmentation work labels voxels.
 SEGMENT_CLASSES = ("track", "blob", "other")
+#: data.sim.detector_response and data.sim.deconvolution (numl.sim.next.response)
+DETECTOR_RESPONSES = ("ideal", "sensors")
+DECONVOLUTIONS = ("none", "richardson_lucy")
 TRACK, BLOB, OTHER = range(3)
 
 
@@ -113,6 +116,52 @@ class NextSimConfig:
     #: rejected, as NEXT-White's fiducial cut (Ferrario et al. 2019, arXiv:1905.13141: r < 178 mm of the
     #: 198 mm active radius and 20 mm from each end: about 20 mm). null: no veto (the former selection).
     veto_margin_mm: float | None = 20.0
+    #: detector response, one of DETECTOR_RESPONSES. "ideal": charge packets diffused and voxelised, one Gaussian
+    #: energy smearing (energy_resolution_fwhm), the numbers made before the sensor response, bit for bit.
+    #: "sensors": numl.sim.next.response (ionisation with Fano, attachment, EL light on PMTs and SiPMs per time
+    #: slice, hits from the sensors); energy_resolution_fwhm and packet_energy_kev are then unused.
+    detector_response: str = "ideal"
+    #: sensors: mean energy per ionisation electron in xenon gas (eV). 22.4 eV as IC's detector simulation
+    #: (next-exp/IC detsim.conf, wi); measured 21.9 +- 0.6 eV in high-pressure xenon gas (Bolotnikov & Ramsey
+    #: 1997, NIM A 396, 360). 24.8 eV, written once in the study README, is not a xenon-gas ionisation W.
+    ionisation_energy_ev: float = 22.4
+    #: sensors: Fano factor of xenon gas, 0.15 (IC detsim.conf; Bolotnikov & Ramsey 1997: 0.13-0.17 below
+    #: 0.55 g/cm^3)
+    fano_factor: float = 0.15
+    #: sensors: electron drift velocity, 1.0 mm/us (IC detsim.conf; NEXT-White measured 0.91-0.93 mm/us at 7-9 bar,
+    #: Simon et al. 2018, arXiv:1804.01680)
+    drift_velocity_mm_per_us: float = 1.0
+    #: sensors: electron lifetime against attachment, 12 ms (IC detsim.conf; NEXT-White ran at 2-12 ms,
+    #: Martinez-Lema et al. 2018, arXiv:1804.01780); the reconstruction corrects it exactly (a perfect Kr map)
+    electron_lifetime_ms: float = 12.0
+    #: sensors: photoelectrons the energy plane (PMTs) collects per ionisation electron (Poisson). Assumption:
+    #: 5 pe/e, so that 41.5 keV Kr gives ~10^4 pe as in NEXT-White's S2 (Martinez-Lema et al. 2018).
+    energy_plane_pe_per_electron: float = 5.0
+    #: sensors: relative sigma of the energy scale left after the calibration, one Gaussian factor per event
+    #: (position-dependent map residuals, not statistics): the free parameter, set so that the full chain gives
+    #: 1.0 % FWHM at 2615 keV, NEXT-White's measurement (Renner et al. 2019, arXiv:1905.13110)
+    energy_calibration_residual: float = 0.0038
+    #: sensors: EL photons per electron crossing the gap, 365 (IC detsim.conf el_gain, NEXT-White)
+    el_photons_per_electron: float = 365.0
+    #: sensors: EL gap 6 mm (NEXT-White, Monrabal et al. 2018, arXiv:1804.02409); distance from the SiPM plane to
+    #: the gap's near side (assumption: 5 mm, window and anode plate)
+    el_gap_mm: float = 6.0
+    sipm_plane_distance_mm: float = 5.0
+    #: sensors: SiPM pitch, 10 mm (NEXT-White) or 15.55 mm (NEXT-100); sensors 1 mm^2 (NEXT-White SensL C-series)
+    #: with photon detection efficiency 0.4 (assumption, SensL datasheet range at 420 nm after the TPB shifter)
+    sipm_pitch_mm: float = 10.0
+    sipm_size_mm: float = 1.0
+    sipm_detection_efficiency: float = 0.4
+    #: sensors: SiPM charge threshold per slice for a hit, 6 pe (IC beersheba.conf threshold)
+    sipm_threshold_pe: float = 6.0
+    #: sensors: time slice of the SiPM readout for the hits, 2 us (IC penthesilea's rebinning of 1 us samples)
+    time_slice_us: float = 2.0
+    #: sensors: "none": hits voxelised as they are; "richardson_lucy": hits deconvolved onto the voxel grid
+    #: (Simon et al. 2021, arXiv:2102.11931; IC beersheba) with deconvolution_iterations iterations, cells
+    #: below deconvolution_cut of the maximum dropped (beersheba e_cut 1e-3 .. 1e-2)
+    deconvolution: str = "none"
+    deconvolution_iterations: int = 75
+    deconvolution_cut: float = 0.01
     signal_fraction: float = 0.5
     events_per_batch: int = 256
     extra: dict = field(default_factory=dict, compare=False, repr=False)
@@ -125,6 +174,20 @@ class NextSimConfig:
         check_choice("data.sim.transport", self.transport, TRANSPORTS)
         check_choice("data.sim.background", self.background, BACKGROUNDS)
         check_choice("data.sim.photon_transport", self.photon_transport, PHOTON_TRANSPORTS)
+        check_choice("data.sim.detector_response", self.detector_response, DETECTOR_RESPONSES)
+        check_choice("data.sim.deconvolution", self.deconvolution, DECONVOLUTIONS)
+        for key in ("ionisation_energy_ev", "drift_velocity_mm_per_us", "electron_lifetime_ms",
+                    "energy_plane_pe_per_electron", "el_photons_per_electron", "el_gap_mm", "sipm_pitch_mm",
+                    "sipm_size_mm", "sipm_detection_efficiency", "time_slice_us"):
+            check_positive(f"data.sim.{key}", getattr(self, key))
+        for key in ("fano_factor", "energy_calibration_residual", "sipm_plane_distance_mm", "sipm_threshold_pe"):
+            check_positive(f"data.sim.{key}", getattr(self, key), allow_zero=True)
+        check_range("data.sim.sipm_detection_efficiency", self.sipm_detection_efficiency, 0.0, 1.0)
+        check_positive("data.sim.deconvolution_iterations", self.deconvolution_iterations, integer=True)
+        check_range("data.sim.deconvolution_cut", self.deconvolution_cut, 0.0, 1.0)
+        if self.deconvolution != "none" and self.detector_response != "sensors":
+            raise ConfigError(f"data.sim.deconvolution={self.deconvolution!r}: deconvolves sensor hits, needs "
+                              "data.sim.detector_response=sensors")
         if self.background != "electron" and self.photon_transport != "xcom":
             raise ConfigError(f"data.sim.photon_transport={self.photon_transport!r}: background gammas "
                               f"(data.sim.background={self.background!r}) need photon_transport=xcom")
@@ -740,14 +803,17 @@ def _finish_events(rng: np.random.Generator, cfg: NextSimConfig, labels: np.ndar
     if cfg.veto_margin_mm is not None:
         near_surface = (kev > 0) & ~np.all((pos >= cfg.veto_margin_mm) & (pos <= size - cfg.veto_margin_mm), axis=1)
         keep[ev[near_surface]] = False
+    deposited = np.bincount(ev[inside], weights=kev[inside], minlength=n_ev)
+    escaped = np.bincount(ev[~inside], weights=kev[~inside], minlength=n_ev) + escaped_photon_kev
+    if cfg.detector_response == "sensors":
+        return _sensor_events(rng, cfg, labels, pos[inside], kev[inside], seg[inside], ev[inside], vertex, ends,
+                              path, deposited, escaped, keep)
     packets_mm, packet_kev, source = _diffuse(rng, cfg, pos, kev)
     packet_event = ev[source]
     packet_seg = seg[source]
     order = np.argsort(packet_event, kind="stable")
     bounds = np.searchsorted(packet_event[order], np.arange(n_ev + 1))
     sigma_rel = cfg.energy_resolution_fwhm / 2.3548 * np.sqrt(cfg.q_bb_kev)
-    deposited = np.bincount(ev[inside], weights=kev[inside], minlength=n_ev)
-    escaped = np.bincount(ev[~inside], weights=kev[~inside], minlength=n_ev) + escaped_photon_kev
     events = []
     for i in np.flatnonzero(keep):
         sel = order[bounds[i]:bounds[i + 1]]
@@ -761,6 +827,44 @@ def _finish_events(rng: np.random.Generator, cfg: NextSimConfig, labels: np.ndar
         # resolution scales as 1/sqrt(E): sigma_E = fwhm/2.355 * sqrt(Q_bb * E)
         smear = 1 + rng.standard_normal() * sigma_rel / np.sqrt(max(total, 1e-9))
         voxel_kev = (voxel_kev * smear).astype(np.float32)
+        events.append(NextEvent(
+            label=int(labels[i]), voxel_index=index, voxel_energy_kev=voxel_kev, voxel_segment=voxel_seg,
+            energy_kev=float(voxel_kev.sum()), vertex_mm=vertex[i], track_ends_mm=ends[i],
+            path_length_mm=float(path[i]), deposited_kev=float(deposited[i]), escaped_kev=float(escaped[i]),
+        ))
+    return events
+
+
+def _sensor_events(rng: np.random.Generator, cfg: NextSimConfig, labels: np.ndarray, pos: np.ndarray,
+                   kev: np.ndarray, seg: np.ndarray, ev: np.ndarray, vertex: np.ndarray, ends: list, path: np.ndarray,
+                   deposited: np.ndarray, escaped: np.ndarray, keep: np.ndarray) -> list[NextEvent]:
+    """detector_response=sensors: each kept event's deposits (inside the detector) through numl.sim.next.response:
+    electrons, sensor hits with the per-event calibration residual, voxels (deconvolved or not), threshold. Events
+    whose hit energy lies more than 1 keV outside energy_roi_kev are left out here already."""
+    order = np.argsort(ev, kind="stable")
+    bounds = np.searchsorted(ev[order], np.arange(len(labels) + 1))
+    events = []
+    for i in np.flatnonzero(keep):
+        rows = order[bounds[i]:bounds[i + 1]]
+        electrons_mm, source = response.ionise_and_drift(rng, cfg, pos[rows], kev[rows])
+        hit_mm, hit_kev = response.sensor_hits(rng, cfg, electrons_mm)
+        if not len(hit_kev):
+            continue
+        hit_kev = hit_kev * (1 + rng.standard_normal() * cfg.energy_calibration_residual)
+        # voxelising and deconvolving keep the hits' energy (to float rounding and the few cells past the walls):
+        # an event clearly outside the ROI, which every caller drops, is dropped before that costly part
+        if cfg.energy_roi_kev is not None and not (cfg.energy_roi_kev[0] - 1 <= hit_kev.sum()
+                                                   <= cfg.energy_roi_kev[1] + 1):
+            continue
+        if cfg.deconvolution == "richardson_lucy":
+            index, voxel_kev = response.richardson_lucy_voxels(cfg, hit_mm, hit_kev)
+        else:
+            index, voxel_kev, _, _ = _voxelise(cfg, hit_mm, hit_kev, np.zeros(len(hit_kev), np.int8))
+        if not len(voxel_kev):
+            continue
+        voxel_seg = response.label_voxels(cfg, index, electrons_mm, seg[rows][source], len(SEGMENT_CLASSES))
+        index, voxel_kev, voxel_seg = _apply_threshold(cfg, index, voxel_kev, voxel_seg)
+        voxel_kev = voxel_kev.astype(np.float32)
         events.append(NextEvent(
             label=int(labels[i]), voxel_index=index, voxel_energy_kev=voxel_kev, voxel_segment=voxel_seg,
             energy_kev=float(voxel_kev.sum()), vertex_mm=vertex[i], track_ends_mm=ends[i],
