@@ -108,7 +108,7 @@ def test_two_training_steps_move_both_networks_and_the_ema_and_records_the_condi
 
 def test_conditions_outside_the_trained_range_are_refused_or_warned_about():
     task = _task()
-    task._remember_conditions(torch.tensor([[150.0, -3.0, -30.0], [200.0, 3.0, 30.0]]))
+    task.remember_conditions(torch.tensor([[150.0, -3.0, -30.0], [200.0, 3.0, 30.0]]))
     task.check_conditions({"z_mm": 12.5, "r_mm": 150})
     with pytest.raises(ConfigError, match=r"^condition.z_mm=40: outside the trained range \[-30, 30\]; set "
                                           r"allow_extrapolation=true"):

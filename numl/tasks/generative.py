@@ -15,17 +15,17 @@ trained range and draw unspecified conditions from the training distribution.
 from __future__ import annotations
 
 import copy
-import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
 from numl.tasks.base import BaseTask
+from numl.tasks.conditions import TrainedConditions
 from numl.utils.errors import ConfigError, check_range
 
 
-class ConditionalGANTask(BaseTask):
+class ConditionalGANTask(TrainedConditions, BaseTask):
     """Conditional GAN on the shared base.
 
     Args:
@@ -92,15 +92,10 @@ class ConditionalGANTask(BaseTask):
         self.discriminator = discriminator
         self.ema_generator = copy.deepcopy(model).requires_grad_(False)
         self.input_key, self.event_key, self.condition_key = event_key, event_key, condition_key
-        self.condition_names, self.channel_names = list(condition_names), channel_names
+        self.channel_names = channel_names
         self.ema_decay = float(ema_decay)
         self.register_buffer("event_scale", torch.tensor(list(event_scale), dtype=torch.float32))
-        self.register_buffer("condition_center", torch.tensor(list(condition_center), dtype=torch.float32))
-        self.register_buffer("condition_scale", torch.tensor(list(condition_scale), dtype=torch.float32))
-        self.register_buffer("condition_min", torch.full((n_conditions,), torch.inf))
-        self.register_buffer("condition_max", torch.full((n_conditions,), -torch.inf))
-        self.register_buffer("condition_sample", torch.zeros(condition_sample_size, n_conditions))
-        self.register_buffer("condition_sample_count", torch.tensor(0, dtype=torch.long))
+        self.init_trained_conditions(condition_names, condition_center, condition_scale, condition_sample_size)
         self.register_buffer("ema_updates", torch.tensor(0, dtype=torch.long))
 
     # ----- units ------------------------------------------------------------------------------
@@ -109,9 +104,6 @@ class ConditionalGANTask(BaseTask):
 
     def physical_event(self, normalised: torch.Tensor) -> torch.Tensor:
         return torch.expm1((normalised * self.event_scale[:, None, None]).clamp(min=0))
-
-    def normalise_conditions(self, conditions: torch.Tensor) -> torch.Tensor:
-        return (conditions.float() - self.condition_center) / self.condition_scale
 
     # ----- sampling ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -124,46 +116,6 @@ class ConditionalGANTask(BaseTask):
         normalised = self.ema_generator(noise, self.normalise_conditions(conditions))
         self.ema_generator.train(was_training)
         return self.physical_event(normalised)
-
-    def check_conditions(self, fixed: dict[str, float], allow_extrapolation: bool = False) -> None:
-        """Refuse an unknown condition name, and a value outside the trained range unless `allow_extrapolation`
-        (then warn, naming the range)."""
-        if int(self.condition_sample_count) == 0:
-            raise ConfigError("ckpt_path: this generator has not seen a training event (no trained condition range)")
-        for name, value in fixed.items():
-            if name not in self.condition_names:
-                raise ConfigError(f"condition.{name}: unknown condition; this generator is conditioned on "
-                                  f"{', '.join(self.condition_names)}")
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                raise ConfigError(f"condition.{name}={value!r}: must be a number")
-            i = self.condition_names.index(name)
-            lo, hi = float(self.condition_min[i]), float(self.condition_max[i])
-            if lo <= value <= hi:
-                continue
-            message = f"condition.{name}={value}: outside the trained range [{lo:.4g}, {hi:.4g}]"
-            if not allow_extrapolation:
-                raise ConfigError(f"{message}; set allow_extrapolation=true to generate there anyway")
-            warnings.warn(f"{message}: extrapolating (allow_extrapolation=true)", stacklevel=2)
-
-    def draw_conditions(self, n: int, fixed: dict[str, float], generator: torch.Generator) -> torch.Tensor:
-        """n condition vectors: training conditions drawn at random, with the `fixed` names set to their values."""
-        count = min(int(self.condition_sample_count), len(self.condition_sample))
-        index = torch.randint(count, (n,), generator=generator)
-        conditions = self.condition_sample.cpu()[index].clone()
-        for name, value in fixed.items():
-            conditions[:, self.condition_names.index(name)] = float(value)
-        return conditions
-
-    @torch.no_grad()
-    def _remember_conditions(self, conditions: torch.Tensor) -> None:
-        conditions = conditions.float()
-        self.condition_min.copy_(torch.minimum(self.condition_min, conditions.min(dim=0).values))
-        self.condition_max.copy_(torch.maximum(self.condition_max, conditions.max(dim=0).values))
-        start = int(self.condition_sample_count)
-        take = min(len(self.condition_sample) - start, len(conditions))
-        if take > 0:
-            self.condition_sample[start:start + take] = conditions[:take]
-            self.condition_sample_count += take
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -189,7 +141,7 @@ class ConditionalGANTask(BaseTask):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         generator_optimizer, discriminator_optimizer = self.optimizers()
-        self._remember_conditions(batch[self.condition_key])
+        self.remember_conditions(batch[self.condition_key])
         real = self.normalise_event(batch[self.event_key])
         conditions = self.normalise_conditions(batch[self.condition_key])
         noise = torch.randn(len(real), self.model.latent_dim, device=real.device)
