@@ -209,6 +209,12 @@ def test_generate_bad_input_is_one_line(gan_run, tmp_path):
         load_generator(other / "last.ckpt")
 
 
+def test_sampling_steps_are_refused_for_a_gan(gan_run, tmp_path):
+    with pytest.raises(ConfigError, match=r"^sampling_steps, sampling_eta: only a diffusion generator samples in "
+                                          r"steps \(this one is numl.tasks.generative.ConditionalGANTask\)"):
+        _generate(gan_run, tmp_path, "n=10", "sampling_steps=10")
+
+
 @pytest.mark.slow  # a full numl.generate process (6 s): the bad-input lines above cover the fast suite
 def test_a_condition_without_plus_is_one_line_that_says_how(gan_run):
     # Hydra cannot declare the condition names of every generator, so a new one takes a '+'.
