@@ -2,6 +2,7 @@
 
     python -m numl.generate ckpt_path=logs/petalo_gan/runs/<time>/checkpoints/last.ckpt n=11000
     python -m numl.generate ckpt_path=... n=1000 +condition.z_mm=10 +condition.r_mm=160 output=gen.h5
+    python -m numl.generate ckpt_path=logs/petalo_diffusion/runs/<time>/checkpoints/last.ckpt n=11000 sampling_steps=50
     python -m numl.generate ckpt_path=logs/lensing_gan/runs/<time>/checkpoints/last.ckpt n=3328 output=gen.h5
     python -m numl.generate ckpt_path=... n=1000 +condition.m_nu_ev=0.1
 
@@ -28,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from numl.data.base import SPLITS
 from numl.evaluate import run_config_for
-from numl.tasks.generative import ConditionalGANTask
+from numl.tasks.conditions import TrainedConditions
 from numl.utils.errors import ConfigError, check_choice, check_positive
 from numl.utils.runtime import (
     check_checkpoint,
@@ -61,18 +62,19 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_generator(ckpt_path: str | Path) -> tuple[ConditionalGANTask, DictConfig]:
+def load_generator(ckpt_path: str | Path) -> tuple[TrainedConditions, DictConfig]:
     """The generator task of a numl.train checkpoint and its run config; any other checkpoint is refused."""
     ckpt_path = check_checkpoint("ckpt_path", ckpt_path)
     run_cfg = run_config_for(ckpt_path)
     target = run_cfg.task.get("_target_", "")
     try:
-        is_generator = issubclass(get_class(target), ConditionalGANTask)
+        is_generator = issubclass(get_class(target), TrainedConditions)
     except Exception:
         is_generator = False
     if not is_generator:
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r}: not a generator checkpoint (its task is {target}); "
-                          "train one with python -m numl.train experiment=petalo_gan (or lensing_gan)")
+                          "train one with python -m numl.train experiment=petalo_gan "
+                          "(or petalo_diffusion, lensing_gan)")
     task = load_task_from_run(run_cfg, ckpt_path)
     return task.eval(), run_cfg
 
@@ -84,6 +86,12 @@ def generate(cfg: DictConfig) -> Path:
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise ConfigError(f"seed={cfg.seed!r}: must be an integer")
     task, run_cfg = load_generator(cfg.ckpt_path)
+    if cfg.sampling_steps is not None or cfg.sampling_eta is not None:
+        if not hasattr(task, "set_sampling"):
+            raise ConfigError(f"sampling_steps, sampling_eta: only a diffusion generator samples in steps "
+                              f"(this one is {run_cfg.task._target_}); leave them null")
+        task.set_sampling(cfg.sampling_steps if cfg.sampling_steps is not None else task.sampling_steps,
+                          cfg.sampling_eta if cfg.sampling_eta is not None else task.sampling_eta)
     fixed = OmegaConf.to_container(cfg.condition, resolve=True) if cfg.get("condition") else {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -111,7 +119,9 @@ def generate(cfg: DictConfig) -> Path:
 
     ckpt_path = Path(cfg.ckpt_path).resolve()
     provenance = {"checkpoint": str(ckpt_path), "checkpoint_sha256": _sha256(ckpt_path), "task": run_cfg.task._target_,
-                  "seed": cfg.seed, "fixed_conditions": fixed, "allow_extrapolation": bool(cfg.allow_extrapolation),
+                  "seed": cfg.seed, "fixed_conditions": fixed,
+                  "sampling": {"steps": task.sampling_steps, "eta": task.sampling_eta} if hasattr(task, "set_sampling")
+                  else None, "allow_extrapolation": bool(cfg.allow_extrapolation),
                   "run_config": OmegaConf.to_container(run_cfg, resolve=True)}
     start = time.perf_counter()
     path = datamodule.write_hdf5(output, split_events, {"numl_generator": json.dumps(provenance, default=str)})

@@ -108,7 +108,7 @@ def test_two_training_steps_move_both_networks_and_the_ema_and_records_the_condi
 
 def test_conditions_outside_the_trained_range_are_refused_or_warned_about():
     task = _task()
-    task._remember_conditions(torch.tensor([[150.0, -3.0, -30.0], [200.0, 3.0, 30.0]]))
+    task.remember_conditions(torch.tensor([[150.0, -3.0, -30.0], [200.0, 3.0, 30.0]]))
     task.check_conditions({"z_mm": 12.5, "r_mm": 150})
     with pytest.raises(ConfigError, match=r"^condition.z_mm=40: outside the trained range \[-30, 30\]; set "
                                           r"allow_extrapolation=true"):
@@ -207,6 +207,12 @@ def test_generate_bad_input_is_one_line(gan_run, tmp_path):
     with pytest.raises(ConfigError, match=r"^ckpt_path='.*last.ckpt': not a generator checkpoint \(its task is "
                                           r"numl.tasks.petalo.PetaloPositionTask\)"):
         load_generator(other / "last.ckpt")
+
+
+def test_sampling_steps_are_refused_for_a_gan(gan_run, tmp_path):
+    with pytest.raises(ConfigError, match=r"^sampling_steps, sampling_eta: only a diffusion generator samples in "
+                                          r"steps \(this one is numl.tasks.generative.ConditionalGANTask\)"):
+        _generate(gan_run, tmp_path, "n=10", "sampling_steps=10")
 
 
 @pytest.mark.slow  # a full numl.generate process (6 s): the bad-input lines above cover the fast suite

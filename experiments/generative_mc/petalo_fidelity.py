@@ -1,8 +1,8 @@
 """Fidelity of a PETALO generator on held-out simulated events: the numbers and figures of the study README.
 
-    python experiments/generative_mc/petalo_fidelity.py --gan <gan run>/checkpoints/last.ckpt \
+    python experiments/generative_mc/petalo_fidelity.py --checkpoint <generator run>/checkpoints/last.ckpt \
         --simulated data/petalo_heldout.h5 --position-simulated <run>/checkpoints/<best>.ckpt \
-        --position-generated <run>/checkpoints/<best>.ckpt --output-dir <gan run>/fidelity
+        --position-generated <run>/checkpoints/<best>.ckpt --output-dir <generator run>/fidelity
 
 --simulated: a `numl.simulate` file with another seed than the GAN's training data: its test events are the
 held-out true points, its train events fit the centroid's r-map. The generator makes one event at each
@@ -52,7 +52,8 @@ def predict_position_mm(ckpt_path: Path, events: dict[str, np.ndarray], datamodu
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gan", type=Path, required=True, help="generator checkpoint (experiment=petalo_gan)")
+    parser.add_argument("--checkpoint", "--gan", dest="gan", type=Path, required=True,
+                        help="generator checkpoint (experiment=petalo_gan or petalo_diffusion)")
     parser.add_argument("--simulated", type=Path, required=True, help="held-out numl.simulate file (other seed)")
     parser.add_argument("--position-simulated", type=Path, help="position network trained on simulated events")
     parser.add_argument("--position-generated", type=Path, help="position network trained on generated events")
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--generator", choices=("ema", "last"), default="ema",
                         help="sample the moving average of the generator weights (what numl.generate uses) or the "
                              "weights of the last training step")
+    parser.add_argument("--sampling-steps", type=int, help="diffusion generators: DDIM steps (default: the run's)")
     args = parser.parse_args()
     register_resolvers()
     out_dir = args.output_dir
@@ -67,7 +69,10 @@ def main() -> None:
 
     gan, run_cfg = load_generator(args.gan)
     if args.generator == "last":
-        gan.ema_generator.load_state_dict(gan.model.state_dict())
+        averaged = gan.ema_model.module if hasattr(gan, "ema_model") else gan.ema_generator
+        averaged.load_state_dict(gan.model.state_dict())
+    if args.sampling_steps:
+        gan.set_sampling(args.sampling_steps, gan.sampling_eta)
     datamodule = instantiate(OmegaConf.merge(run_cfg.data, {"progress": False}), _convert_="all")
     simulated = read_simulated(datamodule, args.simulated)
     test = simulated["test"]
@@ -78,6 +83,7 @@ def main() -> None:
 
     centroid = CentroidRMap(datamodule.config).fit(simulated["train"])
     results = {"n_held_out_events": len(positions), "generator": f"{args.gan.resolve()} ({args.generator})",
+               "sampling_steps": getattr(gan, "sampling_steps", None),
                "simulated_file": str(args.simulated.resolve())}
     results |= petalo_fidelity(test, generated["sipm_charge"], centroid)
 

@@ -18,19 +18,17 @@ trained range and draw unspecified conditions from the training distribution.
 from __future__ import annotations
 
 import copy
-import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
 from numl.tasks.base import BaseTask
-from numl.utils.errors import ConfigError, check_choice, check_range
+from numl.tasks.conditions import EventUnits, TrainedConditions
+from numl.utils.errors import ConfigError, check_range
 
-EVENT_TRANSFORMS = ("log1p", "asinh")
 
-
-class ConditionalGANTask(BaseTask):
+class ConditionalGANTask(TrainedConditions, EventUnits, BaseTask):
     """Conditional GAN on the shared base.
 
     Args:
@@ -86,7 +84,6 @@ class ConditionalGANTask(BaseTask):
             for i, value in enumerate(values):
                 check_range(f"task.{key}[{i}]", value, 1e-12, None)
         check_range("task.ema_decay", ema_decay, 0.0, 0.99999)
-        check_choice("task.event_transform", event_transform, EVENT_TRANSFORMS)
         if not isinstance(condition_sample_size, int) or condition_sample_size < 1:
             raise ConfigError(f"task.condition_sample_size={condition_sample_size!r}: must be an integer > 0")
         super().__init__(
@@ -102,37 +99,11 @@ class ConditionalGANTask(BaseTask):
         self.discriminator = discriminator
         self.ema_generator = copy.deepcopy(model).requires_grad_(False)
         self.input_key, self.event_key, self.condition_key = event_key, event_key, condition_key
-        self.condition_names, self.channel_names = list(condition_names), channel_names
-        self.ema_decay, self.event_transform = float(ema_decay), event_transform
-        self.register_buffer("event_scale", torch.tensor(list(event_scale), dtype=torch.float32))
-        self.register_buffer("condition_center", torch.tensor(list(condition_center), dtype=torch.float32))
-        self.register_buffer("condition_scale", torch.tensor(list(condition_scale), dtype=torch.float32))
-        self.register_buffer("condition_min", torch.full((n_conditions,), torch.inf))
-        self.register_buffer("condition_max", torch.full((n_conditions,), -torch.inf))
-        self.register_buffer("condition_sample", torch.zeros(condition_sample_size, n_conditions))
-        self.register_buffer("condition_sample_count", torch.tensor(0, dtype=torch.long))
+        self.channel_names = channel_names
+        self.ema_decay = float(ema_decay)
+        self.init_event_units(event_scale, event_transform)
+        self.init_trained_conditions(condition_names, condition_center, condition_scale, condition_sample_size)
         self.register_buffer("ema_updates", torch.tensor(0, dtype=torch.long))
-
-    # ----- units ------------------------------------------------------------------------------
-    def normalise_event(self, event: torch.Tensor) -> torch.Tensor:
-        scale = self.event_scale[:, None, None]
-        if self.event_transform == "asinh":
-            return torch.asinh(event.float() / scale)
-        return torch.log1p(event.float().clamp(min=0)) / scale
-
-    def physical_event(self, normalised: torch.Tensor) -> torch.Tensor:
-        scale = self.event_scale[:, None, None]
-        if self.event_transform == "asinh":
-            return torch.sinh(normalised) * scale
-        return torch.expm1((normalised * scale).clamp(min=0))
-
-    def normalise_conditions(self, conditions: torch.Tensor) -> torch.Tensor:
-        return (conditions.float() - self.condition_center) / self.condition_scale
-
-    def batch_conditions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The batch's conditions as [B, n_conditions]: a single condition may be stored as [B] (lensing M_nu)."""
-        conditions = batch[self.condition_key]
-        return conditions.reshape(len(conditions), -1)
 
     # ----- sampling ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -145,46 +116,6 @@ class ConditionalGANTask(BaseTask):
         normalised = self.ema_generator(noise, self.normalise_conditions(conditions))
         self.ema_generator.train(was_training)
         return self.physical_event(normalised)
-
-    def check_conditions(self, fixed: dict[str, float], allow_extrapolation: bool = False) -> None:
-        """Refuse an unknown condition name, and a value outside the trained range unless `allow_extrapolation`
-        (then warn, naming the range)."""
-        if int(self.condition_sample_count) == 0:
-            raise ConfigError("ckpt_path: this generator has not seen a training event (no trained condition range)")
-        for name, value in fixed.items():
-            if name not in self.condition_names:
-                raise ConfigError(f"condition.{name}: unknown condition; this generator is conditioned on "
-                                  f"{', '.join(self.condition_names)}")
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                raise ConfigError(f"condition.{name}={value!r}: must be a number")
-            i = self.condition_names.index(name)
-            lo, hi = float(self.condition_min[i]), float(self.condition_max[i])
-            if lo <= value <= hi:
-                continue
-            message = f"condition.{name}={value}: outside the trained range [{lo:.4g}, {hi:.4g}]"
-            if not allow_extrapolation:
-                raise ConfigError(f"{message}; set allow_extrapolation=true to generate there anyway")
-            warnings.warn(f"{message}: extrapolating (allow_extrapolation=true)", stacklevel=2)
-
-    def draw_conditions(self, n: int, fixed: dict[str, float], generator: torch.Generator) -> torch.Tensor:
-        """n condition vectors: training conditions drawn at random, with the `fixed` names set to their values."""
-        count = min(int(self.condition_sample_count), len(self.condition_sample))
-        index = torch.randint(count, (n,), generator=generator)
-        conditions = self.condition_sample.cpu()[index].clone()
-        for name, value in fixed.items():
-            conditions[:, self.condition_names.index(name)] = float(value)
-        return conditions
-
-    @torch.no_grad()
-    def _remember_conditions(self, conditions: torch.Tensor) -> None:
-        conditions = conditions.float()
-        self.condition_min.copy_(torch.minimum(self.condition_min, conditions.min(dim=0).values))
-        self.condition_max.copy_(torch.maximum(self.condition_max, conditions.max(dim=0).values))
-        start = int(self.condition_sample_count)
-        take = min(len(self.condition_sample) - start, len(conditions))
-        if take > 0:
-            self.condition_sample[start:start + take] = conditions[:take]
-            self.condition_sample_count += take
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -211,7 +142,7 @@ class ConditionalGANTask(BaseTask):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         generator_optimizer, discriminator_optimizer = self.optimizers()
         physical_conditions = self.batch_conditions(batch)
-        self._remember_conditions(physical_conditions)
+        self.remember_conditions(physical_conditions)
         real = self.normalise_event(batch[self.event_key])
         conditions = self.normalise_conditions(physical_conditions)
         noise = torch.randn(len(real), self.model.latent_dim, device=real.device)

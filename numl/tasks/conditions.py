@@ -1,0 +1,107 @@
+"""What the generator tasks (numl.tasks.generative, numl.tasks.diffusion) share: the physical conditions they were
+trained on, and the units in which their networks see events.
+
+A generator is only trusted inside the conditions it has seen: the task records their range and a sample of them
+in the checkpoint, so that `numl.generate` can refuse a condition outside the trained range (or warn, naming it)
+and draw the conditions it is not given from the training distribution.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from numl.utils.errors import ConfigError, check_choice
+
+# log1p: non-negative readouts (PETALO charges and times), log(1 + value) / scale; asinh: signed fields (lensing
+# kappa), asinh(value / scale), linear within a scale and logarithmic in the tails, the sign kept.
+EVENT_TRANSFORMS = ("log1p", "asinh")
+
+
+class TrainedConditions:
+    """Mixin for a LightningModule: the trained condition range and sample, as checkpointed buffers.
+
+    The subclass calls `init_trained_conditions` in its constructor, `remember_conditions` on every training
+    batch, and sees conditions through `normalise_conditions`.
+    """
+
+    def init_trained_conditions(self, condition_names: list[str], condition_center: list[float],
+                                condition_scale: list[float], condition_sample_size: int) -> None:
+        n_conditions = len(condition_names)
+        self.condition_names = list(condition_names)
+        self.register_buffer("condition_center", torch.tensor(list(condition_center), dtype=torch.float32))
+        self.register_buffer("condition_scale", torch.tensor(list(condition_scale), dtype=torch.float32))
+        self.register_buffer("condition_min", torch.full((n_conditions,), torch.inf))
+        self.register_buffer("condition_max", torch.full((n_conditions,), -torch.inf))
+        self.register_buffer("condition_sample", torch.zeros(condition_sample_size, n_conditions))
+        self.register_buffer("condition_sample_count", torch.tensor(0, dtype=torch.long))
+
+    def normalise_conditions(self, conditions: torch.Tensor) -> torch.Tensor:
+        return (conditions.float() - self.condition_center) / self.condition_scale
+
+    def batch_conditions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The batch's conditions as [B, n_conditions]: a single condition may be stored as [B] (lensing M_nu)."""
+        conditions = batch[self.condition_key]
+        return conditions.reshape(len(conditions), -1)
+
+    def check_conditions(self, fixed: dict[str, float], allow_extrapolation: bool = False) -> None:
+        """Refuse an unknown condition name, and a value outside the trained range unless `allow_extrapolation`
+        (then warn, naming the range)."""
+        if int(self.condition_sample_count) == 0:
+            raise ConfigError("ckpt_path: this generator has not seen a training event (no trained condition range)")
+        for name, value in fixed.items():
+            if name not in self.condition_names:
+                raise ConfigError(f"condition.{name}: unknown condition; this generator is conditioned on "
+                                  f"{', '.join(self.condition_names)}")
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ConfigError(f"condition.{name}={value!r}: must be a number")
+            i = self.condition_names.index(name)
+            lo, hi = float(self.condition_min[i]), float(self.condition_max[i])
+            if lo <= value <= hi:
+                continue
+            message = f"condition.{name}={value}: outside the trained range [{lo:.4g}, {hi:.4g}]"
+            if not allow_extrapolation:
+                raise ConfigError(f"{message}; set allow_extrapolation=true to generate there anyway")
+            warnings.warn(f"{message}: extrapolating (allow_extrapolation=true)", stacklevel=2)
+
+    def draw_conditions(self, n: int, fixed: dict[str, float], generator: torch.Generator) -> torch.Tensor:
+        """n condition vectors: training conditions drawn at random, with the `fixed` names set to their values."""
+        count = min(int(self.condition_sample_count), len(self.condition_sample))
+        index = torch.randint(count, (n,), generator=generator)
+        conditions = self.condition_sample.cpu()[index].clone()
+        for name, value in fixed.items():
+            conditions[:, self.condition_names.index(name)] = float(value)
+        return conditions
+
+    @torch.no_grad()
+    def remember_conditions(self, conditions: torch.Tensor) -> None:
+        conditions = conditions.float()
+        self.condition_min.copy_(torch.minimum(self.condition_min, conditions.min(dim=0).values))
+        self.condition_max.copy_(torch.maximum(self.condition_max, conditions.max(dim=0).values))
+        start = int(self.condition_sample_count)
+        take = min(len(self.condition_sample) - start, len(conditions))
+        if take > 0:
+            self.condition_sample[start:start + take] = conditions[:take]
+            self.condition_sample_count += take
+
+
+class EventUnits:
+    """Mixin: the units the generator networks see events in, per channel (`EVENT_TRANSFORMS`)."""
+
+    def init_event_units(self, event_scale: list[float], event_transform: str) -> None:
+        check_choice("task.event_transform", event_transform, EVENT_TRANSFORMS)
+        self.event_transform = event_transform
+        self.register_buffer("event_scale", torch.tensor(list(event_scale), dtype=torch.float32))
+
+    def normalise_event(self, event: torch.Tensor) -> torch.Tensor:
+        scale = self.event_scale[:, None, None]
+        if self.event_transform == "asinh":
+            return torch.asinh(event.float() / scale)
+        return torch.log1p(event.float().clamp(min=0)) / scale
+
+    def physical_event(self, normalised: torch.Tensor) -> torch.Tensor:
+        scale = self.event_scale[:, None, None]
+        if self.event_transform == "asinh":
+            return torch.sinh(normalised) * scale
+        return torch.expm1((normalised * scale).clamp(min=0))
