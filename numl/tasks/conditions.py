@@ -105,3 +105,27 @@ class EventUnits:
         if self.event_transform == "asinh":
             return torch.sinh(normalised) * scale
         return torch.expm1((normalised * scale).clamp(min=0))
+
+
+class GeneratedEvents:
+    """Mixin for a generator task with `generate(conditions, generator)`, the units of `EventUnits` and the
+    conditions of `TrainedConditions`: fidelity figures and predictions shared by the generator families."""
+
+    def fidelity_values(self, generated: torch.Tensor, simulated: torch.Tensor, stage: str) -> dict:
+        """Generated vs simulated events at the same conditions: the distance of the mean normalised patterns and,
+        per channel, the ratio of sums (of standard deviations for signed fields, whose sum is ~0)."""
+        distance = (self.normalise_event(generated).mean(0) - self.normalise_event(simulated).mean(0)).abs().mean()
+        values = {f"{stage}/mean_pattern_distance": distance}
+        for i, name in enumerate(self.channel_names):
+            if self.event_transform == "asinh":
+                values[f"{stage}/{name}_std_ratio"] = generated[:, i].std() / simulated[:, i].std().clamp(min=1e-12)
+            else:
+                values[f"{stage}/{name}_sum_ratio"] = generated[:, i].sum() / simulated[:, i].sum().clamp(min=1e-12)
+        return values
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0):
+        generated = self.generate(self.batch_conditions(batch), torch.Generator().manual_seed(batch_idx))
+        return {k: v.detach().cpu() for k, v in self.predictions(generated, batch).items()}
+
+    def predictions(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {f"generated_{self.event_key}": outputs, self.condition_key: batch[self.condition_key]}

@@ -24,7 +24,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from numl.tasks.base import BaseTask
-from numl.tasks.conditions import EventUnits, TrainedConditions
+from numl.tasks.conditions import EventUnits, GeneratedEvents, TrainedConditions
 from numl.utils.errors import ConfigError, check_choice, check_positive, check_range
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -42,7 +42,7 @@ def noise_schedule(train_steps: int, prediction_type: str):
                          prediction_type=prediction_type, clip_sample=False, timestep_spacing="trailing")
 
 
-class ConditionalDiffusionTask(TrainedConditions, EventUnits, BaseTask):
+class ConditionalDiffusionTask(TrainedConditions, EventUnits, GeneratedEvents, BaseTask):
     """Conditional DDPM / DDIM on the shared base.
 
     Args:
@@ -194,21 +194,11 @@ class ConditionalDiffusionTask(TrainedConditions, EventUnits, BaseTask):
         steps = self.validation_sampling_steps if stage == "val" else None
         generated = self.generate(self.batch_conditions(batch), fixed, steps)
         simulated = batch[self.event_key].float()
-        distance = (self.normalise_event(generated).mean(0) - self.normalise_event(simulated).mean(0)).abs().mean()
-        values = {f"{stage}/mean_pattern_distance": distance}
-        for i, name in enumerate(self.channel_names):
-            values[f"{stage}/{name}_sum_ratio"] = generated[:, i].sum() / simulated[:, i].sum().clamp(min=1e-12)
-        self.log_dict(values, on_epoch=True, batch_size=batch_size, sync_dist=True)
+        self.log_dict(self.fidelity_values(generated, simulated, stage), on_epoch=True, batch_size=batch_size,
+                      sync_dist=True)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluation_step(batch, batch_idx, "val")
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluation_step(batch, batch_idx, "test")
-
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0):
-        generated = self.generate(self.batch_conditions(batch), torch.Generator().manual_seed(batch_idx))
-        return {k: v.detach().cpu() for k, v in self.predictions(generated, batch).items()}
-
-    def predictions(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {f"generated_{self.event_key}": outputs, self.condition_key: batch[self.condition_key]}

@@ -24,11 +24,11 @@ import torch
 from torch import nn
 
 from numl.tasks.base import BaseTask
-from numl.tasks.conditions import EventUnits, TrainedConditions
+from numl.tasks.conditions import EventUnits, GeneratedEvents, TrainedConditions
 from numl.utils.errors import ConfigError, check_range
 
 
-class ConditionalGANTask(TrainedConditions, EventUnits, BaseTask):
+class ConditionalGANTask(TrainedConditions, EventUnits, GeneratedEvents, BaseTask):
     """Conditional GAN on the shared base.
 
     Args:
@@ -171,25 +171,11 @@ class ConditionalGANTask(TrainedConditions, EventUnits, BaseTask):
         noise_source = torch.Generator().manual_seed(batch_idx)
         generated = self.generate(self.batch_conditions(batch), noise_source)
         simulated = batch[self.event_key].float()
-        distance = (self.normalise_event(generated).mean(0) - self.normalise_event(simulated).mean(0)).abs().mean()
-        values = {f"{stage}/mean_pattern_distance": distance}
-        for i, name in enumerate(self.channel_names):
-            if self.event_transform == "asinh":  # signed fields: their sum is ~0, their amplitude is what counts
-                values[f"{stage}/{name}_std_ratio"] = generated[:, i].std() / simulated[:, i].std().clamp(min=1e-12)
-            else:
-                values[f"{stage}/{name}_sum_ratio"] = generated[:, i].sum() / simulated[:, i].sum().clamp(min=1e-12)
-        self.log_dict(values, on_epoch=True, prog_bar=stage == "val", batch_size=len(simulated),
-                      sync_dist=True)
+        self.log_dict(self.fidelity_values(generated, simulated, stage), on_epoch=True, prog_bar=stage == "val",
+                      batch_size=len(simulated), sync_dist=True)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._fidelity_step(batch, batch_idx, "val")
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._fidelity_step(batch, batch_idx, "test")
-
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0):
-        generated = self.generate(self.batch_conditions(batch), torch.Generator().manual_seed(batch_idx))
-        return {k: v.detach().cpu() for k, v in self.predictions(generated, batch).items()}
-
-    def predictions(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {f"generated_{self.event_key}": outputs, self.condition_key: batch[self.condition_key]}
