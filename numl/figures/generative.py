@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from numl.baselines.petalo import CentroidRMap
 from numl.explain.generative import (
@@ -138,6 +139,15 @@ def _band(ax, x, mean, error, colour, label, step=False):
         ax.fill_between(x, mean - error, mean + error, color=colour, alpha=0.3)
 
 
+def _ell_axis(ax) -> None:
+    """A log multipole axis labelled at 1-2-5 steps: matplotlib labels every minor tick of an axis spanning less
+    than a decade, and those labels overlap."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_lensing_statistics(stats: dict[float, tuple[dict, dict]], ell_bin_edges: np.ndarray, path: Path,
                             paired_generated: bool) -> Path:
     """stats[M_nu] = (simulated, generated) per-map statistics (lensing_statistics). Panels: ell^2 C_ell / 2 pi,
@@ -169,7 +179,7 @@ def plot_lensing_statistics(stats: dict[float, tuple[dict, dict]], ell_bin_edges
                     ratio, error = ratio_with_error(a["power_spectrum"], b["power_spectrum"], paired)
                     _band(ax, ell, ratio, error, colour, label)
                 ax.set_title(f"M_nu {m1:g} / {m0:g} eV", fontsize=8)
-                ax.set_xscale("log")
+                _ell_axis(ax)
                 ax.legend(fontsize=7)
             continue
         for m_nu, (sim, gen) in stats.items():
@@ -180,7 +190,7 @@ def plot_lensing_statistics(stats: dict[float, tuple[dict, dict]], ell_bin_edges
                                                        comparison["generated_error"] / comparison["generated"])
                 _band(ax, x, comparison["ratio"], error, c_gen, f"M_nu={m_nu:g} eV")
                 ax.axhline(1.0, color="k", lw=0.5)
-                ax.set_xscale("log")
+                _ell_axis(ax)
                 continue
             factor = ell**2 / (2 * np.pi) if name == "power_spectrum" else 1.0
             comparison = compare_statistics({name: sim[name]}, {name: gen[name]})[name]
@@ -189,7 +199,7 @@ def plot_lensing_statistics(stats: dict[float, tuple[dict, dict]], ell_bin_edges
             _band(ax, x, factor * comparison["generated"], factor * comparison["generated_error"], c_gen,
                   f"generated {m_nu:g} eV", step=name != "power_spectrum")
             if name == "power_spectrum":
-                ax.set_xscale("log")
+                _ell_axis(ax)
                 ax.set_yscale("log")
         ax.legend(fontsize=6)
     fig.suptitle("generated vs simulated convergence maps; bands: error of the mean", fontsize=9)
