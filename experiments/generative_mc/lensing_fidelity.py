@@ -78,7 +78,8 @@ def maps_per_second(datamodule, gan, n_generated: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gan", type=Path, required=True, help="generator checkpoint (experiment=lensing_gan)")
+    parser.add_argument("--checkpoint", "--gan", dest="gan", type=Path, required=True,
+                        help="generator checkpoint (experiment=lensing_gan or lensing_diffusion)")
     parser.add_argument("--simulated", type=Path, required=True, help="the numl.simulate file it was trained on")
     parser.add_argument("--output-dir", type=Path, required=True)
     parser.add_argument("--n-generated", type=int, default=1024, help="generated maps per cosmology")
