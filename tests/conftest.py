@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from numl.utils.runtime import register_resolvers
 
@@ -37,6 +37,33 @@ def compose_config(config_name: str, overrides: list[str], output_dir: Path):
         cfg.paths.log_dir = str(output_dir / "logs")
         cfg.paths.data_dir = str(output_dir / "data")
     return cfg
+
+
+def train_run(overrides: list[str], run_dir: Path) -> Path:
+    """Train like `python -m numl.train <overrides>` into run_dir, with the resolved config where a run directory
+    holds it (.hydra/config.yaml: numl.generate and numl.evaluate read it from there)."""
+    from numl.train import train
+
+    cfg = compose_config("train", overrides, run_dir)
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), run_dir / ".hydra" / "config.yaml",
+                   resolve=True)
+    try:
+        train(cfg)
+    finally:
+        GlobalHydra.instance().clear()
+    return run_dir
+
+
+def generate_from(run_dir: Path, out_dir: Path, *overrides: str):
+    """`python -m numl.generate ckpt_path=<run_dir>/checkpoints/last.ckpt <overrides>`, outputs in out_dir."""
+    from numl.generate import generate
+
+    cfg = compose_config("generate", [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", *overrides], out_dir)
+    try:
+        return generate(cfg)
+    finally:
+        GlobalHydra.instance().clear()
 
 
 @pytest.fixture

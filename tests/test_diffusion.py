@@ -10,16 +10,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
 from torch import nn
 
-from numl.generate import generate, load_generator
+from numl.generate import load_generator
 from numl.models.diffusion_unet import ConditionalUNet
 from numl.tasks.diffusion import ConditionalDiffusionTask, noise_schedule
-from numl.train import train
 from numl.utils.errors import ConfigError
-from tests.conftest import compose_config
+from tests.conftest import generate_from, train_run
 
 # The schedule and sampler come from the optional diffusers package; the network itself does not need it.
 needs_diffusers = pytest.mark.skipif(importlib.util.find_spec("diffusers") is None,
@@ -144,34 +141,15 @@ def test_bad_diffusion_settings_are_one_line():
                                  event_scale=[1.0, 1.0])
 
 
-def _save_run(cfg, run_dir):
-    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), run_dir / ".hydra" / "config.yaml",
-                   resolve=True)
-
-
 @pytest.fixture(scope="module")
 def diffusion_run(tmp_path_factory):
     """A small trained PETALO diffusion run directory (two short epochs on 64 events)."""
-    run_dir = tmp_path_factory.mktemp("petalo_diffusion")
-    cfg = compose_config("train", [*DIFFUSION_SMALL, "test=false"], run_dir)
-    _save_run(cfg, run_dir)
-    train(cfg)
-    GlobalHydra.instance().clear()
-    return run_dir
-
-
-def _generate(run_dir, out_dir, *overrides):
-    cfg = compose_config("generate", [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", *overrides], out_dir)
-    try:
-        return generate(cfg)
-    finally:
-        GlobalHydra.instance().clear()
+    return train_run([*DIFFUSION_SMALL, "test=false"], tmp_path_factory.mktemp("petalo_diffusion"))
 
 
 @needs_diffusers
 def test_generate_writes_the_simulator_format_from_a_diffusion_checkpoint(diffusion_run, tmp_path):
-    path = _generate(diffusion_run, tmp_path / "generate", "n=40", "sampling_steps=3", "sampling_eta=1.0",
+    path = generate_from(diffusion_run, tmp_path / "generate", "n=40", "sampling_steps=3", "sampling_eta=1.0",
                      f"output={tmp_path / 'generated.h5'}", "+condition.z_mm=5.0")
     with h5py.File(path) as h5:
         assert h5.attrs["numl_simulator"] == "numl.sim.petalo"
@@ -184,9 +162,9 @@ def test_generate_writes_the_simulator_format_from_a_diffusion_checkpoint(diffus
     task, _ = load_generator(diffusion_run / "checkpoints" / "last.ckpt")
     assert int(task.condition_sample_count) == 64 * 2 and torch.all(task.condition_min < task.condition_max)
     with pytest.raises(ConfigError, match=r"^sampling_steps=0: must be an integer > 0"):
-        _generate(diffusion_run, tmp_path, "n=10", "sampling_steps=0")
+        generate_from(diffusion_run, tmp_path, "n=10", "sampling_steps=0")
     with pytest.raises(ConfigError, match=r"^condition.r_mm=400: outside the trained range"):
-        _generate(diffusion_run, tmp_path, "n=10", "+condition.r_mm=400")
+        generate_from(diffusion_run, tmp_path, "n=10", "+condition.r_mm=400")
 
 
 @needs_diffusers
@@ -194,10 +172,7 @@ def test_generate_writes_the_simulator_format_from_a_diffusion_checkpoint(diffus
 def test_resumed_diffusion_run_ends_with_the_same_weights(tmp_path):
     """The optimizer, the EMA and the recorded conditions continue exactly from last.ckpt."""
     def run(run_dir, epochs, *extra):
-        cfg = compose_config("train", [*DIFFUSION_SMALL, f"trainer.max_epochs={epochs}", "test=false", *extra],
-                             run_dir)
-        train(cfg)
-        GlobalHydra.instance().clear()
+        train_run([*DIFFUSION_SMALL, f"trainer.max_epochs={epochs}", "test=false", *extra], run_dir)
         return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
 
     reference = run(tmp_path / "reference", 3)

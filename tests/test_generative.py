@@ -10,18 +10,17 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from numl.data.petalo import PetaloDataModule
 from numl.explain.generative import memorisation_check
-from numl.generate import generate, load_generator, split_sizes
+from numl.generate import load_generator, split_sizes
 from numl.models.conditional_gan import ConditionalGenerator, ProjectionDiscriminator
 from numl.sim.petalo import EVENT_KEYS, PetaloConfig, simulate_events
 from numl.tasks.generative import ConditionalGANTask
 from numl.train import train
 from numl.utils.errors import ConfigError
-from tests.conftest import compose_config, run_numl
+from tests.conftest import compose_config, generate_from, run_numl, train_run
 
 EVENT_SHAPE = [4, 16, 24]
 GAN_SMALL = ["experiment=petalo_gan", "debug=small", "callbacks=[model_checkpoint,epoch_seed]", "seed=3"]
@@ -33,30 +32,10 @@ def _task(**kwargs) -> ConditionalGANTask:
     return ConditionalGANTask(generator, torch.optim.Adam, discriminator=discriminator, **kwargs)
 
 
-def _save_run(cfg, run_dir):
-    """The resolved config where numl.generate looks for it, as a numl.train run directory holds it."""
-    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), run_dir / ".hydra" / "config.yaml",
-                   resolve=True)
-
-
 @pytest.fixture(scope="module")
 def gan_run(tmp_path_factory):
     """A small trained PETALO GAN run directory (two short epochs on 64 events)."""
-    run_dir = tmp_path_factory.mktemp("petalo_gan")
-    cfg = compose_config("train", [*GAN_SMALL, "test=false"], run_dir)
-    _save_run(cfg, run_dir)
-    train(cfg)
-    GlobalHydra.instance().clear()
-    return run_dir
-
-
-def _generate(run_dir, out_dir, *overrides):
-    cfg = compose_config("generate", [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", *overrides], out_dir)
-    try:
-        return generate(cfg)
-    finally:
-        GlobalHydra.instance().clear()
+    return train_run([*GAN_SMALL, "test=false"], tmp_path_factory.mktemp("petalo_gan"))
 
 
 def test_networks_produce_the_event_shape_and_refuse_a_shape_they_cannot_build():
@@ -165,7 +144,7 @@ def test_memorisation_check_sees_a_generator_that_copies_its_training_set():
 
 
 def test_generated_file_trains_a_petalo_experiment_and_records_its_provenance(gan_run, tmp_path):
-    path = _generate(gan_run, tmp_path / "generate", "n=300", f"output={tmp_path / 'generated.h5'}",
+    path = generate_from(gan_run, tmp_path / "generate", "n=300", f"output={tmp_path / 'generated.h5'}",
                      "+condition.z_mm=5.0")
     with h5py.File(path) as h5:
         assert h5.attrs["numl_simulator"] == "numl.sim.petalo"
@@ -183,8 +162,8 @@ def test_generated_file_trains_a_petalo_experiment_and_records_its_provenance(ga
 
 
 def test_generation_is_repeatable_for_a_seed(gan_run, tmp_path):
-    first = _generate(gan_run, tmp_path / "a", "n=30", f"output={tmp_path / 'a.h5'}")
-    second = _generate(gan_run, tmp_path / "b", "n=30", f"output={tmp_path / 'b.h5'}")
+    first = generate_from(gan_run, tmp_path / "a", "n=30", f"output={tmp_path / 'a.h5'}")
+    second = generate_from(gan_run, tmp_path / "b", "n=30", f"output={tmp_path / 'b.h5'}")
     with h5py.File(first) as a, h5py.File(second) as b:
         np.testing.assert_array_equal(a["train/sipm_charge"][:], b["train/sipm_charge"][:])
         np.testing.assert_array_equal(a["val/position_mm"][:], b["val/position_mm"][:])
@@ -192,12 +171,12 @@ def test_generation_is_repeatable_for_a_seed(gan_run, tmp_path):
 
 def test_generate_bad_input_is_one_line(gan_run, tmp_path):
     with pytest.raises(ConfigError, match="^n=0: must be an integer > 0"):
-        _generate(gan_run, tmp_path, "n=0")
+        generate_from(gan_run, tmp_path, "n=0")
     with pytest.raises(ConfigError, match=r"^condition.r_mm=400: outside the trained range \[1"):
-        _generate(gan_run, tmp_path, "n=10", "+condition.r_mm=400")
+        generate_from(gan_run, tmp_path, "n=10", "+condition.r_mm=400")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # numl.generate logs the extrapolation warning instead of raising it
-        _generate(gan_run, tmp_path, "n=10", "+condition.r_mm=400", "allow_extrapolation=true",
+        generate_from(gan_run, tmp_path, "n=10", "+condition.r_mm=400", "allow_extrapolation=true",
                   f"output={tmp_path / 'x.h5'}")
     # A numl checkpoint of another task: refused before its weights are read.
     other = tmp_path / "position_run"
@@ -212,7 +191,7 @@ def test_generate_bad_input_is_one_line(gan_run, tmp_path):
 def test_sampling_steps_are_refused_for_a_gan(gan_run, tmp_path):
     with pytest.raises(ConfigError, match=r"^sampling_steps, sampling_eta: only a diffusion generator samples in "
                                           r"steps \(this one is numl.tasks.generative.ConditionalGANTask\)"):
-        _generate(gan_run, tmp_path, "n=10", "sampling_steps=10")
+        generate_from(gan_run, tmp_path, "n=10", "sampling_steps=10")
 
 
 @pytest.mark.slow  # a full numl.generate process (6 s): the bad-input lines above cover the fast suite
@@ -228,9 +207,7 @@ def test_a_condition_without_plus_is_one_line_that_says_how(gan_run):
 def test_resumed_gan_run_ends_with_the_same_weights(tmp_path):
     """Both optimizers, the EMA and the recorded conditions continue exactly from last.ckpt."""
     def run(run_dir, epochs, *extra):
-        cfg = compose_config("train", [*GAN_SMALL, f"trainer.max_epochs={epochs}", "test=false", *extra], run_dir)
-        train(cfg)
-        GlobalHydra.instance().clear()
+        train_run([*GAN_SMALL, f"trainer.max_epochs={epochs}", "test=false", *extra], run_dir)
         return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
 
     reference = run(tmp_path / "reference", 3)

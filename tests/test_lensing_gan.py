@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -22,12 +21,10 @@ from numl.explain.generative import (
     memorisation_check,
     ratio_with_error,
 )
-from numl.generate import generate
 from numl.models.conditional_gan import ConditionalGenerator, ProjectionDiscriminator
 from numl.tasks.generative import ConditionalGANTask
-from numl.train import train
 from numl.utils.errors import ConfigError
-from tests.conftest import compose_config
+from tests.conftest import generate_from, train_run
 
 FIELD_DEG = 3.5
 
@@ -142,27 +139,13 @@ def test_memorisation_check_on_maps_sees_copies():
     assert 0.9 < fresh["nn_distance_ratio_generated_over_test"] < 1.1
 
 
-def _generate(run_dir, out_dir, *overrides):
-    cfg = compose_config("generate", [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", *overrides], out_dir)
-    try:
-        return generate(cfg)
-    finally:
-        GlobalHydra.instance().clear()
-
-
 @pytest.mark.slow  # CAMB lognormal maps and a GAN run (~20 s)
 def test_lensing_gan_checkpoint_generates_a_file_the_lensing_data_module_reads(tmp_path):
     # The data= switch of the experiment: lognormal CAMB maps instead of the N-body suite, small maps.
-    run_dir = tmp_path / "run"
-    cfg = compose_config("train", ["experiment=lensing_gan", "data=lensing", "data.field=lognormal", "debug=small",
-                                   "data.n_pix=16", "callbacks=[model_checkpoint,epoch_seed]", "test=false"], run_dir)
-    (run_dir / ".hydra").mkdir(parents=True)
-    OmegaConf.save(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), run_dir / ".hydra" / "config.yaml",
-                   resolve=True)
-    train(cfg)
-    GlobalHydra.instance().clear()
+    run_dir = train_run(["experiment=lensing_gan", "data=lensing", "data.field=lognormal", "debug=small",
+                         "data.n_pix=16", "callbacks=[model_checkpoint,epoch_seed]", "test=false"], tmp_path / "run")
 
-    path = _generate(run_dir, tmp_path / "generate", "n=40", f"output={tmp_path / 'generated.h5'}",
+    path = generate_from(run_dir, tmp_path / "generate", "n=40", f"output={tmp_path / 'generated.h5'}",
                      "+condition.m_nu_ev=0.1")
     with h5py.File(path) as h5:
         assert h5.attrs["numl_simulator"] == "numl.sim.lensing"
@@ -178,8 +161,8 @@ def test_lensing_gan_checkpoint_generates_a_file_the_lensing_data_module_reads(t
     assert batch["convergence_map"].shape == (16, 1, 16, 16) and torch.isfinite(batch["convergence_map"]).all()
 
     with pytest.raises(ConfigError, match=r"^condition.m_nu_ev=0.3: outside the trained range \[0, 0.1\]"):
-        _generate(run_dir, tmp_path / "bad", "n=10", "+condition.m_nu_ev=0.3")
+        generate_from(run_dir, tmp_path / "bad", "n=10", "+condition.m_nu_ev=0.3")
     with pytest.raises(ConfigError, match=r"^condition.m_nu_ev=0.05: the generator's data classify M_nu 0 vs 0.1"):
-        _generate(run_dir, tmp_path / "bad", "n=10", "+condition.m_nu_ev=0.05", f"output={tmp_path / 'y.h5'}")
+        generate_from(run_dir, tmp_path / "bad", "n=10", "+condition.m_nu_ev=0.05", f"output={tmp_path / 'y.h5'}")
     with pytest.raises(ConfigError, match="^n=-1: must be an integer > 0"):
-        _generate(run_dir, tmp_path / "bad", "n=-1")
+        generate_from(run_dir, tmp_path / "bad", "n=-1")

@@ -12,11 +12,31 @@ import warnings
 
 import torch
 
-from numl.utils.errors import ConfigError, check_choice
+from numl.utils.errors import ConfigError, check_choice, check_positive, check_range
 
 # log1p: non-negative readouts (PETALO charges and times), log(1 + value) / scale; asinh: signed fields (lensing
 # kappa), asinh(value / scale), linear within a scale and logarithmic in the tails, the sign kept.
 EVENT_TRANSFORMS = ("log1p", "asinh")
+
+
+def checked_generator_arguments(model, role: str, condition_names, condition_center, condition_scale, event_scale,
+                                channel_names, condition_sample_size) -> list[str]:
+    """Refuse condition and channel settings that do not fit `model` (its `n_conditions` and `event_shape`; `role`
+    names it in the message) or are not positive; returns the channel names (channel0, ... when not given)."""
+    n_conditions, n_channels = int(model.n_conditions), int(model.event_shape[0])
+    for key, values in (("condition_names", condition_names), ("condition_center", condition_center),
+                        ("condition_scale", condition_scale)):
+        if len(values) != n_conditions:
+            raise ConfigError(f"task.{key}: {len(values)} values for the {role}'s {n_conditions} conditions")
+    channel_names = list(channel_names or [f"channel{i}" for i in range(n_channels)])
+    for key, values in (("event_scale", event_scale), ("channel_names", channel_names)):
+        if len(values) != n_channels:
+            raise ConfigError(f"task.{key}: {len(values)} values for the {role}'s {n_channels} channels")
+    for key, values in (("condition_scale", condition_scale), ("event_scale", event_scale)):
+        for i, value in enumerate(values):
+            check_range(f"task.{key}[{i}]", value, 1e-12, None)
+    check_positive("task.condition_sample_size", condition_sample_size, integer=True)
+    return channel_names
 
 
 class TrainedConditions:

@@ -24,7 +24,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from numl.tasks.base import BaseTask
-from numl.tasks.conditions import EventUnits, GeneratedEvents, TrainedConditions
+from numl.tasks.conditions import EventUnits, GeneratedEvents, TrainedConditions, checked_generator_arguments
 from numl.utils.errors import ConfigError, check_choice, check_positive, check_range
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -81,22 +81,11 @@ class ConditionalDiffusionTask(TrainedConditions, EventUnits, GeneratedEvents, B
         condition_sample_size: int = 4096,
         **hparams: Any,
     ) -> None:
-        n_conditions, n_channels = int(model.n_conditions), int(model.event_shape[0])
-        for key, values in (("condition_names", condition_names), ("condition_center", condition_center),
-                            ("condition_scale", condition_scale)):
-            if len(values) != n_conditions:
-                raise ConfigError(f"task.{key}: {len(values)} values for the network's {n_conditions} conditions")
-        channel_names = list(channel_names or [f"channel{i}" for i in range(n_channels)])
-        for key, values in (("event_scale", event_scale), ("channel_names", channel_names)):
-            if len(values) != n_channels:
-                raise ConfigError(f"task.{key}: {len(values)} values for the network's {n_channels} channels")
-        for key, values in (("condition_scale", condition_scale), ("event_scale", event_scale)):
-            for i, value in enumerate(values):
-                check_range(f"task.{key}[{i}]", value, 1e-12, None)
+        channel_names = checked_generator_arguments(model, "network", condition_names, condition_center,
+                                                    condition_scale, event_scale, channel_names, condition_sample_size)
         check_choice("task.prediction_type", prediction_type, PREDICTION_TYPES)
         for key, value in (("train_steps", train_steps), ("validation_sampling_steps", validation_sampling_steps),
-                           ("validation_sampling_batches", validation_sampling_batches),
-                           ("condition_sample_size", condition_sample_size)):
+                           ("validation_sampling_batches", validation_sampling_batches)):
             check_positive(f"task.{key}", value, integer=True)
         check_range("task.ema_decay", ema_decay, 0.0, 0.99999)
         super().__init__(

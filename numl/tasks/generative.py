@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from numl.tasks.base import BaseTask
-from numl.tasks.conditions import EventUnits, GeneratedEvents, TrainedConditions
+from numl.tasks.conditions import EventUnits, GeneratedEvents, TrainedConditions, checked_generator_arguments
 from numl.utils.errors import ConfigError, check_range
 
 
@@ -70,22 +70,9 @@ class ConditionalGANTask(TrainedConditions, EventUnits, GeneratedEvents, BaseTas
             raise ConfigError("task.discriminator: missing; a GAN needs a discriminator network")
         if scheduler:
             raise ConfigError("scheduler: the GAN task steps its two optimizers itself; use scheduler=none")
-        n_conditions = int(model.n_conditions)
-        for key, values in (("condition_names", condition_names), ("condition_center", condition_center),
-                            ("condition_scale", condition_scale)):
-            if len(values) != n_conditions:
-                raise ConfigError(f"task.{key}: {len(values)} values for the generator's {n_conditions} conditions")
-        n_channels = int(model.event_shape[0])
-        channel_names = list(channel_names or [f"channel{i}" for i in range(n_channels)])
-        for key, values in (("event_scale", event_scale), ("channel_names", channel_names)):
-            if len(values) != n_channels:
-                raise ConfigError(f"task.{key}: {len(values)} values for the generator's {n_channels} channels")
-        for key, values in (("condition_scale", condition_scale), ("event_scale", event_scale)):
-            for i, value in enumerate(values):
-                check_range(f"task.{key}[{i}]", value, 1e-12, None)
+        channel_names = checked_generator_arguments(model, "generator", condition_names, condition_center,
+                                                    condition_scale, event_scale, channel_names, condition_sample_size)
         check_range("task.ema_decay", ema_decay, 0.0, 0.99999)
-        if not isinstance(condition_sample_size, int) or condition_sample_size < 1:
-            raise ConfigError(f"task.condition_sample_size={condition_sample_size!r}: must be an integer > 0")
         super().__init__(
             model, optimizer, None,
             event_key=event_key, condition_key=condition_key, condition_names=list(condition_names),
