@@ -136,6 +136,14 @@ def one_sigma_coverage(predicted, sigma, target) -> np.ndarray:
 NEXT_WORKING_POINTS = (0.65, 0.72)
 
 
+def auroc_standard_error(auroc: float, n_positive: int, n_negative: int) -> float:
+    """Standard error of an AUROC measured on n_positive and n_negative events (Hanley & McNeil 1982)."""
+    q1, q2 = auroc / (2 - auroc), 2 * auroc**2 / (1 + auroc)
+    variance = (auroc * (1 - auroc) + (n_positive - 1) * (q1 - auroc**2)
+                + (n_negative - 1) * (q2 - auroc**2)) / (n_positive * n_negative)
+    return math.sqrt(max(variance, 0.0))
+
+
 def signal_efficiency_threshold(signal_scores: torch.Tensor, efficiency: float) -> torch.Tensor:
     """The tightest cut (accept score >= cut) that keeps at least `efficiency` of the signal events: the
     k-th highest signal score, k = ceil(efficiency * N)."""

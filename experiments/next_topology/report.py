@@ -20,7 +20,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from numl.figures.common import save_roc_curves
-from numl.metrics import NEXT_WORKING_POINTS
+from numl.metrics import NEXT_WORKING_POINTS, auroc_standard_error
 from numl.pipeline import PREDICTIONS_FILE
 
 #: the event classifier each network is, by its backbone
@@ -45,19 +45,11 @@ def run_directories(paths: list[Path]) -> list[Path]:
     return runs
 
 
-def auroc_error(auroc: float, n_signal: int, n_background: int) -> float:
-    """Standard error of the AUROC (Hanley & McNeil 1982)."""
-    q1, q2 = auroc / (2 - auroc), 2 * auroc**2 / (1 + auroc)
-    variance = (auroc * (1 - auroc) + (n_signal - 1) * (q1 - auroc**2)
-                + (n_background - 1) * (q2 - auroc**2)) / (n_signal * n_background)
-    return math.sqrt(max(variance, 0.0))
-
-
 def row(method: str, metrics: dict[str, float], labels: np.ndarray) -> dict:
     """One method's numbers; rejection R = n_background / k, k background events passing (error R/sqrt(k))."""
     n_signal, n_background = int(labels.sum()), int((1 - labels).sum())
     out = {"method": method, "auroc": metrics["auroc"],
-           "auroc_error": auroc_error(metrics["auroc"], n_signal, n_background),
+           "auroc_error": auroc_standard_error(metrics["auroc"], n_signal, n_background),
            "n_signal": n_signal, "n_background": n_background}
     for wp in WORKING_POINTS:
         rejection = metrics[f"background_rejection_at_{wp}"]

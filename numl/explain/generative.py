@@ -14,7 +14,7 @@ from torch import nn
 from torchmetrics.functional.classification import binary_auroc
 
 from numl.baselines.petalo import CentroidRMap, resolution_metrics
-from numl.metrics import fwhm
+from numl.metrics import auroc_standard_error, fwhm
 from numl.sim.lensing.maps import binned_power_spectra
 from numl.sim.lensing.statistics import minkowski_functionals, one_point_pdf, peak_counts
 from numl.sim.petalo import COORDINATES
@@ -204,9 +204,6 @@ def classifier_two_sample_test(simulated: torch.Tensor, generated: torch.Tensor,
     with torch.no_grad():
         scores = torch.cat([network(test_maps[i:i + 256]) for i in range(0, len(test_maps), 256)])
     auroc = float(binary_auroc(scores, test_labels.long()))
-    n_pos = n_neg = len(test_maps) // 2
-    q1, q2 = auroc / (2 - auroc), 2 * auroc**2 / (1 + auroc)
-    error = np.sqrt((auroc * (1 - auroc) + (n_pos - 1) * (q1 - auroc**2) + (n_neg - 1) * (q2 - auroc**2))
-                    / (n_pos * n_neg))
-    return {"c2st_auroc": auroc, "c2st_auroc_error": float(error), "c2st_train_maps": int(len(train_maps)),
+    error = auroc_standard_error(auroc, len(test_maps) // 2, len(test_maps) // 2)
+    return {"c2st_auroc": auroc, "c2st_auroc_error": error, "c2st_train_maps": int(len(train_maps)),
             "c2st_test_maps": int(len(test_maps))}
