@@ -61,6 +61,23 @@ def open_storage(
 
 
 def _rdb_storage(spec: str, engine_kwargs: dict, heartbeat: dict) -> optuna.storages.RDBStorage:
+    """RDBStorage, safe when several workers open a new database at the same moment.
+
+    Optuna creates the schema (tables, then alembic_version) without a transaction that covers it all, so
+    workers started together race: the loser fails with "table ... already exists" (OperationalError) or
+    a duplicate alembic_version row (IntegrityError). Seen in CI with two sweep workers on a new SQLite file.
+    For a local SQLite file a lock file next to it serialises the creation; for a server database the
+    loser retries, and by then the schema exists.
+    """
+    if spec.startswith("sqlite:///"):
+        from filelock import FileLock  # a torch dependency, so always installed
+
+        with FileLock(spec.removeprefix("sqlite:///") + ".lock", timeout=_SQLITE_LOCK_TIMEOUT_S):
+            return _rdb_storage_retrying(spec, engine_kwargs, heartbeat)
+    return _rdb_storage_retrying(spec, engine_kwargs, heartbeat)
+
+
+def _rdb_storage_retrying(spec: str, engine_kwargs: dict, heartbeat: dict) -> optuna.storages.RDBStorage:
     import sqlalchemy.exc
 
     for attempt in range(5):
@@ -69,10 +86,9 @@ def _rdb_storage(spec: str, engine_kwargs: dict, heartbeat: dict) -> optuna.stor
                 # heartbeat_interval is "experimental": a warning on every start would hide real ones.
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(spec, engine_kwargs=engine_kwargs, **heartbeat)
-        except sqlalchemy.exc.IntegrityError:
-            # Workers started together create the schema at once; one loses the race on alembic_version
-            # (seen with two workers on one new SQLite file). The schema exists now: try again.
-            if attempt == 4:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as err:
+            schema_race = isinstance(err, sqlalchemy.exc.IntegrityError) or "already exists" in str(err)
+            if not schema_race or attempt == 4:
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
