@@ -23,18 +23,61 @@ else:
         _spconv_ops.get_current_stream = lambda: 0
 
 
+class _ThreadsInBackward(torch.autograd.Function):
+    """Identity on the features; its backward sets torch's thread count, so that the backward pass between two of
+    these (the spconv layers) runs on one thread."""
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor, anchor: torch.Tensor, threads: int) -> torch.Tensor:
+        ctx.threads = threads
+        return features.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        torch.set_num_threads(ctx.threads)
+        return grad, None, None
+
+
+class _OneThreadBackward:
+    """Brackets spconv's layers: `enter` on their input features, `leave` on their output features. The backward
+    pass reaches `leave` first (one thread from there) and `enter` last (the former count restored)."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+
+    def enter(self, features: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            return features
+        # the input voxels need no gradient; the anchor keeps this node in the graph so its backward runs
+        anchor = torch.zeros((), requires_grad=True)
+        return _ThreadsInBackward.apply(features, anchor, self.threads)
+
+    def leave(self, features: torch.Tensor) -> torch.Tensor:
+        return _ThreadsInBackward.apply(features, None, 1) if features.requires_grad else features
+
+
+class _Unguarded:
+    @staticmethod
+    def enter(features: torch.Tensor) -> torch.Tensor:
+        return features
+
+    leave = enter
+
+
 @contextmanager
 def spconv_cpu_safe(device: torch.device):
-    """Run spconv's forward on one torch thread when on CPU. With two threads, spconv 2.3's CPU forward of a
-    strided SparseConv3d returned wrong values for a few output sites in about 1 of 300 calls (a race; 0 of 300
-    on one thread, tests/test_next_models.py). The backward reuses the forward's index pairs."""
+    """Run spconv on one torch thread on CPU, forward and backward: with two threads spconv 2.3's CPU kernels race.
+    The forward of a strided SparseConv3d returned wrong values at a few output sites in about 1 of 300 calls, its
+    backward wrong input gradients in 7 of 300 (0 of 300 each on one thread; tests/test_next_models.py). Yields a
+    guard whose `enter` / `leave` wrap the features going into and coming out of the spconv layers, so that the
+    backward pass, which runs after this block, is on one thread as well."""
     if device.type != "cpu" or torch.get_num_threads() == 1:
-        yield
+        yield _Unguarded()
         return
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        yield _OneThreadBackward(threads)
     finally:
         torch.set_num_threads(threads)
 
@@ -101,6 +144,7 @@ class SparseCNN3D(nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * previous, n_outputs))
 
     def forward(self, features: torch.Tensor, coords: torch.Tensor, batch_size: int) -> torch.Tensor:
-        with spconv_cpu_safe(features.device):
-            x = self.stages(sparse_tensor(features, coords, batch_size, self.window_voxels))
-        return self.head(pool_events(x.features, x.indices[:, 0], batch_size))
+        with spconv_cpu_safe(features.device) as guard:
+            x = self.stages(sparse_tensor(guard.enter(features), coords, batch_size, self.window_voxels))
+            pooled = pool_events(guard.leave(x.features), x.indices[:, 0], batch_size)
+        return self.head(pooled)

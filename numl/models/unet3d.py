@@ -45,8 +45,8 @@ class SparseUNet3D(nn.Module):
         self.classifier = spconv.SubMConv3d(channels[0], n_classes, 1, indice_key="subm0")
 
     def forward(self, features: torch.Tensor, coords: torch.Tensor, batch_size: int) -> torch.Tensor:
-        with spconv_cpu_safe(features.device):
-            x = sparse_tensor(features, coords, batch_size, self.window_voxels)
+        with spconv_cpu_safe(features.device) as guard:
+            x = sparse_tensor(guard.enter(features), coords, batch_size, self.window_voxels)
             skips = []
             for i, encoder in enumerate(self.encoders):
                 x = encoder(x)
@@ -56,4 +56,4 @@ class SparseUNet3D(nn.Module):
             for up, decoder, skip in zip(self.ups, self.decoders, reversed(skips), strict=True):
                 x = up(x)
                 x = decoder(x.replace_feature(torch.cat([x.features, skip.features], dim=1)))
-            return self.classifier(x).features
+            return guard.leave(self.classifier(x).features)
