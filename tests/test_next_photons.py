@@ -11,8 +11,11 @@ from scipy.integrate import quad
 from numl.sim.next import photons
 from numl.sim.next.generator import (
     BACKGROUND_LINES_KEV,
+    GAMMAS_PER_SLOT,
     NextSimConfig,
     background_acceptance,
+    in_energy_roi,
+    simulate_batch,
     simulate_events,
     surface_gammas,
 )
@@ -165,7 +168,31 @@ def test_signal_and_gamma_events_are_labelled_and_seeded():
         assert min(abs(total - e) for e in expected) < 1e-6
 
 
+def test_double_escape_sample_labels_pairs_whose_annihilation_photons_escaped():
+    """NEXT-White's calibration sample: 208Tl gammas, events at the double-escape peak; pairs are signal-like."""
+    cfg = NextSimConfig(sample="tl208_double_escape", energy_roi_kev=(1570.0, 1615.0), events_per_batch=64)
+    rng = np.random.default_rng(4)
+    events = [e for e in simulate_batch(cfg, rng, np.zeros(4 * GAMMAS_PER_SLOT * 64, np.int64))
+              if in_energy_roi(cfg, e)]
+    labels = np.array([e.label for e in events])
+    escaped = np.array([e.escaped_kev for e in events])
+    assert len(events) > 60 and 0.5 < labels.mean() < 1  # both kinds, pairs the larger part (about 0.9)
+    for event in events:
+        assert event.deposited_kev + event.escaped_kev == pytest.approx(2614.511, rel=1e-9)
+    # at the peak both 511 keV photons left the detector: pairs lose 1022 keV (a soft bremsstrahlung photon more
+    # at most), the others do not
+    assert np.median(escaped[labels == 1]) == pytest.approx(2 * ELECTRON_MASS_KEV, abs=2)
+    assert np.all(np.abs(escaped[labels == 0] - 2 * ELECTRON_MASS_KEV) > 1)
+    peak = np.array([e.energy_kev for e in events])[labels == 1]
+    sigma = 0.01 / 2.3548 * np.sqrt(cfg.q_bb_kev * 1592.5)  # 8.4 keV
+    assert peak.mean() == pytest.approx(1592.5, abs=4 * sigma / np.sqrt(peak.size) + 2)
+
+
 @pytest.mark.parametrize("values, key", [
+    ({"sample": "tl208_single_escape"}, "sample"),
+    ({"sample": "tl208_double_escape", "energy_roi_kev": [2400.0, 2520.0]}, "energy_roi_kev"),  # misses 1592.5
+    ({"sample": "tl208_double_escape", "photon_transport": "first_interaction", "background": "electron"},
+     "photon_transport"),
     ({"background": "co60"}, "background"),
     ({"photon_transport": "geant4"}, "photon_transport"),
     ({"photon_transport": "first_interaction"}, "photon_transport"),  # gammas need the photon transport

@@ -47,6 +47,17 @@ PHOTON_TRANSPORTS = ("xcom", "first_interaction")
 #: numbers made before them, bit for bit).
 BACKGROUND_LINES_KEV = {"tl208": (2614.511,), "bi214": (2447.69,), "mixed": (2614.511, 2447.69)}
 BACKGROUNDS = ("mixed", "tl208", "bi214", "electron")
+#: Event samples (data.sim.sample). "bb0nu": 0vbb signal (two electrons sharing Q_bb) against the gamma background
+#: of data.sim.background in energy_roi_kev. "tl208_double_escape": NEXT-White's topology calibration on data
+#: (Ferrario et al. 2019, arXiv:1905.13141; Kekic et al. 2021, arXiv:2009.10783): 2614.511 keV 208Tl gammas (its
+#: 228Th calibration source) entering the detector, events kept around the double-escape peak; signal-like are
+#: the events in which the gamma converted into an e+e- pair (two tracks from one vertex, two blobs; at the peak
+#: both annihilation photons left the detector), background-like all others (Compton electrons, photoelectrons
+#: and multi-site events of the same energy). Labels are the simulation's truth, as NEXT's MC; data.sim.background
+#: and the 0vbb kinematics are unused.
+SAMPLES = ("bb0nu", "tl208_double_escape")
+#: 208Tl double-escape peak: 2614.511 - 2 x 510.999 keV
+DOUBLE_ESCAPE_KEV = 2614.511 - 2 * 510.999
 #: background gammas drawn per batch for each `events_per_batch` slot: few gammas land in the ROI (a few per
 #: thousand entering), and most are dropped after their photon stage, which is cheap; the electrons of the rest
 #: are stepped together (the stepping loop costs per step, nearly whatever the number of electrons)
@@ -162,6 +173,8 @@ class NextSimConfig:
     deconvolution: str = "none"
     deconvolution_iterations: int = 75
     deconvolution_cut: float = 0.01
+    #: event sample, one of SAMPLES
+    sample: str = "bb0nu"
     signal_fraction: float = 0.5
     events_per_batch: int = 256
     extra: dict = field(default_factory=dict, compare=False, repr=False)
@@ -173,6 +186,7 @@ class NextSimConfig:
             check_positive(f"data.sim.{key}", getattr(self, key))
         check_choice("data.sim.transport", self.transport, TRANSPORTS)
         check_choice("data.sim.background", self.background, BACKGROUNDS)
+        check_choice("data.sim.sample", self.sample, SAMPLES)
         check_choice("data.sim.photon_transport", self.photon_transport, PHOTON_TRANSPORTS)
         check_choice("data.sim.detector_response", self.detector_response, DETECTOR_RESPONSES)
         check_choice("data.sim.deconvolution", self.deconvolution, DECONVOLUTIONS)
@@ -188,6 +202,9 @@ class NextSimConfig:
         if self.deconvolution != "none" and self.detector_response != "sensors":
             raise ConfigError(f"data.sim.deconvolution={self.deconvolution!r}: deconvolves sensor hits, needs "
                               "data.sim.detector_response=sensors")
+        if self.sample == "tl208_double_escape" and self.photon_transport != "xcom":
+            raise ConfigError(f"data.sim.photon_transport={self.photon_transport!r}: the double-escape sample "
+                              "(data.sim.sample=tl208_double_escape) needs photon_transport=xcom")
         if self.background != "electron" and self.photon_transport != "xcom":
             raise ConfigError(f"data.sim.photon_transport={self.photon_transport!r}: background gammas "
                               f"(data.sim.background={self.background!r}) need photon_transport=xcom")
@@ -207,7 +224,12 @@ class NextSimConfig:
                                                     and 0 <= self.energy_roi_kev[0] < self.energy_roi_kev[1]):
             raise ConfigError(f"data.sim.energy_roi_kev={list(self.energy_roi_kev)}: must be null or [low, high] keV "
                               "with 0 <= low < high")
-        if self.energy_roi_kev is not None:
+        if self.energy_roi_kev is not None and self.sample == "tl208_double_escape":
+            if not self.energy_roi_kev[0] <= DOUBLE_ESCAPE_KEV <= self.energy_roi_kev[1]:
+                raise ConfigError(f"data.sim.energy_roi_kev={list(self.energy_roi_kev)}: must contain the 208Tl "
+                                  f"double-escape peak ({DOUBLE_ESCAPE_KEV:.1f} keV) for "
+                                  "data.sim.sample=tl208_double_escape")
+        elif self.energy_roi_kev is not None:
             highest = {"signal": self.q_bb_kev, f"background {self.background}": self.background_max_kev}
             for name, top in highest.items():
                 # the resolution's 5 sigma above the highest energy deposited: no event can land above that
@@ -243,6 +265,8 @@ class NextSimConfig:
     @property
     def background_max_kev(self) -> float:
         """The highest energy a background event deposits (its gamma line, or Q_bb for the electron)."""
+        if self.sample == "tl208_double_escape":
+            return BACKGROUND_LINES_KEV["tl208"][0]
         return max(BACKGROUND_LINES_KEV.get(self.background, (self.q_bb_kev,)))
 
     @property
@@ -875,8 +899,9 @@ def _sensor_events(rng: np.random.Generator, cfg: NextSimConfig, labels: np.ndar
 
 def simulate_batch(cfg: NextSimConfig, rng: np.random.Generator, labels: np.ndarray) -> list[NextEvent]:
     """Simulate one batch of events with the given labels (1 signal, 0 background: one electron of Q_bb, or one
-    gamma entering the detector). Returns the events that pass the fiducial veto (not yet the energy ROI); gamma
-    events that deposit nothing, or are sure to miss the ROI, are left out."""
+    gamma entering the detector; with sample=tl208_double_escape every event is a 208Tl gamma and its label, 1 for
+    a pair conversion, is set by the simulation). Returns the events that pass the fiducial veto (not yet the energy
+    ROI); gamma events that deposit nothing, or are sure to miss the ROI, are left out."""
     if cfg.photon_transport == "first_interaction":
         return _simulate_batch_first_interaction(cfg, rng, labels)
     return _simulate_batch_cascade(cfg, rng, labels)
@@ -954,8 +979,9 @@ def _simulate_batch_cascade(cfg: NextSimConfig, rng: np.random.Generator, labels
     n_ev = len(labels)
     size = np.array(cfg.detector_size_mm)
     density = cfg.density_g_cm3
+    double_escape = cfg.sample == "tl208_double_escape"
     is_signal = labels.astype(bool)
-    from_vertex = is_signal | (cfg.background == "electron")
+    from_vertex = np.zeros(n_ev, bool) if double_escape else is_signal | (cfg.background == "electron")
     vertex = rng.uniform(cfg.fiducial_margin_mm, size - cfg.fiducial_margin_mm, (n_ev, 3))
     vertex_events = np.flatnonzero(from_vertex)
     event_of, kinetic, direction = _primary_electrons(rng, cfg, is_signal[vertex_events])
@@ -965,7 +991,7 @@ def _simulate_batch_cascade(cfg: NextSimConfig, rng: np.random.Generator, labels
     gamma_events = np.flatnonzero(~from_vertex)
     ph = {"pos": np.zeros((0, 3)), "dir": np.zeros((0, 3)), "kev": np.zeros(0), "event": np.zeros(0, np.int64)}
     if gamma_events.size:
-        lines = np.array(BACKGROUND_LINES_KEV[cfg.background])
+        lines = np.array(BACKGROUND_LINES_KEV["tl208" if double_escape else cfg.background])
         gamma_kev = lines[rng.integers(len(lines), size=gamma_events.size)]
         entry, gamma_dir = surface_gammas(rng, size, gamma_events.size)
         vertex[gamma_events] = entry
@@ -979,6 +1005,7 @@ def _simulate_batch_cascade(cfg: NextSimConfig, rng: np.random.Generator, labels
     ends: list[list[np.ndarray]] = [[] for _ in range(n_ev)]
     path = np.zeros(n_ev)
     primary_photons = True
+    converted = np.zeros(n_ev, bool)  # the entering gamma (or a photon of its chain) made an e+e- pair
 
     def add_deposits(pos, kev, seg, ev):
         dep_pos.append(pos)
@@ -999,6 +1026,7 @@ def _simulate_batch_cascade(cfg: NextSimConfig, rng: np.random.Generator, labels
                          out["local_owner"])
             if primary_photons:
                 main = _main_electrons(out["electron_kev"], out["electron_owner"], out["electron_pair"], n_ev)
+                converted[out["electron_owner"][out["electron_positron"]]] = True
             else:
                 main = np.zeros(len(out["electron_kev"]), bool)
             primary_photons = False
@@ -1053,6 +1081,8 @@ def _simulate_batch_cascade(cfg: NextSimConfig, rng: np.random.Generator, labels
         else:
             alive[i] = False
             track_ends.append(np.zeros((2, 3)))
+    if double_escape:
+        labels = converted.astype(np.int64)
     return _finish_events(rng, cfg, labels, cat(dep_pos, (0, 3)), cat(dep_kev, (0,)),
                           cat(dep_seg, (0,), np.int8), cat(dep_ev, (0,), np.int64), vertex, track_ends, path,
                           escaped, alive)
@@ -1073,7 +1103,9 @@ def simulate_events(cfg: NextSimConfig, n_events: int, seed: int, progress: bool
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("simulating NEXT events", total=n_events)
         while slots[0] or slots[1]:
-            if gammas:
+            if cfg.sample == "tl208_double_escape":  # every event is a gamma; its truth gives the label
+                pending = np.zeros(GAMMAS_PER_SLOT * cfg.events_per_batch, np.int64)
+            elif gammas:
                 n_gammas = GAMMAS_PER_SLOT * cfg.events_per_batch if slots[0] else 0
                 n_signal = min(len(slots[1]), cfg.events_per_batch)
                 pending = np.repeat([0, 1], [n_gammas, n_signal])
