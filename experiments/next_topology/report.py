@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from numl.figures.common import save_roc_curves
 from numl.metrics import NEXT_WORKING_POINTS, auroc_standard_error
 from numl.pipeline import PREDICTIONS_FILE
+from numl.sim.next.generator import class_names
 
 #: the event classifier each network is, by its backbone
 METHOD_BY_MODEL = {
@@ -68,6 +69,8 @@ def read_run(run: Path) -> dict:
         raise SystemExit(f"report: {run}: model {model} is not one of the study's ({', '.join(METHOD_BY_MODEL)})")
     return {
         "run_dir": str(run), "voxel_mm": float(cfg.data.sim.voxel_size_mm), "method": METHOD_BY_MODEL[model],
+        # runs made before data.sim.sample (or data.sim.background) existed are 0vbb against one electron
+        "class_names": class_names(cfg.data.sim.get("sample", "bb0nu"), cfg.data.sim.get("background", "electron")),
         "shuffle_seed": cfg.callbacks.epoch_seed.seed,
         "size": {"n_train": cfg.data.n_train, "n_val": cfg.data.n_val, "n_test": cfg.data.n_test,
                  "max_epochs": cfg.trainer.max_epochs, "channels": list(cfg.model.channels), "seed": cfg.seed},
@@ -138,8 +141,9 @@ def main() -> None:
             sizes.append({"voxel_mm": voxel_mm, "method": run["method"], "run_dir": run["run_dir"], **run["size"]})
             curves[run["method"]] = (run["score"], run["label"])
         tag = f"{voxel_mm:g}mm"
-        save_roc_curves(curves, args.out / f"roc_{tag}.png", positive="0vbb signal",
-                        negative="single-electron background", working_points=NEXT_WORKING_POINTS)
+        negative, positive = group[0]["class_names"]
+        save_roc_curves(curves, args.out / f"roc_{tag}.png", positive=positive, negative=negative,
+                        working_points=NEXT_WORKING_POINTS)
         shutil.copyfile(Path(group[0]["run_dir"]) / "figures" / "next_events.png", args.out / f"events_{tag}.png")
 
     table = markdown_table(rows)

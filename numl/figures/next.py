@@ -30,7 +30,7 @@ def save_event_displays(events: list[NextEvent], cfg: NextSimConfig, path: Path)
             ax.set_xlabel(f"{'xyz'[i]} (mm)")
             ax.set_ylabel(f"{'xyz'[j]} (mm)")
             ax.set_aspect("equal", adjustable="datalim")
-        kind = "0vbb signal" if event.label else "single-electron background"
+        kind = cfg.class_names[event.label]
         row[0].set_title(f"{kind}, E = {event.energy_kev:.0f} keV, {cfg.voxel_size_mm:g} mm voxels", fontsize=9)
         row[0].legend(fontsize=7)
     return save_figure(fig, path, dpi=110)
@@ -42,6 +42,7 @@ def draw(datamodule: Any, predictions: dict[str, torch.Tensor], baselines: dict[
     paths = [save_event_displays(datamodule.events("test"), datamodule.sim, output_dir / "next_events.png")]
     curves = score_curves(predictions, baselines)
     if curves:
+        negative, positive = datamodule.sim.class_names
         paths.append(save_roc_curves(curves, output_dir / "background_rejection_vs_efficiency.png",
-                                     working_points=NEXT_WORKING_POINTS))
+                                     positive=positive, negative=negative, working_points=NEXT_WORKING_POINTS))
     return paths

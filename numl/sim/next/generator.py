@@ -270,6 +270,10 @@ class NextSimConfig:
         return max(BACKGROUND_LINES_KEV.get(self.background, (self.q_bb_kev,)))
 
     @property
+    def class_names(self) -> tuple[str, str]:
+        return class_names(self.sample, self.background)
+
+    @property
     def density_g_cm3(self) -> float:
         return physics.xenon_density_g_cm3(self.pressure_bar, self.temperature_k)
 
@@ -292,6 +296,13 @@ class NextSimConfig:
             if values.get(key) is not None:
                 values[key] = tuple(float(v) for v in values[key])
         return cls(**values)
+
+
+def class_names(sample: str, background: str) -> tuple[str, str]:
+    """What label 0 and label 1 are (data.sim.sample and data.sim.background), for figures and tables."""
+    if sample == "tl208_double_escape":
+        return "non-pair events", "e+e- pair"
+    return ("single-electron background" if background == "electron" else "gamma background"), "0vbb signal"
 
 
 @dataclass
