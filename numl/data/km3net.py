@@ -155,7 +155,7 @@ class HitDataset(Dataset):
         features = hit_features(hits, self.centre_m, self.position_scale_m)
         item = {}
         if self.prefit != "none":
-            if i not in self.prefit_tracks:  # once per event: a chi-square prefit costs ~30 ms
+            if i not in self.prefit_tracks:  # once per event: a chi-square prefit costs ~20 ms
                 self.prefit_tracks[i] = PREFITS[self.prefit](hit_positions_m(hits), hits["t_ns"], hits["triggered"])
             track = self.prefit_tracks[i]
             rotation = rotation_to_track_frame(track.direction)
@@ -492,7 +492,7 @@ def calibrate_to_files(detector: Detector, paths: list[Path]) -> tuple[Detector,
 class KM3NeTDataModule(SimulatedDataModule):
     """KM3NeT events; keys beyond the SimulatedDataModule's: `detector` (geometry or a .detx file), `events`
     (EventConfig fields), the hit selection and cap, `real_test_files` (test events from KM3NeT files) and `prefit`
-(hits also in each event's prefit-track frame)."""
+    (hits also in each event's prefit-track frame)."""
 
     simulator_name = SIMULATOR_NAME
 

@@ -1,10 +1,12 @@
-"""A cheap prefit track of a KM3NeT event and the rotation into its frame (``data.prefit``).
+"""Cheap prefit tracks of a KM3NeT event and the rotation into a track's frame (``data.prefit``); the chi-square fit
+of numl.baselines.km3net starts from the same functions.
 
 The line fit solves r(t) = r0 + v t by least squares on the triggered hits: v = (<r t> - <r><t>) /
-(<t^2> - <t>^2) (PHYSICS.md); it costs about 0.1 ms per event, so it runs on every training event. For a given
-direction the track's point and time follow from the linearised Cherenkov-ring fit (`linearised_tracks`, also the
-chi-square fit's sky scan): hits projected on the plane perpendicular to the direction see a ring of light
-expanding from the track, which squared is linear in the track's time and point.
+(<t^2> - <t>^2) (PHYSICS.md). For a given direction the track's point and time follow from the linearised
+Cherenkov-ring fit (`linearised_tracks`, also the chi-square fit's sky scan): hits projected on the plane
+perpendicular to the direction see a ring of light expanding from the track, which squared is linear in the
+track's time and point. Both together cost about 0.4 ms per event (experiments/km3net_reconstruction/prefit.py), so
+they run on every training event; one robust chi-square fit from there (`line_fit_chi2_track`) 14-21 ms.
 
 `rotation_to_track_frame` rotates detector coordinates so that the prefit direction becomes +z; a network can then
 see every event's hits from its own track's point of view and predict the correction to the prefit direction.
@@ -152,7 +154,7 @@ def line_fit_track(pos_m: np.ndarray, time_ns: np.ndarray, triggered: np.ndarray
 
 def line_fit_chi2_track(pos_m: np.ndarray, time_ns: np.ndarray, triggered: np.ndarray) -> PrefitTrack:
     """The line-fit track refined by one robust chi-square fit of the triggered hits' Cherenkov time residuals (the
-    first of numl's chi-square fit candidates, without its sky scan and refit: about 30 ms per event); the line
+    first of numl's chi-square fit candidates, without its sky scan and refit: 14-21 ms per event); the line
     fit's track where fewer than MIN_CHI2_HITS hits are triggered or the fit ran away (MAX_TRACK_OFFSET_M)."""
     track = line_fit_track(pos_m, time_ns, triggered)
     if int(np.sum(triggered)) < MIN_CHI2_HITS:
