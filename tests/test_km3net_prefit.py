@@ -30,9 +30,10 @@ SMALL = {"detector": {"geometry": "generated", "n_du": 7}, "events": {"energy_mi
 
 
 def random_directions(n: int, seed: int) -> np.ndarray:
+    """n random directions, the poles, the horizon and two near straight down (on either side of NEAR_DOWNWARD)."""
     d = np.random.default_rng(seed).normal(size=(n, 3))
-    return np.concatenate([d / np.linalg.norm(d, axis=1, keepdims=True), [[0, 0, 1.0], [0, 0, -1.0],
-                                                                          [0, 1e-9, -1.0]]])
+    special = [[0, 0, 1.0], [0, 0, -1.0], [0, 1.4e-5, -1.0], [0, 2e-3, -1.0], [1.0, 0, 0]]
+    return np.concatenate([d / np.linalg.norm(d, axis=1, keepdims=True), special])
 
 
 @pytest.mark.parametrize("direction", random_directions(20, seed=0))

@@ -173,15 +173,18 @@ def line_fit_chi2_track(pos_m: np.ndarray, time_ns: np.ndarray, triggered: np.nd
 PREFITS = {"line_fit": line_fit_track, "line_fit_chi2": line_fit_chi2_track}
 
 
+#: below this 1 + cos(angle to +z) (within 0.08 deg of -z) Rodrigues' 1 / (1 + cos) would lose precision
+NEAR_DOWNWARD = 1e-6
+
+
 def rotation_to_track_frame(direction: np.ndarray) -> np.ndarray:
-    """The proper rotation R (3, 3) with R @ direction = +z (the smallest such rotation, Rodrigues' formula; a
-    direction along -z is turned by pi about x)."""
+    """The proper rotation R (3, 3) with R @ direction = +z: the smallest such rotation (Rodrigues' formula); a
+    direction within 0.08 deg of -z is first turned by pi about x."""
     d = np.asarray(direction, dtype=np.float64)
     d = d / np.linalg.norm(d)
-    z = np.array([0.0, 0.0, 1.0])
-    cos = float(d @ z)
-    if cos < -1.0 + 1e-12:
-        return np.diag([1.0, -1.0, -1.0])
-    axis = np.cross(d, z)
+    if 1.0 + d[2] < NEAR_DOWNWARD:
+        half_turn = np.diag([1.0, -1.0, -1.0])
+        return rotation_to_track_frame(half_turn @ d) @ half_turn
+    axis = np.cross(d, [0.0, 0.0, 1.0])
     cross = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
-    return np.eye(3) + cross + cross @ cross / (1.0 + cos)
+    return np.eye(3) + cross + cross @ cross / (1.0 + d[2])
