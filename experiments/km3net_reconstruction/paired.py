@@ -1,6 +1,6 @@
 """Two runs on the same real-file events, paired event by event: median and mean angular error of each method and
 the paired bootstrap 95 % interval of the change of the network's median (after - before); runs with data.prefit
-also show their prefit's.
+also show their prefit's, and how far the network's direction moved from it.
 
     python experiments/km3net_reconstruction/paired.py --before RUN_A --after RUN_B [--before-offset 40]
 
@@ -28,6 +28,9 @@ def angular_errors(run: Path, offset: int) -> dict[str, np.ndarray]:
     if "network/prefit_direction" in predictions:
         errors["prefit"] = angle_between_deg(predictions["network/prefit_direction"],
                                              predictions["network/direction"])[offset:]
+        # how far the network moved from its prefit (not an error: kept apart from METHODS)
+        errors["network from prefit"] = angle_between_deg(predictions["network/prefit_direction"],
+                                                          predictions["network/direction_pred"])[offset:]
     return errors
 
 
@@ -50,6 +53,10 @@ def main() -> None:
         elif method in before or method in after:
             only, errors = ("--before", before[method]) if method in before else ("--after", after[method])
             print(f"{method:36s} median {np.median(errors):6.2f} deg, mean {np.mean(errors):6.2f} deg ({only} only)")
+    if "network from prefit" in after:
+        moved = after["network from prefit"]
+        print(f"--after network from its prefit: median {np.median(moved):.2f} deg, 90 % of events within "
+              f"{np.percentile(moved, 90):.2f} deg")
     rng = np.random.default_rng(args.seed)
     n = len(after["network"])
     idx = rng.integers(0, n, size=(args.resamples, n))
