@@ -27,8 +27,8 @@ EXPERIMENT = "km3net_reconstruction/orca6_prefit"
 
 
 def prefit_errors(events, hit_selection: str, max_hits: int) -> dict[str, dict[str, float]]:
-    """Median and mean angle (deg) and CPU ms per event of each prefit of data.prefit, on the hits the network
-    sees (the same selection and cap)."""
+    """Median, mean, 10th and 90th percentile of the angle (deg) and CPU ms per event of each prefit of
+    data.prefit, on the hits the network sees (the same selection and cap)."""
     results = {}
     for name, prefit in PREFITS.items():
         errors, seconds = [], 0.0
@@ -39,8 +39,10 @@ def prefit_errors(events, hit_selection: str, max_hits: int) -> dict[str, dict[s
             track = prefit(pos, t, hits["triggered"])
             seconds += time.process_time() - start
             errors.append(angle_between_deg(track.direction, truth_direction(event.truth)))
+        p10, p90 = np.percentile(errors, [10, 90])
         results[name] = {"events": len(errors), "median_deg": float(np.median(errors)),
-                         "mean_deg": float(np.mean(errors)), "cpu_ms_per_event": 1e3 * seconds / len(errors)}
+                         "mean_deg": float(np.mean(errors)), "p10_deg": float(p10), "p90_deg": float(p90),
+                         "cpu_ms_per_event": 1e3 * seconds / len(errors)}
     return results
 
 
@@ -59,11 +61,12 @@ def main() -> None:
     results = {name: prefit_errors(events, dm.hit_selection, dm.max_hits) for name, events in samples.items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
-    print("| prefit | events | median angle (deg) | mean angle (deg) | CPU ms per event |\n|---|---|---|---|---|")
+    print("| prefit | events | median angle (deg) | mean angle (deg) | 10 % / 90 % of events within (deg) | CPU ms per "
+          "event |\n|---|---|---|---|---|---|")
     for sample, methods in results.items():
         for name, r in methods.items():
-            print(f"| {name}, {sample} | {r['events']} | {r['median_deg']:.2f} | {r['mean_deg']:.2f} | "
-                  f"{r['cpu_ms_per_event']:.2f} |")
+            print(f"| `{name}`, {sample} | {r['events']} | {r['median_deg']:.2f} | {r['mean_deg']:.2f} | "
+                  f"{r['p10_deg']:.1f} / {r['p90_deg']:.1f} | {r['cpu_ms_per_event']:.2f} |")
 
 
 if __name__ == "__main__":
