@@ -20,9 +20,9 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from numl.baselines.km3net import chi2_fit
 from numl.data.km3net import hit_positions_m, truth_direction
 from numl.sim.km3net.physics import angle_between_deg
+from numl.sim.km3net.prefit import chi2_fit
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """Classical KM3NeT track reconstruction: line-fit pre-fit, then a robust chi-square fit of Cherenkov time
 residuals for direction, position and time (scipy.optimize.least_squares), and a hit-count energy estimate.
 
-The line fit solves r(t) = r0 + v t by least squares on the triggered hits: v = (<r t> - <r><t>) /
-(<t^2> - <t>^2) (PHYSICS.md). The chi-square fit minimises the soft-L1 (robust) sum of
+The line fit (numl.sim.km3net.prefit, shared with the networks' prefit frame) solves r(t) = r0 + v t by least
+squares on the triggered hits. The chi-square fit minimises the soft-L1 (robust) sum of
 ((t_hit - t_cherenkov(track)) / sigma_t)^2, where t_cherenkov is km3pipe's arrival-time formula; the robust
 loss keeps late scattered photons and noise hits from pulling the track. It starts from the line fit and a
 ring of directions around it, keeps the lowest cost, then refits with every hit inside a residual window.
@@ -13,12 +13,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import least_squares, minimize
+from scipy.optimize import minimize
 
 from numl.baselines.base import Baseline, BaselineResult
 from numl.data.km3net import hit_directions, hit_positions_m, truth_direction
 from numl.sim.km3net import physics
 from numl.sim.km3net.observables import vertex_muon_track
+from numl.sim.km3net.prefit import (
+    RING_SLOWNESS_NS_PER_M,
+    chi2_fit,
+    line_fit,
+    linearised_tracks,
+    perpendicular_basis,
+    spherical_angles,
+    unit_from_angles,
+)
 from numl.utils.errors import ConfigError, check_positive
 
 #: five free parameters (two angles, two position offsets, time) need at least six hits
@@ -41,55 +50,6 @@ def failed_fit(reason: str, n_hits: int = 0) -> TrackFit:
     return TrackFit(nan3, nan3, float("nan"), n_hits, float("nan"), False, reason)
 
 
-def line_fit(pos_m: np.ndarray, time_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Direction, centre of gravity and mean time of the hits from r(t) = r0 + v t."""
-    t_mean = time_ns.mean()
-    r_mean = pos_m.mean(axis=0)
-    var_t = np.mean((time_ns - t_mean) ** 2)
-    v = ((pos_m - r_mean) * (time_ns - t_mean)[:, None]).mean(axis=0) / max(var_t, 1e-12)
-    norm = np.linalg.norm(v)
-    direction = v / norm if norm > 0 else np.array([0.0, 0.0, 1.0])
-    return direction, r_mean, float(t_mean)
-
-
-def _angles(direction: np.ndarray) -> tuple[float, float]:
-    return float(np.arccos(np.clip(direction[2], -1, 1))), float(np.arctan2(direction[1], direction[0]))
-
-
-def _unit(theta: float, phi: float) -> np.ndarray:
-    return np.array([np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta)])
-
-
-def _perpendicular_basis(direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    helper = np.array([1.0, 0.0, 0.0]) if abs(direction[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    e1 = np.cross(direction, helper)
-    e1 /= np.linalg.norm(e1)
-    return e1, np.cross(direction, e1)
-
-
-def chi2_fit(pos_m: np.ndarray, time_ns: np.ndarray, start_dir: np.ndarray, start_point_m: np.ndarray,
-             start_time_ns: float, sigma_ns: float) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Robust least-squares fit of the Cherenkov time residuals; returns direction, point, time, cost.
-
-    The point moves in the plane through `start_point_m` perpendicular to `start_dir` (a track point is only
-    defined up to a shift along the track, which the time absorbs)."""
-    e1, e2 = _perpendicular_basis(start_dir)
-    theta0, phi0 = _angles(start_dir)
-
-    def unpack(p):
-        return _unit(p[0], p[1]), start_point_m + p[2] * e1 + p[3] * e2, start_time_ns + p[4]
-
-    def residuals(p):
-        u, point, t0 = unpack(p)
-        return (time_ns - physics.cherenkov_arrival_time_ns(pos_m, point, u, t0)) / sigma_ns
-
-    # Scales: radians, metres, nanoseconds -> comparable steps for the trust-region solver.
-    result = least_squares(residuals, np.array([theta0, phi0, 0.0, 0.0, 0.0]), loss="soft_l1", f_scale=1.0,
-                           x_scale=np.array([0.1, 0.1, 5.0, 5.0, 20.0]), max_nfev=200)
-    u, point, t0 = unpack(result.x)
-    return u, point, t0, float(result.cost)
-
-
 def fibonacci_sphere(n: int) -> np.ndarray:
     """n nearly uniform unit vectors (golden-angle spiral)."""
     i = np.arange(n) + 0.5
@@ -100,25 +60,10 @@ def fibonacci_sphere(n: int) -> np.ndarray:
 
 
 def direction_scan(pos_m: np.ndarray, time_ns: np.ndarray, directions: np.ndarray, sigma_ns: float) -> np.ndarray:
-    """Robust cost of the best track for each trial direction, from a linearised fit (cheap, vectorised).
-
-    For a fixed direction u, hits projected on the plane perpendicular to u see a circle of light expanding
-    from the track point p: tau = t - (x.u)/c = t0 + k |q - p| with k = 1/(v_g sin theta_c) - 1/(c tan theta_c).
-    Squaring gives tau^2 - k^2 |q|^2 = 2 t0 tau - 2 k^2 q.p + (k^2 |p|^2 - t0^2), linear in (t0, p, const)."""
-    k = 1.0 / (physics.V_GROUP_M_PER_NS * physics.SIN_CHERENKOV) - 1.0 / (physics.C_LIGHT_M_PER_NS
-                                                                           * physics.TAN_CHERENKOV)
-    e1 = np.cross(directions, np.where(np.abs(directions[:, :1]) < 0.9, [[1.0, 0, 0]], [[0, 1.0, 0]]))
-    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
-    e2 = np.cross(directions, e1)
-    centred = pos_m - pos_m.mean(axis=0)
-    tau = (time_ns - time_ns.mean())[None, :] - (directions @ centred.T) / physics.C_LIGHT_M_PER_NS  # (D, N)
-    q1, q2 = e1 @ centred.T, e2 @ centred.T  # (D, N)
-    design = np.stack([2 * tau, -2 * k**2 * q1, -2 * k**2 * q2, np.ones_like(tau)], axis=-1)  # (D, N, 4)
-    target = tau**2 - k**2 * (q1**2 + q2**2)
-    normal = np.einsum("dni,dnj->dij", design, design) + 1e-9 * np.eye(4)
-    solution = np.linalg.solve(normal, np.einsum("dni,dn->di", design, target)[..., None])[..., 0]
-    t0, p1, p2 = solution[:, 0:1], solution[:, 1:2], solution[:, 2:3]
-    residual = (tau - t0 - k * np.hypot(q1 - p1, q2 - p2)) / sigma_ns
+    """Robust cost of the best track for each trial direction, from the linearised ring fit (cheap, vectorised:
+    numl.sim.km3net.prefit.linearised_tracks)."""
+    fit = linearised_tracks(pos_m, time_ns, directions)
+    residual = (fit.tau - fit.t0 - RING_SLOWNESS_NS_PER_M * np.hypot(fit.q1 - fit.p1, fit.q2 - fit.p2)) / sigma_ns
     return np.sum(2.0 * (np.sqrt(1.0 + residual**2) - 1.0), axis=1)  # soft-L1, as in the full fit
 
 
@@ -245,11 +190,11 @@ def likelihood_fit(pos_m: np.ndarray, pmt_dir: np.ndarray, time_ns: np.ndarray,
     pos_m, pmt_dir, time_ns = pos_m[use], pmt_dir[use], time_ns[use]
     best = None
     for u0, point0, t00, _ in candidates:
-        e1, e2 = _perpendicular_basis(u0)
-        theta0, phi0 = _angles(u0)
+        e1, e2 = perpendicular_basis(u0)
+        theta0, phi0 = spherical_angles(u0)
 
         def nll(p, point0=point0, t00=t00, e1=e1, e2=e2):
-            u = _unit(p[0], p[1])
+            u = unit_from_angles(p[0], p[1])
             geometry = hit_track_geometry(pos_m, pmt_dir, time_ns, point0 + p[2] * e1 + p[3] * e2, u, t00 + p[4])
             return -float(np.sum(pdf.log_pdf(*geometry)))
 
@@ -262,7 +207,7 @@ def likelihood_fit(pos_m: np.ndarray, pmt_dir: np.ndarray, time_ns: np.ndarray,
         if best is None or result.fun < best[0]:
             best = (result.fun, result.x, point0, t00, e1, e2)
     fun, x, point0, t00, e1, e2 = best
-    return _unit(x[0], x[1]), point0 + x[2] * e1 + x[3] * e2, t00 + x[4], float(fun), int(use.sum())
+    return unit_from_angles(x[0], x[1]), point0 + x[2] * e1 + x[3] * e2, t00 + x[4], float(fun), int(use.sum())
 
 
 class HitCountEnergyEstimator:

@@ -10,7 +10,12 @@ Sources of events:
   ``real_train_events: N`` (domain adaptation) makes the files' first N events the training split, held apart from
   the test events; with ``init_from`` a network trained on simulation is fine-tuned on them.
 
-Batches are dicts: ``hit_features`` (B, N, 12) padded, ``hit_mask`` (B, N) True for real hits, ``direction``
+``prefit: line_fit`` (or ``line_fit_chi2``, the line fit refined by one chi-square fit) adds each event's hits in
+the frame of its prefit track (numl.sim.km3net.prefit, once per event): 8 more feature columns
+(PREFIT_FRAME_FEATURES), ``prefit_rotation`` (B, 3, 3), the rotation from the detector into that frame, with which
+the task turns the network's direction back, and ``prefit_direction`` (B, 3).
+
+Batches are dicts: ``hit_features`` (B, N, 12 or 20) padded, ``hit_mask`` (B, N) True for real hits, ``direction``
 (B, 3) true unit direction, ``log10_energy``, ``energy_gev``, ``event_type``, ``n_hits``, ``event_index``; real
 files add ``official_direction`` and ``official_log10_energy`` (NaN where the file has no reconstruction).
 """
@@ -29,7 +34,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from numl.data.base import SPLITS, SimulatedDataModule
 from numl.sim.km3net import HIT_DTYPE, TRUTH_DTYPE, Detector, EventConfig, build_detector, simulate_events
 from numl.sim.km3net.detector import RecalibrationReport, recalibrate, resolve_testdata_path
-from numl.sim.km3net.physics import V_GROUP_M_PER_NS
+from numl.sim.km3net.physics import V_GROUP_M_PER_NS, cherenkov_arrival_time_ns, track_geometry
+from numl.sim.km3net.prefit import PREFITS, PrefitTrack, rotation_to_track_frame
 from numl.utils.errors import ConfigError, check_choice, check_keys, check_positive
 
 SIMULATOR_NAME = "numl.sim.km3net"
@@ -38,6 +44,12 @@ DETECTOR_KEYS = {"geometry", "detx_path", "n_du", "du_spacing_m", "n_doms_per_du
 #: where the PMT positions and directions come from: as in the detx, or as the hits of data.real_test_files carry
 #: them (the official ORCA6 file's differ from D_ORCA006's detx by 1.8 m median per PMT: another calibration)
 CALIBRATIONS = ("detx", "test_file")
+#: data.prefit: `none` (detector-frame features) or a prefit of numl.sim.km3net.prefit.PREFITS
+PREFIT_CHOICES = ("none", *PREFITS)
+#: time residuals enter as asinh(residual / this): linear over the few ns of direct light (PMT transit-time spread
+#: and the 1.5 ns time_spread_ns of the simulation), logarithmic for the hundreds of ns of scattered light and
+#: noise, so that those do not swamp the input scale
+RESIDUAL_SCALE_NS = 5.0
 #: KM3NeT's DAQ timeslice: offline hit times count from its start
 TIMESLICE_NS = 1e8
 #: a PMT's hits in one file must agree to this (the offline format stores positions and directions to 1e-3)
@@ -101,14 +113,32 @@ def hit_features(hits: np.ndarray, centre_m: np.ndarray, position_scale_m: float
                             (pos - reference_position_m(hits)) / position_scale_m]).astype(np.float32)
 
 
+def prefit_frame_features(hits: np.ndarray, track: PrefitTrack, rotation: np.ndarray,
+                          position_scale_m: float) -> np.ndarray:
+    """(N, 8) float32 (PREFIT_FRAME_FEATURES): the hit's position relative to the triggered hits' centre and its
+    PMT's direction, rotated by `rotation` into the track's frame (track along +z; positions / position_scale_m),
+    the time residual w.r.t. the track's direct Cherenkov light as asinh(residual / RESIDUAL_SCALE_NS), and the
+    distance to the track / position_scale_m. Positions are taken about the hits' centre, not the track's point,
+    so that they stay within the event's extent."""
+    pos = hit_positions_m(hits)
+    local_pos = (pos - reference_position_m(hits)) @ rotation.T
+    _, distance_m, _ = track_geometry(pos, track.point_m, track.direction)
+    residual_ns = hits["t_ns"] - cherenkov_arrival_time_ns(pos, track.point_m, track.direction, track.time_ns)
+    return np.column_stack([local_pos / position_scale_m, hit_directions(hits) @ rotation.T,
+                            np.arcsinh(residual_ns / RESIDUAL_SCALE_NS),
+                            distance_m / position_scale_m]).astype(np.float32)
+
+
 class HitDataset(Dataset):
     def __init__(self, events: list[EventRecord], centre_m: np.ndarray, position_scale_m: float,
-                 hit_selection: str, max_hits: int | None) -> None:
+                 hit_selection: str, max_hits: int | None, prefit: str = "none") -> None:
         self.events = events
         self.centre_m = centre_m
         self.position_scale_m = position_scale_m
         self.hit_selection = hit_selection
         self.max_hits = max_hits
+        self.prefit = prefit
+        self.prefit_tracks: dict[int, PrefitTrack] = {}
 
     def __len__(self) -> int:
         return len(self.events)
@@ -122,15 +152,26 @@ class HitDataset(Dataset):
         else:
             n_hits = len(hits)
         truth = event.truth
-        item = {
-            "hit_features": torch.from_numpy(hit_features(hits, self.centre_m, self.position_scale_m)),
+        features = hit_features(hits, self.centre_m, self.position_scale_m)
+        item = {}
+        if self.prefit != "none":
+            if i not in self.prefit_tracks:  # once per event: a chi-square prefit costs ~20 ms
+                self.prefit_tracks[i] = PREFITS[self.prefit](hit_positions_m(hits), hits["t_ns"], hits["triggered"])
+            track = self.prefit_tracks[i]
+            rotation = rotation_to_track_frame(track.direction)
+            features = np.concatenate([features, prefit_frame_features(hits, track, rotation,
+                                                                       self.position_scale_m)], axis=1)
+            item["prefit_rotation"] = torch.tensor(rotation, dtype=torch.float32)
+            item["prefit_direction"] = torch.tensor(track.direction, dtype=torch.float32)
+        item.update({
+            "hit_features": torch.from_numpy(features),
             "direction": torch.tensor(truth_direction(truth), dtype=torch.float32),
             "log10_energy": torch.tensor(float(truth["log10_energy"]), dtype=torch.float32),
             "energy_gev": torch.tensor(float(truth["energy_gev"]), dtype=torch.float32),
             "event_type": torch.tensor(int(truth["event_type"])),
             "n_hits": torch.tensor(n_hits),
             "event_index": torch.tensor(i),
-        }
+        })
         if event.official_direction is not None:
             item["official_direction"] = torch.tensor(event.official_direction, dtype=torch.float32)
             item["official_log10_energy"] = torch.tensor(np.log10(event.official_energy_gev), dtype=torch.float32)
@@ -450,7 +491,8 @@ def calibrate_to_files(detector: Detector, paths: list[Path]) -> tuple[Detector,
 # ----- DataModule -----------------------------------------------------------------------------------------------
 class KM3NeTDataModule(SimulatedDataModule):
     """KM3NeT events; keys beyond the SimulatedDataModule's: `detector` (geometry or a .detx file), `events`
-    (EventConfig fields), the hit selection and cap, and `real_test_files` (test events from KM3NeT files)."""
+    (EventConfig fields), the hit selection and cap, `real_test_files` (test events from KM3NeT files) and `prefit`
+    (hits also in each event's prefit-track frame)."""
 
     simulator_name = SIMULATOR_NAME
 
@@ -459,13 +501,15 @@ class KM3NeTDataModule(SimulatedDataModule):
                  num_workers: int = 0, seed: int = 0, source: str = "simulate", hdf5_path: str | None = None,
                  hit_selection: str = "all", max_hits: int | None = 512, position_scale_m: float = 100.0,
                  real_test_files: list[str] | None = None, bucket_by_hit_count: bool = True,
-                 real_train_events: int = 0) -> None:
+                 real_train_events: int = 0, prefit: str = "none") -> None:
         super().__init__(n_train=n_train, n_val=n_val, n_test=n_test, batch_size=batch_size,
                          num_workers=num_workers, seed=seed, source=source, hdf5_path=hdf5_path)
         check_choice("data.hit_selection", hit_selection, ("all", "triggered"))
         if max_hits is not None:
             check_positive("data.max_hits", max_hits, integer=True)
         check_positive("data.position_scale_m", position_scale_m)
+        check_choice("data.prefit", prefit, PREFIT_CHOICES)
+        self.prefit = prefit
         self.detector_config = dict(detector or {})
         self.event_config = EventConfig.from_dict(dict(events or {}))
         check_keys("data.detector", self.detector_config, DETECTOR_KEYS)
@@ -554,7 +598,7 @@ class KM3NeTDataModule(SimulatedDataModule):
     # ----- loaders ----------------------------------------------------------------------------------------------
     def dataset(self, split: str) -> HitDataset:
         return HitDataset(self.events(split), self.detector.center_m, self.position_scale_m, self.hit_selection,
-                          self.max_hits)
+                          self.max_hits, self.prefit)
 
     def collate_fn(self):
         return collate_hits

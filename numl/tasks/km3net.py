@@ -2,10 +2,11 @@
 
 The backbone (numl.models.edgeconv.DynEdge or numl.models.hit_transformer.HitTransformer) maps the hits to one
 embedding per event; the task's DirectionEnergyHead turns it into a unit `direction`, its concentration `kappa`,
-`log10_energy` and `log10_energy_log_sigma`. The loss is the vMF negative log likelihood plus `energy_weight`
-times the Gaussian one. Metrics: median and mean angular error (deg), sigma(log10 E), and the kappa calibration
-`direction_coverage_68`: the fraction of events whose true direction lies inside the predicted 68 % cone (0.68
-when kappa is calibrated).
+`log10_energy` and `log10_energy_log_sigma`; with data.prefit the direction is predicted in each event's
+prefit-track frame and turned back into the detector's by the batch's `prefit_rotation`. The loss is the vMF
+negative log likelihood plus `energy_weight` times the Gaussian one. Metrics: median and mean angular error (deg),
+sigma(log10 E), and the kappa calibration `direction_coverage_68`: the fraction of events whose true direction
+lies inside the predicted 68 % cone (0.68 when kappa is calibrated).
 
 Calibration: after every validation epoch (not the sanity check) one factor `kappa_scale` is fitted on the
 validation events of all ranks (`fit_kappa_scale`) and stored as a buffer; predictions carry the network's
@@ -24,10 +25,11 @@ from numl.metrics import EventStatistic, angular_error_deg, gaussian_nll
 from numl.models.edgeconv import mlp
 from numl.tasks.base import BaseTask
 from numl.tasks.losses import vmf_angle_cdf, vmf_nll_3d
+from numl.utils.errors import ConfigError
 
 #: keys of a batch passed through to predictions when present (real files carry the official reconstruction)
 PASSTHROUGH_KEYS = ("direction", "log10_energy", "energy_gev", "event_type", "n_hits", "event_index",
-                    "official_direction", "official_log10_energy")
+                    "official_direction", "official_log10_energy", "prefit_direction")
 
 
 class DirectionEnergyHead(nn.Module):
@@ -43,7 +45,7 @@ class DirectionEnergyHead(nn.Module):
         out = self.out(self.net(embedding))
         direction = F.normalize(out[:, 0:3], dim=-1, eps=1e-8)
         kappa = F.softplus(out[:, 3]) * 10.0 + self.kappa_min  # x10: typical kappas are 10-1000, keep raw O(1)
-        return {"direction": direction, "kappa": kappa, "log10_energy": out[:, 4],
+        return {"direction": direction, "direction_raw": out[:, 0:3], "kappa": kappa, "log10_energy": out[:, 4],
                 "log10_energy_log_sigma": out[:, 5].clamp(-7.0, 3.0)}
 
 
@@ -53,11 +55,18 @@ class KM3NeTRecoTask(BaseTask):
     input_key = "hit_features"
 
     def __init__(self, model: nn.Module, optimizer=None, scheduler=None, energy_weight: float = 1.0,
-                 head_hidden: int = 128, **hparams) -> None:
+                 head_hidden: int = 128, prefit: str = "none", **hparams) -> None:
         super().__init__(model, optimizer, scheduler, energy_weight=energy_weight, head_hidden=head_hidden,
-                         **hparams)
+                         prefit=prefit, **hparams)
         self.energy_weight = float(energy_weight)
         self.head = DirectionEnergyHead(model.embedding_dim, head_hidden)
+        #: data.prefit: the network predicts a correction to each event's prefit direction
+        self.prefit = prefit
+        if prefit != "none":
+            # the correction starts at zero: the untrained network predicts the prefit direction itself
+            with torch.no_grad():
+                self.head.out.weight[:3].zero_()
+                self.head.out.bias[:3].zero_()
         self.register_buffer("kappa_scale", torch.ones(()))
         # (kappa, angular error) of the validation events; torchmetrics gathers them from all ranks on compute
         self.val_kappa_and_error = CatMetric(nan_strategy="disable")
@@ -71,7 +80,19 @@ class KM3NeTRecoTask(BaseTask):
         })
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.head(self.model(batch["hit_features"], batch["hit_mask"]))
+        outputs = self.head(self.model(batch["hit_features"], batch["hit_mask"]))
+        if self.prefit != "none":
+            if "prefit_rotation" not in batch:
+                raise ConfigError(f"task.prefit={self.prefit!r}: the batches carry no prefit frame; set data.prefit "
+                                  f"to the same value")
+            # data.prefit: the network predicts a correction to the prefit direction, +z in the prefit track's
+            # frame: d = normalize(z + raw output), zero when untrained. R maps detector to frame, so the
+            # detector-frame direction is R^T d.
+            prefit_axis = torch.zeros_like(outputs["direction_raw"])
+            prefit_axis[:, 2] = 1.0
+            local = F.normalize(prefit_axis + outputs["direction_raw"], dim=-1, eps=1e-8)
+            outputs["direction"] = torch.einsum("bji,bj->bi", batch["prefit_rotation"], local)
+        return outputs
 
     def compute_loss(self, outputs, batch) -> torch.Tensor:
         direction_nll = vmf_nll_3d(outputs["direction"], outputs["kappa"], batch["direction"])

@@ -16,17 +16,22 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from numl.sim.km3net.features import hit_feature_names
 from numl.utils.errors import ConfigError, check_positive
 
 _RESOLVERS_REGISTERED = False
 
 
 def register_resolvers() -> None:
-    """OmegaConf resolvers used in conf/: `${len:...}`, `${wandb_offline:}` and `${user_cache_dir:}`."""
+    """OmegaConf resolvers used in conf/: `${len:...}`, `${km3net_hit_features:...}`, `${wandb_offline:}` and
+    `${user_cache_dir:}`."""
     global _RESOLVERS_REGISTERED
     if _RESOLVERS_REGISTERED:
         return
     OmegaConf.register_new_resolver("len", lambda seq: len(seq), replace=True)
+    # The KM3NeT hit networks' input width follows data.prefit (numl.sim.km3net.features).
+    OmegaConf.register_new_resolver("km3net_hit_features", lambda prefit: len(hit_feature_names(prefit)),
+                                    replace=True)
     # W&B logs offline unless the user has credentials or asked for online mode explicitly.
     OmegaConf.register_new_resolver(
         "wandb_offline",
