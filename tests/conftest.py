@@ -55,6 +55,25 @@ def train_run(overrides: list[str], run_dir: Path) -> Path:
     return run_dir
 
 
+def assert_resumed_run_ends_with_the_same_weights(overrides: list[str], tmp_path: Path) -> dict:
+    """Train 3 epochs; train 1 epoch and resume it to 3 from last.ckpt: the resumed run's weights (EMA included)
+    and every optimizer's second moments equal the uninterrupted run's. Returns the reference checkpoint."""
+    def run(run_dir, epochs, *extra):
+        train_run([*overrides, f"trainer.max_epochs={epochs}", "test=false", *extra], run_dir)
+        return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+
+    reference = run(tmp_path / "reference", 3)
+    run(tmp_path / "killed", 1)
+    resumed = run(tmp_path / "killed", 3, "resume=true")
+    assert resumed["epoch"] == reference["epoch"] == 2
+    for name, tensor in reference["state_dict"].items():
+        assert torch.allclose(resumed["state_dict"][name].float(), tensor.float(), atol=1e-6), name
+    for ref, res in zip(reference["optimizer_states"], resumed["optimizer_states"], strict=True):
+        for key, state in ref["state"].items():
+            assert torch.allclose(res["state"][key]["exp_avg_sq"], state["exp_avg_sq"], atol=1e-9)
+    return reference
+
+
 def generate_from(run_dir: Path, out_dir: Path, *overrides: str):
     """`python -m numl.generate ckpt_path=<run_dir>/checkpoints/last.ckpt <overrides>`, outputs in out_dir."""
     from numl.generate import generate

@@ -16,7 +16,7 @@ from numl.generate import load_generator
 from numl.models.diffusion_unet import ConditionalUNet
 from numl.tasks.diffusion import ConditionalDiffusionTask, noise_schedule
 from numl.utils.errors import ConfigError
-from tests.conftest import generate_from, train_run
+from tests.conftest import assert_resumed_run_ends_with_the_same_weights, generate_from, train_run
 
 # The schedule and sampler come from the optional diffusers package; the network itself does not need it.
 needs_diffusers = pytest.mark.skipif(importlib.util.find_spec("diffusers") is None,
@@ -171,17 +171,5 @@ def test_generate_writes_the_simulator_format_from_a_diffusion_checkpoint(diffus
 @pytest.mark.slow
 def test_resumed_diffusion_run_ends_with_the_same_weights(tmp_path):
     """The optimizer, the EMA and the recorded conditions continue exactly from last.ckpt."""
-    def run(run_dir, epochs, *extra):
-        train_run([*DIFFUSION_SMALL, f"trainer.max_epochs={epochs}", "test=false", *extra], run_dir)
-        return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-
-    reference = run(tmp_path / "reference", 3)
-    run(tmp_path / "killed", 1)
-    resumed = run(tmp_path / "killed", 3, "resume=true")
-    assert resumed["epoch"] == reference["epoch"] == 2
+    reference = assert_resumed_run_ends_with_the_same_weights(DIFFUSION_SMALL, tmp_path)
     assert any(name.startswith("ema_model.") for name in reference["state_dict"])
-    for name, tensor in reference["state_dict"].items():
-        assert torch.allclose(resumed["state_dict"][name].float(), tensor.float(), atol=1e-6), name
-    for key, state in reference["optimizer_states"][0]["state"].items():
-        resumed_state = resumed["optimizer_states"][0]["state"][key]
-        assert torch.allclose(resumed_state["exp_avg_sq"], state["exp_avg_sq"], atol=1e-9)

@@ -20,7 +20,13 @@ from numl.sim.petalo import EVENT_KEYS, PetaloConfig, simulate_events
 from numl.tasks.generative import ConditionalGANTask
 from numl.train import train
 from numl.utils.errors import ConfigError
-from tests.conftest import compose_config, generate_from, run_numl, train_run
+from tests.conftest import (
+    assert_resumed_run_ends_with_the_same_weights,
+    compose_config,
+    generate_from,
+    run_numl,
+    train_run,
+)
 
 EVENT_SHAPE = [4, 16, 24]
 GAN_SMALL = ["experiment=petalo_gan", "debug=small", "callbacks=[model_checkpoint,epoch_seed]", "seed=3"]
@@ -206,16 +212,5 @@ def test_a_condition_without_plus_is_one_line_that_says_how(gan_run):
 @pytest.mark.slow
 def test_resumed_gan_run_ends_with_the_same_weights(tmp_path):
     """Both optimizers, the EMA and the recorded conditions continue exactly from last.ckpt."""
-    def run(run_dir, epochs, *extra):
-        train_run([*GAN_SMALL, f"trainer.max_epochs={epochs}", "test=false", *extra], run_dir)
-        return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-
-    reference = run(tmp_path / "reference", 3)
-    run(tmp_path / "killed", 1)
-    resumed = run(tmp_path / "killed", 3, "resume=true")
-    assert resumed["epoch"] == reference["epoch"] == 2
-    for name, tensor in reference["state_dict"].items():
-        assert torch.allclose(resumed["state_dict"][name].float(), tensor.float(), atol=1e-6), name
-    for ref, res in zip(reference["optimizer_states"], resumed["optimizer_states"], strict=True):
-        for key, state in ref["state"].items():
-            assert torch.allclose(res["state"][key]["exp_avg_sq"], state["exp_avg_sq"], atol=1e-9)
+    reference = assert_resumed_run_ends_with_the_same_weights(GAN_SMALL, tmp_path)
+    assert len(reference["optimizer_states"]) == 2
