@@ -31,7 +31,7 @@ from sklearn.metrics import roc_auc_score
 
 import numl.sim.next.generator as gen
 from numl.baselines.next import blob_cut_scores
-from numl.metrics import background_rejection_factor
+from numl.metrics import background_rejection_factor, fwhm
 
 OUT = Path(__file__).with_name("results")
 FORMER = {"background": "electron", "photon_transport": "first_interaction", "veto_margin_mm": None}
@@ -68,11 +68,15 @@ def acceptance(line: str, n_gammas: int, seed: int) -> dict:
             "seconds": time.perf_counter() - start}
 
 
-def topology(settings: dict, n_per_class: int, seed: int) -> dict:
+def topology(settings: dict, n_per_class: int, seed: int, efficiencies: tuple[float, ...] = (0.65, 0.72),
+             progress: bool = False) -> dict:
+    """The blob cut and what it is measured against on n_per_class signal and background events of
+    `data.sim` = settings; rejections (value, Poisson error, passing background events) at each signal efficiency,
+    keyed by the efficiency in percent (rejection_65, rejection_71.6, ...)."""
     cfg = gen.NextSimConfig(**settings)
     labels = np.repeat([1, 0], n_per_class)
     start = time.perf_counter()
-    events = gen.simulate_events(cfg, len(labels), seed=seed, labels=labels)
+    events = gen.simulate_events(cfg, len(labels), seed=seed, labels=labels, progress=progress)
     seconds = time.perf_counter() - start
     cut = blob_cut_scores([((e.voxel_index + 0.5) * cfg.voxel_size_mm, e.voxel_energy_kev) for e in events],
                           cfg.voxel_size_mm, 18.0)
@@ -86,9 +90,12 @@ def topology(settings: dict, n_per_class: int, seed: int) -> dict:
            "single_track_background": float(single[labels == 0].mean()),
            # what the event energy alone gives away (the 214Bi line lies 10 keV below Q_bb)
            "energy_auroc": float(roc_auc_score(labels, energy)),
-           "energy_rejection_72": background_rejection_factor(energy, labels, 0.72)}
-    for eff in (0.65, 0.72):
-        tag = round(eff * 100)
+           "energy_rejection_72": background_rejection_factor(energy, labels, 0.72),
+           # the signal peak: its position and width (the resolution at the sample's energy)
+           "signal_energy_mean_kev": float(energy[labels == 1].mean()),
+           "signal_energy_fwhm_kev": fwhm(energy[labels == 1])}
+    for eff in efficiencies:
+        tag = f"{eff * 100:g}"
         out[f"rejection_{tag}"] = rejection(cut, labels, eff)
         # NEXT's classical chain: single-track events, then the blob cut at the efficiency within them
         out[f"single_track_rejection_{tag}"] = rejection(cut[single], labels[single], eff)

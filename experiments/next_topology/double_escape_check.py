@@ -24,16 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
-from background_check import n_tracks, rejection, true_end_blob
-from sklearn.metrics import roc_auc_score
+from background_check import topology
 
 import numl.sim.next.generator as gen
-from numl.baselines.next import blob_cut_scores
-from numl.metrics import fwhm
 
 OUT = Path(__file__).with_name("results")
 #: NEXT's double-escape window: the peak +- 2.7 sigma of the 1 % FWHM (at Q_bb) resolution scaled as sqrt(E)
@@ -46,39 +42,9 @@ PUBLISHED_ACCEPTANCE, PUBLISHED_ACCEPTANCE_ERROR = 0.206, 0.004
 EFFICIENCIES = (0.65, PUBLISHED_EFFICIENCY, 0.72)
 
 
-def topology(cfg: gen.NextSimConfig, n_per_class: int, seed: int) -> dict:
-    labels = np.repeat([1, 0], n_per_class)
-    start = time.perf_counter()
-    events = gen.simulate_events(cfg, len(labels), seed=seed, labels=labels, progress=True)
-    seconds = time.perf_counter() - start
-    cut = blob_cut_scores([((e.voxel_index + 0.5) * cfg.voxel_size_mm, e.voxel_energy_kev) for e in events],
-                          cfg.voxel_size_mm, 18.0)
-    truth = np.array([true_end_blob(e, cfg) for e in events])
-    single = np.array([n_tracks(e) == 1 for e in events])
-    energy = np.array([e.energy_kev for e in events])
-    out = {"sample": cfg.sample, "roi_kev": list(cfg.energy_roi_kev), "n_per_class": n_per_class,
-           "seconds": seconds, "events_per_s": len(events) / seconds,
-           "blob_cut_auroc": float(roc_auc_score(labels, cut)),
-           "true_end_blob_auroc": float(roc_auc_score(labels, truth)),
-           "single_track_signal": float(single[labels == 1].mean()),
-           "single_track_background": float(single[labels == 0].mean()),
-           "signal_energy_mean_kev": float(energy[labels == 1].mean()),
-           "signal_energy_fwhm_kev": fwhm(energy[labels == 1])}
-    for eff in EFFICIENCIES:
-        tag = f"{eff * 100:g}"
-        out[f"rejection_{tag}"] = rejection(cut, labels, eff)
-        out[f"single_track_rejection_{tag}"] = rejection(cut[single], labels[single], eff)
-    return out
-
-
 def window(cfg: gen.NextSimConfig, n_gammas: int, seed: int) -> dict:
     """What lands in the window per entering gamma, with the natural pair fraction."""
-    rng = np.random.default_rng(seed)
-    batch = gen.GAMMAS_PER_SLOT * cfg.events_per_batch
-    kept = []
-    for begin in range(0, n_gammas, batch):
-        kept += [e for e in gen.simulate_batch(cfg, rng, np.zeros(min(batch, n_gammas - begin), np.int64))
-                 if gen.in_energy_roi(cfg, e)]
+    kept, _ = gen.background_acceptance(cfg, n_gammas, seed)
     pair_fraction = float(np.mean([e.label for e in kept]))
     return {"gammas": n_gammas, "in_window": len(kept), "per_gamma": len(kept) / n_gammas,
             "pair_fraction": pair_fraction,
@@ -92,7 +58,7 @@ def table(de: dict, bb: dict, win: dict) -> str:
 
     published = 1 / PUBLISHED_ACCEPTANCE
     published_error = published * PUBLISHED_ACCEPTANCE_ERROR / PUBLISHED_ACCEPTANCE
-    rows = [f"Window {de['roi_kev'][0]:g}-{de['roi_kev'][1]:g} keV: {win['in_window']} events from "
+    rows = [f"Window {WINDOW_KEV[0]:g}-{WINDOW_KEV[1]:g} keV: {win['in_window']} events from "
             f"{win['gammas']} entering 208Tl gammas ({win['per_gamma'] * 1e3:.2f} per 1000), pair fraction "
             f"{win['pair_fraction']:.2f} +- {win['pair_fraction_error']:.2f}; pair peak at "
             f"{de['signal_energy_mean_kev']:.1f} keV with FWHM {de['signal_energy_fwhm_kev']:.1f} keV.", "",
@@ -125,12 +91,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args()
     common = {"detector_response": args.response}
-    de_cfg = gen.NextSimConfig(sample="tl208_double_escape", energy_roi_kev=WINDOW_KEV, **common)
-    win = window(de_cfg, args.gammas, args.seed)
+    double_escape = {"sample": "tl208_double_escape", "energy_roi_kev": WINDOW_KEV, **common}
+    win = window(gen.NextSimConfig(**double_escape), args.gammas, args.seed)
     print(f"window: {win}", flush=True)
-    de = topology(de_cfg, args.n, args.seed)
+    de = topology(double_escape, args.n, args.seed, efficiencies=EFFICIENCIES, progress=True)
     print(f"double escape: {de}", flush=True)
-    bb = topology(gen.NextSimConfig(**common), args.n, args.seed)
+    bb = topology(common, args.n, args.seed, efficiencies=EFFICIENCIES, progress=True)
     print(f"0vbb: {bb}", flush=True)
     name = "double_escape_check" + ("" if args.response == "ideal" else f"_{args.response}")
     OUT.mkdir(exist_ok=True)
