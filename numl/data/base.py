@@ -25,6 +25,8 @@ from numl.utils.hdf5 import open_checked, write_metadata
 from numl.utils.seeds import derived_seed
 
 SPLITS = ("train", "val", "test")
+#: the splits each Lightning stage uses (any other stage, or none, loads them all)
+STAGE_SPLITS = {"validate": ("val",), "test": ("test",), "predict": ("test",)}
 
 
 class EpochPermutation(Sampler[int]):
@@ -91,6 +93,7 @@ class SimulatedDataModule(pl.LightningDataModule):
         self.source, self.hdf5_path = source, hdf5_path
         self._events: dict[str, Any] = {}
         self._datasets: dict[str, Dataset] = {}
+        self._source_read = False
 
     # ----- what a domain supplies ---------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
@@ -139,30 +142,40 @@ class SimulatedDataModule(pl.LightningDataModule):
         return derived_seed(self.seed, split, *parts)
 
     def events(self, split: str) -> Any:
-        """The events of a split in the domain's form (set up on first use)."""
-        if not self._events:
-            self.setup()
+        """The events of a split in the domain's form (made or read on first use)."""
+        self.load_splits((split,))
         if split not in self._events:
             raise KeyError(f"{type(self).__name__} has no {split!r} events (it has {sorted(self._events)})")
         return self._events[split]
 
     def setup(self, stage: str | None = None) -> None:
-        if self._events:
-            return
-        if self.source == "hdf5":
-            self._events = self.read_hdf5(self.hdf5_path)
-        elif self.source == "simulate":
-            self._events = {split: self.simulate_split(split) for split in self.simulated_splits()}
-        else:
-            self._events = self.read_source()
-        for split, events in self._events.items():
-            self.check_events(split, events)
+        # Training makes every split up front, so that a bad test set fails before hours of training, not after;
+        # evaluating, validating or predicting alone makes only the split it uses (a test set of a large
+        # simulated dataset no longer waits for its training events).
+        self.load_splits(STAGE_SPLITS.get(stage, SPLITS))
 
-    def read_hdf5(self, path: str | Path) -> dict[str, Any]:
-        """The first n_<split> events of every split, from a file whose metadata matches the config."""
+    def load_splits(self, splits: tuple[str, ...]) -> None:
+        """Make or read those of `splits` not yet loaded; every split follows from its own seed, so loading
+        them one at a time gives the same events as all at once."""
+        if self.source == "simulate":
+            missing = [s for s in splits if s not in self._events and s in self.simulated_splits()]
+            loaded = {split: self.simulate_split(split) for split in missing}
+        elif self.source == "hdf5":
+            missing = [s for s in splits if s not in self._events]
+            loaded = self.read_hdf5(self.hdf5_path, missing) if missing else {}
+        elif not self._source_read:
+            loaded, self._source_read = self.read_source(), True
+        else:
+            loaded = {}
+        for split, events in loaded.items():
+            self.check_events(split, events)
+        self._events.update(loaded)
+
+    def read_hdf5(self, path: str | Path, splits: list[str] | tuple[str, ...] = SPLITS) -> dict[str, Any]:
+        """The first n_<split> events of `splits`, from a file whose metadata matches the config."""
         out = {}
         with open_checked(path, self.simulator_name, self.metadata()) as h5:
-            for split in SPLITS:
+            for split in splits:
                 if split not in h5:
                     raise ConfigError(f"data.hdf5_path={str(path)!r}: no {split!r} group in the file "
                                       f"(groups: {sorted(h5)})")
@@ -198,7 +211,6 @@ class SimulatedDataModule(pl.LightningDataModule):
 
     def cached_dataset(self, split: str) -> Dataset:
         if split not in self._datasets:
-            self.setup()
             self._datasets[split] = self.dataset(split)
         return self._datasets[split]
 

@@ -564,11 +564,15 @@ class KM3NeTDataModule(SimulatedDataModule):
         events, _ = simulate_events(self.detector, self.event_config, n, self.split_seed(split), progress=n >= 2000)
         return [EventRecord(e.hits, e.truth) for e in events]
 
-    def setup(self, stage: str | None = None) -> None:
-        if self._events:
-            return
-        super().setup(stage)
-        if self.real_test_files:
+    def real_file_splits(self) -> tuple[str, ...]:
+        """Splits whose events come from data.real_test_files (none without them)."""
+        if not self.real_test_files:
+            return ()
+        return ("train", "test") if self.real_train_events else ("test",)
+
+    def load_splits(self, splits: tuple[str, ...]) -> None:
+        super().load_splits(tuple(s for s in splits if s not in self.real_file_splits()))
+        if any(s in self.real_file_splits() and s not in self._events for s in splits):
             wanted = self.real_train_events + self.split_sizes["test"]
             real: list[EventRecord] = []
             for path in self.real_test_files:

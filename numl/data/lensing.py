@@ -417,7 +417,7 @@ class LensingDataModule(SimulatedDataModule):
         super().setup(stage)
         if self.map_scale is None:
             # One number for all channels and classes, from the validation maps: keeps inputs O(1).
-            self.map_scale = float(self._events["val"].maps.std())
+            self.map_scale = float(self.events("val").maps.std())
 
     # ----- Lightning -----------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
