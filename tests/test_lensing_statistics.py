@@ -22,6 +22,7 @@ from numl.sim.lensing.statistics import (
     peak_counts,
     smooth_maps,
     spectral_moments,
+    wraparound_border_pixels,
 )
 from numl.utils.errors import ConfigError
 
@@ -38,6 +39,39 @@ def _smooth_gaussian_field(n_maps: int, n_pix: int, smoothing_pix: float, seed: 
 @pytest.fixture(scope="module")
 def gaussian_field():
     return _smooth_gaussian_field(n_maps=8, n_pix=256, smoothing_pix=3.0, seed=1)
+
+
+def test_a_cut_out_map_inside_its_border_has_the_statistics_of_the_sky_it_was_cut_from(gaussian_field):
+    """Ray-traced maps are cut out of a larger sky, so the periodic grid joins edges that are not neighbours. Inside
+    the border the cut-out's smoothed pixels, peaks, PDF and Minkowski functionals are those of the larger map
+    at the same pixels; over the whole cut-out (border 0) they are not."""
+    sky_deg, n_sky, n_cut, offset, smoothing_arcmin = 4.0, 256, 64, 40, 3.0
+    sky = gaussian_field[:2]
+    cut = sky[..., offset:offset + n_cut, offset:offset + n_cut]
+    field_deg = sky_deg * n_cut / n_sky
+    border = wraparound_border_pixels(False, field_deg, n_cut, smoothing_arcmin)
+    assert border == math.ceil(3 * smoothing_arcmin / (60 * sky_deg / n_sky)) + 1 == 11
+    assert wraparound_border_pixels(True, field_deg, n_cut, smoothing_arcmin) == 0
+    smoothed_sky = smooth_maps(sky, sky_deg, smoothing_arcmin)
+    smoothed_cut = smooth_maps(cut, field_deg, smoothing_arcmin)
+    same_pixels = smoothed_sky[..., offset:offset + n_cut, offset:offset + n_cut]
+    inner = slice(border, n_cut - border)
+    scale = smoothed_sky.std().item()
+    # 3 sigma of the kernel: the wrapped-in edge weighs < 1 % inside the border, far more at the edge itself
+    assert (smoothed_cut - same_pixels)[..., inner, inner].abs().max().item() < 0.01 * scale
+    assert (smoothed_cut - same_pixels)[..., :, :2].abs().max().item() > 0.2 * scale
+    sigma = same_pixels.std().item()
+    edges = np.linspace(-2, 3, 6) * sigma
+    for statistic in (peak_counts, one_point_pdf):
+        on_sky = statistic(same_pixels, edges, border)
+        np.testing.assert_allclose(statistic(smoothed_cut, edges, border), on_sky, atol=1e-9)
+    for from_cut, from_sky in zip(minkowski_functionals(smoothed_cut, edges, border),
+                                  minkowski_functionals(same_pixels, edges, border), strict=True):
+        np.testing.assert_allclose(from_cut, from_sky, rtol=0.05, atol=1e-6)
+    # without the border the wrapped edges change the counts
+    assert not torch.equal(peak_counts(smoothed_cut, edges), peak_counts(same_pixels, edges))
+    with pytest.raises(ConfigError, match=r"^statistics border=32 pixels: must be >= 0 and leave pixels"):
+        peak_counts(smoothed_cut, edges, border=32)
 
 
 def test_minkowski_functionals_of_gaussian_field_match_tomita(gaussian_field):

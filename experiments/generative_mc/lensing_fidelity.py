@@ -96,7 +96,7 @@ def main() -> None:
         datamodule.split_sizes = {split: len(h5[split]["label"]) for split in ("train", "val", "test")}
     splits = datamodule.read_hdf5(args.simulated)  # refused unless it matches the generator's data config
     test, training, validation = splits["test"], splits["train"], splits["val"]
-    sigma = float(test.maps.std())
+    sigma, periodic = float(test.maps.std()), datamodule.periodic_maps
     ell_edges = datamodule.ell_bin_edges(N_ELL_BINS)
     ell = np.sqrt(ell_edges[1:] * ell_edges[:-1])
     results: dict = {"generator": str(args.gan.resolve()), "simulated_file": str(args.simulated.resolve()),
@@ -107,16 +107,16 @@ def main() -> None:
         simulated_by[m_nu] = test.maps[np.isclose(test.m_nu.numpy(), m_nu)]
         other = validation.maps[np.isclose(validation.m_nu.numpy(), m_nu)]
         reference = compare_statistics(
-            lensing_statistics(simulated_by[m_nu], datamodule.field_deg, ell_edges, sigma),
-            lensing_statistics(other, datamodule.field_deg, ell_edges, sigma))
+            lensing_statistics(simulated_by[m_nu], datamodule.field_deg, ell_edges, sigma, periodic),
+            lensing_statistics(other, datamodule.field_deg, ell_edges, sigma, periodic))
         key = f"simulator_vs_simulator/m_nu_{m_nu:g}"
         results[f"{key}/n_maps"] = len(other)
         for name, comparison in reference.items():
             results[f"{key}/{name}/chi2_per_bin"] = comparison["chi2_per_bin"]
         results[f"{key}/power_spectrum/ratio"] = reference["power_spectrum"]["ratio"].tolist()
         generated_by[m_nu] = generate_maps(gan, m_nu, args.n_generated)
-        stats[m_nu] = (lensing_statistics(simulated_by[m_nu], datamodule.field_deg, ell_edges, sigma),
-                       lensing_statistics(generated_by[m_nu], datamodule.field_deg, ell_edges, sigma))
+        stats[m_nu] = (lensing_statistics(simulated_by[m_nu], datamodule.field_deg, ell_edges, sigma, periodic),
+                       lensing_statistics(generated_by[m_nu], datamodule.field_deg, ell_edges, sigma, periodic))
         key = f"m_nu_{m_nu:g}"
         results[f"{key}/n_simulated"], results[f"{key}/n_generated"] = len(simulated_by[m_nu]), args.n_generated
         results[f"{key}/sigma_kappa_ratio"] = float(generated_by[m_nu].std() / simulated_by[m_nu].std())

@@ -23,7 +23,14 @@ from sklearn.metrics import roc_auc_score
 from numl.baselines.base import Baseline, BaselineResult
 from numl.sim.lensing.maps import ConvergenceMapSimulator, binned_power_spectra
 from numl.sim.lensing.spectra import ConvergenceSpectra
-from numl.sim.lensing.statistics import minkowski_functionals, one_point_pdf, peak_counts, smooth_maps
+from numl.sim.lensing.statistics import (
+    interior_pixels,
+    minkowski_functionals,
+    one_point_pdf,
+    peak_counts,
+    smooth_maps,
+    wraparound_border_pixels,
+)
 from numl.utils.errors import ConfigError, check_choice, check_positive
 
 # Modes whose beam power is below this carry signal under the float32 round-off of a smoothed map.
@@ -150,7 +157,8 @@ class MapStatistics:
     - ``minkowski_functionals``: V0, V1, V2 at thresholds nu.
 
     Peaks, PDF and Minkowski functionals are measured on maps smoothed with a Gaussian of ``smoothing_arcmin``
-    (which tames shape noise), in bins of nu spanning each ``*_nu_range`` with ``n_nu_bins`` bins. sigma is one
+    (which tames shape noise), in bins of nu spanning each ``*_nu_range`` with ``n_nu_bins`` bins, over the pixels
+    at least ``border`` from the edges (``wraparound_border_pixels``: 0 for periodic maps). sigma is one
     number per source plane, the standard deviation of the smoothed fitting maps of all classes (``calibrate``):
     fixed, not per map, so that the amplitude of the fluctuations, most of the neutrino signal, stays in the
     statistics.
@@ -159,7 +167,7 @@ class MapStatistics:
     def __init__(self, statistics: Sequence[str], field_deg: float, ell_bin_edges: Sequence[float] | None = None,
                  smoothing_arcmin: float = 0.0, n_nu_bins: int = 8,
                  peak_nu_range: Sequence[float] = (-1.0, 4.0), pdf_nu_range: Sequence[float] = (-2.5, 3.5),
-                 minkowski_nu_range: Sequence[float] = (-2.0, 3.0)) -> None:
+                 minkowski_nu_range: Sequence[float] = (-2.0, 3.0), border: int = 0) -> None:
         if not statistics:
             raise ConfigError(f"baseline.statistics=[]: choose at least one of {', '.join(STATISTICS)}")
         for i, name in enumerate(statistics):
@@ -168,6 +176,8 @@ class MapStatistics:
             raise ConfigError("ell_bin_edges: missing; the power_spectrum statistic needs multipole bins")
         check_positive("baseline.n_nu_bins", n_nu_bins, integer=True)
         check_positive("baseline.smoothing_arcmin", smoothing_arcmin, allow_zero=True)
+        check_positive("baseline.border_pixels", border, integer=True, allow_zero=True)
+        self.border = int(border)
         self.nu_edges = {}
         for key, arg, nu_range in (("peak_counts", "peak_nu_range", peak_nu_range),
                                    ("one_point_pdf", "pdf_nu_range", pdf_nu_range),
@@ -183,7 +193,7 @@ class MapStatistics:
     def calibrate(self, maps: torch.Tensor) -> MapStatistics:
         """sigma per source plane from the fitting maps (all classes together)."""
         smoothed = smooth_maps(maps, self.field_deg, self.smoothing_arcmin).to(torch.float64)
-        self.sigma = smoothed.transpose(0, 1).flatten(1).std(dim=1).cpu()
+        self.sigma = interior_pixels(smoothed, self.border).transpose(0, 1).flatten(1).std(dim=1).cpu()
         return self
 
     def __call__(self, maps: torch.Tensor) -> np.ndarray:
@@ -201,11 +211,13 @@ class MapStatistics:
             n = len(maps)
             for name in others:
                 if name == "peak_counts":
-                    feats.append(peak_counts(smoothed, edges[name]).reshape(n, -1).cpu().numpy())
+                    feats.append(peak_counts(smoothed, edges[name], self.border).reshape(n, -1).cpu().numpy())
                 elif name == "one_point_pdf":
-                    feats.append((one_point_pdf(smoothed, edges[name]) * sigma).reshape(n, -1).cpu().numpy())
+                    pdf = one_point_pdf(smoothed, edges[name], self.border)
+                    feats.append((pdf * sigma).reshape(n, -1).cpu().numpy())
                 else:
-                    feats.extend(v.reshape(n, -1).cpu().numpy() for v in minkowski_functionals(smoothed, edges[name]))
+                    feats.extend(v.reshape(n, -1).cpu().numpy()
+                                 for v in minkowski_functionals(smoothed, edges[name], self.border))
         return np.concatenate(feats, axis=1)
 
 
@@ -412,13 +424,16 @@ class SummaryStatisticBaseline(Baseline):
         max_bins: multipole bins of the power spectrum, at most (fewer when there are few fitting maps).
         covariance: classification only, see ``GaussianLikelihoodClassifier``.
         smoothing_arcmin, n_nu_bins, peak_nu_range, pdf_nu_range, minkowski_nu_range: see ``MapStatistics``.
+        border_pixels: pixels from each edge left out of peaks, PDF and Minkowski functionals; null: from the maps
+            (0 on periodic maps, the smoothing's reach + 1 on ray-traced and FITS maps,
+            ``wraparound_border_pixels``).
     """
 
     def __init__(self, statistics: Sequence[str] = ("power_spectrum",), label: str = "power-spectrum classifier",
                  n_fit_per_class: int = 256, max_bins: int = 20, covariance: str = "per_class",
                  smoothing_arcmin: float = 5.0, n_nu_bins: int = 8,
                  peak_nu_range: Sequence[float] = (-1.0, 4.0), pdf_nu_range: Sequence[float] = (-2.5, 3.5),
-                 minkowski_nu_range: Sequence[float] = (-2.0, 3.0)) -> None:
+                 minkowski_nu_range: Sequence[float] = (-2.0, 3.0), border_pixels: int | None = None) -> None:
         check_positive("baseline.n_fit_per_class", n_fit_per_class, integer=True)
         check_positive("baseline.max_bins", max_bins, integer=True)
         self.statistics, self.label = list(statistics), str(label)
@@ -428,7 +443,9 @@ class SummaryStatisticBaseline(Baseline):
         self.statistic_kwargs = dict(smoothing_arcmin=smoothing_arcmin, n_nu_bins=n_nu_bins,
                                      peak_nu_range=peak_nu_range, pdf_nu_range=pdf_nu_range,
                                      minkowski_nu_range=minkowski_nu_range)
-        MapStatistics(self.statistics, 1.0, [1.0, 2.0], **self.statistic_kwargs)  # refuse bad values now
+        MapStatistics(self.statistics, 1.0, [1.0, 2.0], **self.statistic_kwargs,
+                      border=border_pixels or 0)  # refuse bad values now
+        self.border_pixels = border_pixels
         self.model: GaussianLikelihoodClassifier | None = None
 
     def fitting_maps(self, datamodule):
@@ -439,8 +456,12 @@ class SummaryStatisticBaseline(Baseline):
         fit = self.fitting_maps(datamodule)
         n_classes = len(datamodule.m_nu_values)
         n_bins = int(min(self.max_bins, max(2, min(int((fit.labels == k).sum()) for k in range(n_classes)) // 4)))
+        border = self.border_pixels
+        if border is None:
+            border = wraparound_border_pixels(datamodule.periodic_maps, datamodule.field_deg, datamodule.n_pix,
+                                              self.statistic_kwargs["smoothing_arcmin"])
         statistic = MapStatistics(self.statistics, datamodule.field_deg, datamodule.ell_bin_edges(n_bins),
-                                  **self.statistic_kwargs)
+                                  **self.statistic_kwargs, border=border)
         if datamodule.target == "regression":
             self.model = GaussianLikelihoodGridRegressor(statistic).fit(fit.maps, fit.labels, datamodule.m_nu_values)
         else:

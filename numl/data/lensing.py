@@ -258,6 +258,12 @@ class LensingDataModule(SimulatedDataModule):
         return {"field_deg": self.field_deg, "n_pix": self.n_pix, "shape_noise_sigma_e": self.shape_noise_sigma_e,
                 "galaxy_density_arcmin2": self.galaxy_density_arcmin2, "smoothing_arcmin": self.smoothing_arcmin}
 
+    @property
+    def periodic_maps(self) -> bool:
+        """Whether opposite map edges are neighbours: Gaussian and lognormal maps are made on a periodic grid;
+        ray-traced N-body maps and FITS maps are cut out of a larger sky (numl.sim.lensing.statistics)."""
+        return self.field in ("gaussian", "lognormal") and self.source != "fits"
+
     def ell_bin_edges(self, n_bins: int) -> np.ndarray:
         """Logarithmic multipole bins from twice the fundamental mode to the grid's edge, each at least
         1.5 fundamental modes wide so that small maps have Fourier modes in every bin."""

@@ -16,7 +16,12 @@ from torchmetrics.functional.classification import binary_auroc
 from numl.baselines.petalo import CentroidRMap, resolution_metrics
 from numl.metrics import auroc_standard_error, fwhm
 from numl.sim.lensing.maps import binned_power_spectra
-from numl.sim.lensing.statistics import minkowski_functionals, one_point_pdf, peak_counts
+from numl.sim.lensing.statistics import (
+    minkowski_functionals,
+    one_point_pdf,
+    peak_counts,
+    wraparound_border_pixels,
+)
 from numl.sim.petalo import COORDINATES
 
 #: thresholds nu = kappa / sigma of the lensing statistics: the ranges of numl.baselines.lensing.MapStatistics
@@ -103,15 +108,18 @@ def memorisation_check(training_charge: np.ndarray, simulated_charge: np.ndarray
 
 # ----- weak-lensing maps ----------------------------------------------------------------------------------------
 def lensing_statistics(maps: torch.Tensor, field_deg: float, ell_bin_edges: Sequence[float],
-                       sigma: float) -> dict[str, np.ndarray]:
+                       sigma: float, periodic: bool = True) -> dict[str, np.ndarray]:
     """Per map, of the first source plane: the binned power spectrum C_ell [sr] and, at thresholds nu = kappa /
     `sigma` (LENSING_NU_EDGES, `sigma` fixed from the simulated reference so that amplitude differences show),
-    the pixel PDF of nu, the peak counts and the Minkowski functionals V0, V1, V2; each [n_maps, n_bins]."""
+    the pixel PDF of nu, the peak counts and the Minkowski functionals V0, V1, V2; each [n_maps, n_bins]. Maps
+    that are not `periodic` (ray-traced, FITS) lose their edge pixels from all but the spectrum."""
     maps = torch.as_tensor(maps, dtype=torch.float32)[:, :1]
-    v0, v1, v2 = minkowski_functionals(maps, LENSING_NU_EDGES["minkowski_functionals"] * sigma)
+    border = wraparound_border_pixels(periodic, field_deg, maps.shape[-1], smoothing_arcmin=0.0)
+    v0, v1, v2 = minkowski_functionals(maps, LENSING_NU_EDGES["minkowski_functionals"] * sigma, border)
+    pdf = one_point_pdf(maps, LENSING_NU_EDGES["one_point_pdf"] * sigma, border)
     return {"power_spectrum": binned_power_spectra(maps, field_deg, ell_bin_edges)[:, 0, 0].numpy(),
-            "one_point_pdf": (one_point_pdf(maps, LENSING_NU_EDGES["one_point_pdf"] * sigma)[:, 0] * sigma).numpy(),
-            "peak_counts": peak_counts(maps, LENSING_NU_EDGES["peak_counts"] * sigma)[:, 0].numpy(),
+            "one_point_pdf": (pdf[:, 0] * sigma).numpy(),
+            "peak_counts": peak_counts(maps, LENSING_NU_EDGES["peak_counts"] * sigma, border)[:, 0].numpy(),
             "minkowski_v0": v0[:, 0].numpy(), "minkowski_v1": v1[:, 0].numpy(), "minkowski_v2": v2[:, 0].numpy()}
 
 

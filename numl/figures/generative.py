@@ -104,9 +104,9 @@ def draw_lensing(datamodule: Any, predictions: dict[str, torch.Tensor], baseline
     sim_by = {m: simulated[np.isclose(m_nu, m)] for m in values}
     gen_by = {m: generated[np.isclose(m_nu, m)] for m in values}
     ell_edges = datamodule.ell_bin_edges(8)
-    sigma = float(simulated.std())
-    stats = {m: (lensing_statistics(sim_by[m], datamodule.field_deg, ell_edges, sigma),
-                 lensing_statistics(gen_by[m], datamodule.field_deg, ell_edges, sigma)) for m in values}
+    sigma, periodic = float(simulated.std()), datamodule.periodic_maps
+    stats = {m: (lensing_statistics(sim_by[m], datamodule.field_deg, ell_edges, sigma, periodic),
+                 lensing_statistics(gen_by[m], datamodule.field_deg, ell_edges, sigma, periodic)) for m in values}
     return [plot_lensing_maps(sim_by, gen_by, output_dir / "generated_vs_simulated_maps.png"),
             plot_lensing_statistics(stats, ell_edges, paired_generated=False,
                                     path=output_dir / "lensing_statistics.png")]

@@ -16,8 +16,11 @@ The estimators follow its definitions: finite-difference derivatives, thresholds
     V2(nu) = (2 pi A)^-1 int delta(kappa - nu) K |grad kappa| dA  (Euler characteristic per area; K: curvature)
 
 with delta(kappa - nu) replaced by the indicator of a threshold bin divided by its width. Derivatives are
-central differences on the periodic grid (numl's maps are periodic; on cut-out maps only the outermost
-pixels are affected). Lengths are in pixels, so V1 is per pixel and V2 per pixel^2.
+central differences and peaks are compared with their 8 neighbours on the periodic grid, and smoothing is done
+in Fourier space: right for numl's Gaussian and lognormal maps, which are periodic. Ray-traced (N-body) and
+FITS maps are cut out of a larger sky: the grid then joins opposite edges that are not neighbours, so every
+statistic takes a ``border`` (``wraparound_border_pixels``) and counts only the pixels that far inside the map,
+as survey analyses mask their field edges. Lengths are in pixels, so V1 is per pixel and V2 per pixel^2.
 
 ``gaussian_minkowski_functionals`` and ``gaussian_peak_density`` are the closed forms for a Gaussian random
 field (Tomita 1986; Bond & Efstathiou 1987) that the tests check the estimators against.
@@ -45,6 +48,24 @@ def _check_edges(name: str, edges: Sequence[float] | torch.Tensor) -> None:
     e = np.asarray(torch.as_tensor(edges).cpu(), dtype=np.float64)
     if e.ndim != 1 or e.size < 2 or np.any(np.diff(e) <= 0):
         raise ConfigError(f"{name}={e.tolist()}: must be at least two increasing values")
+
+
+def wraparound_border_pixels(periodic: bool, field_deg: float, n_pix: int, smoothing_arcmin: float) -> int:
+    """Pixels from each edge whose statistics the periodic grid corrupts on a map that is not periodic: Fourier
+    smoothing mixes in the opposite edge out to 3 sigma of its kernel (0.13 % of the weight beyond), and a pixel's
+    neighbours and central differences reach one pixel further. 0 for periodic maps."""
+    if periodic:
+        return 0
+    pixel_arcmin = 60.0 * float(field_deg) / int(n_pix)
+    return int(math.ceil(3.0 * float(smoothing_arcmin) / pixel_arcmin)) + 1
+
+
+def interior_pixels(values: torch.Tensor, border: int) -> torch.Tensor:
+    """The pixels at least `border` from every edge of maps [..., N, N]."""
+    if border < 0 or 2 * border >= values.shape[-1]:
+        raise ConfigError(f"statistics border={border} pixels: must be >= 0 and leave pixels inside a "
+                          f"{values.shape[-1]}-pixel map (lower the smoothing or use larger maps)")
+    return values[..., border:values.shape[-2] - border, border:values.shape[-1] - border] if border else values
 
 
 def smooth_maps(maps: torch.Tensor, field_deg: float, smoothing_arcmin: float) -> torch.Tensor:
@@ -81,7 +102,8 @@ def _per_plane_edges(edges, n_z: int, device) -> torch.Tensor:
 
 
 def local_maxima(maps: torch.Tensor) -> torch.Tensor:
-    """Boolean mask [n, n_z, N, N] of pixels higher than all 8 neighbours (periodic grid)."""
+    """Boolean mask [n, n_z, N, N] of pixels higher than all 8 neighbours (periodic grid: on a map that is not
+    periodic only pixels inside a border of 1 or more are meaningful)."""
     _check_maps(maps)
     is_peak = torch.ones_like(maps, dtype=torch.bool)
     for dy in (-1, 0, 1):
@@ -91,8 +113,9 @@ def local_maxima(maps: torch.Tensor) -> torch.Tensor:
     return is_peak
 
 
-def peak_counts(maps: torch.Tensor, height_edges) -> torch.Tensor:
-    """Number of local maxima per map and plane with height in each bin: [n, n_z, n_bins] float64.
+def peak_counts(maps: torch.Tensor, height_edges, border: int = 0) -> torch.Tensor:
+    """Number of local maxima per map and plane with height in each bin: [n, n_z, n_bins] float64, counting
+    the pixels at least ``border`` from the edges.
 
     ``height_edges`` [n_bins + 1] or per plane [n_z, n_bins + 1], in the maps' units (multiply nu edges by
     the plane's sigma for bins of kappa / sigma).
@@ -100,17 +123,19 @@ def peak_counts(maps: torch.Tensor, height_edges) -> torch.Tensor:
     _check_maps(maps)
     _check_edges("peak height edges", torch.as_tensor(height_edges).reshape(-1, np.shape(height_edges)[-1])[0])
     edges = _per_plane_edges(height_edges, maps.shape[1], maps.device)
-    return _binned_counts(maps, local_maxima(maps).to(torch.float64), edges)
+    peaks = interior_pixels(local_maxima(maps), border)
+    return _binned_counts(interior_pixels(maps, border), peaks.to(torch.float64), edges)
 
 
-def one_point_pdf(maps: torch.Tensor, kappa_edges) -> torch.Tensor:
-    """Fraction of each map's pixels per kappa bin, divided by the bin width: [n, n_z, n_bins] float64
-    (an estimate of the one-point probability density)."""
+def one_point_pdf(maps: torch.Tensor, kappa_edges, border: int = 0) -> torch.Tensor:
+    """Fraction of each map's pixels (those at least ``border`` from the edges) per kappa bin, divided by the
+    bin width: [n, n_z, n_bins] float64 (an estimate of the one-point probability density)."""
     _check_maps(maps)
     _check_edges("kappa edges", torch.as_tensor(kappa_edges).reshape(-1, np.shape(kappa_edges)[-1])[0])
     edges = _per_plane_edges(kappa_edges, maps.shape[1], maps.device)
-    counts = _binned_counts(maps, None, edges)
-    return counts / (maps.shape[-1] ** 2 * torch.diff(edges, dim=-1))
+    inside = interior_pixels(maps, border)
+    counts = _binned_counts(inside, None, edges)
+    return counts / (inside.shape[-1] ** 2 * torch.diff(edges, dim=-1))
 
 
 def map_derivatives(maps: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -129,8 +154,10 @@ def map_derivatives(maps: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return kx, ky, kxx, kyy, kxy
 
 
-def minkowski_functionals(maps: torch.Tensor, thresholds) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """V0, V1, V2 per map and plane at the midpoints of the threshold bins: three [n, n_z, n_bins] float64.
+def minkowski_functionals(maps: torch.Tensor, thresholds,
+                          border: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """V0, V1, V2 per map and plane at the midpoints of the threshold bins: three [n, n_z, n_bins] float64, over
+    the pixels at least ``border`` from the edges.
 
     ``thresholds`` are bin edges [n_bins + 1] (or per plane [n_z, n_bins + 1]) in the maps' units; V1 and V2
     average the delta function over each bin (see the module docstring for the definitions; V1 per pixel,
@@ -139,8 +166,9 @@ def minkowski_functionals(maps: torch.Tensor, thresholds) -> tuple[torch.Tensor,
     _check_maps(maps)
     _check_edges("Minkowski thresholds", torch.as_tensor(thresholds).reshape(-1, np.shape(thresholds)[-1])[0])
     edges = _per_plane_edges(thresholds, maps.shape[1], maps.device)
+    kx, ky, kxx, kyy, kxy = (interior_pixels(d, border) for d in map_derivatives(maps))
+    maps = interior_pixels(maps, border)
     n_pix2 = maps.shape[-1] ** 2
-    kx, ky, kxx, kyy, kxy = map_derivatives(maps)
     grad2 = kx**2 + ky**2
     # Curvature term of V2; flat pixels (zero gradient) have no contour through them.
     curvature = torch.where(grad2 > 0, (2 * kx * ky * kxy - kx**2 * kyy - ky**2 * kxx) / grad2.clamp_min(1e-300),
