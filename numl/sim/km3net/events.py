@@ -71,6 +71,9 @@ class EventConfig:
     dir_z_min: float = -1.0  # range of the z component of the propagation direction (-1: straight up-going)
     dir_z_max: float = 1.0
     can_margin_m: float = 10.0  # the can: the instrumented cylinder grown by this margin (muons missing it: not made)
+    # z of the seabed in the detector's coordinates: the can stops there and nothing below it (rock) gives light;
+    # None: water everywhere (the former model)
+    seabed_z_m: float | None = None
     vertex_sampling: str = "muon_range"  # muon_range | can (VERTEX_SAMPLINGS)
     pmt_area_m2: float = 4.07e-3  # 72 mm photocathode of a 3-inch PMT (assumption)
     quantum_efficiency: float = 0.25  # averaged over 300-600 nm (assumption)
@@ -178,10 +181,16 @@ def sample_direction(rng: np.random.Generator, config: EventConfig) -> np.ndarra
 
 
 def can_m(detector: Detector, config: EventConfig) -> tuple[np.ndarray, float, float, float]:
-    """(axis centre xy, radius, z_min, z_max) of the can: the instrumented cylinder grown by can_margin_m."""
+    """(axis centre xy, radius, z_min, z_max) of the can: the instrumented cylinder grown by can_margin_m, cut at
+    the seabed."""
     centre_xy, radius, z_min, z_max = detector.bounding_cylinder_m()
     margin = config.can_margin_m
-    return centre_xy, radius + margin, z_min - margin, z_max + margin
+    if config.seabed_z_m is None:
+        return centre_xy, radius + margin, z_min - margin, z_max + margin
+    if config.seabed_z_m > z_min:
+        raise ConfigError(f"data.events.seabed_z_m={config.seabed_z_m}: above the lowest PMT of detector "
+                          f"{detector.name} (z = {z_min:.1f} m)")
+    return centre_xy, radius + margin, max(z_min - margin, config.seabed_z_m), z_max + margin
 
 
 def sample_vertex_m(rng: np.random.Generator, detector: Detector, config: EventConfig) -> np.ndarray:
@@ -193,11 +202,13 @@ def sample_vertex_m(rng: np.random.Generator, detector: Detector, config: EventC
     return np.array([centre_xy[0] + r * np.cos(phi), centre_xy[1] + r * np.sin(phi), z])
 
 
-def path_crosses_can(start_m: np.ndarray, direction: np.ndarray, length_m: float, can: tuple) -> np.ndarray:
-    """For each start point (N, 3): does the segment [start, start + length * direction] enter the can?"""
+def path_interval_in_can(start_m: np.ndarray, direction: np.ndarray, length_m: float | np.ndarray,
+                         can: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """For each start point (N, 3): the range [lo, hi] of the path parameter s in [0, length] where
+    start + s * direction lies inside the can (lo > hi: the segment misses it)."""
     centre_xy, radius, z_min, z_max = can
     n = len(start_m)
-    lo, hi = np.zeros(n), np.full(n, float(length_m))
+    lo, hi = np.zeros(n), np.broadcast_to(np.asarray(length_m, dtype=np.float64), (n,)).copy()
     if abs(direction[2]) > 1e-12:  # the path's parameter range between the can's end caps
         s1, s2 = (z_min - start_m[:, 2]) / direction[2], (z_max - start_m[:, 2]) / direction[2]
         lo, hi = np.maximum(lo, np.minimum(s1, s2)), np.minimum(hi, np.maximum(s1, s2))
@@ -214,6 +225,12 @@ def path_crosses_can(start_m: np.ndarray, direction: np.ndarray, length_m: float
         hi = np.where(disc >= 0.0, np.minimum(hi, (-b + root) / (2.0 * a)), -1.0)
     else:
         hi = np.where(c <= 0.0, hi, -1.0)
+    return lo, hi
+
+
+def path_crosses_can(start_m: np.ndarray, direction: np.ndarray, length_m: float, can: tuple) -> np.ndarray:
+    """For each start point (N, 3): does the segment [start, start + length * direction] enter the can?"""
+    lo, hi = path_interval_in_can(start_m, direction, length_m, can)
     return lo <= hi
 
 
@@ -242,6 +259,8 @@ def expected_track_light(detector: Detector, config: EventConfig, vertex_m: np.n
     _, rho_m, emission_m = physics.track_geometry(detector.pmt_pos_m, vertex_m, direction)
     emitted = (emission_m >= 0.0) & (emission_m <= range_m)
     emission_point = vertex_m + emission_m[:, None] * direction
+    if config.seabed_z_m is not None:  # a muon in the rock gives no light
+        emitted &= emission_point[:, 2] >= config.seabed_z_m
     photon = detector.pmt_pos_m - emission_point
     path_m = np.linalg.norm(photon, axis=1)
     photon /= np.maximum(path_m, 1e-9)[:, None]
@@ -273,6 +292,8 @@ def expected_shower_light(detector: Detector, config: EventConfig, vertex_m: np.
     npe = (per_solid_angle / path_m**2 * config.pmt_area_m2 * config.quantum_efficiency
            * pmt_acceptance(cos_incidence, config.pmt_acceptance_min_cos)
            * np.exp(-path_m / config.absorption_length_m))
+    if config.seabed_z_m is not None and vertex_m[2] < config.seabed_z_m:  # a shower in the rock: no light
+        npe = np.zeros_like(npe)
     return npe, path_m / physics.V_GROUP_M_PER_NS, path_m
 
 

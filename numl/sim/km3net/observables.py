@@ -52,6 +52,39 @@ def muon_residuals_ns(hits: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return hits["t_ns"] - physics.cherenkov_arrival_time_ns(pos, *track)
 
 
+#: direct light: a hit within this of the muon's direct-light time (the PMT transit-time spread and small delays)
+DIRECT_RESIDUAL_NS = 20.0
+#: muon light only: PMTs whose Cherenkov emission point lies this far past the vertex (away from the shower light)
+SHOWER_CLEARANCE_M = 20.0
+
+
+def direct_hit_probability(events: list, detector, distance_edges_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per bin of distance from the true muon track: the probability that a PMT has a hit of direct muon light
+    (|residual| < DIRECT_RESIDUAL_NS), over every PMT of `detector` whose Cherenkov emission point lies on the muon
+    between SHOWER_CLEARANCE_M past the vertex and the muon's (numl) range, and the number of such PMTs. This is
+    the detector's response to muon light, independent of which events trigger: the light yield per PMT."""
+    lookup = detector.pmt_lookup()
+    n_bins = len(distance_edges_m) - 1
+    hit_pmts, all_pmts = np.zeros(n_bins), np.zeros(n_bins)
+    for event in events:
+        track = vertex_muon_track(event.truth)
+        if track is None:
+            continue
+        _, rho_m, emission_m = physics.track_geometry(detector.pmt_pos_m, *track[:2])
+        range_m = physics.muon_range_m(event.truth["muon_energy_gev"])
+        on_muon = (emission_m > SHOWER_CLEARANCE_M) & (emission_m < range_m)
+        direct_ns = physics.cherenkov_arrival_time_ns(detector.pmt_pos_m, *track)
+        rows = np.array([lookup[(int(d), int(c))] for d, c in zip(event.hits["dom_id"], event.hits["channel_id"],
+                                                                    strict=True)], dtype=np.int64)
+        hit = np.zeros(detector.n_pmts, dtype=bool)
+        hit[rows[np.abs(event.hits["t_ns"] - direct_ns[rows]) < DIRECT_RESIDUAL_NS]] = True
+        index = np.digitize(rho_m, distance_edges_m) - 1
+        used = on_muon & (index >= 0) & (index < n_bins)
+        np.add.at(hit_pmts, index[used], hit[used])
+        np.add.at(all_pmts, index[used], 1)
+    return hit_pmts / np.maximum(all_pmts, 1), all_pmts
+
+
 def event_observables(events: list, pmt_pos_m: np.ndarray, axis_xy_m: np.ndarray) -> dict[str, np.ndarray]:
     """Per-event (EVENT_OBSERVABLES) and pooled per-hit (HIT_OBSERVABLES) arrays of events with `.hits` and
     `.truth`; `pmt_pos_m` is every PMT of the detector (for the noise exposure), `axis_xy_m` the detector axis."""
