@@ -39,8 +39,7 @@ def file_hits() -> np.ndarray:
 def worst_mismatch(detector: Detector, hits: np.ndarray) -> tuple[float, float]:
     """Largest distance (m) and angle (deg) between a hit's stored PMT position / direction and the detector's
     PMT of the same (dom_id, channel_id)."""
-    lookup = detector.pmt_lookup()
-    rows = np.array([lookup[(int(d), int(c))] for d, c in zip(hits["dom_id"], hits["channel_id"], strict=True)])
+    rows = detector.pmt_rows(hits["dom_id"], hits["channel_id"])
     pos = np.stack([hits[f"pos_{a}"] for a in "xyz"], 1).astype(np.float64)
     dirs = np.stack([hits[f"dir_{a}"] for a in "xyz"], 1).astype(np.float64)
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
@@ -90,7 +89,7 @@ def test_pmts_without_hits_follow_their_dom_and_du():
     held = held_dom | (channel % 7 == 3)
     placed, report = recalibrate(det, dom[~held], channel[~held], pos[~held], dirs[~held], "held out")
     assert report.n_du_shifted >= held_dom.sum()
-    rows = np.array([placed.pmt_lookup()[(int(d), int(c))] for d, c in zip(dom[held], channel[held], strict=True)])
+    rows = placed.pmt_rows(dom[held], channel[held])
     dist = np.linalg.norm(placed.pmt_pos_m[rows] - pos[held], axis=1)
     unit = dirs[held] / np.linalg.norm(dirs[held], axis=1, keepdims=True)
     angle = np.degrees(np.arccos(np.clip((placed.pmt_dir[rows] * unit).sum(1), -1.0, 1.0)))

@@ -25,15 +25,18 @@ from scipy import stats
 from numl.data.km3net import hit_positions_m, read_offline_file, select_hits, truth_direction
 from numl.sim.km3net import physics
 from numl.sim.km3net.events import path_interval_in_can
-from numl.sim.km3net.observables import direct_hit_probability, muon_residuals_ns, vertex_muon_track
+from numl.sim.km3net.observables import (
+    DIRECT_RESIDUAL_NS,
+    direct_hit_probability,
+    muon_residuals_ns,
+    vertex_muon_track,
+)
 from numl.sim.km3net.prefit import PREFITS
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 RESULTS = Path(__file__).resolve().parent / "results"
 EXPERIMENT = "km3net_reconstruction/orca6_prefit"
 PREFIT = "line_fit_chi2"
-#: a triggered hit this far (either side) from the true muon's direct light is noise or late (scattered) light
-LATE_RESIDUAL_NS = 20.0
 COVARIATES = {
     "dir_z": "neutrino direction z (cos angle to +z; > 0 up-going)",
     "azimuth_deg": "neutrino azimuth (deg)",
@@ -44,7 +47,7 @@ COVARIATES = {
     "n_triggered": "triggered hits",
     "n_lines": "detection lines with triggered hits",
     "n_doms": "DOMs with triggered hits",
-    "late_fraction": f"fraction of triggered hits with |residual| > {LATE_RESIDUAL_NS:g} ns",
+    "late_fraction": f"fraction of triggered hits with |residual| > {DIRECT_RESIDUAL_NS:g} ns",
     "vertex_radius_m": "vertex distance from the detector axis (m)",
     "vertex_z_m": "vertex height above the lowest PMT (m)",
     "track_in_detector_m": "muon track length inside the instrumented volume (m)",
@@ -78,7 +81,7 @@ def event_records(events, detector, hit_selection: str, max_hits: int) -> dict[s
         rows["n_triggered"].append(len(triggered))
         rows["n_lines"].append(len(np.unique(triggered["du_id"])))
         rows["n_doms"].append(len(np.unique(triggered["dom_id"])))
-        rows["late_fraction"].append(float(np.mean(np.abs(muon_residuals_ns(triggered, truth)) > LATE_RESIDUAL_NS)))
+        rows["late_fraction"].append(float(np.mean(np.abs(muon_residuals_ns(triggered, truth)) > DIRECT_RESIDUAL_NS)))
         vertex = np.array([truth["vertex_x"], truth["vertex_y"], truth["vertex_z"]], dtype=np.float64)
         rows["vertex_radius_m"].append(float(np.hypot(*(vertex[:2] - instrumented[0]))))
         rows["vertex_z_m"].append(vertex[2] - instrumented[2])

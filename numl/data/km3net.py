@@ -280,13 +280,10 @@ def read_offline_file(path: str | Path, detector: Detector | None = None,
         if detector.det_id > 0 and file_det_ids != {detector.det_id}:
             raise ConfigError(f"data.real_test_files: {str(path)!r} was taken with det_id {sorted(file_det_ids)} but "
                               f"detector {detector.name} is det_id {detector.det_id}")
-        lookup = detector.pmt_lookup()
-        rows = np.array([lookup.get((int(d), int(c)), -1) for d, c in zip(hits["dom_id"], hits["channel_id"],
-                                                                            strict=True)])
-        if np.any(rows < 0):
-            bad = int(np.flatnonzero(rows < 0)[0])
-            raise ConfigError(f"data.real_test_files: {str(path)!r} has a hit on PMT dom_id={hits['dom_id'][bad]} "
-                              f"channel_id={hits['channel_id'][bad]} that detector {detector.name} does not have")
+        try:
+            rows = detector.pmt_rows(hits["dom_id"], hits["channel_id"])
+        except ConfigError as err:
+            raise ConfigError(f"data.real_test_files: {str(path)!r} has a hit on a {err}") from None
         pos = detector.pmt_pos_m[rows]
         dirs = detector.pmt_dir[rows]
         hits["du_id"] = detector.du_id[rows]

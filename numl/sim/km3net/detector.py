@@ -53,9 +53,18 @@ class Detector:
         """Dense 0..n_doms-1 index of each PMT's DOM (for coincidence look-ups)."""
         return np.unique(self.dom_id, return_inverse=True)[1]
 
-    def pmt_lookup(self) -> dict[tuple[int, int], int]:
-        """(dom_id, channel_id) -> row in the PMT table, used to calibrate raw hits."""
-        return {(int(d), int(c)): i for i, (d, c) in enumerate(zip(self.dom_id, self.channel_id, strict=True))}
+    def pmt_rows(self, dom_id: np.ndarray, channel_id: np.ndarray) -> np.ndarray:
+        """Rows in the PMT table of the PMTs (dom_id, channel_id), e.g. of raw hits; a PMT the detector does not
+        have is a ConfigError ("PMT dom_id=... channel_id=... that detector ... does not have": callers put the
+        key that names the source in front)."""
+        lookup = {(int(d), int(c)): i for i, (d, c) in enumerate(zip(self.dom_id, self.channel_id, strict=True))}
+        rows = np.array([lookup.get((int(d), int(c)), -1) for d, c in zip(dom_id, channel_id, strict=True)],
+                        dtype=np.int64)
+        if np.any(rows < 0):
+            bad = int(np.flatnonzero(rows < 0)[0])
+            raise ConfigError(f"PMT dom_id={int(dom_id[bad])} channel_id={int(channel_id[bad])} that detector "
+                              f"{self.name} does not have")
+        return rows
 
     def bounding_cylinder_m(self) -> tuple[np.ndarray, float, float, float]:
         """(axis centre xy, radius, z_min, z_max) of the instrumented volume."""
@@ -208,12 +217,7 @@ def recalibrate(detector: Detector, dom_id: np.ndarray, channel_id: np.ndarray, 
       against height (a DU's DOMs shift by an offset growing with height: the string's stretch);
     - a DU without given PMTs is left as it is.
     A given PMT the detector does not have is a ConfigError (the caller's key names the source)."""
-    lookup = detector.pmt_lookup()
-    rows = np.array([lookup.get((int(d), int(c)), -1) for d, c in zip(dom_id, channel_id, strict=True)], dtype=int)
-    if np.any(rows < 0):
-        bad = int(np.flatnonzero(rows < 0)[0])
-        raise ConfigError(f"PMT dom_id={int(dom_id[bad])} channel_id={int(channel_id[bad])} is not in detector "
-                          f"{detector.name}")
+    rows = detector.pmt_rows(dom_id, channel_id)
     dirs = dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
     new_pos, new_dir = detector.pmt_pos_m.copy(), detector.pmt_dir.copy()
     given = np.zeros(detector.n_pmts, dtype=bool)

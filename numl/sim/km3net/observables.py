@@ -63,7 +63,6 @@ def direct_hit_probability(events: list, detector, distance_edges_m: np.ndarray)
     (|residual| < DIRECT_RESIDUAL_NS), over every PMT of `detector` whose Cherenkov emission point lies on the muon
     between SHOWER_CLEARANCE_M past the vertex and the muon's (numl) range, and the number of such PMTs. This is
     the detector's response to muon light, independent of which events trigger: the light yield per PMT."""
-    lookup = detector.pmt_lookup()
     n_bins = len(distance_edges_m) - 1
     hit_pmts, all_pmts = np.zeros(n_bins), np.zeros(n_bins)
     for event in events:
@@ -74,8 +73,7 @@ def direct_hit_probability(events: list, detector, distance_edges_m: np.ndarray)
         range_m = physics.muon_range_m(event.truth["muon_energy_gev"])
         on_muon = (emission_m > SHOWER_CLEARANCE_M) & (emission_m < range_m)
         direct_ns = physics.cherenkov_arrival_time_ns(detector.pmt_pos_m, *track)
-        rows = np.array([lookup[(int(d), int(c))] for d, c in zip(event.hits["dom_id"], event.hits["channel_id"],
-                                                                    strict=True)], dtype=np.int64)
+        rows = detector.pmt_rows(event.hits["dom_id"], event.hits["channel_id"])
         hit = np.zeros(detector.n_pmts, dtype=bool)
         hit[rows[np.abs(event.hits["t_ns"] - direct_ns[rows]) < DIRECT_RESIDUAL_NS]] = True
         index = np.digitize(rho_m, distance_edges_m) - 1
