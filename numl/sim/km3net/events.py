@@ -26,6 +26,7 @@ import numpy as np
 from numl.sim.km3net import kinematics as dis
 from numl.sim.km3net import physics
 from numl.sim.km3net.detector import Detector
+from numl.sim.km3net.trigger import TRIGGERS, trigger_flags
 from numl.utils.errors import ConfigError, check_choice, check_keys, check_positive, check_range
 
 HIT_DTYPE = np.dtype([
@@ -98,6 +99,18 @@ class EventConfig:
     # chosen to match the file's triggered hits and DOMs, experiments/km3net_reconstruction/file_comparison.py)
     trigger_l0_max_distance_m: float = 10.0
     trigger_l0_time_extra_ns: float = 20.0
+    # Which hits are triggered (numl.sim.km3net.trigger.TRIGGERS): l1_causal (L1 hits + the L0 rule above) or
+    # muon_road (JTE's 3D-muon trigger: a direction scan, L1 hits causally compatible with one muon, and the hits
+    # compatible with all of them). The road values are fitted to the ORCA6 file's own triggered hits (its run
+    # file with JTE's parameters is not public): 80 % of the file's triggered hits found, 91 % of those found are
+    # the file's (tests/test_km3net_trigger.py). The event triggers when the muon-road cluster spans
+    # trigger_min_l1_doms DOMs.
+    trigger: str = "l1_causal"
+    trigger_road_directions: int = 200  # scanned directions, about 14 deg apart
+    trigger_road_width_m: float = 120.0  # largest transverse separation of two L1 hits of one muon
+    trigger_road_time_extra_ns: float = 20.0  # time tolerance beyond the Cherenkov causality of two L1 hits
+    trigger_road_l0_width_m: float = 60.0  # the same for a hit joining the cluster (with every cluster hit)
+    trigger_road_l0_time_extra_ns: float = 20.0
     readout_margin_ns: float = 300.0  # hits kept from this before the first to this after the last L1 hit
     max_trials: int = 1000  # regenerations allowed for one triggered event
 
@@ -129,7 +142,7 @@ class EventConfig:
             check_positive(f"data.events.{key}", getattr(self, key))
         for key in ("scattering_delay_ns_per_m", "time_spread_ns", "tot_log_slope_ns", "tot_spread_ns",
                     "noise_rate_hz", "readout_margin_ns", "shower_isotropic_fraction", "trigger_l0_max_distance_m",
-                    "trigger_l0_time_extra_ns"):
+                    "trigger_l0_time_extra_ns", "trigger_road_time_extra_ns", "trigger_road_l0_time_extra_ns"):
             check_positive(f"data.events.{key}", getattr(self, key), allow_zero=True)
         check_range("data.events.quantum_efficiency", self.quantum_efficiency, 0.0, 1.0)
         check_range("data.events.hadronic_light_fraction", self.hadronic_light_fraction, 0.0, 1.0)
@@ -137,6 +150,10 @@ class EventConfig:
         check_range("data.events.shower_isotropic_fraction", self.shower_isotropic_fraction, 0.0, 1.0)
         check_positive("data.events.shower_angular_width", self.shower_angular_width)
         check_positive("data.events.trigger_min_l1_doms", self.trigger_min_l1_doms, integer=True)
+        check_choice("data.events.trigger", self.trigger, TRIGGERS)
+        check_positive("data.events.trigger_road_directions", self.trigger_road_directions, integer=True)
+        check_positive("data.events.trigger_road_width_m", self.trigger_road_width_m)
+        check_positive("data.events.trigger_road_l0_width_m", self.trigger_road_l0_width_m, allow_zero=True)
         check_positive("data.events.max_trials", self.max_trials, integer=True)
 
     def as_dict(self) -> dict[str, Any]:
@@ -313,34 +330,6 @@ def photons_to_hits(pmt_index: np.ndarray, time_ns: np.ndarray, config: EventCon
     return pmt_index[starts], time_ns[starts], np.clip(tot, 1.0, 255.0)
 
 
-def l1_flags(dom_index: np.ndarray, time_ns: np.ndarray, window_ns: float) -> np.ndarray:
-    """A hit is L1 if another hit on the same DOM lies within the window (neighbours in time order suffice)."""
-    flags = np.zeros(len(time_ns), dtype=bool)
-    if len(time_ns) < 2:
-        return flags
-    order = np.lexsort((time_ns, dom_index))
-    d, t = dom_index[order], time_ns[order]
-    close = (d[1:] == d[:-1]) & (np.diff(t) <= window_ns)
-    flags[order[1:][close]] = True
-    flags[order[:-1][close]] = True
-    return flags
-
-
-def causal_l0_flags(pos_m: np.ndarray, time_ns: np.ndarray, l1: np.ndarray, max_distance_m: float,
-                    time_extra_ns: float) -> np.ndarray:
-    """Hits that are not L1 but lie within `max_distance_m` of an L1 hit and within the light-travel time between
-    them (water's group velocity) plus `time_extra_ns`: the L0 hits a JTE-like trigger adds to an event."""
-    flags = np.zeros(len(time_ns), dtype=bool)
-    if max_distance_m <= 0 or not l1.any() or l1.all():
-        return flags
-    candidates = np.flatnonzero(~l1)
-    distance = np.linalg.norm(pos_m[candidates, None, :] - pos_m[None, l1, :], axis=-1)  # (L0, L1)
-    delay = np.abs(time_ns[candidates, None] - time_ns[None, l1])
-    causal = (distance <= max_distance_m) & (delay <= distance / physics.V_GROUP_M_PER_NS + time_extra_ns)
-    flags[candidates[causal.any(axis=1)]] = True
-    return flags
-
-
 def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Generator) -> Event | None:
     """One interaction; None when it does not pass the trigger."""
     is_track = rng.random() < config.numu_cc_fraction
@@ -392,11 +381,9 @@ def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Gener
 
     pmt = np.concatenate([signal_pmt, noise_pmt])
     t = np.concatenate([signal_t, noise_t])
-    triggered = l1_flags(detector.dom_index[pmt], t, config.l1_window_ns)
-    if len(np.unique(detector.dom_id[pmt[triggered]])) < config.trigger_min_l1_doms:
+    triggered = trigger_flags(detector.pmt_pos_m[pmt], t, detector.dom_index[pmt], config)
+    if triggered is None:
         return None
-    triggered |= causal_l0_flags(detector.pmt_pos_m[pmt], t, triggered, config.trigger_l0_max_distance_m,
-                                 config.trigger_l0_time_extra_ns)
     start = max(t[triggered].min() - config.readout_margin_ns, noise_start)
     end = min(t[triggered].max() + config.readout_margin_ns, noise_end)
     keep = (t >= start) & (t <= end)

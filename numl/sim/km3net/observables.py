@@ -83,6 +83,37 @@ def direct_hit_probability(events: list, detector, distance_edges_m: np.ndarray)
     return hit_pmts / np.maximum(all_pmts, 1), all_pmts
 
 
+#: late light: residuals in this window; the K-40 hits expected there are counted in an equally long window before
+#: any light of the event (NOISE_RESIDUAL_NS and earlier)
+LATE_WINDOW_NS = (DIRECT_RESIDUAL_NS, 220.0)
+LATE_NOISE_WINDOW_NS = (-300.0, NOISE_RESIDUAL_NS)
+
+
+def late_light_share(events: list, distance_edges_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per bin of a hit's PMT distance from the true muon: the share of late light among the hits of muon light,
+    late / (late + direct), with late the hits in LATE_WINDOW_NS minus the K-40 hits expected there and direct the
+    hits within DIRECT_RESIDUAL_NS; and the number of direct hits. Hits on PMTs whose Cherenkov emission point lies
+    SHOWER_CLEARANCE_M or more past the vertex. Scattering sets this share (a ratio at one distance, whatever the
+    events' geometry)."""
+    n_bins = len(distance_edges_m) - 1
+    direct, late, noise = np.zeros(n_bins), np.zeros(n_bins), np.zeros(n_bins)
+    for event in events:
+        track = vertex_muon_track(event.truth)
+        if track is None:
+            continue
+        pos = np.stack([event.hits["pos_x"], event.hits["pos_y"], event.hits["pos_z"]], axis=1).astype(np.float64)
+        _, rho_m, emission_m = physics.track_geometry(pos, *track[:2])
+        residual = muon_residuals_ns(event.hits, event.truth)
+        index = np.digitize(rho_m, distance_edges_m) - 1
+        used = (index >= 0) & (index < n_bins) & (emission_m >= SHOWER_CLEARANCE_M)
+        for total, selected in ((direct, np.abs(residual) < DIRECT_RESIDUAL_NS),
+                                (late, (residual >= LATE_WINDOW_NS[0]) & (residual < LATE_WINDOW_NS[1])),
+                                (noise, (residual >= LATE_NOISE_WINDOW_NS[0]) & (residual < LATE_NOISE_WINDOW_NS[1]))):
+            total += np.bincount(index[used & selected], minlength=n_bins)[:n_bins]
+    late_signal = late - noise
+    return late_signal / np.maximum(late_signal + direct, 1.0), direct
+
+
 def event_observables(events: list, pmt_pos_m: np.ndarray, axis_xy_m: np.ndarray) -> dict[str, np.ndarray]:
     """Per-event (EVENT_OBSERVABLES) and pooled per-hit (HIT_OBSERVABLES) arrays of events with `.hits` and
     `.truth`; `pmt_pos_m` is every PMT of the detector (for the noise exposure), `axis_xy_m` the detector axis."""
