@@ -193,3 +193,26 @@ def test_orca6_light_per_pmt_matches_the_official_file(compose_train):
     assert 0.8 < ratio < 1.25
     brighter, _ = simulate_events(dm.detector, replace(config, quantum_efficiency=0.25), 40, seed=5)
     assert np.mean(direct_hit_probability(brighter, dm.detector, edges)[0] / file_probability) > 1.5  # 1.72-2.00
+
+
+@pytest.mark.slow
+def test_orca6_late_light_by_distance_matches_the_official_file(compose_train):
+    # The share of late (20-220 ns) light among the hits of muon light, 30-80 m from the muon: scattering sets it.
+    # The file: 0.27 / 0.33 / 0.39 at 30-45 / 45-60 / 60-80 m; numl's former scattering (50 m, 0.5 ns per m of
+    # path, efficiency 0.125) gave 0.39 / 0.52 / 0.59 (scattering_check.py, 1000 events).
+    pytest.importorskip("km3io")
+    from hydra.utils import instantiate
+
+    from numl.data.km3net import read_offline_file
+    from numl.sim.km3net.observables import late_light_share
+
+    dm = instantiate(compose_train(["experiment=km3net_reconstruction/orca6_real_file"]).data, _convert_="object")
+    edges = np.array([30.0, 45.0, 60.0, 80.0])
+    file_share, _ = late_light_share(read_offline_file(dm.real_test_files[0], dm.detector), edges)
+    config = replace(dm.event_config, spectral_index=2.0)  # the file's generation spectrum
+    events, _ = simulate_events(dm.detector, config, 300, seed=5)
+    share, _ = late_light_share(events, edges)
+    assert np.all(np.abs(share - file_share) < 0.06)
+    former, _ = simulate_events(dm.detector, replace(config, scattering_length_m=50.0, scattering_delay_ns_per_m=0.5,
+                                                     quantum_efficiency=0.125), 300, seed=5)
+    assert np.mean(late_light_share(former, edges)[0] - file_share) > 0.1

@@ -1,0 +1,93 @@
+"""Late light by distance from the muon: the official ORCA6 file against numl's simulation (issue 16).
+
+For hits on PMTs whose Cherenkov emission point lies 20 m or more past the vertex, in bins of the PMT's distance
+from the true muon: the share of late light (numl.sim.km3net.observables.late_light_share: hits with residual
+20-220 ns minus the K-40 hits expected there, over that plus the hits within +-20 ns of direct light). Scattering
+sets this share; the event geometry does not (it is a ratio at one distance). Also the per-PMT probability of a
+direct-light hit (numl.sim.km3net.observables.direct_hit_probability) over the file's, which the photon detection
+efficiency sets. numl: `experiment=km3net_reconstruction/orca6_prefit` generated with the file's E^-2 spectrum,
+before (the former scattering and efficiency) and now (as configured).
+
+    python experiments/km3net_reconstruction/scattering_check.py   # ~2 min; results/scattering_check.md, .json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from fit_gap import CONF, EXPERIMENT, RESULTS
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from numl.data.km3net import read_offline_file
+from numl.sim.km3net import simulate_events
+from numl.sim.km3net.observables import LATE_WINDOW_NS, direct_hit_probability, late_light_share
+
+DISTANCE_EDGES_M = np.array([0.0, 10.0, 20.0, 30.0, 45.0, 60.0, 80.0, 120.0])
+PROBABILITY_EDGES_M = np.array([10.0, 20.0, 30.0, 45.0, 60.0])
+#: the simulation before the scattering fit (and the efficiency that matched the file with it) and now
+CONFIGURATIONS = {"before": {"scattering_length_m": 50.0, "scattering_delay_ns_per_m": 0.5,
+                             "quantum_efficiency": 0.125}, "now": {}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--out", type=Path, default=RESULTS / "scattering_check")
+    args = parser.parse_args()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"experiment={EXPERIMENT}"])
+    dm = instantiate(cfg.data, _convert_="object")
+    file_events = read_offline_file(dm.real_test_files[0], dm.detector)
+    file_share, file_direct = late_light_share(file_events, DISTANCE_EDGES_M)
+    file_probability = direct_hit_probability(file_events, dm.detector, PROBABILITY_EDGES_M)[0]
+    result = {"experiment": EXPERIMENT, "events": args.events, "seed": args.seed,
+              "distance_edges_m": DISTANCE_EDGES_M.tolist(), "probability_edges_m": PROBABILITY_EDGES_M.tolist(),
+              "file": {"late_share": file_share.tolist(), "direct_hits": file_direct.tolist()}, "numl": {}}
+    for name, changes in CONFIGURATIONS.items():
+        # the file's generation spectrum (its header: E^-2), so the muons' light is comparable
+        config = replace(dm.event_config, spectral_index=2.0, **changes)
+        events, _ = simulate_events(dm.detector, config, args.events, seed=args.seed)
+        share, direct = late_light_share(events, DISTANCE_EDGES_M)
+        probability = direct_hit_probability(events, dm.detector, PROBABILITY_EDGES_M)[0]
+        result["numl"][name] = {
+            "scattering_length_m": config.scattering_length_m,
+            "scattering_delay_ns_per_m": config.scattering_delay_ns_per_m,
+            "quantum_efficiency": config.quantum_efficiency, "late_share": share.tolist(),
+            "direct_hits": direct.tolist(), "direct_probability_over_file": (probability / file_probability).tolist()}
+        print(name, json.dumps(result["numl"][name]), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+def markdown(result: dict) -> str:
+    edges = result["distance_edges_m"]
+    bins = [f"{edges[i]:g}-{edges[i + 1]:g} m" for i in range(len(edges) - 1)]
+    lines = [f"Share of late light (residual {LATE_WINDOW_NS[0]:g}-{LATE_WINDOW_NS[1]:g} ns, K-40 subtracted) among "
+             f"hits by distance from the true muon; numl: {result['events']} events of `{result['experiment']}` with "
+             f"the file's E^-2 spectrum, seed {result['seed']}.", "",
+             "| sample | scattering length (m) / delay (ns per m) / efficiency | " + " | ".join(bins) + " |",
+             "|---|---|" + "---|" * len(bins),
+             "| ORCA6 file | | " + " | ".join(f"{v:.3f}" for v in result["file"]["late_share"]) + " |"]
+    for name, r in result["numl"].items():
+        lines.append(f"| numl {name} | {r['scattering_length_m']:g} / {r['scattering_delay_ns_per_m']:g} / "
+                     f"{r['quantum_efficiency']:g} | " + " | ".join(f"{v:.3f}" for v in r["late_share"]) + " |")
+    pe = result["probability_edges_m"]
+    lines += ["", "Per-PMT probability of a direct-light hit, numl over the file:", "",
+              "| sample | " + " | ".join(f"{pe[i]:g}-{pe[i + 1]:g} m" for i in range(len(pe) - 1)) + " | mean |",
+              "|---|" + "---|" * len(pe)]
+    for name, r in result["numl"].items():
+        ratio = r["direct_probability_over_file"]
+        lines.append(f"| numl {name} | " + " | ".join(f"{v:.2f}" for v in ratio) + f" | {np.mean(ratio):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
