@@ -137,6 +137,9 @@ def test_group_option_composes_and_instantiates(group, option, tmp_path):
 # CAMB runs for every cosmology of a tomographic or M_nu-grid experiment take a minute on a fresh cache.
 # lensing_nbody_study runs the same code path as lensing_nbody, at other sizes.
 CAMB_HEAVY = {"lensing_tomo", "lensing_mnu_regression", "lensing_nbody_mnu_regression", "lensing_nbody_study"}
+# over 9 s each; their parts have fast tests of their own (test_diffusion.py, test_km3net_data.py), so the whole
+# run is left to make test-full and CI
+SLOW_SMOKE = {"lensing_diffusion", "km3net_real_files"}
 # N-body experiments run a suite of simulations: here a tiny one (16^3 particles, one simulation per split and
 # cosmology, under a second each), with enough training maps for the summary statistics' covariances.
 NBODY_TINY = ["data.nbody.n_particles=16", "data.nbody.n_mesh=32", "data.nbody.n_steps=10",
@@ -149,7 +152,7 @@ REAL_FILE_FITS_TINY = ["baseline.track_fit.max_events=10", "baseline.track_likel
                        "baseline.track_likelihood.n_starts=1"]
 
 
-@pytest.mark.parametrize("experiment", [pytest.param(e, marks=pytest.mark.slow) if e in CAMB_HEAVY else e
+@pytest.mark.parametrize("experiment", [pytest.param(e, marks=pytest.mark.slow) if e in CAMB_HEAVY | SLOW_SMOKE else e
                                         for e in EXPERIMENTS])
 def test_experiment_fast_dev_run(experiment, compose_train, tmp_path):
     is_nbody = compose_train([f"experiment={experiment}"]).data.get("field") == "nbody"
