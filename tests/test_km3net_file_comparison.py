@@ -198,8 +198,8 @@ def test_orca6_light_per_pmt_matches_the_official_file(compose_train):
 @pytest.mark.slow
 def test_orca6_late_light_by_distance_matches_the_official_file(compose_train):
     # The share of late (20-220 ns) light among the hits of muon light, 30-80 m from the muon: scattering sets it.
-    # The file: 0.27 / 0.33 / 0.39 at 30-45 / 45-60 / 60-80 m; numl's former scattering (50 m, 0.5 ns per m of
-    # path, efficiency 0.125) gave 0.39 / 0.52 / 0.59 (scattering_check.py, 1000 events).
+    # The file: 0.27 / 0.33 / 0.39 at 30-45 / 45-60 / 60-80 m; numl's former water (absorption 60 m, scattering
+    # 50 m with 0.5 ns of delay per m of path, efficiency 0.125) gave 0.39 / 0.52 / 0.59 (scattering_check.py).
     pytest.importorskip("km3io")
     from hydra.utils import instantiate
 
@@ -213,6 +213,7 @@ def test_orca6_late_light_by_distance_matches_the_official_file(compose_train):
     events, _ = simulate_events(dm.detector, config, 300, seed=5)
     share, _ = late_light_share(events, edges)
     assert np.all(np.abs(share - file_share) < 0.06)
-    former, _ = simulate_events(dm.detector, replace(config, scattering_length_m=50.0, scattering_delay_ns_per_m=0.5,
-                                                     quantum_efficiency=0.125), 300, seed=5)
+    former, _ = simulate_events(dm.detector, replace(config, absorption_length_m=60.0, scattering_length_m=50.0,
+                                                     scattering_delay_ns_per_m=0.5, quantum_efficiency=0.125),
+                                300, seed=5)
     assert np.mean(late_light_share(former, edges)[0] - file_share) > 0.1

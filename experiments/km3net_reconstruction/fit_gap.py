@@ -56,8 +56,13 @@ COVARIATES = {
 #: histogram bins of the reweighting: the file's quantiles, so each bin holds about 140 / N_BINS file events
 N_BINS = 6
 N_BOOTSTRAP = 300
-#: the simulation before the fix (photon detection efficiency 0.25, no seabed) and now (conf/data/km3net_orca6.yaml)
-CONFIGURATIONS = {"before": ["data.events.quantum_efficiency=0.25", "data.events.seabed_z_m=null"], "now": []}
+#: the water before scattering_check.py's fit (absorption 60 m, scattering 50 m with 0.5 ns of delay per metre)
+FORMER_WATER = ["data.events.absorption_length_m=60", "data.events.scattering_length_m=50",
+                "data.events.scattering_delay_ns_per_m=0.5"]
+#: the simulation before the light-yield fix (photon detection efficiency 0.25, no seabed), after it with the
+#: former water, and now (conf/data/km3net_orca6.yaml)
+CONFIGURATIONS = {"before": ["data.events.quantum_efficiency=0.25", "data.events.seabed_z_m=null", *FORMER_WATER],
+                  "light": ["data.events.quantum_efficiency=0.125", *FORMER_WATER], "now": []}
 #: distance bins (m) of the direct-light hit probability: from next to the track to where noise takes over
 DISTANCE_EDGES_M = np.array([0.0, 10.0, 20.0, 30.0, 45.0, 60.0, 80.0])
 

@@ -1,4 +1,4 @@
-"""Late light by distance from the muon: the official ORCA6 file against numl's simulation (issue 16).
+"""Water against the official ORCA6 file: late light and direct light by distance from the muon (issue 16).
 
 For hits on PMTs whose Cherenkov emission point lies 20 m or more past the vertex, in bins of the PMT's distance
 from the true muon: the share of late light (numl.sim.km3net.observables.late_light_share: hits with residual
@@ -29,9 +29,9 @@ from numl.sim.km3net.observables import LATE_WINDOW_NS, direct_hit_probability, 
 
 DISTANCE_EDGES_M = np.array([0.0, 10.0, 20.0, 30.0, 45.0, 60.0, 80.0, 120.0])
 PROBABILITY_EDGES_M = np.array([10.0, 20.0, 30.0, 45.0, 60.0])
-#: the simulation before the scattering fit (and the efficiency that matched the file with it) and now
-CONFIGURATIONS = {"before": {"scattering_length_m": 50.0, "scattering_delay_ns_per_m": 0.5,
-                             "quantum_efficiency": 0.125}, "now": {}}
+#: the simulation before the water fit (and the efficiency that matched the file with it) and now
+CONFIGURATIONS = {"before": {"absorption_length_m": 60.0, "scattering_length_m": 50.0,
+                             "scattering_delay_ns_per_m": 0.5, "quantum_efficiency": 0.125}, "now": {}}
 
 
 def main() -> None:
@@ -56,7 +56,7 @@ def main() -> None:
         share, direct = late_light_share(events, DISTANCE_EDGES_M)
         probability = direct_hit_probability(events, dm.detector, PROBABILITY_EDGES_M)[0]
         result["numl"][name] = {
-            "scattering_length_m": config.scattering_length_m,
+            "absorption_length_m": config.absorption_length_m, "scattering_length_m": config.scattering_length_m,
             "scattering_delay_ns_per_m": config.scattering_delay_ns_per_m,
             "quantum_efficiency": config.quantum_efficiency, "late_share": share.tolist(),
             "direct_hits": direct.tolist(), "direct_probability_over_file": (probability / file_probability).tolist()}
@@ -73,11 +73,13 @@ def markdown(result: dict) -> str:
     lines = [f"Share of late light (residual {LATE_WINDOW_NS[0]:g}-{LATE_WINDOW_NS[1]:g} ns, K-40 subtracted) among "
              f"hits by distance from the true muon; numl: {result['events']} events of `{result['experiment']}` with "
              f"the file's E^-2 spectrum, seed {result['seed']}.", "",
-             "| sample | scattering length (m) / delay (ns per m) / efficiency | " + " | ".join(bins) + " |",
+             "| sample | absorption length (m) / scattering length (m) / delay (ns per m) / efficiency | "
+             + " | ".join(bins) + " |",
              "|---|---|" + "---|" * len(bins),
              "| ORCA6 file | | " + " | ".join(f"{v:.3f}" for v in result["file"]["late_share"]) + " |"]
     for name, r in result["numl"].items():
-        lines.append(f"| numl {name} | {r['scattering_length_m']:g} / {r['scattering_delay_ns_per_m']:g} / "
+        lines.append(f"| numl {name} | {r['absorption_length_m']:g} / {r['scattering_length_m']:g} / "
+                     f"{r['scattering_delay_ns_per_m']:g} / "
                      f"{r['quantum_efficiency']:g} | " + " | ".join(f"{v:.3f}" for v in r["late_share"]) + " |")
     pe = result["probability_edges_m"]
     lines += ["", "Per-PMT probability of a direct-light hit, numl over the file:", "",
