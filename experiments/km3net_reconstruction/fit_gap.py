@@ -67,6 +67,26 @@ CONFIGURATIONS = {"before": ["data.events.quantum_efficiency=0.25", "data.events
 DISTANCE_EDGES_M = np.array([0.0, 10.0, 20.0, 30.0, 45.0, 60.0, 80.0])
 
 
+def prefit_study_datamodule(overrides: list[str]):
+    """The data module of the prefit study's configuration (EXPERIMENT) with `overrides`, not yet set up."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"experiment={EXPERIMENT}", *overrides])
+    return instantiate(cfg.data, _convert_="object")
+
+
+def file_and_validation_events(dm, label: str) -> dict[str, list]:
+    """The official file's events (key "ORCA6 file") and the data module's simulated validation events (`label`)."""
+    return {"ORCA6 file": read_offline_file(dm.real_test_files[0], dm.detector), label: dm.simulate_split("val")}
+
+
+def write_result(out: Path, result: dict, text: str) -> None:
+    """`result` as <out>.json and its markdown `text` as <out>.md; the text is printed too."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text(text)
+    print(text)
+
+
 def event_records(events, detector, hit_selection: str, max_hits: int) -> dict[str, np.ndarray]:
     """Per event: the prefit's angle to the true neutrino (deg) and every covariate of COVARIATES."""
     instrumented = detector.bounding_cylinder_m()
@@ -205,10 +225,7 @@ def main() -> None:
                     "distance_edges_m": DISTANCE_EDGES_M.tolist(), "configurations": {}}
     records: dict[str, dict[str, np.ndarray]] = {}
     for name, overrides in CONFIGURATIONS.items():
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=[f"experiment={EXPERIMENT}", f"data.n_val={args.n_val}",
-                                                          f"seed={args.seed}", *overrides])
-        dm = instantiate(cfg.data, _convert_="object")
+        dm = prefit_study_datamodule([f"data.n_val={args.n_val}", f"seed={args.seed}", *overrides])
         if "file" not in records:
             file_events = read_offline_file(dm.real_test_files[0], dm.detector)
             records["file"] = event_records(file_events, dm.detector, dm.hit_selection, dm.max_hits)
@@ -221,11 +238,7 @@ def main() -> None:
             "direct_hit_probability": direct_hit_probability(events, dm.detector, DISTANCE_EDGES_M)[0].tolist()}
     if args.records is not None:
         np.savez(args.records, **{f"{s}/{k}": v for s, r in records.items() for k, v in r.items()})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
-
+    write_result(args.out, result, markdown(result))
 
 if __name__ == "__main__":
     main()

@@ -14,16 +14,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from fit_gap import RESULTS, file_and_validation_events, prefit_study_datamodule
 
-from numl.data.km3net import hit_positions_m, read_offline_file, select_hits, truth_direction
+from numl.data.km3net import hit_positions_m, select_hits, truth_direction
 from numl.sim.km3net.physics import angle_between_deg
 from numl.sim.km3net.prefit import PREFITS
-
-CONF = Path(__file__).resolve().parents[2] / "conf"
-RESULTS = Path(__file__).resolve().parent / "results"
-EXPERIMENT = "km3net_reconstruction/orca6_prefit"
 
 
 def prefit_errors(events, hit_selection: str, max_hits: int) -> dict[str, dict[str, float]]:
@@ -52,12 +47,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=RESULTS / "prefit.json")
     args = parser.parse_args()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"experiment={EXPERIMENT}", f"data.n_val={args.n_val}",
-                                                      f"seed={args.seed}"])
-    dm = instantiate(cfg.data, _convert_="object")
-    samples = {"ORCA6 file": read_offline_file(dm.real_test_files[0], dm.detector),
-               f"simulated validation (n_val={args.n_val}, seed {args.seed})": dm.simulate_split("val")}
+    dm = prefit_study_datamodule([f"data.n_val={args.n_val}", f"seed={args.seed}"])
+    samples = file_and_validation_events(dm, f"simulated validation (n_val={args.n_val}, seed {args.seed})")
     results = {name: prefit_errors(events, dm.hit_selection, dm.max_hits) for name, events in samples.items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")

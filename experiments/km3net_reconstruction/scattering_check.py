@@ -19,9 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from fit_gap import CONF, EXPERIMENT, RESULTS
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from fit_gap import EXPERIMENT, RESULTS, prefit_study_datamodule, write_result
 
 from numl.data.km3net import read_offline_file
 from numl.sim.km3net import simulate_events
@@ -40,9 +38,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--out", type=Path, default=RESULTS / "scattering_check")
     args = parser.parse_args()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"experiment={EXPERIMENT}"])
-    dm = instantiate(cfg.data, _convert_="object")
+    dm = prefit_study_datamodule([])
     file_events = read_offline_file(dm.real_test_files[0], dm.detector)
     file_share, file_direct = late_light_share(file_events, DISTANCE_EDGES_M)
     file_probability = direct_hit_probability(file_events, dm.detector, PROBABILITY_EDGES_M)[0]
@@ -61,11 +57,7 @@ def main() -> None:
             "quantum_efficiency": config.quantum_efficiency, "late_share": share.tolist(),
             "direct_hits": direct.tolist(), "direct_probability_over_file": (probability / file_probability).tolist()}
         print(name, json.dumps(result["numl"][name]), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
-
+    write_result(args.out, result, markdown(result))
 
 def markdown(result: dict) -> str:
     edges = result["distance_edges_m"]

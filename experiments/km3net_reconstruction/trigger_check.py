@@ -21,11 +21,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from fit_gap import CONF, EXPERIMENT, N_BOOTSTRAP, PREFIT, RESULTS, event_records
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from fit_gap import (
+    EXPERIMENT,
+    N_BOOTSTRAP,
+    PREFIT,
+    RESULTS,
+    event_records,
+    file_and_validation_events,
+    prefit_study_datamodule,
+    write_result,
+)
 
-from numl.data.km3net import hit_positions_m, read_offline_file
+from numl.data.km3net import hit_positions_m
 from numl.sim.km3net import simulate_events
 from numl.sim.km3net.trigger import TRIGGERS, trigger_flags
 
@@ -86,12 +93,8 @@ def main() -> None:
     parser.add_argument("--speed-events", type=int, default=300)
     parser.add_argument("--out", type=Path, default=RESULTS / "trigger_check")
     args = parser.parse_args()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"experiment={EXPERIMENT}", f"data.n_val={args.n_val}",
-                                                      f"seed={args.seed}"])
-    dm = instantiate(cfg.data, _convert_="object")
-    samples = {"ORCA6 file": read_offline_file(dm.real_test_files[0], dm.detector),
-               f"numl ({dm.event_config.trigger})": dm.simulate_split("val")}
+    dm = prefit_study_datamodule([f"data.n_val={args.n_val}", f"seed={args.seed}"])
+    samples = file_and_validation_events(dm, f"numl ({dm.event_config.trigger})")
     result = {"experiment": EXPERIMENT, "seed": args.seed, "n_val": args.n_val, "speed_events": args.speed_events,
               "samples": {}}
     for sample, events in samples.items():
@@ -113,11 +116,7 @@ def main() -> None:
         simulate_events(dm.detector, replace(dm.event_config, trigger=rule), args.speed_events, seed=args.seed)
         result["simulation_events_per_s"][rule] = args.speed_events / (time.perf_counter() - start)
     print("simulated events per second:", result["simulation_events_per_s"], flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
-
+    write_result(args.out, result, markdown(result))
 
 if __name__ == "__main__":
     main()
