@@ -97,9 +97,9 @@ def test_simulated_events_under_the_muon_road_have_triggered_hits_on_three_doms(
 
 def test_muon_road_finds_the_official_files_triggered_hits():
     # The ORCA6 file's hits carry JTE's trigger flags; its trigger parameters are not public. The road values in
-    # EventConfig were fitted to reproduce them (measured: 80 % of the file's triggered hits found, 91 % of the
-    # hits found are the file's; numl's former rule, L1 + L0 within 10 m, finds 62 % at 99 %: it misses the L0
-    # hits JTE adds on neighbouring lines).
+    # EventConfig were fitted to reproduce them (measured: 79 % of the file's triggered hits found, 91 % of the
+    # hits found are the file's, 8 % of the events on 1-2 lines as JTE's 6 %; numl's l1_causal rule finds 88 % at
+    # 93 % but puts 29 % of the events on 1-2 lines: experiments/km3net_reconstruction/trigger_check.py).
     pytest.importorskip("km3io")
     from numl.data.km3net import read_offline_file
     from numl.sim.km3net.detector import resolve_testdata_path

@@ -102,7 +102,7 @@ class EventConfig:
     # Which hits are triggered (numl.sim.km3net.trigger.TRIGGERS): l1_causal (L1 hits + the L0 rule above) or
     # muon_road (JTE's 3D-muon trigger: a direction scan, L1 hits causally compatible with one muon, and the hits
     # compatible with all of them). The road values are fitted to the ORCA6 file's own triggered hits (its run
-    # file with JTE's parameters is not public): 80 % of the file's triggered hits found, 91 % of those found are
+    # file with JTE's parameters is not public): 79 % of the file's triggered hits found, 91 % of those found are
     # the file's (tests/test_km3net_trigger.py). The event triggers when the muon-road cluster spans
     # trigger_min_l1_doms DOMs.
     trigger: str = "l1_causal"

@@ -7,9 +7,9 @@ Two ways to choose the triggered hits (`data.events.trigger`):
   criterion is the causality of a straight muon). Directions are scanned over the sphere; for each, the L1
   hits that are pairwise compatible with one muon along it (within a road and the Cherenkov time difference) are
   clustered, the direction whose cluster spans most DOMs wins, and hits compatible with every hit of that cluster
-  (L0 or L1) join it. Measured on the official ORCA6 file (tests/test_km3net_trigger.py): this rule finds the
-  file's own triggered hits (recall and precision in the test), where ``l1_causal`` misses the L0 hits JTE adds
-  on neighbouring lines.
+  (L0 or L1) join it. On the official ORCA6 file (experiments/km3net_reconstruction/trigger_check.py) it finds
+  79 % of JTE's triggered hits at 91 % precision and, like JTE, spreads them over 3 or more lines in 92 % of the
+  events; ``l1_causal`` finds 88 % at 93 % but leaves 29 % of the events on 1-2 lines.
 """
 
 from __future__ import annotations
