@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from fit_gap import CONE_WATER, FORMER_WATER
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
@@ -28,20 +29,19 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 EXPERIMENT = "km3net_reconstruction/orca6_real_file"
 #: the file's generation settings (its header: flux 1E-5 * E^-2, cut_nu 50-500 GeV)
 FILE_GENERATION = ["data.events.spectral_index=2.0", "data.events.energy_min_gev=50", "data.events.energy_max_gev=500"]
-#: the water before scattering_check.py's fit (absorption 60 m, scattering 50 m with 0.5 ns of delay per metre)
-FORMER_WATER = ["data.events.absorption_length_m=60", "data.events.scattering_length_m=50",
-                "data.events.scattering_delay_ns_per_m=0.5"]
 #: the light yield and seabed before fit_gap.py's fix (photon detection efficiency 0.25, no seabed)
 FORMER_LIGHT = ["data.events.quantum_efficiency=0.25", "data.events.seabed_z_m=null", *FORMER_WATER]
 #: the simulator before issue 16's event-physics work (vertices only in the can, 30 m around the detector, a short
 #: readout, 7 kHz, L1 hits only), with the vertices, can, readout and K-40 rate of the file but L1 hits only, with the
-#: L0 trigger (all three with the former light yield), with the light-yield fix and the former water, and now
+#: L0 trigger (all three with the former light yield), with the light-yield fix and the former water, with the
+#: first water fit and the cone light, and now
 CONFIGURATIONS = {
     "before": ["data.events.vertex_sampling=can", "data.events.can_margin_m=30", "data.events.readout_margin_ns=300",
                "data.events.noise_rate_hz=7000", "data.events.trigger_l0_max_distance_m=0", *FORMER_LIGHT],
     "vertices": ["data.events.trigger_l0_max_distance_m=0", *FORMER_LIGHT],
     "trigger": FORMER_LIGHT,
     "light": ["data.events.quantum_efficiency=0.125", *FORMER_WATER],
+    "cone": CONE_WATER,
     "now": [],
 }
 ENERGY_BINS_GEV = (50.0, 100.0, 200.0, 500.0)

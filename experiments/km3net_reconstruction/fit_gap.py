@@ -56,13 +56,17 @@ COVARIATES = {
 #: histogram bins of the reweighting: the file's quantiles, so each bin holds about 140 / N_BINS file events
 N_BINS = 6
 N_BOOTSTRAP = 300
-#: the water before scattering_check.py's fit (absorption 60 m, scattering 50 m with 0.5 ns of delay per metre)
+#: the muon's light before the loss showers and large-angle scattered light (losses on the Cherenkov cone)
+CONE_LIGHT = ["data.events.muon_light=cone", "data.events.scattered_light_fraction=0"]
+#: the water before scattering_check.py's first fit (absorption 60 m, scattering 50 m with 0.5 ns of delay per metre)
 FORMER_WATER = ["data.events.absorption_length_m=60", "data.events.scattering_length_m=50",
-                "data.events.scattering_delay_ns_per_m=0.5"]
+                "data.events.scattering_delay_ns_per_m=0.5", *CONE_LIGHT]
+#: the water of that fit with the cone light (efficiency 0.14, 0.25 ns of delay per metre; absorption 45 m as now)
+CONE_WATER = ["data.events.quantum_efficiency=0.14", "data.events.scattering_delay_ns_per_m=0.25", *CONE_LIGHT]
 #: the simulation before the light-yield fix (photon detection efficiency 0.25, no seabed), after it with the
-#: former water, and now (conf/data/km3net_orca6.yaml)
+#: former water, with the cone light, and now (conf/data/km3net_orca6.yaml)
 CONFIGURATIONS = {"before": ["data.events.quantum_efficiency=0.25", "data.events.seabed_z_m=null", *FORMER_WATER],
-                  "light": ["data.events.quantum_efficiency=0.125", *FORMER_WATER], "now": []}
+                  "light": ["data.events.quantum_efficiency=0.125", *FORMER_WATER], "cone": CONE_WATER, "now": []}
 #: distance bins (m) of the direct-light hit probability: from next to the track to where noise takes over
 DISTANCE_EDGES_M = np.array([0.0, 10.0, 20.0, 30.0, 45.0, 60.0, 80.0])
 

@@ -46,8 +46,9 @@ def main() -> None:
     parser.add_argument("--n-val", type=int, default=300)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=RESULTS / "prefit.json")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.events.muon_light=cone")
     args = parser.parse_args()
-    dm = prefit_study_datamodule([f"data.n_val={args.n_val}", f"seed={args.seed}"])
+    dm = prefit_study_datamodule([f"data.n_val={args.n_val}", f"seed={args.seed}", *args.overrides])
     samples = file_and_validation_events(dm, f"simulated validation (n_val={args.n_val}, seed {args.seed})")
     results = {name: prefit_errors(events, dm.hit_selection, dm.max_hits) for name, events in samples.items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)

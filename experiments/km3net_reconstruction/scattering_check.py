@@ -5,10 +5,12 @@ from the true muon: the share of late light (numl.sim.km3net.observables.late_li
 20-220 ns minus the K-40 hits expected there, over that plus the hits within +-20 ns of direct light). Scattering
 sets this share; the event geometry does not (it is a ratio at one distance). Also the per-PMT probability of a
 direct-light hit (numl.sim.km3net.observables.direct_hit_probability) over the file's, which the photon detection
-efficiency sets. numl: `experiment=km3net_reconstruction/orca6_prefit` generated with the file's E^-2 spectrum,
-before (the former scattering and efficiency) and now (as configured).
+efficiency sets, and the rate of second, late hits on PMTs next to the track with a direct hit
+(second_late_hit_rate). numl: `experiment=km3net_reconstruction/orca6_prefit` generated with the file's E^-2
+spectrum, before (the former scattering and efficiency), with the first water fit and the muon's losses on its
+Cherenkov cone (cone), and now (as configured: loss showers and large-angle scattered light).
 
-    python experiments/km3net_reconstruction/scattering_check.py   # ~2 min; results/scattering_check.md, .json
+    python experiments/km3net_reconstruction/scattering_check.py   # ~4 min; results/scattering_check.md, .json
 """
 
 from __future__ import annotations
@@ -23,13 +25,21 @@ from fit_gap import EXPERIMENT, RESULTS, prefit_study_datamodule, write_result
 
 from numl.data.km3net import read_offline_file
 from numl.sim.km3net import simulate_events
-from numl.sim.km3net.observables import LATE_WINDOW_NS, direct_hit_probability, late_light_share
+from numl.sim.km3net.observables import (
+    LATE_WINDOW_NS,
+    direct_hit_probability,
+    late_light_share,
+    second_late_hit_rate,
+)
 
 DISTANCE_EDGES_M = np.array([0.0, 10.0, 20.0, 30.0, 45.0, 60.0, 80.0, 120.0])
 PROBABILITY_EDGES_M = np.array([10.0, 20.0, 30.0, 45.0, 60.0])
-#: the simulation before the water fit (and the efficiency that matched the file with it) and now
+#: the simulation before the first water fit (and the efficiency that matched the file with it), after it with the
+#: muon's losses on its Cherenkov cone and no large-angle scattered light, and now
+CONE_LIGHT = {"muon_light": "cone", "scattered_light_fraction": 0.0}
 CONFIGURATIONS = {"before": {"absorption_length_m": 60.0, "scattering_length_m": 50.0,
-                             "scattering_delay_ns_per_m": 0.5, "quantum_efficiency": 0.125}, "now": {}}
+                             "scattering_delay_ns_per_m": 0.5, "quantum_efficiency": 0.125, **CONE_LIGHT},
+                  "cone": {"scattering_delay_ns_per_m": 0.25, "quantum_efficiency": 0.14, **CONE_LIGHT}, "now": {}}
 
 
 def main() -> None:
@@ -44,7 +54,8 @@ def main() -> None:
     file_probability = direct_hit_probability(file_events, dm.detector, PROBABILITY_EDGES_M)[0]
     result = {"experiment": EXPERIMENT, "events": args.events, "seed": args.seed,
               "distance_edges_m": DISTANCE_EDGES_M.tolist(), "probability_edges_m": PROBABILITY_EDGES_M.tolist(),
-              "file": {"late_share": file_share.tolist(), "direct_hits": file_direct.tolist()}, "numl": {}}
+              "file": {"late_share": file_share.tolist(), "direct_hits": file_direct.tolist(),
+                       "second_late_hits_per_direct_hit": second_late_hit_rate(file_events)[0]}, "numl": {}}
     for name, changes in CONFIGURATIONS.items():
         # the file's generation spectrum (its header: E^-2), so the muons' light is comparable
         config = replace(dm.event_config, spectral_index=2.0, **changes)
@@ -54,7 +65,10 @@ def main() -> None:
         result["numl"][name] = {
             "absorption_length_m": config.absorption_length_m, "scattering_length_m": config.scattering_length_m,
             "scattering_delay_ns_per_m": config.scattering_delay_ns_per_m,
-            "quantum_efficiency": config.quantum_efficiency, "late_share": share.tolist(),
+            "quantum_efficiency": config.quantum_efficiency, "muon_light": config.muon_light,
+            "scattered_light_fraction": config.scattered_light_fraction,
+            "scattered_light_delay_ns": config.scattered_light_delay_ns,
+            "second_late_hits_per_direct_hit": second_late_hit_rate(events)[0], "late_share": share.tolist(),
             "direct_hits": direct.tolist(), "direct_probability_over_file": (probability / file_probability).tolist()}
         print(name, json.dumps(result["numl"][name]), flush=True)
     write_result(args.out, result, markdown(result))
@@ -65,14 +79,18 @@ def markdown(result: dict) -> str:
     lines = [f"Share of late light (residual {LATE_WINDOW_NS[0]:g}-{LATE_WINDOW_NS[1]:g} ns, K-40 subtracted) among "
              f"hits by distance from the true muon; numl: {result['events']} events of `{result['experiment']}` with "
              f"the file's E^-2 spectrum, seed {result['seed']}.", "",
-             "| sample | absorption length (m) / scattering length (m) / delay (ns per m) / efficiency | "
-             + " | ".join(bins) + " |",
-             "|---|---|" + "---|" * len(bins),
-             "| ORCA6 file | | " + " | ".join(f"{v:.3f}" for v in result["file"]["late_share"]) + " |"]
+             "| sample | absorption length (m) / scattering length (m) / delay (ns per m) / efficiency | muon light "
+             "/ large-angle scattered share / its delay (ns) | " + " | ".join(bins)
+             + " | second late hits per direct hit within 10 m |",
+             "|---|---|---|" + "---|" * len(bins) + "---|",
+             "| ORCA6 file | | | " + " | ".join(f"{v:.3f}" for v in result["file"]["late_share"])
+             + f" | {result['file']['second_late_hits_per_direct_hit']:.4f} |"]
     for name, r in result["numl"].items():
         lines.append(f"| numl {name} | {r['absorption_length_m']:g} / {r['scattering_length_m']:g} / "
-                     f"{r['scattering_delay_ns_per_m']:g} / "
-                     f"{r['quantum_efficiency']:g} | " + " | ".join(f"{v:.3f}" for v in r["late_share"]) + " |")
+                     f"{r['scattering_delay_ns_per_m']:g} / {r['quantum_efficiency']:g} | {r['muon_light']} / "
+                     f"{r['scattered_light_fraction']:g} / {r['scattered_light_delay_ns']:g} | "
+                     + " | ".join(f"{v:.3f}" for v in r["late_share"])
+                     + f" | {r['second_late_hits_per_direct_hit']:.4f} |")
     pe = result["probability_edges_m"]
     lines += ["", "Per-PMT probability of a direct-light hit, numl over the file:", "",
               "| sample | " + " | ".join(f"{pe[i]:g}-{pe[i + 1]:g} m" for i in range(len(pe) - 1)) + " | mean |",

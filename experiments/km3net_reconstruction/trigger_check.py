@@ -92,8 +92,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--speed-events", type=int, default=300)
     parser.add_argument("--out", type=Path, default=RESULTS / "trigger_check")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.events.muon_light=cone")
     args = parser.parse_args()
-    dm = prefit_study_datamodule([f"data.n_val={args.n_val}", f"seed={args.seed}"])
+    dm = prefit_study_datamodule([f"data.n_val={args.n_val}", f"seed={args.seed}", *args.overrides])
     samples = file_and_validation_events(dm, f"numl ({dm.event_config.trigger})")
     result = {"experiment": EXPERIMENT, "seed": args.seed, "n_val": args.n_val, "speed_events": args.speed_events,
               "samples": {}}

@@ -52,6 +52,7 @@ TRUTH_DTYPE = np.dtype([
 EVENT_TYPES = {"numu_cc": 0, "shower": 1}
 #: nu_mu CC kinematics: deep-inelastic (x, y from the cross section, the muon's angle to the neutrino) or the
 #: former collinear model (y uniform, muon and shower along the neutrino)
+MUON_LIGHT_MODELS = ("cone", "cone_and_showers")
 KINEMATICS = ("dis", "collinear")
 #: where interaction vertices lie: uniform in space wherever the muon reaches the can (muon_range), or only inside
 #: the can (can: the former model, which misses the through-going muons that dominate above ~50 GeV)
@@ -82,11 +83,29 @@ class EventConfig:
     absorption_length_m: float = 60.0
     scattering_length_m: float = 50.0
     scattering_delay_ns_per_m: float = 0.5  # mean extra delay of a scattered photon per metre (assumption)
+    # Light of the muon that scatters by a large angle (sea water's small-particle, near-isotropic part of the phase
+    # function): this share of the muon's light (cone and loss showers) leaves its points on the track isotropically
+    # and arrives an exponential delay of scattered_light_delay_ns (mean) after the straight path, so PMTs anywhere
+    # near the track, also facing away from it, see late light. Needs muon_light=cone_and_showers; 0: none (the
+    # former model, where scattering only delays photons on their way to the PMT they were headed for).
+    scattered_light_fraction: float = 0.0
+    scattered_light_delay_ns: float = 30.0
     time_spread_ns: float = 1.5  # PMT transit-time spread, Gaussian sigma (assumption)
     hit_merge_window_ns: float = 25.0  # photons on one PMT closer than this make one hit (assumption)
     tot_1pe_ns: float = 26.0  # time over threshold of a single photo-electron (assumption)
     tot_log_slope_ns: float = 10.0  # ToT grows by this per e-fold of charge (assumption)
     tot_spread_ns: float = 4.0
+    # The muon's light (MUON_LIGHT_MODELS). cone: the light of its radiative losses added to its Cherenkov cone (the
+    # former model). cone_and_showers: the cone carries the bare muon's light only; delta rays and radiative losses
+    # shine as EM showers from their points on the track (shower_angular_pdf around the muon), so PMTs off the cone
+    # angle see them, later than direct light, as Jpp's muon PDFs have them (numl.sim.km3net.physics). Delta rays and
+    # pair production: continuous, in steps of muon_light_step_m; bremsstrahlung and photonuclear losses above
+    # stochastic_loss_min_gev: discrete showers (dN/dv ~ 1/v in the fraction v of the muon energy). Track points
+    # farther than muon_light_reach_m from the instrumented cylinder give no shower light.
+    muon_light: str = "cone"
+    muon_light_step_m: float = 2.0
+    stochastic_loss_min_gev: float = 1.0
+    muon_light_reach_m: float = 100.0
     hadronic_light_fraction: float = 0.8  # hadronic showers give less light than electromagnetic (assumption)
     shower_angular_width: float = 0.2  # width in cos(theta) of the shower light around the Cherenkov cone
     shower_isotropic_fraction: float = 0.1
@@ -126,6 +145,9 @@ class EventConfig:
         check_range("data.events.numu_cc_fraction", self.numu_cc_fraction, 0.0, 1.0)
         check_choice("data.events.kinematics", self.kinematics, KINEMATICS)
         check_choice("data.events.vertex_sampling", self.vertex_sampling, VERTEX_SAMPLINGS)
+        check_choice("data.events.muon_light", self.muon_light, MUON_LIGHT_MODELS)
+        for key in ("muon_light_step_m", "stochastic_loss_min_gev", "muon_light_reach_m"):
+            check_positive(f"data.events.{key}", getattr(self, key))
         check_positive("data.events.energy_min_gev", self.energy_min_gev)
         check_positive("data.events.energy_max_gev", self.energy_max_gev)
         if self.energy_max_gev < self.energy_min_gev:
@@ -148,6 +170,11 @@ class EventConfig:
         check_range("data.events.hadronic_light_fraction", self.hadronic_light_fraction, 0.0, 1.0)
         check_range("data.events.pmt_acceptance_min_cos", self.pmt_acceptance_min_cos, -1.0, 0.99)
         check_range("data.events.shower_isotropic_fraction", self.shower_isotropic_fraction, 0.0, 1.0)
+        check_range("data.events.scattered_light_fraction", self.scattered_light_fraction, 0.0, 1.0)
+        check_positive("data.events.scattered_light_delay_ns", self.scattered_light_delay_ns)
+        if self.scattered_light_fraction > 0.0 and self.muon_light != "cone_and_showers":
+            raise ConfigError(f"data.events.scattered_light_fraction={self.scattered_light_fraction}: needs "
+                              f"data.events.muon_light=cone_and_showers (is {self.muon_light})")
         check_positive("data.events.shower_angular_width", self.shower_angular_width)
         check_positive("data.events.trigger_min_l1_doms", self.trigger_min_l1_doms, integer=True)
         check_choice("data.events.trigger", self.trigger, TRIGGERS)
@@ -174,9 +201,9 @@ def pmt_acceptance(cos_incidence: np.ndarray, min_cos: float) -> np.ndarray:
 def shower_angular_pdf(cos_theta: np.ndarray, width: float, isotropic_fraction: float) -> np.ndarray:
     """Probability density in cos(theta) (normalised on [-1, 1]) of shower light around the shower axis:
     a peak at the Cherenkov angle plus an isotropic part from the randomised shower particles."""
-    grid = np.linspace(-1.0, 1.0, 2001)
-    peak_norm = np.trapezoid(np.exp(-np.abs(grid - physics.COS_CHERENKOV) / width), grid)
-    peak = np.exp(-np.abs(cos_theta - physics.COS_CHERENKOV) / width) / peak_norm
+    c = physics.COS_CHERENKOV  # the peak's integral over [-1, 1] in closed form
+    peak_norm = width * (2.0 - np.exp(-(1.0 - c) / width) - np.exp(-(1.0 + c) / width))
+    peak = np.exp(-np.abs(cos_theta - c) / width) / peak_norm
     return (1.0 - isotropic_fraction) * peak + isotropic_fraction * 0.5
 
 
@@ -283,7 +310,10 @@ def expected_track_light(detector: Detector, config: EventConfig, vertex_m: np.n
     photon /= np.maximum(path_m, 1e-9)[:, None]
     cos_incidence = -np.sum(detector.pmt_dir * photon, axis=1)
     energy_at_emission = physics.muon_energy_at_gev(muon_energy_gev, np.clip(emission_m, 0.0, None))
-    photons_per_m = physics.muon_photons_per_m(energy_at_emission)
+    if config.muon_light == "cone":
+        photons_per_m = physics.muon_photons_per_m(energy_at_emission)
+    else:  # the bare muon; its losses shine as showers (muon_loss_light)
+        photons_per_m = np.where(energy_at_emission > 0.0, physics.MUON_PHOTONS_PER_M, 0.0)
     # Photons of one metre of track spread over a cone band of circumference 2 pi rho and width sin(theta_c);
     # rho is floored at 1 m so a PMT grazing the track does not see a divergent flux.
     flux_per_m2 = photons_per_m / (2.0 * np.pi * np.maximum(rho_m, 1.0) * physics.SIN_CHERENKOV)
@@ -292,6 +322,95 @@ def expected_track_light(detector: Detector, config: EventConfig, vertex_m: np.n
            * np.exp(-path_m / config.absorption_length_m) * emitted)
     time_ns = physics.cherenkov_arrival_time_ns(detector.pmt_pos_m, vertex_m, direction, 0.0)
     return npe, time_ns, path_m
+
+
+def muon_loss_showers(detector: Detector, config: EventConfig, vertex_m: np.ndarray, direction: np.ndarray,
+                      muon_energy_gev: float, rng: np.random.Generator
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The muon's energy losses that shine as EM showers (muon_light=cone_and_showers): distance along the track
+    (m) and equivalent EM-shower energy (GeV) of each. Delta rays and pair production are continuous, one source per
+    step; bremsstrahlung and photonuclear losses above stochastic_loss_min_gev are sampled with dN/dv = k / v per
+    metre in v = loss / E (k = b (1 - pair share), so their mean is b (1 - pair share) E), each at a uniform point of
+    its step; the energy they carry below the cut, k E_min, joins the continuous part. The muon's energy along the
+    track stays the mean loss's (physics.muon_energy_at_gev). Also returns the muon's own Cherenkov light per source
+    as equivalent EM-shower energy (the step's length over 4.7 m/GeV while the muon moves; 0 for the discrete
+    losses), for the light that scatters (scattered_light_fraction)."""
+    centre_xy, radius, z_min, z_max = detector.bounding_cylinder_m()
+    reach = config.muon_light_reach_m
+    z_low = z_min - reach if config.seabed_z_m is None else max(z_min - reach, config.seabed_z_m)
+    lo, hi = path_interval_in_can(vertex_m[None], direction, float(physics.muon_range_m(muon_energy_gev)),
+                                  (centre_xy, radius + reach, z_low, z_max + reach))
+    lo, hi = float(lo[0]), float(hi[0])
+    if hi <= lo:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    n_steps = int(np.ceil((hi - lo) / config.muon_light_step_m))
+    step_m = (hi - lo) / n_steps
+    start_m = lo + step_m * np.arange(n_steps)
+    energy = physics.muon_energy_at_gev(muon_energy_gev, start_m + 0.5 * step_m)
+    e_min = config.stochastic_loss_min_gev
+    k = physics.MUON_DEDX_B_PER_M * (1.0 - physics.PAIR_PRODUCTION_SHARE)
+    continuous_gev = step_m * (physics.delta_ray_shower_energy_gev_per_m(energy)
+                               + physics.MUON_DEDX_B_PER_M * physics.PAIR_PRODUCTION_SHARE * energy
+                               + k * np.minimum(energy, e_min))
+    n_losses = rng.poisson(k * step_m * np.log(np.maximum(energy, e_min) / e_min))
+    step_of_loss = np.repeat(np.arange(n_steps), n_losses)
+    loss_at_m = start_m[step_of_loss] + step_m * rng.random(len(step_of_loss))
+    loss_gev = e_min * (energy[step_of_loss] / e_min) ** rng.random(len(step_of_loss))
+    muon_gev = np.where(energy > 0.0, step_m / physics.SHOWER_TRACK_LENGTH_M_PER_GEV, 0.0)
+    return (np.concatenate([start_m + 0.5 * step_m, loss_at_m]), np.concatenate([continuous_gev, loss_gev]),
+            np.concatenate([muon_gev, np.zeros(len(loss_gev))]))
+
+
+def dom_tables(detector: Detector) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(DOM centres (D, 3), PMT rows per DOM (D, K) padded with -1, PMT offsets from their DOM centre (D, K, 3)),
+    kept per detector: the loss-shower light is computed per DOM."""
+    cached = _DOM_TABLES.get(id(detector))
+    if cached is not None and cached[0] is detector:
+        return cached[1]
+    dom_of_pmt = detector.dom_index
+    pmts_per_dom = np.bincount(dom_of_pmt)
+    centre = np.stack([np.bincount(dom_of_pmt, detector.pmt_pos_m[:, a]) for a in range(3)], 1) / pmts_per_dom[:, None]
+    order = np.argsort(dom_of_pmt, kind="stable")
+    rank = np.arange(len(order)) - np.repeat(np.cumsum(pmts_per_dom) - pmts_per_dom, pmts_per_dom)
+    rows = np.full((len(pmts_per_dom), int(pmts_per_dom.max())), -1, dtype=np.int64)
+    rows[dom_of_pmt[order], rank] = order
+    offset = np.where(rows[..., None] >= 0, detector.pmt_pos_m[rows] - centre[:, None, :], 0.0)
+    tables = (centre, rows, offset)
+    _DOM_TABLES[id(detector)] = (detector, tables)
+    return tables
+
+
+_DOM_TABLES: dict[int, tuple[Detector, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+
+
+def muon_loss_light(detector: Detector, config: EventConfig, vertex_m: np.ndarray, direction: np.ndarray,
+                    along_m: np.ndarray, shower_gev: np.ndarray, isotropic: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Expected photo-electrons of the loss showers (muon_loss_showers) on the PMTs of every DOM within
+    muon_light_reach_m of them: (PMT index, npe, arrival time (ns after the vertex; the muon moves at c), photon path
+    (m)) per (shower, PMT) pair. Flux and angle are taken at the DOM's centre, a PMT's path corrected to first order
+    in its 0.2 m offset from it: a 31x smaller table than per PMT, and within 0.5 ns. isotropic: the sources shine
+    the same in every direction (scattered light) instead of shower_angular_pdf around the muon."""
+    centre, rows, offset = dom_tables(detector)
+    source = vertex_m + along_m[:, None] * direction  # (S, 3)
+    to_dom = centre[None, :, :] - source[:, None, :]  # (S, D, 3)
+    dist2 = np.einsum("sdi,sdi->sd", to_dom, to_dom)
+    source_of, dom_of = np.nonzero(dist2 < config.muon_light_reach_m**2)
+    path_m = np.maximum(np.sqrt(dist2[source_of, dom_of]), 0.5)
+    photon = to_dom[source_of, dom_of] / path_m[:, None]
+    n_photons = shower_gev[source_of] * physics.SHOWER_TRACK_LENGTH_M_PER_GEV * physics.MUON_PHOTONS_PER_M
+    angular_pdf = 0.5 if isotropic else shower_angular_pdf(photon @ direction, config.shower_angular_width,
+                                                           config.shower_isotropic_fraction)
+    per_solid_angle = n_photons * angular_pdf / (2.0 * np.pi)
+    npe_per_acceptance = (per_solid_angle / path_m**2 * config.pmt_area_m2 * config.quantum_efficiency
+                          * np.exp(-path_m / config.absorption_length_m))
+    pmt_of = rows[dom_of]  # (pairs, K)
+    cos_incidence = -np.einsum("nki,ni->nk", detector.pmt_dir[pmt_of], photon)
+    npe = npe_per_acceptance[:, None] * pmt_acceptance(cos_incidence, config.pmt_acceptance_min_cos)
+    path_m = path_m[:, None] + np.einsum("nki,ni->nk", offset[dom_of], photon)
+    time_ns = (along_m[source_of] / physics.C_LIGHT_M_PER_NS)[:, None] + path_m / physics.V_GROUP_M_PER_NS
+    real = pmt_of >= 0
+    return pmt_of[real], npe[real], time_ns[real], path_m[real]
 
 
 def expected_shower_light(detector: Detector, config: EventConfig, vertex_m: np.ndarray, direction: np.ndarray,
@@ -352,17 +471,30 @@ def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Gener
         vertex_m = sample_vertex_reaching_can_m(rng, detector, config, muon_dir, reach_m)
     light_fraction = config.hadronic_light_fraction if is_track else 1.0
 
-    npe, time_ns, path_m = expected_shower_light(detector, config, vertex_m, shower_dir, shower_energy,
-                                                 light_fraction)
-    sources = [(npe, time_ns, path_m)]
+    every_pmt = np.arange(detector.n_pmts)
+    # (PMT of each entry, expected photo-electrons, direct arrival time, photon path, mean extra delay) per source
+    sources = [(every_pmt, *expected_shower_light(detector, config, vertex_m, shower_dir, shower_energy,
+                                                  light_fraction), 0.0)]
     if is_track:
-        sources.append(expected_track_light(detector, config, vertex_m, muon_dir, muon_energy))
+        unscattered = 1.0 - config.scattered_light_fraction
+        npe, time_ns, path_m = expected_track_light(detector, config, vertex_m, muon_dir, muon_energy)
+        sources.append((every_pmt, npe * unscattered, time_ns, path_m, 0.0))
+        if config.muon_light == "cone_and_showers":
+            along_m, shower_gev, muon_gev = muon_loss_showers(detector, config, vertex_m, muon_dir, muon_energy, rng)
+            pmt_of, npe, time_ns, path_m = muon_loss_light(detector, config, vertex_m, muon_dir, along_m, shower_gev)
+            sources.append((pmt_of, npe * unscattered, time_ns, path_m, 0.0))
+        if config.scattered_light_fraction > 0.0:
+            scattered_gev = config.scattered_light_fraction * (shower_gev + muon_gev)
+            sources.append((*muon_loss_light(detector, config, vertex_m, muon_dir, along_m, scattered_gev,
+                                             isotropic=True), config.scattered_light_delay_ns))
     pmt_list, t_list = [], []
-    for npe, time_ns, path_m in sources:
+    for pmt_of, npe, time_ns, path_m, extra_delay_ns in sources:
         counts = rng.poisson(npe)
-        pmt = np.repeat(np.arange(detector.n_pmts), counts)
-        path = path_m[pmt]
-        t = time_ns[pmt] + rng.normal(0.0, config.time_spread_ns, len(pmt))
+        entry = np.repeat(np.arange(len(npe)), counts)
+        pmt, path = pmt_of[entry], path_m[entry]
+        t = time_ns[entry] + rng.normal(0.0, config.time_spread_ns, len(pmt))
+        if extra_delay_ns > 0.0:
+            t += rng.exponential(extra_delay_ns, len(pmt))
         scattered = rng.random(len(pmt)) > np.exp(-path / config.scattering_length_m)
         t[scattered] += rng.exponential(config.scattering_delay_ns_per_m * path[scattered])
         pmt_list.append(pmt)

@@ -4,6 +4,14 @@ Sources in ../shared/PHYSICS.md (KM3NeT): phase index n = 1.3499 and group veloc
 constants), the arrival-time formula of km3pipe ``physics.cherenkov``, 3.4e4 photons per metre of muon
 (300-600 nm), 4.7 m of equivalent track per GeV of shower, dE/dx = a + b E with a = 0.27 GeV/m,
 b = 3.4e-4 /m.
+
+The muon's light beyond its own Cherenkov cone, as KM3NeT's Jpp splits it (its muon PDFs and expected
+photo-electrons: light from the muon, from delta rays, and from EM showers of energy loss proportional to E):
+delta rays as an equivalent EM-shower energy per metre, Jpp's fit in JPhysics/JConstants (getDeltaRaysFromMuon,
+a cubic in log10 E in MeV cm^2/g, times the density of sea water 1.038 g/cm^3), and the radiative losses b E.
+About half of b in water is e+e- pair production (Groom, Mokhov & Striganov 2001, Atom. Data Nucl. Data Tables 78:
+b_pair ~ 1.6 of b ~ 3.2-3.4 x 1e-6 cm^2/g near 100 GeV), whose losses are small and frequent; the rest,
+bremsstrahlung and photonuclear, comes in rarer large losses.
 """
 
 from __future__ import annotations
@@ -22,6 +30,12 @@ MUON_PHOTONS_PER_M = 3.4e4
 SHOWER_TRACK_LENGTH_M_PER_GEV = 4.7
 MUON_DEDX_A_GEV_PER_M = 0.27
 MUON_DEDX_B_PER_M = 3.4e-4
+DENSITY_SEA_WATER_G_PER_CM3 = 1.038
+#: Jpp's delta-ray fit: equivalent EM-shower energy loss (MeV cm^2/g) = sum_k c_k log10(E/GeV)^k, above 0.13078 GeV
+DELTA_RAY_COEFFICIENTS = (3.186e-01, 3.384e-01, -2.759e-02, 1.630e-03)
+DELTA_RAY_MIN_ENERGY_GEV = 0.13078
+#: share of the radiative energy loss b E that is e+e- pair production (approximate, see the module docstring)
+PAIR_PRODUCTION_SHARE = 0.5
 
 
 def muon_range_m(energy_gev: np.ndarray | float) -> np.ndarray:
@@ -40,6 +54,16 @@ def muon_photons_per_m(energy_gev: np.ndarray) -> np.ndarray:
     """Photons per metre of a muon of this energy: the bare-muon yield plus the light of its radiative losses
     (b E GeV/m of showers, each 4.7 m of equivalent track per GeV)."""
     return MUON_PHOTONS_PER_M * (1.0 + SHOWER_TRACK_LENGTH_M_PER_GEV * MUON_DEDX_B_PER_M * np.asarray(energy_gev))
+
+
+def delta_ray_shower_energy_gev_per_m(energy_gev: np.ndarray | float) -> np.ndarray:
+    """Equivalent EM-shower energy (GeV) per metre of muon track in its delta rays (Jpp's fit, module docstring)."""
+    energy_gev = np.asarray(energy_gev, dtype=np.float64)
+    x = np.log10(np.maximum(energy_gev, DELTA_RAY_MIN_ENERGY_GEV))
+    mev_cm2_per_g = np.polynomial.polynomial.polyval(x, DELTA_RAY_COEFFICIENTS)
+    # MeV cm^2/g x g/cm^3 = MeV/cm = 0.1 GeV/m; the cubic dips just below 0 right above 0.13 GeV
+    return np.where(energy_gev > DELTA_RAY_MIN_ENERGY_GEV,
+                    np.maximum(mev_cm2_per_g, 0.0) * DENSITY_SEA_WATER_G_PER_CM3 * 0.1, 0.0)
 
 
 def track_geometry(pmt_pos_m: np.ndarray, track_pos_m: np.ndarray, track_dir: np.ndarray
