@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -59,7 +60,9 @@ def main() -> None:
     for name, changes in CONFIGURATIONS.items():
         # the file's generation spectrum (its header: E^-2), so the muons' light is comparable
         config = replace(dm.event_config, spectral_index=2.0, **changes)
+        start = time.perf_counter()
         events, _ = simulate_events(dm.detector, config, args.events, seed=args.seed)
+        events_per_s = args.events / (time.perf_counter() - start)
         share, direct = late_light_share(events, DISTANCE_EDGES_M)
         probability = direct_hit_probability(events, dm.detector, PROBABILITY_EDGES_M)[0]
         result["numl"][name] = {
@@ -68,7 +71,8 @@ def main() -> None:
             "quantum_efficiency": config.quantum_efficiency, "muon_light": config.muon_light,
             "scattered_light_fraction": config.scattered_light_fraction,
             "scattered_light_delay_ns": config.scattered_light_delay_ns,
-            "second_late_hits_per_direct_hit": second_late_hit_rate(events)[0], "late_share": share.tolist(),
+            "second_late_hits_per_direct_hit": second_late_hit_rate(events)[0], "events_per_s": events_per_s,
+            "late_share": share.tolist(),
             "direct_hits": direct.tolist(), "direct_probability_over_file": (probability / file_probability).tolist()}
         print(name, json.dumps(result["numl"][name]), flush=True)
     write_result(args.out, result, markdown(result))
@@ -91,6 +95,8 @@ def markdown(result: dict) -> str:
                      f"{r['scattered_light_fraction']:g} / {r['scattered_light_delay_ns']:g} | "
                      + " | ".join(f"{v:.3f}" for v in r["late_share"])
                      + f" | {r['second_late_hits_per_direct_hit']:.4f} |")
+    speed = ", ".join(f"{name} {r['events_per_s']:.1f}" for name, r in result["numl"].items())
+    lines += ["", f"Simulated events per second (one process, one after the other, {result['events']} each): {speed}."]
     pe = result["probability_edges_m"]
     lines += ["", "Per-PMT probability of a direct-light hit, numl over the file:", "",
               "| sample | " + " | ".join(f"{pe[i]:g}-{pe[i + 1]:g} m" for i in range(len(pe) - 1)) + " | mean |",
