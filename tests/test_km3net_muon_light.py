@@ -58,7 +58,7 @@ def test_loss_shower_light_never_beats_direct_light_and_matches_a_per_pmt_sum(de
     direction = np.array([1.0, 0.2, 0.3]) / np.linalg.norm([1.0, 0.2, 0.3])
     vertex = centre - 120.0 * direction + np.array([0.0, 0.0, 10.0])
     along, gev, _ = muon_loss_showers(detector, SHOWERS, vertex, direction, 200.0, rng)
-    pmt, npe, time_ns, _ = muon_loss_light(detector, SHOWERS, vertex, direction, along, gev)
+    pmt, (npe,), time_ns, _ = muon_loss_light(detector, SHOWERS, vertex, direction, along, [(gev, False)])
     # Fermat: the Cherenkov time is the earliest arrival from any point of the track (to 0.3 ns: the cone is set by
     # the phase velocity, the travel time by the group velocity)
     direct = physics.cherenkov_arrival_time_ns(detector.pmt_pos_m, vertex, direction, 0.0)

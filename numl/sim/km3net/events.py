@@ -384,13 +384,15 @@ _DOM_TABLES: dict[int, tuple[Detector, tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def muon_loss_light(detector: Detector, config: EventConfig, vertex_m: np.ndarray, direction: np.ndarray,
-                    along_m: np.ndarray, shower_gev: np.ndarray, isotropic: bool = False
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Expected photo-electrons of the loss showers (muon_loss_showers) on the PMTs of every DOM within
-    muon_light_reach_m of them: (PMT index, npe, arrival time (ns after the vertex; the muon moves at c), photon path
-    (m)) per (shower, PMT) pair. Flux and angle are taken at the DOM's centre, a PMT's path corrected to first order
-    in its 0.2 m offset from it: a 31x smaller table than per PMT, and within 0.5 ns. isotropic: the sources shine
-    the same in every direction (scattered light) instead of shower_angular_pdf around the muon."""
+                    along_m: np.ndarray, emissions: list[tuple[np.ndarray, bool]]
+                    ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, np.ndarray]:
+    """Expected photo-electrons of sources on the muon's track (muon_loss_showers) on the PMTs of every DOM within
+    muon_light_reach_m of them: (PMT index, npe per emission, arrival time (ns after the vertex; the muon moves at
+    c), photon path (m)) per (source, PMT) pair. Each emission is (equivalent EM-shower energy per source (GeV),
+    isotropic): isotropic sources shine the same in every direction (scattered light), the others with
+    shower_angular_pdf around the muon; the emissions share one geometry. Flux and angle are taken at the DOM's
+    centre, a PMT's path corrected to first order in its 0.2 m offset from it: a 31x smaller table than per PMT,
+    and within 0.5 ns."""
     centre, rows, offset = dom_tables(detector)
     source = vertex_m + along_m[:, None] * direction  # (S, 3)
     to_dom = centre[None, :, :] - source[:, None, :]  # (S, D, 3)
@@ -398,19 +400,22 @@ def muon_loss_light(detector: Detector, config: EventConfig, vertex_m: np.ndarra
     source_of, dom_of = np.nonzero(dist2 < config.muon_light_reach_m**2)
     path_m = np.maximum(np.sqrt(dist2[source_of, dom_of]), 0.5)
     photon = to_dom[source_of, dom_of] / path_m[:, None]
-    n_photons = shower_gev[source_of] * physics.SHOWER_TRACK_LENGTH_M_PER_GEV * physics.MUON_PHOTONS_PER_M
-    angular_pdf = 0.5 if isotropic else shower_angular_pdf(photon @ direction, config.shower_angular_width,
-                                                           config.shower_isotropic_fraction)
-    per_solid_angle = n_photons * angular_pdf / (2.0 * np.pi)
-    npe_per_acceptance = (per_solid_angle / path_m**2 * config.pmt_area_m2 * config.quantum_efficiency
-                          * np.exp(-path_m / config.absorption_length_m))
     pmt_of = rows[dom_of]  # (pairs, K)
-    cos_incidence = -np.einsum("nki,ni->nk", detector.pmt_dir[pmt_of], photon)
-    npe = npe_per_acceptance[:, None] * pmt_acceptance(cos_incidence, config.pmt_acceptance_min_cos)
+    real = pmt_of >= 0
+    acceptance = pmt_acceptance(-np.einsum("nki,ni->nk", detector.pmt_dir[pmt_of], photon),
+                                config.pmt_acceptance_min_cos)
+    npe = []
+    for shower_gev, isotropic in emissions:
+        n_photons = shower_gev[source_of] * physics.SHOWER_TRACK_LENGTH_M_PER_GEV * physics.MUON_PHOTONS_PER_M
+        angular_pdf = 0.5 if isotropic else shower_angular_pdf(photon @ direction, config.shower_angular_width,
+                                                               config.shower_isotropic_fraction)
+        per_solid_angle = n_photons * angular_pdf / (2.0 * np.pi)
+        npe_per_acceptance = (per_solid_angle / path_m**2 * config.pmt_area_m2 * config.quantum_efficiency
+                              * np.exp(-path_m / config.absorption_length_m))
+        npe.append((npe_per_acceptance[:, None] * acceptance)[real])
     path_m = path_m[:, None] + np.einsum("nki,ni->nk", offset[dom_of], photon)
     time_ns = (along_m[source_of] / physics.C_LIGHT_M_PER_NS)[:, None] + path_m / physics.V_GROUP_M_PER_NS
-    real = pmt_of >= 0
-    return pmt_of[real], npe[real], time_ns[real], path_m[real]
+    return pmt_of[real], npe, time_ns[real], path_m[real]
 
 
 def expected_shower_light(detector: Detector, config: EventConfig, vertex_m: np.ndarray, direction: np.ndarray,
@@ -481,12 +486,13 @@ def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Gener
         sources.append((every_pmt, npe * unscattered, time_ns, path_m, 0.0))
         if config.muon_light == "cone_and_showers":
             along_m, shower_gev, muon_gev = muon_loss_showers(detector, config, vertex_m, muon_dir, muon_energy, rng)
-            pmt_of, npe, time_ns, path_m = muon_loss_light(detector, config, vertex_m, muon_dir, along_m, shower_gev)
-            sources.append((pmt_of, npe * unscattered, time_ns, path_m, 0.0))
-        if config.scattered_light_fraction > 0.0:
-            scattered_gev = config.scattered_light_fraction * (shower_gev + muon_gev)
-            sources.append((*muon_loss_light(detector, config, vertex_m, muon_dir, along_m, scattered_gev,
-                                             isotropic=True), config.scattered_light_delay_ns))
+            emissions = [(shower_gev, False)]
+            if config.scattered_light_fraction > 0.0:
+                emissions.append((config.scattered_light_fraction * (shower_gev + muon_gev), True))
+            pmt_of, npe, time_ns, path_m = muon_loss_light(detector, config, vertex_m, muon_dir, along_m, emissions)
+            sources.append((pmt_of, npe[0] * unscattered, time_ns, path_m, 0.0))
+            if config.scattered_light_fraction > 0.0:
+                sources.append((pmt_of, npe[1], time_ns, path_m, config.scattered_light_delay_ns))
     pmt_list, t_list = [], []
     for pmt_of, npe, time_ns, path_m, extra_delay_ns in sources:
         counts = rng.poisson(npe)
