@@ -50,9 +50,11 @@ TRUTH_DTYPE = np.dtype([
 ])
 
 EVENT_TYPES = {"numu_cc": 0, "shower": 1}
+#: the muon's light: radiative losses on its Cherenkov cone (the former model), or delta rays and radiative losses
+#: as EM showers along the track (EventConfig.muon_light)
+MUON_LIGHT_MODELS = ("cone", "cone_and_showers")
 #: nu_mu CC kinematics: deep-inelastic (x, y from the cross section, the muon's angle to the neutrino) or the
 #: former collinear model (y uniform, muon and shower along the neutrino)
-MUON_LIGHT_MODELS = ("cone", "cone_and_showers")
 KINEMATICS = ("dis", "collinear")
 #: where interaction vertices lie: uniform in space wherever the muon reaches the can (muon_range), or only inside
 #: the can (can: the former model, which misses the through-going muons that dominate above ~50 GeV)
@@ -89,7 +91,7 @@ class EventConfig:
     # near the track, also facing away from it, see late light. Needs muon_light=cone_and_showers; 0: none (the
     # former model, where scattering only delays photons on their way to the PMT they were headed for).
     scattered_light_fraction: float = 0.0
-    scattered_light_delay_ns: float = 30.0
+    scattered_light_delay_ns: float = 50.0  # fitted with the fraction 0.1 to the ORCA6 file (km3net_orca6.yaml)
     time_spread_ns: float = 1.5  # PMT transit-time spread, Gaussian sigma (assumption)
     hit_merge_window_ns: float = 25.0  # photons on one PMT closer than this make one hit (assumption)
     tot_1pe_ns: float = 26.0  # time over threshold of a single photo-electron (assumption)
