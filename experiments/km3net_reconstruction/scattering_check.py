@@ -10,7 +10,8 @@ efficiency sets, and the rate of second, late hits on PMTs next to the track wit
 spectrum, before (the former scattering and efficiency), with the first water fit and the muon's losses on its
 Cherenkov cone (cone), and now (as configured: loss showers and large-angle scattered light).
 
-    python experiments/km3net_reconstruction/scattering_check.py   # ~4 min; results/scattering_check.md, .json
+    python experiments/km3net_reconstruction/scattering_check.py   # ~4 min; results/scattering_check.md, .json,
+                                                                    # results/figures/scattering_check.png
 """
 
 from __future__ import annotations
@@ -76,6 +77,36 @@ def main() -> None:
             "direct_hits": direct.tolist(), "direct_probability_over_file": (probability / file_probability).tolist()}
         print(name, json.dumps(result["numl"][name]), flush=True)
     write_result(args.out, result, markdown(result))
+    figure(result, RESULTS / "figures" / f"{args.out.name}.png")
+
+
+def figure(result: dict, path: Path) -> None:
+    """Late share by distance (the file with its binomial error) and each stage's direct-light probability over
+    the file's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    edges = np.array(result["distance_edges_m"])
+    centre = 0.5 * (edges[1:] + edges[:-1])
+    share, direct = np.array(result["file"]["late_share"]), np.array(result["file"]["direct_hits"])
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax.errorbar(centre, share, yerr=np.sqrt(share * (1 - share) / np.maximum(direct, 1)),
+                xerr=0.5 * np.diff(edges), fmt="ko", label="ORCA6 file")
+    pe = np.array(result["probability_edges_m"])
+    for name, r in result["numl"].items():
+        ax.step(edges, np.append(r["late_share"], r["late_share"][-1]), where="post", label=f"numl {name}")
+        ax2.plot(0.5 * (pe[1:] + pe[:-1]), r["direct_probability_over_file"], "o-", label=f"numl {name}")
+    ax.set(xlabel="PMT distance from the true muon (m)", ylabel="late share (20-220 ns, K-40 subtracted)")
+    ax2.axhline(1.0, color="k", lw=0.8)
+    ax2.set(xlabel="PMT distance from the true muon (m)", ylabel="direct-light hit probability / file's")
+    ax.legend(fontsize=8)
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 def markdown(result: dict) -> str:
     edges = result["distance_edges_m"]
