@@ -11,7 +11,9 @@ delta rays as an equivalent EM-shower energy per metre, Jpp's fit in JPhysics/JC
 a cubic in log10 E in MeV cm^2/g, times the density of sea water 1.038 g/cm^3), and the radiative losses b E.
 About half of b in water is e+e- pair production (Groom, Mokhov & Striganov 2001, Atom. Data Nucl. Data Tables 78:
 b_pair ~ 1.6 of b ~ 3.2-3.4 x 1e-6 cm^2/g near 100 GeV), whose losses are small and frequent; the rest,
-bremsstrahlung and photonuclear, comes in rarer large losses.
+bremsstrahlung and photonuclear, comes in rarer large losses. The fit's four coefficients are carried here because
+jppy, KM3NeT's Python binding of Jpp (a C++ build, last released 2022), exposes Jpp's constants and energy loss
+(JGeaneWater) but not the delta-ray function.
 """
 
 from __future__ import annotations
