@@ -10,7 +10,7 @@ efficiency sets, and the rate of second, late hits on PMTs next to the track wit
 spectrum, before (the former scattering and efficiency), with the first water fit and the muon's losses on its
 Cherenkov cone (cone), and now (as configured: loss showers and large-angle scattered light).
 
-    python experiments/km3net_reconstruction/scattering_check.py   # ~4 min; results/scattering_check.md, .json,
+    python experiments/km3net_reconstruction/scattering_check.py   # ~3 min; results/scattering_check.md, .json,
                                                                     # results/figures/scattering_check.png
 """
 
@@ -37,11 +37,15 @@ from numl.sim.km3net.observables import (
 DISTANCE_EDGES_M = np.array([0.0, 10.0, 20.0, 30.0, 45.0, 60.0, 80.0, 120.0])
 PROBABILITY_EDGES_M = np.array([10.0, 20.0, 30.0, 45.0, 60.0])
 #: the simulation before the first water fit (and the efficiency that matched the file with it), after it with the
-#: muon's losses on its Cherenkov cone and no large-angle scattered light, and now
+#: muon's losses on its Cherenkov cone and no large-angle scattered light, with the loss showers but no large-angle
+#: scattered light (efficiency lowered for the showers' light), and now
 CONE_LIGHT = {"muon_light": "cone", "scattered_light_fraction": 0.0}
 CONFIGURATIONS = {"before": {"absorption_length_m": 60.0, "scattering_length_m": 50.0,
                              "scattering_delay_ns_per_m": 0.5, "quantum_efficiency": 0.125, **CONE_LIGHT},
-                  "cone": {"scattering_delay_ns_per_m": 0.25, "quantum_efficiency": 0.14, **CONE_LIGHT}, "now": {}}
+                  "cone": {"scattering_delay_ns_per_m": 0.25, "quantum_efficiency": 0.14, **CONE_LIGHT},
+                  "showers": {"scattering_delay_ns_per_m": 0.25, "quantum_efficiency": 0.11,
+                              "scattered_light_fraction": 0.0},
+                  "now": {}}
 
 
 def main() -> None:
