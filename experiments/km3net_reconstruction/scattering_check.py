@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from fit_gap import EXPERIMENT, RESULTS, prefit_study_datamodule, write_result
+from fit_gap import CONE_WATER, EXPERIMENT, FORMER_WATER, RESULTS, prefit_study_datamodule, write_result
 
 from numl.data.km3net import read_offline_file
 from numl.sim.km3net import simulate_events
@@ -36,16 +36,13 @@ from numl.sim.km3net.observables import (
 
 DISTANCE_EDGES_M = np.array([0.0, 10.0, 20.0, 30.0, 45.0, 60.0, 80.0, 120.0])
 PROBABILITY_EDGES_M = np.array([10.0, 20.0, 30.0, 45.0, 60.0])
-#: the simulation before the first water fit (and the efficiency that matched the file with it), after it with the
-#: muon's losses on its Cherenkov cone and no large-angle scattered light, with the loss showers but no large-angle
-#: scattered light (efficiency lowered for the showers' light), and now
-CONE_LIGHT = {"muon_light": "cone", "scattered_light_fraction": 0.0}
-CONFIGURATIONS = {"before": {"absorption_length_m": 60.0, "scattering_length_m": 50.0,
-                             "scattering_delay_ns_per_m": 0.5, "quantum_efficiency": 0.125, **CONE_LIGHT},
-                  "cone": {"scattering_delay_ns_per_m": 0.25, "quantum_efficiency": 0.14, **CONE_LIGHT},
-                  "showers": {"scattering_delay_ns_per_m": 0.25, "quantum_efficiency": 0.11,
-                              "scattered_light_fraction": 0.0},
-                  "now": {}}
+#: the simulation before the first water fit (and the efficiency that matched the file with it: fit_gap.py's
+#: `light`), after it with the muon's losses on its Cherenkov cone and no large-angle scattered light, with the loss
+#: showers but no large-angle scattered light (efficiency lowered for the showers' light), and now
+CONFIGURATIONS = {"before": ["data.events.quantum_efficiency=0.125", *FORMER_WATER], "cone": CONE_WATER,
+                  "showers": ["data.events.scattering_delay_ns_per_m=0.25", "data.events.quantum_efficiency=0.11",
+                              "data.events.scattered_light_fraction=0"],
+                  "now": []}
 
 
 def main() -> None:
@@ -62,9 +59,9 @@ def main() -> None:
               "distance_edges_m": DISTANCE_EDGES_M.tolist(), "probability_edges_m": PROBABILITY_EDGES_M.tolist(),
               "file": {"late_share": file_share.tolist(), "direct_hits": file_direct.tolist(),
                        "second_late_hits_per_direct_hit": second_late_hit_rate(file_events)[0]}, "numl": {}}
-    for name, changes in CONFIGURATIONS.items():
+    for name, overrides in CONFIGURATIONS.items():
         # the file's generation spectrum (its header: E^-2), so the muons' light is comparable
-        config = replace(dm.event_config, spectral_index=2.0, **changes)
+        config = replace(prefit_study_datamodule(overrides).event_config, spectral_index=2.0)
         start = time.perf_counter()
         events, _ = simulate_events(dm.detector, config, args.events, seed=args.seed)
         events_per_s = args.events / (time.perf_counter() - start)

@@ -9,6 +9,7 @@ generated one reproduces the KM3NeT multi-PMT DOM layout measured from the ORCA 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,20 @@ class Detector:
     def dom_index(self) -> np.ndarray:
         """Dense 0..n_doms-1 index of each PMT's DOM (for coincidence look-ups)."""
         return np.unique(self.dom_id, return_inverse=True)[1]
+
+    @cached_property
+    def dom_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(DOM centres (D, 3), PMT rows per DOM (D, K) padded with -1, PMT offsets from their DOM centre (D, K, 3)),
+        rows of D in dom_index order: light computed per DOM, then spread over its PMTs."""
+        dom_of_pmt = self.dom_index
+        pmts_per_dom = np.bincount(dom_of_pmt)
+        centre = np.stack([np.bincount(dom_of_pmt, self.pmt_pos_m[:, a]) for a in range(3)], 1) / pmts_per_dom[:, None]
+        order = np.argsort(dom_of_pmt, kind="stable")
+        rank = np.arange(len(order)) - np.repeat(np.cumsum(pmts_per_dom) - pmts_per_dom, pmts_per_dom)
+        rows = np.full((len(pmts_per_dom), int(pmts_per_dom.max())), -1, dtype=np.int64)
+        rows[dom_of_pmt[order], rank] = order
+        offset = np.where(rows[..., None] >= 0, self.pmt_pos_m[rows] - centre[:, None, :], 0.0)
+        return centre, rows, offset
 
     def pmt_rows(self, dom_id: np.ndarray, channel_id: np.ndarray) -> np.ndarray:
         """Rows in the PMT table of the PMTs (dom_id, channel_id), e.g. of raw hits; a PMT the detector does not

@@ -363,28 +363,6 @@ def muon_loss_showers(detector: Detector, config: EventConfig, vertex_m: np.ndar
             np.concatenate([muon_gev, np.zeros(len(loss_gev))]))
 
 
-def dom_tables(detector: Detector) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(DOM centres (D, 3), PMT rows per DOM (D, K) padded with -1, PMT offsets from their DOM centre (D, K, 3)),
-    kept per detector: the loss-shower light is computed per DOM."""
-    cached = _DOM_TABLES.get(id(detector))
-    if cached is not None and cached[0] is detector:
-        return cached[1]
-    dom_of_pmt = detector.dom_index
-    pmts_per_dom = np.bincount(dom_of_pmt)
-    centre = np.stack([np.bincount(dom_of_pmt, detector.pmt_pos_m[:, a]) for a in range(3)], 1) / pmts_per_dom[:, None]
-    order = np.argsort(dom_of_pmt, kind="stable")
-    rank = np.arange(len(order)) - np.repeat(np.cumsum(pmts_per_dom) - pmts_per_dom, pmts_per_dom)
-    rows = np.full((len(pmts_per_dom), int(pmts_per_dom.max())), -1, dtype=np.int64)
-    rows[dom_of_pmt[order], rank] = order
-    offset = np.where(rows[..., None] >= 0, detector.pmt_pos_m[rows] - centre[:, None, :], 0.0)
-    tables = (centre, rows, offset)
-    _DOM_TABLES[id(detector)] = (detector, tables)
-    return tables
-
-
-_DOM_TABLES: dict[int, tuple[Detector, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-
-
 def muon_loss_light(detector: Detector, config: EventConfig, vertex_m: np.ndarray, direction: np.ndarray,
                     along_m: np.ndarray, emissions: list[tuple[np.ndarray, bool]]
                     ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, np.ndarray]:
@@ -395,7 +373,7 @@ def muon_loss_light(detector: Detector, config: EventConfig, vertex_m: np.ndarra
     shower_angular_pdf around the muon; the emissions share one geometry. Flux and angle are taken at the DOM's
     centre, a PMT's path corrected to first order in its 0.2 m offset from it: a 31x smaller table than per PMT,
     and within 0.5 ns."""
-    centre, rows, offset = dom_tables(detector)
+    centre, rows, offset = detector.dom_tables
     source = vertex_m + along_m[:, None] * direction  # (S, 3)
     to_dom = centre[None, :, :] - source[:, None, :]  # (S, D, 3)
     dist2 = np.einsum("sdi,sdi->sd", to_dom, to_dom)

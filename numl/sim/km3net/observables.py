@@ -89,6 +89,18 @@ LATE_WINDOW_NS = (DIRECT_RESIDUAL_NS, 220.0)
 LATE_NOISE_WINDOW_NS = (-300.0, NOISE_RESIDUAL_NS)
 
 
+def muon_light_hits(event) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per hit of `event`: its PMT's distance from the true muon (m), its time residual (ns) and whether the PMT's
+    Cherenkov emission point lies SHOWER_CLEARANCE_M or more past the vertex (muon light, not the vertex
+    shower's); None without a muon."""
+    track = vertex_muon_track(event.truth)
+    if track is None:
+        return None
+    pos = np.stack([event.hits["pos_x"], event.hits["pos_y"], event.hits["pos_z"]], axis=1).astype(np.float64)
+    _, rho_m, emission_m = physics.track_geometry(pos, *track[:2])
+    return rho_m, muon_residuals_ns(event.hits, event.truth), emission_m >= SHOWER_CLEARANCE_M
+
+
 def late_light_share(events: list, distance_edges_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per bin of a hit's PMT distance from the true muon: the share of late light among the hits of muon light,
     late / (late + direct), with late the hits in LATE_WINDOW_NS minus the K-40 hits expected there and direct the
@@ -98,14 +110,12 @@ def late_light_share(events: list, distance_edges_m: np.ndarray) -> tuple[np.nda
     n_bins = len(distance_edges_m) - 1
     direct, late, noise = np.zeros(n_bins), np.zeros(n_bins), np.zeros(n_bins)
     for event in events:
-        track = vertex_muon_track(event.truth)
-        if track is None:
+        per_hit = muon_light_hits(event)
+        if per_hit is None:
             continue
-        pos = np.stack([event.hits["pos_x"], event.hits["pos_y"], event.hits["pos_z"]], axis=1).astype(np.float64)
-        _, rho_m, emission_m = physics.track_geometry(pos, *track[:2])
-        residual = muon_residuals_ns(event.hits, event.truth)
+        rho_m, residual, clear = per_hit
         index = np.digitize(rho_m, distance_edges_m) - 1
-        used = (index >= 0) & (index < n_bins) & (emission_m >= SHOWER_CLEARANCE_M)
+        used = (index >= 0) & (index < n_bins) & clear
         for total, selected in ((direct, np.abs(residual) < DIRECT_RESIDUAL_NS),
                                 (late, (residual >= LATE_WINDOW_NS[0]) & (residual < LATE_WINDOW_NS[1])),
                                 (noise, (residual >= LATE_NOISE_WINDOW_NS[0]) & (residual < LATE_NOISE_WINDOW_NS[1]))):
@@ -121,15 +131,12 @@ def second_late_hit_rate(events: list, max_distance_m: float = 10.0) -> tuple[fl
     about rate x late window per direct hit (0.0015 at 7.5 kHz)."""
     second, direct_hits = 0, 0
     for event in events:
-        track = vertex_muon_track(event.truth)
-        if track is None:
+        per_hit = muon_light_hits(event)
+        if per_hit is None:
             continue
-        hits = event.hits
-        pos = np.stack([hits["pos_x"], hits["pos_y"], hits["pos_z"]], axis=1).astype(np.float64)
-        _, rho_m, emission_m = physics.track_geometry(pos, *track[:2])
-        residual = muon_residuals_ns(hits, event.truth)
-        near = (rho_m < max_distance_m) & (emission_m >= SHOWER_CLEARANCE_M)
-        pmt = hits["dom_id"].astype(np.int64) * 64 + hits["channel_id"]
+        rho_m, residual, clear = per_hit
+        near = (rho_m < max_distance_m) & clear
+        pmt = event.hits["dom_id"].astype(np.int64) * 64 + event.hits["channel_id"]
         direct = near & (np.abs(residual) < DIRECT_RESIDUAL_NS)
         late = near & (residual >= LATE_WINDOW_NS[0]) & (residual < LATE_WINDOW_NS[1])
         second += int(np.isin(pmt[late], pmt[direct]).sum())
