@@ -171,6 +171,7 @@ def test_the_seabed_ends_the_can_and_the_light(small_detector):
         can_m(small_detector, EventConfig(seabed_z_m=50.0))
 
 
+@pytest.mark.slow  # ~5 s of ORCA6 simulation: make test stays under 5 minutes
 def test_orca6_light_per_pmt_matches_the_official_file(compose_train):
     # The probability that a PMT at a given distance from the true muon sees its direct light: the light yield,
     # whatever selects the events. numl's former photon detection efficiency (0.25) gave about twice the file's;

@@ -73,6 +73,8 @@ def test_blob_cut_scores_every_test_event_with_the_task_metric_names(datamodule)
     topology = track_topology((first.voxel_index + 0.5) * datamodule.sim.voxel_size_mm, first.voxel_energy_kev,
                               datamodule.sim.voxel_size_mm, 18.0)
     assert result.outputs["score"][0] == pytest.approx(topology.blob2_kev)
+    assert result.outputs["blob1_kev"][0] == pytest.approx(topology.blob1_kev)
+    assert (result.outputs["blob1_kev"] >= result.outputs["score"]).all()
     assert result.metrics["auroc"] == pytest.approx(roc_auc_score(labels, result.outputs["score"]))
     # 72 % signal efficiency: the cut at the 72nd-percentile signal score, counted by hand
     signal = np.sort(result.outputs["score"][labels == 1])[::-1]
@@ -80,6 +82,17 @@ def test_blob_cut_scores_every_test_event_with_the_task_metric_names(datamodule)
     background = result.outputs["score"][labels == 0]
     expected = len(background) / max(int((background >= cut).sum()), 1)
     assert result.metrics["background_rejection_at_72"] == pytest.approx(expected)
+
+
+def test_run_directory_gets_the_blob_energy_figure(datamodule, tmp_path):
+    """The blob cut's two blob energies per class are drawn beside the ROC curves (a PNG a user looks at)."""
+    from numl.figures.next import draw
+
+    result = BlobCutBaseline(blob_radius_mm=18.0).fit(datamodule).evaluate(datamodule)
+    paths = draw(datamodule, {}, {"blob_cut": result}, tmp_path)
+    names = {p.name for p in paths}
+    assert {"next_events.png", "blob_energies.png"} <= names
+    assert (tmp_path / "blob_energies.png").stat().st_size > 10_000
 
 
 def test_hdf5_round_trip(datamodule, tmp_path):

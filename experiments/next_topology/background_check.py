@@ -69,17 +69,18 @@ def acceptance(line: str, n_gammas: int, seed: int) -> dict:
 
 
 def topology(settings: dict, n_per_class: int, seed: int, efficiencies: tuple[float, ...] = (0.65, 0.72),
-             progress: bool = False) -> dict:
+             progress: bool = False, blob_radii_mm: tuple[float, ...] = (18.0,)) -> dict:
     """The blob cut and what it is measured against on n_per_class signal and background events of
     `data.sim` = settings; rejections (value, Poisson error, passing background events) at each signal efficiency,
-    keyed by the efficiency in percent (rejection_65, rejection_71.6, ...)."""
+    keyed by the efficiency in percent (rejection_65, rejection_71.6, ...), with the first blob radius; the cut with
+    each further radius R under by_radius[R] (its AUROC and rejections, all events)."""
     cfg = gen.NextSimConfig(**settings)
     labels = np.repeat([1, 0], n_per_class)
     start = time.perf_counter()
     events = gen.simulate_events(cfg, len(labels), seed=seed, labels=labels, progress=progress)
     seconds = time.perf_counter() - start
-    cut = blob_cut_scores([((e.voxel_index + 0.5) * cfg.voxel_size_mm, e.voxel_energy_kev) for e in events],
-                          cfg.voxel_size_mm, 18.0)
+    voxels = [((e.voxel_index + 0.5) * cfg.voxel_size_mm, e.voxel_energy_kev) for e in events]
+    cut = blob_cut_scores(voxels, cfg.voxel_size_mm, blob_radii_mm[0])
     truth = np.array([true_end_blob(e, cfg) for e in events])
     energy = np.array([e.energy_kev for e in events])
     single = np.array([n_tracks(e) == 1 for e in events])
@@ -99,6 +100,13 @@ def topology(settings: dict, n_per_class: int, seed: int, efficiencies: tuple[fl
         out[f"rejection_{tag}"] = rejection(cut, labels, eff)
         # NEXT's classical chain: single-track events, then the blob cut at the efficiency within them
         out[f"single_track_rejection_{tag}"] = rejection(cut[single], labels[single], eff)
+    out["blob_radius_mm"] = blob_radii_mm[0]
+    out["by_radius"] = {}
+    for radius in blob_radii_mm[1:]:
+        other = blob_cut_scores(voxels, cfg.voxel_size_mm, radius)
+        out["by_radius"][f"{radius:g}"] = {"blob_cut_auroc": float(roc_auc_score(labels, other)),
+                                           **{f"rejection_{eff * 100:g}": rejection(other, labels, eff)
+                                              for eff in efficiencies}}
     return out
 
 

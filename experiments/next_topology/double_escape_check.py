@@ -14,10 +14,13 @@ beside the published figure, with the same cut on numl's Q_bb sample (0vbb again
    signal efficiency with Poisson errors; AUROC of the cut and of the smaller true-end blob.
 3. The same for the 0vbb sample (`sample=bb0nu`, the study's default) with the same seed and size.
 
-Writes results/double_escape_check.md and .json.
-
     python experiments/next_topology/double_escape_check.py --n 2000
     python experiments/next_topology/double_escape_check.py --n 500 --response sensors   # the sensor chain
+    # the sensor chain with Richardson-Lucy deconvolution onto the 10 mm voxels, the cut also with IC's R = 21 mm
+    python experiments/next_topology/double_escape_check.py --n 1000 --response sensors \
+        --sim deconvolution=richardson_lucy --blob-radius 18,21
+
+Writes results/double_escape_check[_<response>[_<key>-<value>...]].md and .json.
 """
 
 from __future__ import annotations
@@ -51,6 +54,19 @@ def window(cfg: gen.NextSimConfig, n_gammas: int, seed: int) -> dict:
             "pair_fraction_error": float(np.sqrt(pair_fraction * (1 - pair_fraction) / len(kept)))}
 
 
+def sim_settings(pairs: list[str]) -> dict:
+    """data.sim overrides KEY=VALUE, typed like NextSimConfig's defaults; an unknown key is a one-line error."""
+    defaults = gen.NextSimConfig()
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if not hasattr(defaults, key):
+            raise SystemExit(f"--sim {pair}: data.sim has no key {key!r}")
+        default = getattr(defaults, key)
+        out[key] = value if isinstance(default, str) or default is None else type(default)(value)
+    return out
+
+
 def table(de: dict, bb: dict, win: dict) -> str:
     def rej(r, key):
         value, error, k = r[key]
@@ -70,16 +86,28 @@ def table(de: dict, bb: dict, win: dict) -> str:
                else "")
         rows.append(f"| blob cut rejection at {tag} % signal efficiency | {rej(de, f'rejection_{tag}')} | {ref} | "
                     f"{rej(bb, f'rejection_{tag}')} |")
+    for radius in de["by_radius"]:
+        for eff in EFFICIENCIES:
+            tag = f"{eff * 100:g}"
+            ref = (f"{published:.2f} +- {published_error:.2f}" if eff == PUBLISHED_EFFICIENCY else "")
+            rows.append(f"| blob cut with R = {radius} mm: rejection at {tag} % | "
+                        f"{rej(de['by_radius'][radius], f'rejection_{tag}')} | {ref} | "
+                        f"{rej(bb['by_radius'][radius], f'rejection_{tag}')} |")
     for eff in EFFICIENCIES:
         tag = f"{eff * 100:g}"
         rows.append(f"| single-track events, then blob cut: rejection at {tag} % | "
                     f"{rej(de, f'single_track_rejection_{tag}')} |  | {rej(bb, f'single_track_rejection_{tag}')} |")
     for name, key, fmt in (("blob cut AUROC", "blob_cut_auroc", "{:.3f}"),
+                           *((f"blob cut AUROC, R = {r} mm", ("by_radius", r, "blob_cut_auroc"), "{:.3f}")
+                             for r in de["by_radius"]),
                            ("smaller true-end blob AUROC", "true_end_blob_auroc", "{:.3f}"),
                            ("single-track fraction, signal", "single_track_signal", "{:.2f}"),
                            ("single-track fraction, background", "single_track_background", "{:.2f}"),
                            ("simulation speed, events/s in the window (one CPU thread)", "events_per_s", "{:.1f}")):
-        rows.append(f"| {name} | {fmt.format(de[key])} |  | {fmt.format(bb[key])} |")
+        def value(r, key=key):
+            return r[key[0]][key[1]][key[2]] if isinstance(key, tuple) else r[key]
+
+        rows.append(f"| {name} | {fmt.format(value(de))} |  | {fmt.format(value(bb))} |")
     return "\n".join(rows)
 
 
@@ -89,21 +117,29 @@ def main() -> None:
     parser.add_argument("--gammas", type=int, default=200000, help="entering gammas for the window's composition")
     parser.add_argument("--response", default="ideal", choices=gen.DETECTOR_RESPONSES)
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--sim", action="append", default=[], metavar="KEY=VALUE",
+                        help="further data.sim settings (repeatable), e.g. deconvolution=richardson_lucy")
+    parser.add_argument("--blob-radius", default="18", help="blob radii in mm, comma separated; the first is the "
+                                                            "main table's, the others get rows of their own")
     args = parser.parse_args()
-    common = {"detector_response": args.response}
+    extra = sim_settings(args.sim)
+    radii = tuple(float(r) for r in args.blob_radius.split(","))
+    common = {"detector_response": args.response, **extra}
     double_escape = {"sample": "tl208_double_escape", "energy_roi_kev": WINDOW_KEV, **common}
     win = window(gen.NextSimConfig(**double_escape), args.gammas, args.seed)
     print(f"window: {win}", flush=True)
-    de = topology(double_escape, args.n, args.seed, efficiencies=EFFICIENCIES, progress=True)
+    de = topology(double_escape, args.n, args.seed, efficiencies=EFFICIENCIES, progress=True, blob_radii_mm=radii)
     print(f"double escape: {de}", flush=True)
-    bb = topology(common, args.n, args.seed, efficiencies=EFFICIENCIES, progress=True)
+    bb = topology(common, args.n, args.seed, efficiencies=EFFICIENCIES, progress=True, blob_radii_mm=radii)
     print(f"0vbb: {bb}", flush=True)
-    name = "double_escape_check" + ("" if args.response == "ideal" else f"_{args.response}")
+    name = "double_escape_check" + ("" if args.response == "ideal" else f"_{args.response}") + "".join(
+        f"_{k}-{v}" for k, v in extra.items())
     OUT.mkdir(exist_ok=True)
     text = table(de, bb, win)
     (OUT / f"{name}.md").write_text(
         f"# {name}\n\n`python experiments/next_topology/double_escape_check.py --n {args.n} --gammas {args.gammas} "
-        f"--response {args.response} --seed {args.seed}`\n\n{text}\n")
+        f"--response {args.response} --seed {args.seed}"
+        f"{''.join(f' --sim {p}' for p in args.sim)} --blob-radius {args.blob_radius}`\n\n{text}\n")
     (OUT / f"{name}.json").write_text(json.dumps({"window": win, "double_escape": de, "bb0nu": bb,
                                                   "args": vars(args)}, indent=1))
     print(text)
