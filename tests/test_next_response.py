@@ -103,7 +103,7 @@ def test_deconvolution_gives_the_blob_cut_back_at_10_mm():
     """The SiPM hits spread each slice's energy over ~3 pitches and the blob cut loses its power (AUROC 0.66 against
     0.83 for the ideal response on 500 + 500 events); Richardson-Lucy deconvolution onto the 10 mm voxels
     (data=next_deconvolved) gives it back (0.83). Same seed and events per response; 120 + 120 events here
-    (AUROC standard error ~0.03)."""
+    (AUROC standard error ~0.03; measured 0.85 ideal, 0.71 sensors, 0.80 deconvolved)."""
     from sklearn.metrics import roc_auc_score
 
     from numl.baselines.next import blob_cut_scores
@@ -117,7 +117,7 @@ def test_deconvolution_gives_the_blob_cut_back_at_10_mm():
         scores = blob_cut_scores([((e.voxel_index + 0.5) * cfg.voxel_size_mm, e.voxel_energy_kev) for e in events],
                                  cfg.voxel_size_mm, 18.0)
         auroc[name] = roc_auc_score(labels, scores)
-    assert auroc["deconvolved"] > auroc["sensors"] + 0.08, auroc
+    assert auroc["deconvolved"] > auroc["sensors"] + 0.05, auroc
     assert auroc["deconvolved"] == pytest.approx(auroc["ideal"], abs=0.08), auroc
 
 
