@@ -41,7 +41,8 @@ def save_event_displays(events: list[NextEvent], cfg: NextSimConfig, path: Path)
 def save_blob_energies(blob1_kev: np.ndarray, blob2_kev: np.ndarray, labels: np.ndarray,
                        class_names: tuple[str, str], path: Path, working_points: tuple[float, ...] = ()) -> Path:
     """Left: the smaller blob's energy per class, with the cut at each signal-efficiency working point; right:
-    the larger blob against the smaller per class (one blob near the diagonal's foot = one Bragg peak)."""
+    the larger blob against the smaller per class (two Bragg peaks put an event near the diagonal; one puts it at
+    the left, with a small smaller blob)."""
     labels = np.asarray(labels).astype(int)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
     top = float(np.quantile(np.concatenate([blob1_kev, blob2_kev]), 0.995)) if len(labels) else 1.0
