@@ -137,9 +137,10 @@ def test_group_option_composes_and_instantiates(group, option, tmp_path):
 # CAMB runs for every cosmology of a tomographic or M_nu-grid experiment take a minute on a fresh cache.
 # lensing_nbody_study runs the same code path as lensing_nbody, at other sizes.
 CAMB_HEAVY = {"lensing_tomo", "lensing_mnu_regression", "lensing_nbody_mnu_regression", "lensing_nbody_study"}
-# over 9 s each; their parts have fast tests of their own (test_diffusion.py, test_km3net_data.py), so the whole
-# run is left to make test-full and CI
-SLOW_SMOKE = {"lensing_diffusion", "km3net_real_files"}
+# about 9 s or more each; their parts have fast tests of their own (test_diffusion.py, test_km3net_data.py,
+# test_lensing_gan.py; next_sparse_cnn_2mm is next_sparse_cnn's network on 2 mm data), so the whole run is left to
+# make test-full and CI, and make test stays under 5 minutes
+SLOW_SMOKE = {"lensing_diffusion", "km3net_real_files", "lensing_gan", "next_sparse_cnn_2mm"}
 # N-body experiments run a suite of simulations: here a tiny one (16^3 particles, one simulation per split and
 # cosmology, under a second each), with enough training maps for the summary statistics' covariances.
 NBODY_TINY = ["data.nbody.n_particles=16", "data.nbody.n_mesh=32", "data.nbody.n_steps=10",
