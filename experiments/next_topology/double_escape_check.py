@@ -26,10 +26,12 @@ Writes results/double_escape_check[_<response>[_<key>-<value>...]].md and .json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
+import yaml
 from background_check import topology
 
 import numl.sim.next.generator as gen
@@ -55,15 +57,15 @@ def window(cfg: gen.NextSimConfig, n_gammas: int, seed: int) -> dict:
 
 
 def sim_settings(pairs: list[str]) -> dict:
-    """data.sim overrides KEY=VALUE, typed like NextSimConfig's defaults; an unknown key is a one-line error."""
-    defaults = gen.NextSimConfig()
+    """data.sim overrides KEY=VALUE, values read as YAML as Hydra reads them (false, 30, [1570, 1615]); an unknown
+    key is a one-line error, and NextSimConfig checks the values."""
+    known = {f.name for f in dataclasses.fields(gen.NextSimConfig)}
     out = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
-        if not hasattr(defaults, key):
+        if key not in known:
             raise SystemExit(f"--sim {pair}: data.sim has no key {key!r}")
-        default = getattr(defaults, key)
-        out[key] = value if isinstance(default, str) or default is None else type(default)(value)
+        out[key] = yaml.safe_load(value)
     return out
 
 

@@ -12,7 +12,7 @@ import torch
 
 from numl.baselines.base import BaselineResult
 from numl.figures.common import plt, save_figure, save_roc_curves, score_curves
-from numl.metrics import NEXT_WORKING_POINTS
+from numl.metrics import NEXT_WORKING_POINTS, signal_efficiency_threshold
 from numl.sim.next.generator import SEGMENT_CLASSES, NextEvent, NextSimConfig
 
 SEGMENT_COLOURS = ("tab:blue", "tab:red", "tab:green")
@@ -52,10 +52,10 @@ def save_blob_energies(blob1_kev: np.ndarray, blob2_kev: np.ndarray, labels: np.
         left.hist(blob2_kev[sel], bins=bins, histtype="step", density=True, color=colour,
                   label=f"{class_names[lab]} ({sel.sum()})")
         right.scatter(blob2_kev[sel], blob1_kev[sel], s=4, alpha=0.4, color=colour, label=class_names[lab])
-    signal = np.sort(blob2_kev[labels == 1])
+    signal = torch.as_tensor(blob2_kev[labels == 1])
     for efficiency, style in zip(working_points if len(signal) else (), (":", "--", "-."), strict=False):
-        # the cut that keeps this fraction of the signal: events above it pass
-        cut = signal[int(np.floor((1 - efficiency) * len(signal)))]
+        # the same cut as the rejection metrics: events at or above it pass
+        cut = float(signal_efficiency_threshold(signal, efficiency))
         left.axvline(cut, color="grey", lw=0.9, ls=style, label=f"cut at {efficiency:.0%} signal efficiency")
     left.set_xlabel("smaller blob energy (keV)")
     left.set_ylabel("events (normalised)")
