@@ -49,7 +49,7 @@ def test_blob_cut_on_simulated_events_is_near_next_white():
     cfg = NextSimConfig(transport="renner2017", background="electron", photon_transport="first_interaction",
                         veto_margin_mm=None)
     events = simulate_events(cfg, 500, seed=21)
-    scores = [track_topology((e.voxel_index + 0.5) * 10, e.voxel_energy_kev, 10, 18).blob2_kev for e in events]
+    scores = [track_topology(e.voxel_centres_mm(10), e.voxel_energy_kev, 10, 18).blob2_kev for e in events]
     metrics = classification_metrics(np.array(scores), np.array([e.label for e in events]))
     assert 0.75 < metrics["auroc"] < 0.95
     assert 2.5 < metrics["background_rejection_at_72"] < 10

@@ -70,7 +70,7 @@ def test_blob_cut_scores_every_test_event_with_the_task_metric_names(datamodule)
     labels = np.array([e.label for e in test])
     np.testing.assert_array_equal(result.outputs["label"], labels)
     first = test[0]
-    topology = track_topology((first.voxel_index + 0.5) * datamodule.sim.voxel_size_mm, first.voxel_energy_kev,
+    topology = track_topology(first.voxel_centres_mm(datamodule.sim.voxel_size_mm), first.voxel_energy_kev,
                               datamodule.sim.voxel_size_mm, 18.0)
     assert result.outputs["score"][0] == pytest.approx(topology.blob2_kev)
     assert result.outputs["blob1_kev"][0] == pytest.approx(topology.blob1_kev)

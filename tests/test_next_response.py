@@ -114,7 +114,7 @@ def test_deconvolution_gives_the_blob_cut_back_at_10_mm():
                            ("deconvolved", {**SENSORS, "deconvolution": "richardson_lucy"})):
         cfg = NextSimConfig(**settings)
         events = simulate_events(cfg, len(labels), seed=2026, labels=labels)
-        scores = blob_cut_scores([((e.voxel_index + 0.5) * cfg.voxel_size_mm, e.voxel_energy_kev) for e in events],
+        scores = blob_cut_scores([(e.voxel_centres_mm(cfg.voxel_size_mm), e.voxel_energy_kev) for e in events],
                                  cfg.voxel_size_mm, 18.0)
         auroc[name] = roc_auc_score(labels, scores)
     assert auroc["deconvolved"] > auroc["sensors"] + 0.05, auroc

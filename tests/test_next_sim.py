@@ -66,7 +66,7 @@ def test_path_length_is_the_csda_range_and_reconstructed_length_about_15_cm():
     background = simulate_events(cfg, 150, seed=3, labels=np.zeros(150, int))
     path_mm = np.mean([e.path_length_mm for e in background])
     assert path_mm == pytest.approx(physics.csda_range_mm(Q_BB_MEV, cfg.density_g_cm3), rel=0.01)
-    reconstructed = [track_topology((e.voxel_index + 0.5) * 10, e.voxel_energy_kev, 10, 18).track_length_mm
+    reconstructed = [track_topology(e.voxel_centres_mm(10), e.voxel_energy_kev, 10, 18).track_length_mm
                      for e in background]
     assert np.mean(reconstructed) == pytest.approx(150, rel=0.15)
 

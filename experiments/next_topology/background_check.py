@@ -46,7 +46,7 @@ def n_tracks(event: gen.NextEvent) -> int:
 
 
 def true_end_blob(event: gen.NextEvent, cfg: gen.NextSimConfig) -> float:
-    centre = (event.voxel_index + 0.5) * cfg.voxel_size_mm
+    centre = event.voxel_centres_mm(cfg.voxel_size_mm)
     return min(event.voxel_energy_kev[np.linalg.norm(centre - end, axis=1) < 18.0].sum() for end in event.track_ends_mm)
 
 
@@ -79,7 +79,7 @@ def topology(settings: dict, n_per_class: int, seed: int, efficiencies: tuple[fl
     start = time.perf_counter()
     events = gen.simulate_events(cfg, len(labels), seed=seed, labels=labels, progress=progress)
     seconds = time.perf_counter() - start
-    voxels = [((e.voxel_index + 0.5) * cfg.voxel_size_mm, e.voxel_energy_kev) for e in events]
+    voxels = [(e.voxel_centres_mm(cfg.voxel_size_mm), e.voxel_energy_kev) for e in events]
     cut = blob_cut_scores(voxels, cfg.voxel_size_mm, blob_radii_mm[0])
     truth = np.array([true_end_blob(e, cfg) for e in events])
     energy = np.array([e.energy_kev for e in events])

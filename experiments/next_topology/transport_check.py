@@ -81,11 +81,11 @@ def measure(name: str, n_per_class: int, seed: int) -> dict:
     label = np.array([e.label for e in events])
     true_blob = []
     for e in events:
-        centre = (e.voxel_index + 0.5) * cfg.voxel_size_mm
+        centre = e.voxel_centres_mm(cfg.voxel_size_mm)
         ends = [e.voxel_energy_kev[np.linalg.norm(centre - end, axis=1) < 18.0].sum() for end in e.track_ends_mm]
         true_blob.append(min(ends))
     true_blob = np.array(true_blob)
-    cut = blob_cut_scores([((e.voxel_index + 0.5) * cfg.voxel_size_mm, e.voxel_energy_kev) for e in events],
+    cut = blob_cut_scores([(e.voxel_centres_mm(cfg.voxel_size_mm), e.voxel_energy_kev) for e in events],
                           cfg.voxel_size_mm, 18.0)
     path_bkg = np.array([e.path_length_mm for e in events if e.label == 0])
     return {

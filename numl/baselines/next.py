@@ -96,7 +96,7 @@ class BlobCutBaseline(Baseline):
     def evaluate(self, datamodule) -> BaselineResult:
         voxel_size_mm = datamodule.sim.voxel_size_mm
         test = datamodule.events("test")
-        events = [((e.voxel_index + 0.5) * voxel_size_mm, e.voxel_energy_kev) for e in test]
+        events = [(e.voxel_centres_mm(voxel_size_mm), e.voxel_energy_kev) for e in test]
         blobs = blob_energies(events, voxel_size_mm, self.blob_radius_mm)
         labels = np.array([e.label for e in test])
         # both blobs per event, for the figure NEXT publishes (the larger against the smaller, per class)

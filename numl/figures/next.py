@@ -23,7 +23,7 @@ def save_event_displays(events: list[NextEvent], cfg: NextSimConfig, path: Path)
     chosen = [next(e for e in events if e.label == lab) for lab in (1, 0) if any(e.label == lab for e in events)]
     fig, axes = plt.subplots(len(chosen), 2, figsize=(8, 4 * len(chosen)), squeeze=False)
     for row, event in zip(axes, chosen, strict=True):
-        mm = (event.voxel_index + 0.5) * cfg.voxel_size_mm
+        mm = event.voxel_centres_mm(cfg.voxel_size_mm)
         size = 4 + 60 * event.voxel_energy_kev / event.voxel_energy_kev.max()
         for ax, (i, j) in zip(row, ((0, 1), (0, 2)), strict=True):
             for c, name in enumerate(SEGMENT_CLASSES):

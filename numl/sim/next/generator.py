@@ -320,6 +320,10 @@ class NextEvent:
     deposited_kev: float  # energy deposited inside the detector before diffusion and smearing
     escaped_kev: float  # photon energy leaving the detector
 
+    def voxel_centres_mm(self, voxel_size_mm: float) -> np.ndarray:
+        """(n, 3) positions of the voxel centres in mm (indices count voxels from the detector's corner)."""
+        return (self.voxel_index + 0.5) * voxel_size_mm
+
 
 def _electron_energy_split(rng: np.random.Generator, q_kev: float, n: int) -> np.ndarray:
     """Kinetic energy of the first electron of a 0vbb pair, from the Primakoff-Rosen single-electron spectrum.
