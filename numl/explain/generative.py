@@ -181,8 +181,9 @@ def classifier_two_sample_test(simulated: torch.Tensor, generated: torch.Tensor,
                                batch_size: int = 64, seed: int = 0) -> dict[str, float]:
     """Classifier two-sample test (Lopez-Paz & Oquab 2017): a CNN is trained to tell generated from simulated
     maps on half of each set and scored on the other half. AUROC 0.5: the CNN cannot tell them apart; 1: it
-    always can. The inputs are kappa / `scale`; the sets are cut to the same size. Returns the held-out AUROC,
-    its standard error (Hanley & McNeil 1982) and the map counts."""
+    always can. The inputs are images [N, channels, rows, columns] (kappa maps, SiPM patterns), divided by `scale`;
+    the sets are cut to the same size. Returns the held-out AUROC, its standard error (Hanley & McNeil 1982) and
+    the map counts."""
     generator = torch.Generator().manual_seed(seed)
     n = min(len(simulated), len(generated))
     sim = torch.as_tensor(simulated, dtype=torch.float32)[torch.randperm(len(simulated), generator=generator)[:n]]
