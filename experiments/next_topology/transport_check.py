@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from background_check import true_end_blob
 from sklearn.metrics import roc_auc_score
 
 import numl.sim.next.generator as gen
@@ -79,12 +80,7 @@ def measure(name: str, n_per_class: int, seed: int) -> dict:
     deltas = np.concatenate(deltas)
     q_bb = kinetic == cfg.q_bb_kev  # the background electrons (signal electrons share Q_bb)
     label = np.array([e.label for e in events])
-    true_blob = []
-    for e in events:
-        centre = e.voxel_centres_mm(cfg.voxel_size_mm)
-        ends = [e.voxel_energy_kev[np.linalg.norm(centre - end, axis=1) < 18.0].sum() for end in e.track_ends_mm]
-        true_blob.append(min(ends))
-    true_blob = np.array(true_blob)
+    true_blob = np.array([true_end_blob(e, cfg) for e in events])
     cut = blob_cut_scores([(e.voxel_centres_mm(cfg.voxel_size_mm), e.voxel_energy_kev) for e in events],
                           cfg.voxel_size_mm, 18.0)
     path_bkg = np.array([e.path_length_mm for e in events if e.label == 0])
