@@ -87,6 +87,12 @@ CATALOGUE = {
         ("train", "experiment=km3net_transformer", "debug=fast_dev_run", "data.real_test_files=[mcv6.0.gsg_muon_highE-"
          "CC_50-500GeV.km3sim.jterbr00008357.jorcarec.aanet.905.root]"),
         "data.events.energy_min_gev=3, data.events.energy_max_gev=300: 16.4 % of the neutrinos"),
+    "KM3NeT simulation workers without blocks": (
+        ("train", "experiment=km3net_transformer", "debug=fast_dev_run", "data.simulation_workers=2"),
+        "data.simulation_workers=2: needs data.events_per_block"),
+    "KM3NeT K-40 coincidences beyond the noise rate": (
+        ("train", "experiment=km3net_transformer", "debug=fast_dev_run", "data.events.k40_coincidence_scale=200"),
+        "data.events.k40_coincidence_scale=200: its coincidences alone exceed data.events.noise_rate_hz=7000.0"),
     # The sweeper's checks, before any trial.
     "no trials": ((*SWEEP, "hydra.sweeper.n_trials=0"), "hydra.sweeper.n_trials=0: must be an integer > 0"),
     "unknown direction": ((*SWEEP, "hydra.sweeper.direction=up"),

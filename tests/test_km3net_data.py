@@ -105,6 +105,29 @@ def test_hdf5_round_trip_and_mismatch(tmp_path):
         wrong.setup("fit")
 
 
+def test_blocks_give_the_same_events_for_any_number_of_workers(tmp_path):
+    """Simulated in blocks, a split is the same whether one process or two simulate it; each block is the events of
+    its own seed; the file records the block size, and reading it with another is refused."""
+    one = KM3NeTDataModule(**SMALL, n_train=5, n_val=2, n_test=2, seed=4, events_per_block=2)
+    two = KM3NeTDataModule(**SMALL, n_train=5, n_val=2, n_test=2, seed=4, events_per_block=2, simulation_workers=2)
+    one.setup("fit")
+    two.setup("fit")
+    for a, b in zip(one.events("train"), two.events("train"), strict=True):
+        np.testing.assert_array_equal(a.hits, b.hits)
+    second_block, _ = simulate_events(one.detector, one.event_config, 2,
+                                      np.random.SeedSequence(one.split_seed("train")).spawn(3)[1])
+    for a, b in zip(one.events("train")[2:4], second_block, strict=True):
+        np.testing.assert_array_equal(a.hits, b.hits)
+    path = two.write_hdf5(tmp_path / "blocks.h5")
+    with pytest.raises(ConfigError, match="events_per_block"):
+        KM3NeTDataModule(**SMALL, n_train=5, n_val=2, n_test=2, seed=4, source="hdf5",
+                         hdf5_path=str(path)).setup("fit")
+    with pytest.raises(ConfigError, match=r"^data\.simulation_workers=2: needs data\.events_per_block"):
+        KM3NeTDataModule(**SMALL, simulation_workers=2)
+    with pytest.raises(ConfigError, match="data.events_per_block"):
+        KM3NeTDataModule(**SMALL, events_per_block=0)
+
+
 def test_bad_datamodule_keys_are_config_errors():
     with pytest.raises(ConfigError, match="data.hit_selection"):
         KM3NeTDataModule(**SMALL, hit_selection="some")

@@ -32,8 +32,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from numl.data.base import SPLITS, SimulatedDataModule
-from numl.sim.km3net import HIT_DTYPE, TRUTH_DTYPE, Detector, EventConfig, build_detector, simulate_events
+from numl.sim.km3net import (
+    HIT_DTYPE,
+    TRUTH_DTYPE,
+    Detector,
+    EventConfig,
+    build_detector,
+    simulate_events,
+    simulate_events_in_blocks,
+)
 from numl.sim.km3net.detector import RecalibrationReport, recalibrate, resolve_testdata_path
+from numl.sim.km3net.events import k40_singles_rate_hz
 from numl.sim.km3net.physics import V_GROUP_M_PER_NS, cherenkov_arrival_time_ns, track_geometry
 from numl.sim.km3net.prefit import PREFITS, PrefitTrack, rotation_to_track_frame
 from numl.utils.errors import ConfigError, check_choice, check_keys, check_positive
@@ -498,7 +507,17 @@ class KM3NeTDataModule(SimulatedDataModule):
                  num_workers: int = 0, seed: int = 0, source: str = "simulate", hdf5_path: str | None = None,
                  hit_selection: str = "all", max_hits: int | None = 512, position_scale_m: float = 100.0,
                  real_test_files: list[str] | None = None, bucket_by_hit_count: bool = True,
-                 real_train_events: int = 0, prefit: str = "none") -> None:
+                 real_train_events: int = 0, prefit: str = "none", events_per_block: int | None = None,
+                 simulation_workers: int = 1) -> None:
+        # events_per_block: null simulates a split from one random stream (the files written before it existed);
+        # N simulates blocks of N events from their own seeds, so simulation_workers processes can share the work
+        if events_per_block is not None:
+            check_positive("data.events_per_block", events_per_block, integer=True)
+        check_positive("data.simulation_workers", simulation_workers, integer=True)
+        if simulation_workers > 1 and events_per_block is None:
+            raise ConfigError(f"data.simulation_workers={simulation_workers}: needs data.events_per_block (events "
+                              "are shared out in blocks)")
+        self.events_per_block, self.simulation_workers = events_per_block, simulation_workers
         super().__init__(n_train=n_train, n_val=n_val, n_test=n_test, batch_size=batch_size,
                          num_workers=num_workers, seed=seed, source=source, hdf5_path=hdf5_path)
         check_choice("data.hit_selection", hit_selection, ("all", "triggered"))
@@ -533,6 +552,7 @@ class KM3NeTDataModule(SimulatedDataModule):
             self.detector, self.calibration_report = calibrate_to_files(self.detector, self.real_test_files)
         for path in self.real_test_files:
             check_test_file_truth(path, self.event_config)
+        k40_singles_rate_hz(self.detector, self.event_config)  # a K-40 scale beyond noise_rate_hz fails here
         self.bucket_by_hit_count = bool(bucket_by_hit_count)
         check_positive("data.real_train_events", real_train_events, integer=True, allow_zero=True)
         if real_train_events and not self.real_test_files:
@@ -545,7 +565,9 @@ class KM3NeTDataModule(SimulatedDataModule):
 
     # ----- events -----------------------------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
+        # the blocks change the events, the number of workers does not
         meta = {"detector": self.detector_config, "events": self.event_config.as_dict(), "seed": self.seed,
+                "events_per_block": self.events_per_block,
                 **{f"n_{s}": n for s, n in self.split_sizes.items()}}
         if self.calibration_report is not None:  # the geometry the training events were simulated on
             meta["calibration_files"] = [p.name for p in self.real_test_files]
@@ -558,7 +580,11 @@ class KM3NeTDataModule(SimulatedDataModule):
 
     def simulate_split(self, split: str) -> list[EventRecord]:
         n = self.split_sizes[split]
-        events, _ = simulate_events(self.detector, self.event_config, n, self.split_seed(split), progress=n >= 2000)
+        if self.events_per_block is None:
+            events, _ = simulate_events(self.detector, self.event_config, n, self.split_seed(split), progress=n >= 2000)
+        else:
+            events, _ = simulate_events_in_blocks(self.detector, self.event_config, n, self.split_seed(split),
+                                                  self.events_per_block, self.simulation_workers, progress=n >= 2000)
         return [EventRecord(e.hits, e.truth) for e in events]
 
     def real_file_splits(self) -> tuple[str, ...]:

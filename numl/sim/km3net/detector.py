@@ -68,6 +68,16 @@ class Detector:
         offset = np.where(rows[..., None] >= 0, self.pmt_pos_m[rows] - centre[:, None, :], 0.0)
         return centre, rows, offset
 
+    @cached_property
+    def dom_pmt_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every pair of PMTs on one DOM: (first rows, second rows, cosine of the angle between their axes)."""
+        rows = self.dom_tables[1]
+        first, second = np.triu_indices(rows.shape[1], 1)
+        a, b = rows[:, first].ravel(), rows[:, second].ravel()
+        both = (a >= 0) & (b >= 0)
+        a, b = a[both], b[both]
+        return a, b, np.einsum("ij,ij->i", self.pmt_dir[a], self.pmt_dir[b])
+
     def pmt_rows(self, dom_id: np.ndarray, channel_id: np.ndarray) -> np.ndarray:
         """Rows in the PMT table of the PMTs (dom_id, channel_id), e.g. of raw hits; a PMT the detector does not
         have is a ConfigError ("PMT dom_id=... channel_id=... that detector ... does not have": callers put the

@@ -18,6 +18,7 @@ outside the detector. ``vertex_sampling: can`` is the former model (vertices onl
 
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -111,7 +112,12 @@ class EventConfig:
     hadronic_light_fraction: float = 0.8  # hadronic showers give less light than electromagnetic (assumption)
     shower_angular_width: float = 0.2  # width in cos(theta) of the shower light around the Cherenkov cone
     shower_isotropic_fraction: float = 0.1
-    noise_rate_hz: float = 7000.0  # K-40 singles per PMT (PHYSICS.md: 5-10 kHz, assumption)
+    noise_rate_hz: float = 7000.0  # K-40 hits per PMT, coincident ones included (PHYSICS.md: 5-10 kHz, assumption)
+    # Genuine K-40 coincidences: one decay's light on two PMTs of a DOM, at k40_coincidence_scale times KM3NeT's
+    # simulated rate per PMT pair (physics.k40_pair_rate_hz: 656 Hz per DOM, most between neighbouring PMTs), both
+    # hits at the decay's time plus the transit-time spread. The singles make up the rest of noise_rate_hz.
+    # 0: uncorrelated singles only (the former model), whose chance pairs within 10 ns are 456 Hz per DOM at 7 kHz.
+    k40_coincidence_scale: float = 0.0
     l1_window_ns: float = 10.0
     trigger_min_l1_doms: int = 3
     # Triggered hits also include single (L0) hits causally connected to an L1 hit, as the official file's do (a
@@ -165,8 +171,9 @@ class EventConfig:
                     "tot_1pe_ns", "l1_window_ns"):
             check_positive(f"data.events.{key}", getattr(self, key))
         for key in ("scattering_delay_ns_per_m", "time_spread_ns", "tot_log_slope_ns", "tot_spread_ns",
-                    "noise_rate_hz", "readout_margin_ns", "shower_isotropic_fraction", "trigger_l0_max_distance_m",
-                    "trigger_l0_time_extra_ns", "trigger_road_time_extra_ns", "trigger_road_l0_time_extra_ns"):
+                    "noise_rate_hz", "k40_coincidence_scale", "readout_margin_ns", "shower_isotropic_fraction",
+                    "trigger_l0_max_distance_m", "trigger_l0_time_extra_ns", "trigger_road_time_extra_ns",
+                    "trigger_road_l0_time_extra_ns"):
             check_positive(f"data.events.{key}", getattr(self, key), allow_zero=True)
         check_range("data.events.quantum_efficiency", self.quantum_efficiency, 0.0, 1.0)
         check_range("data.events.hadronic_light_fraction", self.hadronic_light_fraction, 0.0, 1.0)
@@ -489,13 +496,11 @@ def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Gener
     if len(signal_t) < 2:
         return None
 
-    # K-40 singles over the signal span plus the readout margins (a superset of the readout window).
+    # K-40 over the signal span plus the readout margins (a superset of the readout window).
     noise_start = signal_t.min() - config.readout_margin_ns
     noise_end = signal_t.max() + config.readout_margin_ns
-    n_noise = rng.poisson(detector.n_pmts * config.noise_rate_hz * 1e-9 * (noise_end - noise_start))
-    noise_pmt = rng.integers(0, detector.n_pmts, n_noise)
-    noise_t = rng.uniform(noise_start, noise_end, n_noise)
-    noise_tot = np.clip(config.tot_1pe_ns + rng.normal(0, config.tot_spread_ns, n_noise), 1.0, 255.0)
+    noise_pmt, noise_t, noise_tot = k40_hits(detector, config, rng, noise_start, noise_end)
+    n_noise = len(noise_t)
 
     pmt = np.concatenate([signal_pmt, noise_pmt])
     t = np.concatenate([signal_t, noise_t])
@@ -537,7 +542,41 @@ def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Gener
     return Event(hits, truth)
 
 
-def simulate_events(detector: Detector, config: EventConfig, n_events: int, seed: int,
+def k40_singles_rate_hz(detector: Detector, config: EventConfig) -> float:
+    """Uncorrelated K-40 rate per PMT: noise_rate_hz less the PMT's mean share of the genuine coincidences."""
+    if config.k40_coincidence_scale == 0.0:
+        return config.noise_rate_hz
+    pair_rate_hz = config.k40_coincidence_scale * physics.k40_pair_rate_hz(detector.dom_pmt_pairs[2])
+    singles_hz = config.noise_rate_hz - 2.0 * pair_rate_hz.sum() / detector.n_pmts
+    if singles_hz < 0.0:
+        raise ConfigError(f"data.events.k40_coincidence_scale={config.k40_coincidence_scale}: its coincidences alone "
+                          f"exceed data.events.noise_rate_hz={config.noise_rate_hz} per PMT")
+    return singles_hz
+
+
+def k40_hits(detector: Detector, config: EventConfig, rng: np.random.Generator, start_ns: float,
+             end_ns: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """K-40 hits in [start_ns, end_ns): (PMT rows, times, ToT) of uncorrelated singles and, with
+    k40_coincidence_scale > 0, of genuine twofold coincidences (one photo-electron each)."""
+    duration_ns = end_ns - start_ns
+    n_singles = rng.poisson(detector.n_pmts * k40_singles_rate_hz(detector, config) * 1e-9 * duration_ns)
+    pmt = rng.integers(0, detector.n_pmts, n_singles)
+    t = rng.uniform(start_ns, end_ns, n_singles)
+    tot = rng.normal(0, config.tot_spread_ns, n_singles)
+    if config.k40_coincidence_scale > 0.0:
+        first, second, cos_angle = detector.dom_pmt_pairs
+        cumulative_hz = np.cumsum(config.k40_coincidence_scale * physics.k40_pair_rate_hz(cos_angle))
+        n_pairs = rng.poisson(cumulative_hz[-1] * 1e-9 * duration_ns)
+        pair = np.minimum(np.searchsorted(cumulative_hz, rng.random(n_pairs) * cumulative_hz[-1], side="right"),
+                          len(cumulative_hz) - 1)
+        decay_t = rng.uniform(start_ns, end_ns, n_pairs)
+        pmt = np.concatenate([pmt, first[pair], second[pair]])
+        t = np.concatenate([t, np.tile(decay_t, 2) + rng.normal(0.0, config.time_spread_ns, 2 * n_pairs)])
+        tot = np.concatenate([tot, rng.normal(0, config.tot_spread_ns, 2 * n_pairs)])
+    return pmt, t, np.clip(config.tot_1pe_ns + tot, 1.0, 255.0)
+
+
+def simulate_events(detector: Detector, config: EventConfig, n_events: int, seed: int | np.random.SeedSequence,
                     progress: bool = False) -> tuple[list[Event], int]:
     """`n_events` triggered events from one seed; also returns the number of interactions generated."""
     check_positive("n_events", n_events, integer=True)
@@ -560,3 +599,31 @@ def simulate_events(detector: Detector, config: EventConfig, n_events: int, seed
                               "data.events.trigger_min_l1_doms or raise data.events.energy_min_gev")
     return events, n_generated
 
+
+
+def simulate_events_in_blocks(detector: Detector, config: EventConfig, n_events: int, seed: int,
+                              events_per_block: int, workers: int = 1,
+                              progress: bool = False) -> tuple[list[Event], int]:
+    """`n_events` triggered events in blocks of `events_per_block`, block k from the k-th child of
+    SeedSequence(seed): the same events for any number of `workers` (processes simulating blocks side by side, since
+    the simulation is single-threaded numpy). Also returns the number of interactions generated."""
+    check_positive("data.events_per_block", events_per_block, integer=True)
+    check_positive("data.simulation_workers", workers, integer=True)
+    sizes = [min(events_per_block, n_events - start) for start in range(0, n_events, events_per_block)]
+    seeds = np.random.SeedSequence(seed).spawn(len(sizes))
+    args = ([detector] * len(sizes), [config] * len(sizes), sizes, seeds)
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    try:
+        blocks = pool.map(simulate_events, *args) if pool else map(simulate_events, *args)
+        if progress:
+            from rich.progress import track
+            blocks = track(blocks, total=len(sizes), description=f"simulating {n_events} KM3NeT events in "
+                                                                 f"{len(sizes)} blocks, {workers} worker(s)")
+        events, n_generated = [], 0
+        for block_events, block_generated in blocks:
+            events.extend(block_events)
+            n_generated += block_generated
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+    return events, n_generated

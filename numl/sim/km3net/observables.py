@@ -144,6 +144,46 @@ def second_late_hit_rate(events: list, max_distance_m: float = 10.0) -> tuple[fl
     return second / max(direct_hits, 1), direct_hits
 
 
+#: K-40 coincidences: two noise-like hits on different PMTs of one DOM closer than this; chance pairs are counted
+#: in the side band of time differences (uniform there) and scaled to the window's width
+K40_PAIR_WINDOW_NS = 10.0
+K40_SIDE_BAND_NS = (20.0, 100.0)
+
+
+def k40_pair_counts(events: list) -> dict[str, np.ndarray | int]:
+    """Pairs of noise-like hits (earlier than any light of the event: muon residual below NOISE_RESIDUAL_NS) on
+    different PMTs of one DOM: `in_window` closer than K40_PAIR_WINDOW_NS, `side_band` with time differences in
+    K40_SIDE_BAND_NS, `noise_hits` (the exposure), and the angles (deg) between the PMT axes of the pairs of both.
+    Genuine coincidences are in_window - side_band * K40_PAIR_WINDOW_NS / (side band width)."""
+    in_window = side_band = noise_hits = 0
+    angles_in, angles_side = [], []
+    for event in events:
+        hits = event.hits[muon_residuals_ns(event.hits, event.truth) < NOISE_RESIDUAL_NS]
+        noise_hits += len(hits)
+        order = np.lexsort((hits["t_ns"], hits["dom_id"]))
+        hits = hits[order]
+        starts = np.flatnonzero(np.r_[True, hits["dom_id"][1:] != hits["dom_id"][:-1]])
+        for lo, hi in zip(starts, np.r_[starts[1:], len(hits)], strict=True):
+            if hi - lo < 2:
+                continue
+            dom = hits[lo:hi]
+            first, second = np.triu_indices(len(dom), 1)
+            dt = np.abs(dom["t_ns"][second] - dom["t_ns"][first])
+            other_pmt = dom["channel_id"][first] != dom["channel_id"][second]
+            direction = np.stack([dom["dir_x"], dom["dir_y"], dom["dir_z"]], 1).astype(np.float64)
+            cos = np.einsum("ij,ij->i", direction[first], direction[second])
+            angle = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+            near = other_pmt & (dt < K40_PAIR_WINDOW_NS)
+            side = other_pmt & (dt > K40_SIDE_BAND_NS[0]) & (dt < K40_SIDE_BAND_NS[1])
+            in_window += int(near.sum())
+            side_band += int(side.sum())
+            angles_in.append(angle[near])
+            angles_side.append(angle[side])
+    return {"in_window": in_window, "side_band": side_band, "noise_hits": noise_hits,
+            "angles_in_window_deg": np.concatenate(angles_in) if angles_in else np.zeros(0),
+            "angles_side_band_deg": np.concatenate(angles_side) if angles_side else np.zeros(0)}
+
+
 def event_observables(events: list, pmt_pos_m: np.ndarray, axis_xy_m: np.ndarray) -> dict[str, np.ndarray]:
     """Per-event (EVENT_OBSERVABLES) and pooled per-hit (HIT_OBSERVABLES) arrays of events with `.hits` and
     `.truth`; `pmt_pos_m` is every PMT of the detector (for the noise exposure), `axis_xy_m` the detector axis."""
