@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from numl.sim.km3net.physics import k40_pair_rate_hz
 from numl.utils.errors import ConfigError, check_positive
 
 #: PMTs of one KM3NeT DOM as (zenith of the pointing direction in deg, number in the ring, azimuth offset in deg),
@@ -77,6 +78,12 @@ class Detector:
         both = (a >= 0) & (b >= 0)
         a, b = a[both], b[both]
         return a, b, np.einsum("ij,ij->i", self.pmt_dir[a], self.pmt_dir[b])
+
+    @cached_property
+    def k40_pair_cumulative_rate_hz(self) -> np.ndarray:
+        """Cumulative genuine K-40 coincidence rate over dom_pmt_pairs (physics.k40_pair_rate_hz), computed once: the
+        full ORCA has a million pairs, drawn from for every simulated trial event."""
+        return np.cumsum(k40_pair_rate_hz(self.dom_pmt_pairs[2]))
 
     def pmt_rows(self, dom_id: np.ndarray, channel_id: np.ndarray) -> np.ndarray:
         """Rows in the PMT table of the PMTs (dom_id, channel_id), e.g. of raw hits; a PMT the detector does not

@@ -546,8 +546,8 @@ def k40_singles_rate_hz(detector: Detector, config: EventConfig) -> float:
     """Uncorrelated K-40 rate per PMT: noise_rate_hz less the PMT's mean share of the genuine coincidences."""
     if config.k40_coincidence_scale == 0.0:
         return config.noise_rate_hz
-    pair_rate_hz = config.k40_coincidence_scale * physics.k40_pair_rate_hz(detector.dom_pmt_pairs[2])
-    singles_hz = config.noise_rate_hz - 2.0 * pair_rate_hz.sum() / detector.n_pmts
+    pair_rate_hz = config.k40_coincidence_scale * detector.k40_pair_cumulative_rate_hz[-1]
+    singles_hz = config.noise_rate_hz - 2.0 * pair_rate_hz / detector.n_pmts
     if singles_hz < 0.0:
         raise ConfigError(f"data.events.k40_coincidence_scale={config.k40_coincidence_scale}: its coincidences alone "
                           f"exceed data.events.noise_rate_hz={config.noise_rate_hz} per PMT")
@@ -564,9 +564,9 @@ def k40_hits(detector: Detector, config: EventConfig, rng: np.random.Generator, 
     t = rng.uniform(start_ns, end_ns, n_singles)
     tot = rng.normal(0, config.tot_spread_ns, n_singles)
     if config.k40_coincidence_scale > 0.0:
-        first, second, cos_angle = detector.dom_pmt_pairs
-        cumulative_hz = np.cumsum(config.k40_coincidence_scale * physics.k40_pair_rate_hz(cos_angle))
-        n_pairs = rng.poisson(cumulative_hz[-1] * 1e-9 * duration_ns)
+        first, second, _ = detector.dom_pmt_pairs
+        cumulative_hz = detector.k40_pair_cumulative_rate_hz
+        n_pairs = rng.poisson(config.k40_coincidence_scale * cumulative_hz[-1] * 1e-9 * duration_ns)
         pair = np.minimum(np.searchsorted(cumulative_hz, rng.random(n_pairs) * cumulative_hz[-1], side="right"),
                           len(cumulative_hz) - 1)
         decay_t = rng.uniform(start_ns, end_ns, n_pairs)
@@ -598,7 +598,6 @@ def simulate_events(detector: Detector, config: EventConfig, n_events: int, seed
             raise ConfigError(f"data.events.max_trials={config.max_trials}: no event passed the trigger; lower "
                               "data.events.trigger_min_l1_doms or raise data.events.energy_min_gev")
     return events, n_generated
-
 
 
 def simulate_events_in_blocks(detector: Detector, config: EventConfig, n_events: int, seed: int,
