@@ -115,7 +115,8 @@ def markdown(result: dict) -> str:
                      f"{row['excess_error_per_1000']:.2f} | {shares} |")
     lines += ["", "Triggered hits earlier than any light of the event (K-40 hits the trigger took in):", "",
               "| sample | share of the triggered hits | events with one (+- 1 sigma) |", "|---|---|---|"]
-    for name, row in samples.items():
+    road = result["muon_road"]
+    for name, row in {**samples, f"numl, scale {road['scale']}, muon_road": road}.items():
         lines.append(f"| {name} | {100 * row['early_share_of_triggered_hits']:.2f} % | "
                      f"{100 * row['events_with_early_triggered_hit']:.1f} +- "
                      f"{100 * row['events_with_early_triggered_hit_error']:.1f} % |")
@@ -124,7 +125,6 @@ def markdown(result: dict) -> str:
               "| sample | triggered DOMs p10 / p25 / p50 | events with <= 5 | events with < 3 DOMs of triggered "
               "light |",
               "|---|---|---|---|"]
-    road = result["muon_road"]
     for name, row in {**samples, f"numl, scale {road['scale']}, muon_road": road}.items():
         light = row.get("share_with_under_3_light_doms")
         lines.append(f"| {name} | {' / '.join(f'{q:.0f}' for q in row['triggered_doms_quantiles'])} | "
