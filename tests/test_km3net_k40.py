@@ -12,7 +12,7 @@ from scipy import stats
 
 from numl.sim.km3net import EventConfig, generate_orca_like
 from numl.sim.km3net.events import k40_hits, k40_singles_rate_hz
-from numl.sim.km3net.observables import K40_PAIR_WINDOW_NS, K40_SIDE_BAND_NS, k40_pair_counts
+from numl.sim.km3net.observables import K40_PAIR_WINDOW_NS, K40_SIDE_BAND_NS, K40_SIDE_BAND_TO_WINDOW, k40_pair_counts
 from numl.sim.km3net.physics import k40_pair_rate_hz
 from numl.utils.errors import ConfigError
 from tests.test_km3net_data import needs_km3io
@@ -67,7 +67,6 @@ def test_coincidence_peak_and_chance_level_match_the_rates(one_dom, scale):
     in_window = dt < K40_PAIR_WINDOW_NS
     side = dt > K40_SIDE_BAND_NS[0]
     chance_per_ns = side.sum() / (K40_SIDE_BAND_NS[1] - K40_SIDE_BAND_NS[0])
-    side_to_window = K40_PAIR_WINDOW_NS / (K40_SIDE_BAND_NS[1] - K40_SIDE_BAND_NS[0])
     # chance pairs: 2 r_i r_j per ns of |dt| summed over pairs (r the singles plus each PMT's genuine share)
     rate = np.full(31, k40_singles_rate_hz(one_dom, config))
     pair_first, pair_second, cos = one_dom.dom_pmt_pairs
@@ -88,9 +87,9 @@ def test_coincidence_peak_and_chance_level_match_the_rates(one_dom, scale):
         for lo, hi in zip(ANGLE_EDGES_DEG[:-1], ANGLE_EDGES_DEG[1:], strict=True):
             in_bin = (angle >= lo) & (angle < hi)
             n_near, n_side = (in_window & in_bin).sum(), (side & in_bin).sum()
-            measured = n_near - n_side * side_to_window
+            measured = n_near - n_side * K40_SIDE_BAND_TO_WINDOW
             predicted = scale * k40_pair_rate_hz(cos[(pair_angle >= lo) & (pair_angle < hi)]).sum() * livetime_s
-            assert abs(measured - predicted) < 4 * np.sqrt(n_near + n_side * side_to_window**2)
+            assert abs(measured - predicted) < 4 * np.sqrt(n_near + n_side * K40_SIDE_BAND_TO_WINDOW**2)
 
 
 def test_scale_zero_draws_as_before(one_dom):
@@ -120,7 +119,7 @@ def test_the_official_file_has_genuine_coincidences():
     from numl.sim.km3net.detector import resolve_testdata_path
 
     counts = k40_pair_counts(read_offline_file(resolve_testdata_path(ORCA6_FILE, "offline", "test")))
-    chance = counts["side_band"] * K40_PAIR_WINDOW_NS / (K40_SIDE_BAND_NS[1] - K40_SIDE_BAND_NS[0])
+    chance = counts["side_band"] * K40_SIDE_BAND_TO_WINDOW
     # Poisson probability of as many pairs from chance alone, with the chance level raised by half (its side band
     # holds ~70 pairs): 32 pairs against 8.6 expected in the file
     assert stats.poisson.sf(counts["in_window"] - 1, 1.5 * chance) < 1e-4

@@ -2,13 +2,13 @@
 
 from numl.sim.km3net.detector import Detector, build_detector, generate_orca_like, read_detx
 from numl.sim.km3net.events import (
-                                    HIT_DTYPE,
-                                    TRUTH_DTYPE,
-                                    Event,
-                                    EventConfig,
-                                    simulate_event,
-                                    simulate_events,
-                                    simulate_events_in_blocks,
+    HIT_DTYPE,
+    TRUTH_DTYPE,
+    Event,
+    EventConfig,
+    simulate_event,
+    simulate_events,
+    simulate_events_in_blocks,
 )
 
 __all__ = ["Detector", "Event", "EventConfig", "HIT_DTYPE", "TRUTH_DTYPE", "build_detector", "generate_orca_like",

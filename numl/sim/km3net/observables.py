@@ -148,13 +148,15 @@ def second_late_hit_rate(events: list, max_distance_m: float = 10.0) -> tuple[fl
 #: in the side band of time differences (uniform there) and scaled to the window's width
 K40_PAIR_WINDOW_NS = 10.0
 K40_SIDE_BAND_NS = (20.0, 100.0)
+#: side-band pairs times this: the chance pairs expected in the window (uniform in the time difference)
+K40_SIDE_BAND_TO_WINDOW = K40_PAIR_WINDOW_NS / (K40_SIDE_BAND_NS[1] - K40_SIDE_BAND_NS[0])
 
 
 def k40_pair_counts(events: list) -> dict[str, np.ndarray | int]:
     """Pairs of noise-like hits (earlier than any light of the event: muon residual below NOISE_RESIDUAL_NS) on
     different PMTs of one DOM: `in_window` closer than K40_PAIR_WINDOW_NS, `side_band` with time differences in
     K40_SIDE_BAND_NS, `noise_hits` (the exposure), and the angles (deg) between the PMT axes of the pairs of both.
-    Genuine coincidences are in_window - side_band * K40_PAIR_WINDOW_NS / (side band width)."""
+    Genuine coincidences are in_window - side_band * K40_SIDE_BAND_TO_WINDOW."""
     in_window = side_band = noise_hits = 0
     angles_in, angles_side = [], []
     for event in events:
