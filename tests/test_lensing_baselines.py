@@ -9,7 +9,14 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from numl.baselines.lensing import GaussianLikelihoodRatio, PowerSpectrumClassifier, _independent_mode_weights
+from numl.baselines.lensing import (
+    GaussianLikelihoodRatio,
+    MapStatistics,
+    PowerSpectrumClassifier,
+    SummaryStatisticBaseline,
+    _independent_mode_weights,
+    power_spectrum_features,
+)
 from numl.sim.lensing import ConvergenceMapSimulator, ConvergenceSpectra, Cosmology, convergence_power_spectra
 from numl.utils.errors import ConfigError
 
@@ -136,6 +143,15 @@ def test_power_spectrum_classifier_on_lognormal_maps():
     assert torch.equal(classifier.predict(test[1]), (classifier.log_likelihood_ratio(test[1]) > 0).long())
 
 
+def test_power_spectrum_statistic_tapers_the_maps_when_asked():
+    massless, _ = _toy_pair(n_z=1)
+    maps = ConvergenceMapSimulator(massless, field_deg=3.0, n_pix=32).sample(4, seed=0)
+    edges = np.geomspace(150, 4000, 6)
+    tapered = MapStatistics(["power_spectrum"], 3.0, edges, apodisation_pixels=4)(maps)
+    np.testing.assert_allclose(tapered, power_spectrum_features(maps, 3.0, edges, apodisation_pixels=4))
+    assert not np.allclose(tapered, MapStatistics(["power_spectrum"], 3.0, edges)(maps))
+
+
 def test_bad_baseline_input():
     massless, massive = _toy_pair(n_z=1)
     with pytest.raises(ConfigError, match="maps shape"):
@@ -145,3 +161,5 @@ def test_bad_baseline_input():
         GaussianLikelihoodRatio(*sims)
     with pytest.raises(ConfigError, match="need at least"):
         PowerSpectrumClassifier(3.0, np.geomspace(150, 4000, 9)).fit(sims[0].sample(6, seed=0), torch.arange(6) % 2)
+    with pytest.raises(ConfigError, match="baseline.apodisation_pixels=-1"):
+        SummaryStatisticBaseline(apodisation_pixels=-1)

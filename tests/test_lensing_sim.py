@@ -88,6 +88,43 @@ def test_self_conjugate_modes_carry_full_power():
     assert abs(ratio.item() - 1.0) < 0.05
 
 
+def test_apodisation_window_profile_and_bad_input():
+    from numl.sim.lensing.maps import apodisation_window
+
+    window = apodisation_window(16, 4)
+    profile = window[8]
+    np.testing.assert_allclose(profile[4:12], 1.0)
+    np.testing.assert_allclose(profile[:4], np.sin(0.5 * np.pi * (np.arange(4) + 0.5) / 4) ** 2)
+    np.testing.assert_allclose(window, window[::-1, ::-1])  # the same taper at opposite edges
+    np.testing.assert_allclose(apodisation_window(16, 0), 1.0)
+    for bad in (-1, 9, 2.5):
+        with pytest.raises(ConfigError, match="apodisation_pixels"):
+            apodisation_window(16, bad)
+
+
+def test_apodisation_removes_the_edge_leak_of_cut_out_maps():
+    # Maps cut from larger periodic maps are not periodic, as ray-traced ones: the FFT sees the jump between
+    # opposite edges and leaks power into high multipoles, the more the steeper the spectrum (ell^-2 here, like
+    # noise-free convergence at ell > 1000). The taper must remove it: the periodic estimator on the cut-outs is
+    # 6-8 % high there, the tapered one within 2 % of what periodic maps of the cut-out's size expect.
+    spectra = toy_spectra(n_z=1, ell_max=20000)
+    spectra.cl[0, 0] = 1e-9 * (np.maximum(spectra.ell, 10.0) / 1000.0) ** -2.0
+    large = ConvergenceMapSimulator(spectra, field_deg=14.0, n_pix=256, galaxy_density_arcmin2=None,
+                                    smoothing_arcmin=0.0).sample(64, seed=1)
+    cut_outs = torch.cat([large[..., i:i + 64, j:j + 64] for i in range(0, 256, 64) for j in range(0, 256, 64)])
+    periodic = ConvergenceMapSimulator(spectra, field_deg=3.5, n_pix=64, galaxy_density_arcmin2=None,
+                                       smoothing_arcmin=0.0)
+    edges = np.geomspace(150, 4000, 9)
+    centers, expected = periodic.expected_binned_power(edges)
+    high = centers > 1200
+    leaky = measure_power_spectrum(cut_outs, 3.5, edges)[1][0, 0] / expected[0, 0]
+    tapered = measure_power_spectrum(cut_outs, 3.5, edges, apodisation_pixels=8)[1][0, 0] / expected[0, 0]
+    print(f"C_ell / expected at ell {np.round(centers[high])}: periodic estimator {np.round(leaky[high], 3)}, "
+          f"8-pixel taper {np.round(tapered[high], 3)}")
+    assert np.all(leaky[high] > 1.04)
+    np.testing.assert_allclose(tapered[high], 1.0, atol=0.02)
+
+
 def test_lognormal_one_point_statistics():
     spectra = toy_spectra(n_z=1)
     sim = ConvergenceMapSimulator(spectra, field_deg=3.0, n_pix=64, field="lognormal",

@@ -135,10 +135,12 @@ class GaussianLikelihoodRatio:
         return out
 
 
-def power_spectrum_features(maps: torch.Tensor, field_deg: float, ell_bin_edges: Sequence[float]) -> np.ndarray:
+def power_spectrum_features(maps: torch.Tensor, field_deg: float, ell_bin_edges: Sequence[float],
+                            apodisation_pixels: int = 0) -> np.ndarray:
     """Per-map vector of the binned spectra: log of the auto spectra (closer to Gaussian than the power), and
-    each cross spectrum as a correlation coefficient per bin (signed, scaled by the geometric mean of the autos)."""
-    cl = binned_power_spectra(maps, field_deg, ell_bin_edges).cpu().numpy()
+    each cross spectrum as a correlation coefficient per bin (signed, scaled by the geometric mean of the autos).
+    ``apodisation_pixels``: the edge taper of ``binned_power_spectra`` (0: none)."""
+    cl = binned_power_spectra(maps, field_deg, ell_bin_edges, apodisation_pixels).cpu().numpy()
     n_z = cl.shape[1]
     auto = np.stack([cl[:, i, i] for i in range(n_z)], axis=1)
     feats = [np.log(auto).reshape(len(cl), -1)]
@@ -151,7 +153,8 @@ def power_spectrum_features(maps: torch.Tensor, field_deg: float, ell_bin_edges:
 class MapStatistics:
     """The summary-statistic vector of a map: any of STATISTICS, concatenated, per source plane.
 
-    - ``power_spectrum``: binned auto and cross spectra (``power_spectrum_features``) of the unsmoothed maps;
+    - ``power_spectrum``: binned auto and cross spectra (``power_spectrum_features``) of the unsmoothed maps,
+      tapered over ``apodisation_pixels`` from each edge first (0: none);
     - ``peak_counts``: local maxima per bin of height nu = kappa / sigma;
     - ``one_point_pdf``: the histogram of kappa / sigma, as a density;
     - ``minkowski_functionals``: V0, V1, V2 at thresholds nu.
@@ -167,7 +170,8 @@ class MapStatistics:
     def __init__(self, statistics: Sequence[str], field_deg: float, ell_bin_edges: Sequence[float] | None = None,
                  smoothing_arcmin: float = 0.0, n_nu_bins: int = 8,
                  peak_nu_range: Sequence[float] = (-1.0, 4.0), pdf_nu_range: Sequence[float] = (-2.5, 3.5),
-                 minkowski_nu_range: Sequence[float] = (-2.0, 3.0), border: int = 0) -> None:
+                 minkowski_nu_range: Sequence[float] = (-2.0, 3.0), border: int = 0,
+                 apodisation_pixels: int = 0) -> None:
         if not statistics:
             raise ConfigError(f"baseline.statistics=[]: choose at least one of {', '.join(STATISTICS)}")
         for i, name in enumerate(statistics):
@@ -177,7 +181,8 @@ class MapStatistics:
         check_positive("baseline.n_nu_bins", n_nu_bins, integer=True)
         check_positive("baseline.smoothing_arcmin", smoothing_arcmin, allow_zero=True)
         check_positive("baseline.border_pixels", border, integer=True, allow_zero=True)
-        self.border = int(border)
+        check_positive("baseline.apodisation_pixels", apodisation_pixels, integer=True, allow_zero=True)
+        self.border, self.apodisation_pixels = int(border), int(apodisation_pixels)
         self.nu_edges = {}
         for key, arg, nu_range in (("peak_counts", "peak_nu_range", peak_nu_range),
                                    ("one_point_pdf", "pdf_nu_range", pdf_nu_range),
@@ -200,7 +205,7 @@ class MapStatistics:
         """Feature vectors [n_maps, n_features] float64."""
         feats = []
         if "power_spectrum" in self.statistics:
-            feats.append(power_spectrum_features(maps, self.field_deg, self.ell_bin_edges))
+            feats.append(power_spectrum_features(maps, self.field_deg, self.ell_bin_edges, self.apodisation_pixels))
         others = [s for s in self.statistics if s != "power_spectrum"]
         if others:
             if self.sigma is None:
@@ -427,13 +432,18 @@ class SummaryStatisticBaseline(Baseline):
         border_pixels: pixels from each edge left out of peaks, PDF and Minkowski functionals; null: from the maps
             (0 on periodic maps, the smoothing's reach + 1 on ray-traced and FITS maps,
             ``wraparound_border_pixels``).
+        apodisation_pixels: cosine taper of the maps over this many pixels from each edge before the power
+            spectrum (``numl.sim.lensing.maps.apodisation_window``); 0: none. Maps that are not periodic leak
+            the jump between opposite edges into every multipole; for classification the leak is the same in
+            fitting and test maps, and a taper costs the tapered area (experiments/lensing_nbody/README.md).
     """
 
     def __init__(self, statistics: Sequence[str] = ("power_spectrum",), label: str = "power-spectrum classifier",
                  n_fit_per_class: int = 256, max_bins: int = 20, covariance: str = "per_class",
                  smoothing_arcmin: float = 5.0, n_nu_bins: int = 8,
                  peak_nu_range: Sequence[float] = (-1.0, 4.0), pdf_nu_range: Sequence[float] = (-2.5, 3.5),
-                 minkowski_nu_range: Sequence[float] = (-2.0, 3.0), border_pixels: int | None = None) -> None:
+                 minkowski_nu_range: Sequence[float] = (-2.0, 3.0), border_pixels: int | None = None,
+                 apodisation_pixels: int = 0) -> None:
         check_positive("baseline.n_fit_per_class", n_fit_per_class, integer=True)
         check_positive("baseline.max_bins", max_bins, integer=True)
         self.statistics, self.label = list(statistics), str(label)
@@ -442,7 +452,7 @@ class SummaryStatisticBaseline(Baseline):
         self.covariance = covariance
         self.statistic_kwargs = dict(smoothing_arcmin=smoothing_arcmin, n_nu_bins=n_nu_bins,
                                      peak_nu_range=peak_nu_range, pdf_nu_range=pdf_nu_range,
-                                     minkowski_nu_range=minkowski_nu_range)
+                                     minkowski_nu_range=minkowski_nu_range, apodisation_pixels=apodisation_pixels)
         MapStatistics(self.statistics, 1.0, [1.0, 2.0], **self.statistic_kwargs,
                       border=border_pixels or 0)  # refuse bad values now
         self.border_pixels = border_pixels

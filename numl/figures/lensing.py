@@ -12,6 +12,7 @@ import torch
 from numl.baselines.base import BaselineResult
 from numl.figures.common import plt, save_figure, save_regression_figures, save_roc_curves, score_curves
 from numl.sim.lensing import measure_power_spectrum
+from numl.sim.lensing.maps import default_apodisation_pixels
 
 
 def draw(datamodule: Any, predictions: dict[str, torch.Tensor], baselines: dict[str, BaselineResult],
@@ -24,7 +25,8 @@ def draw(datamodule: Any, predictions: dict[str, torch.Tensor], baselines: dict[
     if datamodule.source != "fits":  # maps from elsewhere: no CAMB spectra of their cosmology to compare with
         datamodule.build_simulators()
         ell_edges = datamodule.ell_bin_edges(15)
-        measured = [measure_power_spectrum(test.maps[test.labels == k][:256], datamodule.field_deg, ell_edges)
+        taper = default_apodisation_pixels(datamodule.periodic_maps, datamodule.n_pix)
+        measured = [measure_power_spectrum(test.maps[test.labels == k][:256], datamodule.field_deg, ell_edges, taper)
                     for k in range(len(datamodule.m_nu_values)) if (test.labels == k).any()]
         paths.append(plot_spectra_check(datamodule.simulators, datamodule.m_nu_values, measured,
                                         output_dir / "power_spectra.png"))
