@@ -38,6 +38,10 @@ CATALOGUE = {
     # numl's checks, before anything is simulated or trained.
     "negative learning rate": ((*TRAIN, "optimizer.lr=-1"), "optimizer.lr=-1"),
     "empty batch": ((*TRAIN, "data.batch_size=0"), "data.batch_size=0: must be an integer > 0"),
+    # A shell's brace expansion turns data.nbody.simulations={train:16,val:4,test:4} into three overrides.
+    "N-body simulations not a mapping": (("train", "experiment=lensing_nbody", "debug=fast_dev_run",
+                                          "data.nbody.simulations=test:4"),
+                                         "data.nbody.simulations='test:4': must be a mapping like "),
     "one-pixel maps": ((*TRAIN, "data.n_pix=1"), "data.n_pix=1: "),
     "smoothing erases every mode": ((*TRAIN, "data.smoothing_arcmin=1000"), "data.smoothing_arcmin=1000: must be <"),
     "tiny field": ((*TRAIN, "data.field_deg=1e-4"), "data.field_deg=0.0001: must be >= "),

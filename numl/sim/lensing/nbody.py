@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -571,7 +572,11 @@ class NBodySuite:
     def from_config(cls, cfg: dict, key_prefix: str = "data.nbody") -> NBodySuite:
         cfg = dict(cfg)
         check_keys(key_prefix, cfg, _SUITE_KEYS)
-        simulations = dict(cfg.pop("simulations", None) or {})
+        simulations = cfg.pop("simulations", None) or {}
+        if not isinstance(simulations, Mapping):  # e.g. a shell's brace expansion split {train:16,val:4,test:4}
+            raise ConfigError(f"{key_prefix}.simulations={simulations!r}: must be a mapping like "
+                              "{train: 8, val: 2, test: 2} (quote it on a shell command line)")
+        simulations = dict(simulations)
         check_keys(f"{key_prefix}.simulations", simulations, ("train", "val", "test"))
         simulations = {"train": 4, "val": 1, "test": 1} | simulations
         for split, n in simulations.items():
