@@ -25,7 +25,6 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
-from rich.progress import track
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from numl.data.base import SPLITS, SimulatedDataModule
@@ -33,6 +32,7 @@ from numl.data.lensing_fits import DEFAULT_NAME_PATTERN, read_fits_directory, sp
 from numl.sim.lensing import ConvergenceMapSimulator, Cosmology, convergence_power_spectra, required_ell_max
 from numl.sim.lensing.nbody import NBodySuite
 from numl.utils.errors import ConfigError, check_choice, check_positive
+from numl.utils.progress import track
 from numl.utils.seeds import derived_seed
 
 SIMULATOR_NAME = "numl.sim.lensing"

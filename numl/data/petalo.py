@@ -18,13 +18,13 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
-from rich.progress import track
 from torch.utils.data import Dataset
 
 from numl.data.base import SimulatedDataModule
 from numl.sim.petalo import EVENT_KEYS, PetaloConfig, simulate_events
 from numl.sim.petalo.light import column_phi_rad
 from numl.utils.errors import check_choice
+from numl.utils.progress import track
 
 SIMULATOR_NAME = "numl.sim.petalo"
 #: events simulated per call, so that a progress bar can move and memory stays bounded

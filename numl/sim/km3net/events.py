@@ -29,6 +29,7 @@ from numl.sim.km3net import physics
 from numl.sim.km3net.detector import Detector
 from numl.sim.km3net.trigger import TRIGGERS, trigger_flags
 from numl.utils.errors import ConfigError, check_choice, check_keys, check_positive, check_range
+from numl.utils.progress import track
 
 HIT_DTYPE = np.dtype([
     ("pos_x", "f4"), ("pos_y", "f4"), ("pos_z", "f4"),  # PMT position (m)
@@ -585,7 +586,6 @@ def simulate_events(detector: Detector, config: EventConfig, n_events: int, seed
     n_generated = 0
     iterator = range(n_events)
     if progress:
-        from rich.progress import track
         iterator = track(iterator, description=f"simulating {n_events} KM3NeT events")
     for _ in iterator:
         for _trial in range(config.max_trials):
@@ -615,7 +615,6 @@ def simulate_events_in_blocks(detector: Detector, config: EventConfig, n_events:
     try:
         blocks = pool.map(simulate_events, *args) if pool else map(simulate_events, *args)
         if progress:
-            from rich.progress import track
             blocks = track(blocks, total=len(sizes), description=f"simulating {n_events} KM3NeT events in "
                                                                  f"{len(sizes)} blocks, {workers} worker(s)")
         events, n_generated = [], 0

@@ -15,13 +15,13 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
-from rich.progress import Progress
 from scipy.spatial import cKDTree
 
 from numl.sim.next import photons, physics, response
 from numl.sim.next.photons import isotropic as _isotropic
 from numl.sim.next.photons import perpendicular_basis as _perpendicular_basis
 from numl.utils.errors import ConfigError, check_choice, check_keys, check_positive, check_range
+from numl.utils.progress import progress as progress_of
 
 SIMULATOR_NAME = "numl.sim.next"
 #: Electron transport models (data.sim.transport). "condensed": an electron that emits a hard bremsstrahlung
@@ -1115,8 +1115,7 @@ def simulate_events(cfg: NextSimConfig, n_events: int, seed: int, progress: bool
     slots = {lab: list(np.flatnonzero(labels == lab)) for lab in (0, 1)}
     events: list[NextEvent | None] = [None] * n_events
     gammas = cfg.background != "electron"
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("simulating NEXT events", total=n_events)
+    with progress_of("simulating NEXT events", n_events, disable=not progress, transient=True) as bar:
         while slots[0] or slots[1]:
             if cfg.sample == "tl208_double_escape":  # every event is a gamma; its truth gives the label
                 pending = np.zeros(GAMMAS_PER_SLOT * cfg.events_per_batch, np.int64)
@@ -1131,7 +1130,7 @@ def simulate_events(cfg: NextSimConfig, n_events: int, seed: int, progress: bool
                     continue
                 if slots[event.label]:
                     events[slots[event.label].pop(0)] = event
-                    bar.advance(task)
+                    bar.advance()
     return events
 
 
