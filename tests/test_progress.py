@@ -33,6 +33,8 @@ def test_progress_logs_at_most_every_interval_and_knows_no_total(caplog):
     reporter = ProgressLog("events", 10)
     reporter.advance(3)
     assert reporter.done == 3
+    reporter.report()  # advance(n) counts n towards the total
+    assert _lines(caplog)[-1].startswith("events: 3/10 (30 %), ") and "s left" in _lines(caplog)[-1]
 
 
 def test_disabled_and_terminal_progress_log_nothing(caplog, monkeypatch):

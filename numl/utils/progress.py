@@ -37,7 +37,7 @@ class ProgressLog:
             self.report(now)
 
     def report(self, now: float | None = None) -> None:
-        elapsed = (now or time.perf_counter()) - self.start
+        elapsed = (now if now is not None else time.perf_counter()) - self.start
         rate = self.done / elapsed if elapsed > 0 else float("inf")
         line = f"{self.description}: {self.done}"
         if self.total:

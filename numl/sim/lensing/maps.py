@@ -305,7 +305,9 @@ def apodisation_window(n_pix: int, taper_pixels: int) -> np.ndarray:
 
     A map that is not periodic (ray-traced, cut from the sky) jumps between opposite edges; the FFT sees that
     jump as a step and leaks power into every multipole along the axes. The taper takes the map to zero
-    smoothly at the edges, so the jump is gone at the cost of the tapered area (mean window^2 < 1).
+    smoothly at the edges, so the jump is gone at the cost of the tapered area (mean window^2 < 1). Sampled at pixel
+    centres, so no pixel is weighted zero (scipy.signal.windows.tukey puts its zeros on the edge pixels and would
+    drop a row and a column of every map).
     """
     check_positive("apodisation_pixels", taper_pixels, integer=True, allow_zero=True)
     if 2 * taper_pixels > n_pix:
