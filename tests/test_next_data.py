@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from sklearn.metrics import roc_auc_score
 from numl.baselines.next import BlobCutBaseline, track_topology
 from numl.data.next import NextDataModule, NextVoxelDataset, window_coordinates
 from numl.sim.next import FEATURE_SCALE_KEV
+from numl.sim.next.generator import simulate_events
 from numl.utils.errors import ConfigError
 
 SMALL = {"n_train": 12, "n_val": 6, "n_test": 20, "batch_size": 4, "seed": 7}
@@ -150,3 +153,37 @@ def test_refuses_a_file_with_another_config_or_too_few_events(written):
 def test_bad_datamodule_config(kwargs, key):
     with pytest.raises(ConfigError, match=key):
         NextDataModule(**{**SMALL, **kwargs})
+
+
+def test_blocks_give_the_same_events_for_any_number_of_workers(tmp_path):
+    """data.events_per_block: block k is the events of the k-th child seed of the split's, whatever the number of
+    processes; a file made in blocks is refused by a config without them (other events), and workers need blocks."""
+    small = SMALL | {"n_train": 5, "n_val": 2, "n_test": 2}
+    one = NextDataModule(events_per_block=2, **small)
+    two = NextDataModule(events_per_block=2, simulation_workers=2, **small)
+    one.setup()
+    two.setup()
+    for a, b in zip(one.events("train"), two.events("train"), strict=True):
+        np.testing.assert_array_equal(a.voxel_energy_kev, b.voxel_energy_kev)
+    second_block = simulate_events(one.sim, 2, np.random.SeedSequence(one.split_seed("train")).spawn(3)[1])
+    for a, b in zip(one.events("train")[2:4], second_block, strict=True):
+        np.testing.assert_array_equal(a.voxel_index, b.voxel_index)
+    path = two.write_hdf5(tmp_path / "blocks.h5")
+    with pytest.raises(ConfigError, match="events_per_block"):
+        NextDataModule(source="hdf5", hdf5_path=str(path), **small).setup()
+    with pytest.raises(ConfigError, match=r"^data\.simulation_workers=2: needs data\.events_per_block"):
+        NextDataModule(simulation_workers=2, **small)
+
+
+def test_files_written_before_an_option_existed_match_its_null_default(written, tmp_path):
+    """A file without events_per_block in its metadata (all those simulated before blocks existed) reads with the
+    default null; a config that asks for blocks is refused."""
+    def drop_blocks(h5):
+        config = json.loads(h5.attrs["numl_config"])
+        del config["events_per_block"]
+        h5.attrs["numl_config"] = json.dumps(config)
+
+    older = _copy(written, tmp_path, drop_blocks)
+    NextDataModule(source="hdf5", hdf5_path=str(older), **SMALL).setup()
+    with pytest.raises(ConfigError, match=r"metadata has no 'events_per_block'"):
+        NextDataModule(source="hdf5", hdf5_path=str(older), events_per_block=4, **SMALL).setup()

@@ -20,6 +20,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from numl.sim.blocks import simulate_in_blocks
 from numl.utils.errors import ConfigError, check_choice, check_positive
 from numl.utils.hdf5 import open_checked, write_metadata
 from numl.utils.seeds import derived_seed
@@ -60,6 +61,10 @@ class SimulatedDataModule(pl.LightningDataModule):
         seed: every split's events follow from it (`split_seed`).
         source: "simulate" or "hdf5" (or a domain's own, `sources`).
         hdf5_path: the file, with source="hdf5".
+        events_per_block: None simulates a split from one random stream; N simulates it in blocks of N events,
+            each from its own seed (numl.sim.blocks), for a domain whose `simulate_split` uses `simulate_blocks`.
+        simulation_workers: processes simulating blocks side by side (needs events_per_block; the same events for
+            any number).
     """
 
     #: written into and checked against every HDF5 file, with `metadata()`
@@ -72,8 +77,16 @@ class SimulatedDataModule(pl.LightningDataModule):
     sources: ClassVar[tuple[str, ...]] = ("simulate", "hdf5")
 
     def __init__(self, n_train: int, n_val: int, n_test: int, batch_size: int, num_workers: int = 0, seed: int = 0,
-                 source: str = "simulate", hdf5_path: str | None = None) -> None:
+                 source: str = "simulate", hdf5_path: str | None = None, events_per_block: int | None = None,
+                 simulation_workers: int = 1) -> None:
         super().__init__()
+        if events_per_block is not None:
+            check_positive("data.events_per_block", events_per_block, integer=True)
+        check_positive("data.simulation_workers", simulation_workers, integer=True)
+        if simulation_workers > 1 and events_per_block is None:
+            raise ConfigError(f"data.simulation_workers={simulation_workers}: needs data.events_per_block (events "
+                              "are shared out in blocks)")
+        self.events_per_block, self.simulation_workers = events_per_block, int(simulation_workers)
         sizes = {"train": n_train, "val": n_val, "test": n_test}
         for split, n in sizes.items():
             check_positive(f"data.n_{split}", n, integer=True)
@@ -140,6 +153,17 @@ class SimulatedDataModule(pl.LightningDataModule):
     # ----- shared ---------------------------------------------------------------------------------
     def split_seed(self, split: str, *parts: Any) -> int:
         return derived_seed(self.seed, split, *parts)
+
+    def simulate_blocks(self, split: str, simulate_block: Callable[[int, Any], Any],
+                        description: str | None = None) -> list[Any]:
+        """`simulate_block(size, seed)` for a whole split: once from `split_seed(split)` (events_per_block None), or
+        per block with `simulation_workers` processes (numl.sim.blocks), with progress per block under
+        `description`; the results in block order."""
+        n = self.split_sizes[split]
+        if self.events_per_block is None:
+            return [simulate_block(n, self.split_seed(split))]
+        return simulate_in_blocks(simulate_block, n, self.split_seed(split), self.events_per_block,
+                                  self.simulation_workers, description=description and f"{description} ({split})")
 
     def events(self, split: str) -> Any:
         """The events of a split in the domain's form (made or read on first use)."""

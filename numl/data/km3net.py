@@ -509,17 +509,9 @@ class KM3NeTDataModule(SimulatedDataModule):
                  real_test_files: list[str] | None = None, bucket_by_hit_count: bool = True,
                  real_train_events: int = 0, prefit: str = "none", events_per_block: int | None = None,
                  simulation_workers: int = 1) -> None:
-        # events_per_block: null simulates a split from one random stream (the files written before it existed);
-        # N simulates blocks of N events from their own seeds, so simulation_workers processes can share the work
-        if events_per_block is not None:
-            check_positive("data.events_per_block", events_per_block, integer=True)
-        check_positive("data.simulation_workers", simulation_workers, integer=True)
-        if simulation_workers > 1 and events_per_block is None:
-            raise ConfigError(f"data.simulation_workers={simulation_workers}: needs data.events_per_block (events "
-                              "are shared out in blocks)")
-        self.events_per_block, self.simulation_workers = events_per_block, simulation_workers
         super().__init__(n_train=n_train, n_val=n_val, n_test=n_test, batch_size=batch_size,
-                         num_workers=num_workers, seed=seed, source=source, hdf5_path=hdf5_path)
+                         num_workers=num_workers, seed=seed, source=source, hdf5_path=hdf5_path,
+                         events_per_block=events_per_block, simulation_workers=simulation_workers)
         check_choice("data.hit_selection", hit_selection, ("all", "triggered"))
         if max_hits is not None:
             check_positive("data.max_hits", max_hits, integer=True)

@@ -111,9 +111,11 @@ class NextDataModule(SimulatedDataModule):
     def __init__(self, sim: dict[str, Any] | None = None, representation: str = "sparse", augment: bool = True,
                  voxel_energy_scale: str = "q_bb", n_train: int = 4000, n_val: int = 1000, n_test: int = 2000,
                  batch_size: int = 32, num_workers: int = 0, seed: int = 0, source: str = "simulate",
-                 hdf5_path: str | None = None) -> None:
+                 hdf5_path: str | None = None, events_per_block: int | None = None,
+                 simulation_workers: int = 1) -> None:
         super().__init__(n_train=n_train, n_val=n_val, n_test=n_test, batch_size=batch_size,
-                         num_workers=num_workers, seed=seed, source=source, hdf5_path=hdf5_path)
+                         num_workers=num_workers, seed=seed, source=source, hdf5_path=hdf5_path,
+                         events_per_block=events_per_block, simulation_workers=simulation_workers)
         self.sim = NextSimConfig.from_dict(dict(sim or {}))
         check_choice("data.representation", representation, ("sparse", "dense"))
         check_choice("data.augment", augment, (True, False))
@@ -122,13 +124,18 @@ class NextDataModule(SimulatedDataModule):
         self.voxel_energy_scale = voxel_energy_scale
 
     def metadata(self) -> dict[str, Any]:
-        return {"sim": self.sim.as_dict(), "seed": self.seed}
+        # the blocks change the events, the number of workers does not (files written before blocks existed have
+        # no events_per_block, which matches null)
+        return {"sim": self.sim.as_dict(), "seed": self.seed, "events_per_block": self.events_per_block}
 
     def file_attributes(self) -> dict[str, Any]:
         return {"segment_classes": ",".join(SEGMENT_CLASSES)}
 
     def simulate_split(self, split: str, progress: bool = True) -> list[NextEvent]:
-        return simulate_events(self.sim, self.split_sizes[split], self.split_seed(split), progress=progress)
+        one_stream = self.events_per_block is None
+        blocks = self.simulate_blocks(split, partial(simulate_events, self.sim, progress=progress and one_stream),
+                                      description="simulating NEXT events" if progress else None)
+        return [event for block in blocks for event in block]
 
     def check_events(self, split: str, events: list[NextEvent]) -> None:
         for i, event in enumerate(events):

@@ -38,6 +38,8 @@ def check_metadata(h5: h5py.File, path: str | Path, simulator: str, expected: di
         raise ConfigError(f"{path}: numl file format version {version}, this numl reads version {FORMAT_VERSION}")
     stored = read_metadata(h5)
     for key, value in expected.items():
+        if key not in stored and value is None:
+            continue  # an option added after the file was written, whose null default is what the file was made with
         if key not in stored:
             raise ConfigError(f"{path}: metadata has no {key!r}; regenerate it with python -m numl.simulate")
         if _canonical(stored[key]) != _canonical(value):

@@ -18,12 +18,13 @@ outside the detector. ``vertex_sampling: can`` is the former model (vertices onl
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from typing import Any
 
 import numpy as np
 
+from numl.sim.blocks import simulate_in_blocks
 from numl.sim.km3net import kinematics as dis
 from numl.sim.km3net import physics
 from numl.sim.km3net.detector import Detector
@@ -603,25 +604,9 @@ def simulate_events(detector: Detector, config: EventConfig, n_events: int, seed
 def simulate_events_in_blocks(detector: Detector, config: EventConfig, n_events: int, seed: int,
                               events_per_block: int, workers: int = 1,
                               progress: bool = False) -> tuple[list[Event], int]:
-    """`n_events` triggered events in blocks of `events_per_block`, block k from the k-th child of
-    SeedSequence(seed): the same events for any number of `workers` (processes simulating blocks side by side, since
-    the simulation is single-threaded numpy). Also returns the number of interactions generated."""
-    check_positive("data.events_per_block", events_per_block, integer=True)
-    check_positive("data.simulation_workers", workers, integer=True)
-    sizes = [min(events_per_block, n_events - start) for start in range(0, n_events, events_per_block)]
-    seeds = np.random.SeedSequence(seed).spawn(len(sizes))
-    args = ([detector] * len(sizes), [config] * len(sizes), sizes, seeds)
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
-    try:
-        blocks = pool.map(simulate_events, *args) if pool else map(simulate_events, *args)
-        if progress:
-            blocks = track(blocks, total=len(sizes), description=f"simulating {n_events} KM3NeT events in "
-                                                                 f"{len(sizes)} blocks, {workers} worker(s)")
-        events, n_generated = [], 0
-        for block_events, block_generated in blocks:
-            events.extend(block_events)
-            n_generated += block_generated
-    finally:
-        if pool:
-            pool.shutdown(cancel_futures=True)
-    return events, n_generated
+    """`n_events` triggered events in blocks of `events_per_block` (numl.sim.blocks): the same events for any
+    number of `workers`. Also returns the number of interactions generated."""
+    blocks = simulate_in_blocks(partial(simulate_events, detector, config), n_events, seed, events_per_block,
+                                workers, description=f"simulating {n_events} KM3NeT events" if progress else None)
+    events = [event for block_events, _ in blocks for event in block_events]
+    return events, sum(n_generated for _, n_generated in blocks)

@@ -1103,7 +1103,7 @@ def _simulate_batch_cascade(cfg: NextSimConfig, rng: np.random.Generator, labels
                           escaped, alive)
 
 
-def simulate_events(cfg: NextSimConfig, n_events: int, seed: int, progress: bool = False,
+def simulate_events(cfg: NextSimConfig, n_events: int, seed: int | np.random.SeedSequence, progress: bool = False,
                     labels: np.ndarray | None = None) -> list[NextEvent]:
     """`n_events` events in the energy ROI, signal with probability `signal_fraction`; a pure function
     of (cfg, seed). Events outside the ROI (or vetoed) are replaced by new ones with the same label; gamma
