@@ -45,14 +45,23 @@ TRUTH_DTYPE = np.dtype([
     ("dir_x", "f8"), ("dir_y", "f8"), ("dir_z", "f8"),  # neutrino direction (the network's target)
     ("energy_gev", "f8"), ("log10_energy", "f8"),
     ("vertex_x", "f8"), ("vertex_y", "f8"), ("vertex_z", "f8"), ("vertex_time_ns", "f8"),
-    ("event_type", "i4"),  # 0: nu_mu CC (track + hadronic shower), 1: shower only
+    ("event_type", "i4"),  # EVENT_TYPES: 0 nu_mu CC, 1 one shower of the whole energy, 2 nu_e CC, 3 NC
     ("muon_energy_gev", "f8"), ("shower_energy_gev", "f8"), ("muon_range_m", "f8"),
     ("n_signal_hits", "i4"),
     ("muon_dir_x", "f8"), ("muon_dir_y", "f8"), ("muon_dir_z", "f8"),  # at the vertex (zeros without a muon)
     ("bjorken_x", "f8"), ("bjorken_y", "f8"),  # NaN where unknown (collinear: x; a real file without them)
 ])
 
-EVENT_TYPES = {"numu_cc": 0, "shower": 1}
+EVENT_TYPES = {"numu_cc": 0, "shower": 1, "nue_cc": 2, "nc": 3}
+#: what the events that are not nu_mu CC are (EventConfig.shower_interaction): one EM shower of the neutrino's whole
+#: energy along it (total_energy, the former model, event type "shower"); nu_e CC (the electron's EM shower and the
+#: hadronic shower, DIS kinematics); or NC (the hadronic shower of y E alone, the outgoing neutrino unseen). NC and
+#: the electron take the nu_mu CC kinematics (numl.sim.km3net.kinematics): the lepton mass matters only near
+#: threshold, and the NC y distribution is close to the CC one (assumption; both are DIS on an isoscalar target).
+SHOWER_INTERACTIONS = ("total_energy", "nue_cc", "nc")
+#: where a shower's light comes from: its vertex (point, the former model), or points along its axis weighted by the
+#: EM longitudinal profile (physics.em_shower_profile: maximum at 2.3 m and 99.5 % within 8 m at 100 GeV)
+SHOWER_PROFILES = ("point", "longitudinal")
 #: the muon's light: radiative losses on its Cherenkov cone (the former model), or delta rays and radiative losses
 #: as EM showers along the track (EventConfig.muon_light)
 MUON_LIGHT_MODELS = ("cone", "cone_and_showers")
@@ -70,7 +79,8 @@ DIS_ENERGY_MIN_GEV = 1.0
 class EventConfig:
     """Physics and detector-response settings; every field is a `data.events.<name>` config key."""
 
-    numu_cc_fraction: float = 1.0  # the rest are shower-only events (nu_e CC-like)
+    numu_cc_fraction: float = 1.0  # the rest are shower events, of the kind shower_interaction
+    shower_interaction: str = "total_energy"  # total_energy | nue_cc | nc (SHOWER_INTERACTIONS)
     kinematics: str = "dis"  # dis | collinear (KINEMATICS)
     energy_min_gev: float = 3.0
     energy_max_gev: float = 300.0
@@ -114,6 +124,11 @@ class EventConfig:
     hadronic_light_fraction: float = 0.8  # hadronic showers give less light than electromagnetic (assumption)
     shower_angular_width: float = 0.2  # width in cos(theta) of the shower light around the Cherenkov cone
     shower_isotropic_fraction: float = 0.1
+    # Hadronic showers take the EM profile too (assumption: in water a hadronic shower peaks at 0.2 ln E + 0.7
+    # interaction lengths, PDG eq. 34.40: 1.4 m at 100 GeV, close to the EM shower's 2.3 m, and the light
+    # yield, not the shape, is what hadronic_light_fraction lowers).
+    shower_profile: str = "point"  # point | longitudinal (SHOWER_PROFILES)
+    shower_profile_step_m: float = 0.5  # longitudinal: one light source per step along the axis
     noise_rate_hz: float = 7000.0  # K-40 hits per PMT, coincident ones included (PHYSICS.md: 5-10 kHz, assumption)
     # Genuine K-40 coincidences: one decay's light on two PMTs of a DOM, at k40_coincidence_scale times KM3NeT's
     # simulated rate per PMT pair (physics.k40_pair_rate_hz: 656 Hz per DOM, most between neighbouring PMTs), both
@@ -153,6 +168,9 @@ class EventConfig:
 
     def validate(self) -> None:
         check_range("data.events.numu_cc_fraction", self.numu_cc_fraction, 0.0, 1.0)
+        check_choice("data.events.shower_interaction", self.shower_interaction, SHOWER_INTERACTIONS)
+        check_choice("data.events.shower_profile", self.shower_profile, SHOWER_PROFILES)
+        check_positive("data.events.shower_profile_step_m", self.shower_profile_step_m)
         check_choice("data.events.kinematics", self.kinematics, KINEMATICS)
         check_choice("data.events.vertex_sampling", self.vertex_sampling, VERTEX_SAMPLINGS)
         check_choice("data.events.muon_light", self.muon_light, MUON_LIGHT_MODELS)
@@ -427,6 +445,25 @@ def expected_shower_light(detector: Detector, config: EventConfig, vertex_m: np.
     return npe, path_m / physics.V_GROUP_M_PER_NS, path_m
 
 
+def shower_light_sources(detector: Detector, config: EventConfig, vertex_m: np.ndarray, direction: np.ndarray,
+                         shower_energy_gev: float, light_fraction: float
+                         ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]]:
+    """A shower's light as sources of simulate_event: (PMT index, expected photo-electrons, arrival time (ns after
+    the interaction), photon path, mean extra delay) per emission point: the vertex (shower_profile=point), or
+    points along the axis with the profile's share of the energy, reached at c by the shower front."""
+    every_pmt = np.arange(detector.n_pmts)
+    if config.shower_profile == "point" or shower_energy_gev <= 0.0:
+        return [(every_pmt, *expected_shower_light(detector, config, vertex_m, direction, shower_energy_gev,
+                                                   light_fraction), 0.0)]
+    sources = []
+    for along_m, share in zip(*physics.em_shower_profile(shower_energy_gev, config.shower_profile_step_m),
+                              strict=True):
+        npe, time_ns, path_m = expected_shower_light(detector, config, vertex_m + along_m * direction, direction,
+                                                     share * shower_energy_gev, light_fraction)
+        sources.append((every_pmt, npe, time_ns + along_m / physics.C_LIGHT_M_PER_NS, path_m, 0.0))
+    return sources
+
+
 def photons_to_hits(pmt_index: np.ndarray, time_ns: np.ndarray, config: EventConfig,
                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Merge photo-electrons per PMT into hits: (pmt index, first-photon time, time over threshold)."""
@@ -446,14 +483,15 @@ def photons_to_hits(pmt_index: np.ndarray, time_ns: np.ndarray, config: EventCon
 def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Generator) -> Event | None:
     """One interaction; None when it does not pass the trigger."""
     is_track = rng.random() < config.numu_cc_fraction
+    kind = "numu_cc" if is_track else config.shower_interaction
     energy_gev = sample_energy_gev(rng, config)
     direction = sample_direction(rng, config)
     if config.vertex_sampling == "can":  # drawn before the interaction, as the former model did
         vertex_m = sample_vertex_m(rng, detector, config)
     muon_dir, shower_dir, bjorken_x = direction, direction, np.nan
-    if not is_track:
+    if kind == "total_energy":
         y = 1.0
-    elif config.kinematics == "dis":
+    elif config.kinematics == "dis":  # for nu_e CC and NC the lepton takes the muon's place (SHOWER_INTERACTIONS)
         interaction = dis.sample_interaction(rng, energy_gev, direction)
         y, bjorken_x = interaction.y, interaction.x
         muon_dir, shower_dir = interaction.muon_direction, interaction.hadron_direction
@@ -463,12 +501,15 @@ def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Gener
     if config.vertex_sampling == "muon_range":
         reach_m = float(physics.muon_range_m(muon_energy)) if is_track else 0.0
         vertex_m = sample_vertex_reaching_can_m(rng, detector, config, muon_dir, reach_m)
-    light_fraction = config.hadronic_light_fraction if is_track else 1.0
-
     every_pmt = np.arange(detector.n_pmts)
     # (PMT of each entry, expected photo-electrons, direct arrival time, photon path, mean extra delay) per source
-    sources = [(every_pmt, *expected_shower_light(detector, config, vertex_m, shower_dir, shower_energy,
-                                                  light_fraction), 0.0)]
+    if kind == "total_energy":
+        sources = shower_light_sources(detector, config, vertex_m, direction, energy_gev, 1.0)
+    else:
+        sources = shower_light_sources(detector, config, vertex_m, shower_dir, shower_energy,
+                                       config.hadronic_light_fraction)
+    if kind == "nue_cc":  # the electron's EM shower, where nu_mu CC has its muon
+        sources += shower_light_sources(detector, config, vertex_m, muon_dir, muon_energy, 1.0)
     if is_track:
         unscattered = 1.0 - config.scattered_light_fraction
         npe, time_ns, path_m = expected_track_light(detector, config, vertex_m, muon_dir, muon_energy)
@@ -533,14 +574,15 @@ def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Gener
     truth["energy_gev"], truth["log10_energy"] = energy_gev, np.log10(energy_gev)
     truth["vertex_x"], truth["vertex_y"], truth["vertex_z"] = vertex_m
     truth["vertex_time_ns"] = 0.0
-    truth["event_type"] = EVENT_TYPES["numu_cc"] if is_track else EVENT_TYPES["shower"]
+    truth["event_type"] = EVENT_TYPES["shower" if kind == "total_energy" else kind]
     truth["muon_energy_gev"] = muon_energy if is_track else 0.0
-    truth["shower_energy_gev"] = shower_energy
+    # the visible shower energy: the hadrons' y E, plus the electron's (1 - y) E in nu_e CC (NC's neutrino is unseen)
+    truth["shower_energy_gev"] = shower_energy + (muon_energy if kind == "nue_cc" else 0.0)
     truth["muon_range_m"] = float(physics.muon_range_m(muon_energy)) if is_track else 0.0
     truth["n_signal_hits"] = int((hits["is_signal"] == 1).sum())
     if is_track:
         truth["muon_dir_x"], truth["muon_dir_y"], truth["muon_dir_z"] = muon_dir
-    truth["bjorken_x"], truth["bjorken_y"] = bjorken_x, y if is_track else np.nan
+    truth["bjorken_x"], truth["bjorken_y"] = bjorken_x, np.nan if kind == "total_energy" else y
     return Event(hits, truth)
 
 
