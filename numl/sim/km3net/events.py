@@ -426,22 +426,23 @@ def muon_loss_light(detector: Detector, config: EventConfig, vertex_m: np.ndarra
 
 
 def expected_shower_light(detector: Detector, config: EventConfig, vertex_m: np.ndarray, direction: np.ndarray,
-                          shower_energy_gev: float, light_fraction: float
+                          shower_energy_gev: float | np.ndarray, light_fraction: float
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Expected photo-electrons, arrival time and photon path per PMT for a point-like shower at the vertex."""
-    photon = detector.pmt_pos_m - vertex_m
-    path_m = np.maximum(np.linalg.norm(photon, axis=1), 0.5)
-    photon /= path_m[:, None]
-    n_photons = (shower_energy_gev * physics.SHOWER_TRACK_LENGTH_M_PER_GEV * physics.MUON_PHOTONS_PER_M
-                 * light_fraction)
+    """Expected photo-electrons, arrival time and photon path per PMT for a point-like shower at the vertex; with
+    vertices (S, 3) and energies (S,), for S points at once (arrays (S, n_pmt))."""
+    photon = detector.pmt_pos_m - vertex_m[..., None, :]
+    path_m = np.maximum(np.linalg.norm(photon, axis=-1), 0.5)
+    photon /= path_m[..., None]
+    n_photons = (np.asarray(shower_energy_gev)[..., None] * physics.SHOWER_TRACK_LENGTH_M_PER_GEV
+                 * physics.MUON_PHOTONS_PER_M * light_fraction)
     per_solid_angle = n_photons * shower_angular_pdf(photon @ direction, config.shower_angular_width,
                                                      config.shower_isotropic_fraction) / (2.0 * np.pi)
-    cos_incidence = -np.sum(detector.pmt_dir * photon, axis=1)
+    cos_incidence = -np.sum(detector.pmt_dir * photon, axis=-1)
     npe = (per_solid_angle / path_m**2 * config.pmt_area_m2 * config.quantum_efficiency
            * pmt_acceptance(cos_incidence, config.pmt_acceptance_min_cos)
            * np.exp(-path_m / config.absorption_length_m))
-    if config.seabed_z_m is not None and vertex_m[2] < config.seabed_z_m:  # a shower in the rock: no light
-        npe = np.zeros_like(npe)
+    if config.seabed_z_m is not None:  # a shower in the rock: no light
+        npe = np.where(vertex_m[..., 2, None] < config.seabed_z_m, 0.0, npe)
     return npe, path_m / physics.V_GROUP_M_PER_NS, path_m
 
 
@@ -455,13 +456,11 @@ def shower_light_sources(detector: Detector, config: EventConfig, vertex_m: np.n
     if config.shower_profile == "point" or shower_energy_gev <= 0.0:
         return [(every_pmt, *expected_shower_light(detector, config, vertex_m, direction, shower_energy_gev,
                                                    light_fraction), 0.0)]
-    sources = []
-    for along_m, share in zip(*physics.em_shower_profile(shower_energy_gev, config.shower_profile_step_m),
-                              strict=True):
-        npe, time_ns, path_m = expected_shower_light(detector, config, vertex_m + along_m * direction, direction,
-                                                     share * shower_energy_gev, light_fraction)
-        sources.append((every_pmt, npe, time_ns + along_m / physics.C_LIGHT_M_PER_NS, path_m, 0.0))
-    return sources
+    along_m, share = physics.em_shower_profile(shower_energy_gev, config.shower_profile_step_m)
+    npe, time_ns, path_m = expected_shower_light(detector, config, vertex_m + along_m[:, None] * direction, direction,
+                                                 share * shower_energy_gev, light_fraction)
+    time_ns = time_ns + (along_m / physics.C_LIGHT_M_PER_NS)[:, None]
+    return [(np.tile(every_pmt, len(along_m)), npe.ravel(), time_ns.ravel(), path_m.ravel(), 0.0)]
 
 
 def photons_to_hits(pmt_index: np.ndarray, time_ns: np.ndarray, config: EventConfig,
