@@ -94,6 +94,12 @@ CATALOGUE = {
     "KM3NeT simulation workers without blocks": (
         ("train", "experiment=km3net_transformer", "debug=fast_dev_run", "data.simulation_workers=2"),
         "data.simulation_workers=2: needs data.events_per_block"),
+    "KM3NeT shower profile that does not exist": (
+        ("train", "experiment=km3net_transformer", "debug=fast_dev_run", "data.events.shower_profile=gaussian"),
+        "data.events.shower_profile='gaussian': must be one of"),
+    "NEXT simulation workers without blocks": (
+        ("train", "experiment=next_sparse_cnn", "debug=fast_dev_run", "data.simulation_workers=2"),
+        "data.simulation_workers=2: needs data.events_per_block"),
     "KM3NeT K-40 coincidences beyond the noise rate": (
         ("train", "experiment=km3net_transformer", "debug=fast_dev_run", "data.events.k40_coincidence_scale=200"),
         "data.events.k40_coincidence_scale=200: its coincidences alone exceed data.events.noise_rate_hz=7000.0"),
