@@ -23,6 +23,7 @@ files add ``official_direction`` and ``official_log10_energy`` (NaN where the fi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,6 @@ from numl.sim.km3net import (
     EventConfig,
     build_detector,
     simulate_events,
-    simulate_events_in_blocks,
 )
 from numl.sim.km3net.detector import RecalibrationReport, recalibrate, resolve_testdata_path
 from numl.sim.km3net.events import k40_singles_rate_hz
@@ -571,13 +571,12 @@ class KM3NeTDataModule(SimulatedDataModule):
         return ("train", "val") if self.real_test_files else SPLITS
 
     def simulate_split(self, split: str) -> list[EventRecord]:
-        n = self.split_sizes[split]
-        if self.events_per_block is None:
-            events, _ = simulate_events(self.detector, self.event_config, n, self.split_seed(split), progress=n >= 2000)
-        else:
-            events, _ = simulate_events_in_blocks(self.detector, self.event_config, n, self.split_seed(split),
-                                                  self.events_per_block, self.simulation_workers, progress=n >= 2000)
-        return [EventRecord(e.hits, e.truth) for e in events]
+        progress = self.split_sizes[split] >= 2000
+        one_stream = self.events_per_block is None
+        blocks = self.simulate_blocks(split, partial(simulate_events, self.detector, self.event_config,
+                                                     progress=progress and one_stream),
+                                      description="simulating KM3NeT events" if progress else None)
+        return [EventRecord(e.hits, e.truth) for block_events, _ in blocks for e in block_events]
 
     def real_file_splits(self) -> tuple[str, ...]:
         """Splits whose events come from data.real_test_files (none without them)."""

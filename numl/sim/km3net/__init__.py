@@ -8,8 +8,7 @@ from numl.sim.km3net.events import (
     EventConfig,
     simulate_event,
     simulate_events,
-    simulate_events_in_blocks,
 )
 
 __all__ = ["Detector", "Event", "EventConfig", "HIT_DTYPE", "TRUTH_DTYPE", "build_detector", "generate_orca_like",
-           "read_detx", "simulate_event", "simulate_events", "simulate_events_in_blocks"]
+           "read_detx", "simulate_event", "simulate_events"]

@@ -19,12 +19,10 @@ outside the detector. ``vertex_sampling: can`` is the former model (vertices onl
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from functools import partial
 from typing import Any
 
 import numpy as np
 
-from numl.sim.blocks import simulate_in_blocks
 from numl.sim.km3net import kinematics as dis
 from numl.sim.km3net import physics
 from numl.sim.km3net.detector import Detector
@@ -640,14 +638,3 @@ def simulate_events(detector: Detector, config: EventConfig, n_events: int, seed
             raise ConfigError(f"data.events.max_trials={config.max_trials}: no event passed the trigger; lower "
                               "data.events.trigger_min_l1_doms or raise data.events.energy_min_gev")
     return events, n_generated
-
-
-def simulate_events_in_blocks(detector: Detector, config: EventConfig, n_events: int, seed: int,
-                              events_per_block: int, workers: int = 1,
-                              progress: bool = False) -> tuple[list[Event], int]:
-    """`n_events` triggered events in blocks of `events_per_block` (numl.sim.blocks): the same events for any
-    number of `workers`. Also returns the number of interactions generated."""
-    blocks = simulate_in_blocks(partial(simulate_events, detector, config), n_events, seed, events_per_block,
-                                workers, description=f"simulating {n_events} KM3NeT events" if progress else None)
-    events = [event for block_events, _ in blocks for event in block_events]
-    return events, sum(n_generated for _, n_generated in blocks)
