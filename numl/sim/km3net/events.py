@@ -122,9 +122,9 @@ class EventConfig:
     hadronic_light_fraction: float = 0.8  # hadronic showers give less light than electromagnetic (assumption)
     shower_angular_width: float = 0.2  # width in cos(theta) of the shower light around the Cherenkov cone
     shower_isotropic_fraction: float = 0.1
-    # Hadronic showers take the EM profile too (assumption: in water a hadronic shower peaks at 0.2 ln E + 0.7
-    # interaction lengths, PDG eq. 34.40: 1.4 m at 100 GeV, close to the EM shower's 2.3 m, and the light
-    # yield, not the shape, is what hadronic_light_fraction lowers).
+    # Hadronic showers take the EM profile too (assumption: a hadronic shower peaks at about 0.2 ln(E/GeV) + 0.7
+    # interaction lengths, PDG review "Calorimetry"; in sea water (83.3 g/cm^2) 1.3 m at 100 GeV, close to the EM
+    # shower's 2.3 m; the light yield, not the shape, is what hadronic_light_fraction lowers).
     shower_profile: str = "point"  # point | longitudinal (SHOWER_PROFILES)
     shower_profile_step_m: float = 0.5  # longitudinal: one light source per step along the axis
     noise_rate_hz: float = 7000.0  # K-40 hits per PMT, coincident ones included (PHYSICS.md: 5-10 kHz, assumption)
@@ -447,9 +447,10 @@ def expected_shower_light(detector: Detector, config: EventConfig, vertex_m: np.
 def shower_light_sources(detector: Detector, config: EventConfig, vertex_m: np.ndarray, direction: np.ndarray,
                          shower_energy_gev: float, light_fraction: float
                          ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]]:
-    """A shower's light as sources of simulate_event: (PMT index, expected photo-electrons, arrival time (ns after
-    the interaction), photon path, mean extra delay) per emission point: the vertex (shower_profile=point), or
-    points along the axis with the profile's share of the energy, reached at c by the shower front."""
+    """A shower's light as one source of simulate_event: (PMT index, expected photo-electrons, arrival time (ns
+    after the interaction), photon path, mean extra delay) per (emission point, PMT), flattened. The points: the
+    vertex (shower_profile=point), or points along the axis with the profile's share of the energy, reached at c by
+    the shower front (every PMT once per point)."""
     every_pmt = np.arange(detector.n_pmts)
     if config.shower_profile == "point" or shower_energy_gev <= 0.0:
         return [(every_pmt, *expected_shower_light(detector, config, vertex_m, direction, shower_energy_gev,
@@ -485,19 +486,20 @@ def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Gener
     direction = sample_direction(rng, config)
     if config.vertex_sampling == "can":  # drawn before the interaction, as the former model did
         vertex_m = sample_vertex_m(rng, detector, config)
-    muon_dir, shower_dir, bjorken_x = direction, direction, np.nan
+    # the outgoing lepton: the muon of nu_mu CC, the electron of nu_e CC (in NC the unseen neutrino)
+    lepton_dir, shower_dir, bjorken_x = direction, direction, np.nan
     if kind == "total_energy":
         y = 1.0
     elif config.kinematics == "dis":  # for nu_e CC and NC the lepton takes the muon's place (SHOWER_INTERACTIONS)
         interaction = dis.sample_interaction(rng, energy_gev, direction)
         y, bjorken_x = interaction.y, interaction.x
-        muon_dir, shower_dir = interaction.muon_direction, interaction.hadron_direction
-    else:  # collinear: Bjorken y flat on [0, 1], muon and shower along the neutrino
+        lepton_dir, shower_dir = interaction.muon_direction, interaction.hadron_direction
+    else:  # collinear: Bjorken y flat on [0, 1], lepton and shower along the neutrino
         y = rng.random()
-    muon_energy, shower_energy = (1.0 - y) * energy_gev, y * energy_gev
+    lepton_energy, shower_energy = (1.0 - y) * energy_gev, y * energy_gev
     if config.vertex_sampling == "muon_range":
-        reach_m = float(physics.muon_range_m(muon_energy)) if is_track else 0.0
-        vertex_m = sample_vertex_reaching_can_m(rng, detector, config, muon_dir, reach_m)
+        reach_m = float(physics.muon_range_m(lepton_energy)) if is_track else 0.0
+        vertex_m = sample_vertex_reaching_can_m(rng, detector, config, lepton_dir, reach_m)
     every_pmt = np.arange(detector.n_pmts)
     # (PMT of each entry, expected photo-electrons, direct arrival time, photon path, mean extra delay) per source
     if kind == "total_energy":
@@ -506,17 +508,18 @@ def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Gener
         sources = shower_light_sources(detector, config, vertex_m, shower_dir, shower_energy,
                                        config.hadronic_light_fraction)
     if kind == "nue_cc":  # the electron's EM shower, where nu_mu CC has its muon
-        sources += shower_light_sources(detector, config, vertex_m, muon_dir, muon_energy, 1.0)
+        sources += shower_light_sources(detector, config, vertex_m, lepton_dir, lepton_energy, 1.0)
     if is_track:
         unscattered = 1.0 - config.scattered_light_fraction
-        npe, time_ns, path_m = expected_track_light(detector, config, vertex_m, muon_dir, muon_energy)
+        npe, time_ns, path_m = expected_track_light(detector, config, vertex_m, lepton_dir, lepton_energy)
         sources.append((every_pmt, npe * unscattered, time_ns, path_m, 0.0))
         if config.muon_light == "cone_and_showers":
-            along_m, shower_gev, muon_gev = muon_loss_showers(detector, config, vertex_m, muon_dir, muon_energy, rng)
+            along_m, shower_gev, muon_gev = muon_loss_showers(detector, config, vertex_m, lepton_dir, lepton_energy,
+                                                              rng)
             emissions = [(shower_gev, False)]
             if config.scattered_light_fraction > 0.0:
                 emissions.append((config.scattered_light_fraction * (shower_gev + muon_gev), True))
-            pmt_of, npe, time_ns, path_m = muon_loss_light(detector, config, vertex_m, muon_dir, along_m, emissions)
+            pmt_of, npe, time_ns, path_m = muon_loss_light(detector, config, vertex_m, lepton_dir, along_m, emissions)
             sources.append((pmt_of, npe[0] * unscattered, time_ns, path_m, 0.0))
             if config.scattered_light_fraction > 0.0:
                 sources.append((pmt_of, npe[1], time_ns, path_m, config.scattered_light_delay_ns))
@@ -572,13 +575,13 @@ def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Gener
     truth["vertex_x"], truth["vertex_y"], truth["vertex_z"] = vertex_m
     truth["vertex_time_ns"] = 0.0
     truth["event_type"] = EVENT_TYPES["shower" if kind == "total_energy" else kind]
-    truth["muon_energy_gev"] = muon_energy if is_track else 0.0
+    truth["muon_energy_gev"] = lepton_energy if is_track else 0.0
     # the visible shower energy: the hadrons' y E, plus the electron's (1 - y) E in nu_e CC (NC's neutrino is unseen)
-    truth["shower_energy_gev"] = shower_energy + (muon_energy if kind == "nue_cc" else 0.0)
-    truth["muon_range_m"] = float(physics.muon_range_m(muon_energy)) if is_track else 0.0
+    truth["shower_energy_gev"] = shower_energy + (lepton_energy if kind == "nue_cc" else 0.0)
+    truth["muon_range_m"] = float(physics.muon_range_m(lepton_energy)) if is_track else 0.0
     truth["n_signal_hits"] = int((hits["is_signal"] == 1).sum())
     if is_track:
-        truth["muon_dir_x"], truth["muon_dir_y"], truth["muon_dir_z"] = muon_dir
+        truth["muon_dir_x"], truth["muon_dir_y"], truth["muon_dir_z"] = lepton_dir
     truth["bjorken_x"], truth["bjorken_y"] = bjorken_x, np.nan if kind == "total_energy" else y
     return Event(hits, truth)
 

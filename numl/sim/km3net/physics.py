@@ -55,6 +55,7 @@ RADIATION_LENGTH_WATER_G_PER_CM2 = 36.08
 CRITICAL_ENERGY_WATER_GEV = 0.07833
 RADIATION_LENGTH_SEA_WATER_M = RADIATION_LENGTH_WATER_G_PER_CM2 / DENSITY_SEA_WATER_G_PER_CM3 / 100.0
 
+
 def muon_range_m(energy_gev: np.ndarray | float) -> np.ndarray:
     """Continuous-slowing-down range for dE/dx = a + b E: R = ln(1 + b E / a) / b."""
     energy_gev = np.asarray(energy_gev, dtype=np.float64)
