@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from numl.sim.km3net import EventConfig, generate_orca_like, physics, simulate_events
-from numl.sim.km3net.events import EVENT_TYPES, shower_light_sources
+from numl.sim.km3net.events import EVENT_TYPES, shower_light_source
 from numl.utils.errors import ConfigError
 
 #: effective atomic number of water, for the PDG's containment length (PDG 2024 eq. 34.37 takes Z)
@@ -45,16 +45,16 @@ def test_extended_shower_keeps_the_light_and_shines_from_downstream(small_detect
     vertex = centre + np.array([400.0, 0.0, 0.0])
     direction = np.array([0.0, 1.0, 0.0])  # across the line to the detector: every PMT at about the same distance
     energy = 100.0
-    (_, npe, _, _, _), = shower_light_sources(small_detector, config, vertex, direction, energy, 1.0)
-    (_, npe_point, _, _, _), = shower_light_sources(small_detector, point, vertex, direction, energy, 1.0)
+    _, npe, _, _, _ = shower_light_source(small_detector, config, vertex, direction, energy, 1.0)
+    _, npe_point, _, _, _ = shower_light_source(small_detector, point, vertex, direction, energy, 1.0)
     assert npe.sum() == pytest.approx(npe_point.sum(), rel=0.002)
     along_m, share = physics.em_shower_profile(energy, 0.25)
     per_point = npe.reshape(len(along_m), small_detector.n_pmts).sum(axis=1)  # one row of PMTs per point
     assert np.sum(along_m * per_point) / per_point.sum() == pytest.approx(np.sum(along_m * share), rel=0.01)
 
     toward = np.array([-1.0, 0.0, 0.0])  # heading for the detector
-    (_, npe, time_ns, _, _), = shower_light_sources(small_detector, config, vertex, toward, energy, 1.0)
-    (_, npe_point, time_point, _, _), = shower_light_sources(small_detector, point, vertex, toward, energy, 1.0)
+    _, npe, time_ns, _, _ = shower_light_source(small_detector, config, vertex, toward, energy, 1.0)
+    _, npe_point, time_point, _, _ = shower_light_source(small_detector, point, vertex, toward, energy, 1.0)
     mean_time = np.average(time_ns, weights=npe)
     # the front moves at c, the light at c / n_group: light from a metre downstream arrives (1 / v - 1 / c) earlier
     delay_per_m = 1.0 / physics.C_LIGHT_M_PER_NS - 1.0 / physics.V_GROUP_M_PER_NS

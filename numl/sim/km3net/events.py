@@ -444,22 +444,21 @@ def expected_shower_light(detector: Detector, config: EventConfig, vertex_m: np.
     return npe, path_m / physics.V_GROUP_M_PER_NS, path_m
 
 
-def shower_light_sources(detector: Detector, config: EventConfig, vertex_m: np.ndarray, direction: np.ndarray,
-                         shower_energy_gev: float, light_fraction: float
-                         ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]]:
-    """A shower's light as one source of simulate_event: (PMT index, expected photo-electrons, arrival time (ns
-    after the interaction), photon path, mean extra delay) per (emission point, PMT), flattened. The points: the
-    vertex (shower_profile=point), or points along the axis with the profile's share of the energy, reached at c by
-    the shower front (every PMT once per point)."""
-    every_pmt = np.arange(detector.n_pmts)
+def shower_light_source(detector: Detector, config: EventConfig, vertex_m: np.ndarray, direction: np.ndarray,
+                        shower_energy_gev: float, light_fraction: float
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """A shower's light as a source of simulate_event: (PMT index, expected photo-electrons, arrival time (ns after
+    the interaction), photon path, mean extra delay), one entry per (emission point, PMT). The points: the vertex
+    (shower_profile=point), or points along the axis with the profile's share of the energy, reached at c by the
+    shower front."""
     if config.shower_profile == "point" or shower_energy_gev <= 0.0:
-        return [(every_pmt, *expected_shower_light(detector, config, vertex_m, direction, shower_energy_gev,
-                                                   light_fraction), 0.0)]
-    along_m, share = physics.em_shower_profile(shower_energy_gev, config.shower_profile_step_m)
+        along_m, share = np.zeros(1), np.ones(1)
+    else:
+        along_m, share = physics.em_shower_profile(shower_energy_gev, config.shower_profile_step_m)
     npe, time_ns, path_m = expected_shower_light(detector, config, vertex_m + along_m[:, None] * direction, direction,
                                                  share * shower_energy_gev, light_fraction)
     time_ns = time_ns + (along_m / physics.C_LIGHT_M_PER_NS)[:, None]
-    return [(np.tile(every_pmt, len(along_m)), npe.ravel(), time_ns.ravel(), path_m.ravel(), 0.0)]
+    return np.tile(np.arange(detector.n_pmts), len(along_m)), npe.ravel(), time_ns.ravel(), path_m.ravel(), 0.0
 
 
 def photons_to_hits(pmt_index: np.ndarray, time_ns: np.ndarray, config: EventConfig,
@@ -502,13 +501,11 @@ def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Gener
         vertex_m = sample_vertex_reaching_can_m(rng, detector, config, lepton_dir, reach_m)
     every_pmt = np.arange(detector.n_pmts)
     # (PMT of each entry, expected photo-electrons, direct arrival time, photon path, mean extra delay) per source
-    if kind == "total_energy":
-        sources = shower_light_sources(detector, config, vertex_m, direction, energy_gev, 1.0)
-    else:
-        sources = shower_light_sources(detector, config, vertex_m, shower_dir, shower_energy,
-                                       config.hadronic_light_fraction)
+    # total_energy: the whole energy in one EM shower along the neutrino (y = 1); otherwise the hadrons' shower
+    light_fraction = 1.0 if kind == "total_energy" else config.hadronic_light_fraction
+    sources = [shower_light_source(detector, config, vertex_m, shower_dir, shower_energy, light_fraction)]
     if kind == "nue_cc":  # the electron's EM shower, where nu_mu CC has its muon
-        sources += shower_light_sources(detector, config, vertex_m, lepton_dir, lepton_energy, 1.0)
+        sources.append(shower_light_source(detector, config, vertex_m, lepton_dir, lepton_energy, 1.0))
     if is_track:
         unscattered = 1.0 - config.scattered_light_fraction
         npe, time_ns, path_m = expected_track_light(detector, config, vertex_m, lepton_dir, lepton_energy)
