@@ -12,6 +12,7 @@ baselines (numl.baselines) and the figures (numl.figures) read: the DataModule i
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -154,15 +155,14 @@ class SimulatedDataModule(pl.LightningDataModule):
     def split_seed(self, split: str, *parts: Any) -> int:
         return derived_seed(self.seed, split, *parts)
 
-    def simulate_blocks(self, split: str, simulate_block: Callable[[int, Any], Any],
-                        description: str | None = None) -> list[Any]:
-        """`simulate_block(size, seed)` for a whole split: once from `split_seed(split)` (events_per_block None), or
-        per block with `simulation_workers` processes (numl.sim.blocks), with progress per block under
-        `description`; the results in block order."""
+    def simulate_blocks(self, split: str, simulate: Callable[..., Any], description: str | None = None) -> list[Any]:
+        """`simulate(size, seed, progress=...)` for a whole split, the results in block order: once from
+        `split_seed(split)` with the simulator's own progress (events_per_block None), or per block with
+        `simulation_workers` processes (numl.sim.blocks) and progress per block. `description` None: no progress."""
         n = self.split_sizes[split]
         if self.events_per_block is None:
-            return [simulate_block(n, self.split_seed(split))]
-        return simulate_in_blocks(simulate_block, n, self.split_seed(split), self.events_per_block,
+            return [simulate(n, self.split_seed(split), progress=description is not None)]
+        return simulate_in_blocks(partial(simulate, progress=False), n, self.split_seed(split), self.events_per_block,
                                   self.simulation_workers, description=description and f"{description} ({split})")
 
     def events(self, split: str) -> Any:

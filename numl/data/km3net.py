@@ -571,11 +571,9 @@ class KM3NeTDataModule(SimulatedDataModule):
         return ("train", "val") if self.real_test_files else SPLITS
 
     def simulate_split(self, split: str) -> list[EventRecord]:
-        progress = self.split_sizes[split] >= 2000
-        one_stream = self.events_per_block is None
-        blocks = self.simulate_blocks(split, partial(simulate_events, self.detector, self.event_config,
-                                                     progress=progress and one_stream),
-                                      description="simulating KM3NeT events" if progress else None)
+        blocks = self.simulate_blocks(split, partial(simulate_events, self.detector, self.event_config),
+                                      description="simulating KM3NeT events" if self.split_sizes[split] >= 2000
+                                      else None)
         return [EventRecord(e.hits, e.truth) for block_events, _ in blocks for e in block_events]
 
     def real_file_splits(self) -> tuple[str, ...]:

@@ -132,8 +132,7 @@ class NextDataModule(SimulatedDataModule):
         return {"segment_classes": ",".join(SEGMENT_CLASSES)}
 
     def simulate_split(self, split: str, progress: bool = True) -> list[NextEvent]:
-        one_stream = self.events_per_block is None
-        blocks = self.simulate_blocks(split, partial(simulate_events, self.sim, progress=progress and one_stream),
+        blocks = self.simulate_blocks(split, partial(simulate_events, self.sim),
                                       description="simulating NEXT events" if progress else None)
         return [event for block in blocks for event in block]
 
