@@ -97,6 +97,9 @@ CATALOGUE = {
     "KM3NeT shower profile that does not exist": (
         ("train", "experiment=km3net_transformer", "debug=fast_dev_run", "data.events.shower_profile=gaussian"),
         "data.events.shower_profile='gaussian': must be one of"),
+    "KM3NeT negative track-identification weight": (
+        ("train", "experiment=km3net_transformer", "debug=fast_dev_run", "task.track_weight=-1"),
+        "task.track_weight=-1: must be a number >= 0"),
     "NEXT simulation workers without blocks": (
         ("train", "experiment=next_sparse_cnn", "debug=fast_dev_run", "data.simulation_workers=2"),
         "data.simulation_workers=2: needs data.events_per_block"),

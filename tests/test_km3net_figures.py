@@ -32,3 +32,48 @@ def test_resolution_table_has_every_method_per_energy_bin(tmp_path):
     assert float(first["median_angle_deg"]) == np.float64(f"{np.median(network_error[sel]):.4g}")
     ratio = float(by_method["chi-square fit"][0]["median_angle_deg"]) / float(first["median_angle_deg"])
     assert abs(ratio - 0.25) < 1e-3
+
+
+def test_track_identification_table_counts_each_class_per_energy_bin(tmp_path):
+    # Tracks above 10 GeV are recognised (probability 0.9), below they look like showers (0.2); showers sit at 0.1
+    # except a known tenth at 0.7: the fractions per bin and overall follow from that by construction.
+    rng = np.random.default_rng(1)
+    n = 2000
+    log10e = rng.uniform(0.5, 2.0, n)
+    event_type = np.where(np.arange(n) % 2 == 0, 0, 2)  # nu_mu CC and nu_e CC alternating
+    is_track = event_type == 0
+    probability = np.where(is_track, np.where(log10e > 1.0, 0.9, 0.2), np.where(np.arange(n) % 20 == 1, 0.7, 0.1))
+    predictions = {"log10_energy": log10e, "angular_error_deg": rng.exponential(20.0, n),
+                   "log10_energy_pred": log10e, "kappa": np.full(n, 30.0), "event_type": event_type,
+                   "track_probability": probability}
+    chance = BaselineResult("coin", {}, {"track_probability": rng.random(n)})
+    paths = save_resolution_figures(predictions, tmp_path, {"coin": chance})
+    assert tmp_path / "km3net_track_identification.png" in paths
+    rows = list(csv.DictReader((tmp_path / "km3net_track_identification.csv").open()))
+    network = [r for r in rows if r["method"] == "network"]
+    per_bin, overall = network[:-1], network[-1]
+    assert 0.45 < float([r for r in rows if r["method"] == "coin"][-1]["auroc"]) < 0.55
+    assert len(per_bin) == 6
+    assert sum(int(r["nu_mu_cc_events"]) for r in per_bin) == is_track.sum() == int(overall["nu_mu_cc_events"])
+    for row in per_bin:
+        low, high = np.log10(float(row["e_min_gev"])), np.log10(float(row["e_max_gev"]))
+        if high <= 1.0:
+            assert float(row["nu_mu_cc_as_track"]) == 0.0
+        elif low >= 1.0:
+            assert float(row["nu_mu_cc_as_track"]) == 1.0 and float(row["auroc"]) > 0.9
+    assert float(overall["other_as_track"]) == np.float64(f"{np.mean(probability[~is_track] > 0.5):.4g}")
+    assert 0.09 < float(overall["other_as_track"]) < 0.11
+    # the resolution table gains one row set per class beside the network's
+    methods = {r["method"] for r in csv.DictReader((tmp_path / "km3net_resolution_vs_energy.csv").open())}
+    assert methods == {"network", "network nu_mu CC", "network other"}
+
+
+def test_no_track_identification_for_a_single_class(tmp_path):
+    n = 200
+    log10e = np.linspace(1.0, 2.0, n)
+    predictions = {"log10_energy": log10e, "angular_error_deg": np.full(n, 10.0), "log10_energy_pred": log10e,
+                   "kappa": np.full(n, 30.0), "event_type": np.zeros(n, int), "track_probability": np.full(n, 0.8)}
+    save_resolution_figures(predictions, tmp_path)
+    assert not (tmp_path / "km3net_track_identification.csv").exists()
+    methods = {r["method"] for r in csv.DictReader((tmp_path / "km3net_resolution_vs_energy.csv").open())}
+    assert methods == {"network"}

@@ -1,5 +1,6 @@
 """Classical KM3NeT track reconstruction: line-fit pre-fit, then a robust chi-square fit of Cherenkov time
-residuals for direction, position and time (scipy.optimize.least_squares), and a hit-count energy estimate.
+residuals for direction, position and time (scipy.optimize.least_squares), and a hit-count energy estimate;
+and classical particle identification: boosted decision trees on event-shape features of the triggered hits.
 
 The line fit (numl.sim.km3net.prefit, shared with the networks' prefit frame) solves r(t) = r0 + v t by least
 squares on the triggered hits. The chi-square fit minimises the soft-L1 (robust) sum of
@@ -18,6 +19,7 @@ from scipy.optimize import minimize
 from numl.baselines.base import Baseline, BaselineResult
 from numl.data.km3net import hit_directions, hit_positions_m, truth_direction
 from numl.sim.km3net import physics
+from numl.sim.km3net.events import EVENT_TYPES
 from numl.sim.km3net.observables import vertex_muon_track
 from numl.sim.km3net.prefit import (
     RING_SLOWNESS_NS_PER_M,
@@ -376,3 +378,84 @@ class OfficialReconstructionBaseline(Baseline):
             metrics |= {"angular_error_deg_median": float(np.median(error[good])),
                         "angular_error_deg_mean": float(np.mean(error[good]))}
         return BaselineResult(self.label, metrics, {"angular_error_deg": error, "log10_energy": log10e, "ok": good})
+
+
+#: the event-shape features of TrackShowerFeatureBaseline, in the order of `event_shape_features`
+EVENT_SHAPE_FEATURES = (
+    "log10_triggered_hits", "triggered_doms", "triggered_lines", "log10_time_span_ns", "time_rms_ns",
+    "extent_major_m", "extent_middle_m", "extent_minor_m", "vertical_span_m", "front_speed_m_per_ns",
+    "front_speed_along_major", "log10_total_tot_ns", "mean_tot_ns",
+)
+
+
+def event_shape_features(hits: np.ndarray) -> np.ndarray:
+    """What a muon track and a shower differ in, from the triggered hits alone (no fit): how many hits, DOMs and
+    lines; how long the light lasts; the spread of the hits along their principal axes (a track is long and thin,
+    a shower of ORCA energies a few metres across, so its hits spread as the light does, in a sphere); the speed of
+    the light front from the line fit r(t) = r0 + v t (a muon's hits move along it at about c, 0.3 m/ns) and how
+    much of it lies along the major axis; the charge (time over threshold). All hits when fewer than three are
+    triggered."""
+    use = hits["triggered"] if int(hits["triggered"].sum()) >= 3 else np.ones(len(hits), dtype=bool)
+    hits = hits[use]
+    pos_m, time_ns = hit_positions_m(hits), hits["t_ns"].astype(np.float64)
+    centred = pos_m - pos_m.mean(axis=0)
+    eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred / len(hits))  # ascending
+    extent = np.sqrt(np.clip(eigenvalues[::-1], 0.0, None))
+    t_centred = time_ns - time_ns.mean()
+    velocity = (centred * t_centred[:, None]).mean(axis=0) / max(float(np.mean(t_centred**2)), 1e-12)
+    speed = float(np.linalg.norm(velocity))
+    along_major = abs(float(velocity @ eigenvectors[:, -1])) / speed if speed > 0 else 0.0
+    tot = hits["tot_ns"].astype(np.float64)
+    return np.array([
+        np.log10(len(hits)), len(np.unique(hits["dom_id"])), len(np.unique(hits["du_id"])),
+        np.log10(max(float(np.ptp(time_ns)), 1.0)), float(np.std(time_ns)), *extent,
+        float(np.ptp(pos_m[:, 2])), speed, along_major, np.log10(max(float(tot.sum()), 1.0)), float(tot.mean()),
+    ])
+
+
+class TrackShowerFeatureBaseline(Baseline):
+    """Classical particle identification: gradient-boosted decision trees (scikit-learn's
+    HistGradientBoostingClassifier, a kept implementation) on `event_shape_features`, trained on the training
+    events to tell nu_mu CC (tracks) from the rest, as the task's track head is. KM3NeT/ORCA's classical
+    classifier is a random forest on features of its track and shower fits; this one uses no fit, so that it
+    costs milliseconds per event, and is the peer a network's track probability must beat.
+
+    Args:
+        max_train_events: train on at most this many training events (the first ones).
+        max_iterations: boosting iterations (early stopping on a tenth of them ends it sooner).
+    """
+
+    label = "event-shape BDT"
+
+    def __init__(self, max_train_events: int | None = None, max_iterations: int = 300) -> None:
+        if max_train_events is not None:
+            check_positive("baseline.track_shower_features.max_train_events", max_train_events, integer=True)
+        check_positive("baseline.track_shower_features.max_iterations", max_iterations, integer=True)
+        self.max_train_events, self.max_iterations = max_train_events, max_iterations
+        self.classifier = None
+
+    @staticmethod
+    def _features_and_labels(events) -> tuple[np.ndarray, np.ndarray]:
+        features = np.stack([event_shape_features(e.hits) for e in events])
+        return features, np.array([int(e.truth["event_type"]) == EVENT_TYPES["numu_cc"] for e in events])
+
+    def fit(self, datamodule) -> TrackShowerFeatureBaseline:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        features, is_track = self._features_and_labels(datamodule.events("train")[: self.max_train_events])
+        if is_track.all() or not is_track.any():
+            raise ConfigError("baseline=track_shower_features: the training events hold one class only; it needs "
+                              "nu_mu CC and other events (data.events.numu_cc_fraction between 0 and 1)")
+        self.classifier = HistGradientBoostingClassifier(max_iter=self.max_iterations, early_stopping=True,
+                                                         random_state=0).fit(features, is_track)
+        return self
+
+    def evaluate(self, datamodule) -> BaselineResult:
+        from sklearn.metrics import roc_auc_score
+
+        features, is_track = self._features_and_labels(datamodule.events("test"))
+        probability = self.classifier.predict_proba(features)[:, 1]
+        metrics = {"track_accuracy": float(np.mean((probability > 0.5) == is_track))}
+        if 0 < is_track.sum() < len(is_track):
+            metrics["track_auroc"] = float(roc_auc_score(is_track, probability))
+        return BaselineResult(self.label, metrics, {"track_probability": probability})

@@ -1,5 +1,6 @@
 """KM3NeT figures: angular error and sigma(log10 E) against true energy for the network and every baseline
-(the chi-square fit, the official JMuon reconstruction of a real file), and the network's kappa calibration."""
+(the chi-square fit, the official JMuon reconstruction of a real file), and the network's kappa calibration;
+with a track-probability head, particle identification against true energy."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torchmetrics.functional.classification import binary_auroc, binary_roc
 
 from numl.baselines.base import BaselineResult
 from numl.figures.common import as_numpy, plt, save_figure
+from numl.sim.km3net.events import EVENT_TYPES
 from numl.tasks.losses import vmf_angle_cdf
 
 
@@ -61,6 +64,11 @@ def save_resolution_figures(predictions: dict[str, Any], output_dir: Path,
     centres = 0.5 * (edges[1:] + edges[:-1])
     curves = {"network": binned_resolution(true_log10e, p["angular_error_deg"],
                                            p["log10_energy_pred"] - true_log10e, edges)}
+    is_track = p["event_type"] == EVENT_TYPES["numu_cc"] if "event_type" in p else None
+    if is_track is not None and 0 < is_track.sum() < len(is_track):  # a mixed sample: each class on its own too
+        for name, members in (("network nu_mu CC", is_track), ("network other", ~is_track)):
+            curves[name] = binned_resolution(true_log10e[members], p["angular_error_deg"][members],
+                                             (p["log10_energy_pred"] - true_log10e)[members], edges)
     for result in (baselines or {}).values():
         out = result.outputs
         if "angular_error_deg" in out and len(out["angular_error_deg"]) == len(true_log10e):
@@ -91,4 +99,68 @@ def save_resolution_figures(predictions: dict[str, Any], output_dir: Path,
     ax.set_title(f"coverage of the 68 % cone: {np.mean(cdf <= 0.68):.2f}")
     ax.legend()
     paths.append(save_figure(fig, output_dir / "km3net_kappa_calibration.png"))
+    if "track_probability" in p and is_track is not None and 0 < is_track.sum() < len(is_track):
+        scores = {"network": p["track_probability"]}
+        for result in (baselines or {}).values():
+            if len(result.outputs.get("track_probability", ())) == len(true_log10e):
+                scores[result.label] = result.outputs["track_probability"]
+        paths += save_track_identification_figures(true_log10e, scores, is_track, edges, output_dir)
     return paths
+
+
+def binned_track_identification(true_log10e: np.ndarray, track_probability: np.ndarray, is_track: np.ndarray,
+                                edges: np.ndarray) -> dict[str, np.ndarray]:
+    """Per bin of true log10 E: events of each class, the fraction of each classified as track (probability
+    > 0.5, ORCA's way of showing its classifier) and the AUROC of tracks against the rest (NaN with one class)."""
+    index = np.digitize(true_log10e, edges) - 1
+    keys = ("tracks", "others", "tracks_as_track", "others_as_track", "auroc")
+    out = {k: np.full(len(edges) - 1, np.nan) for k in keys}
+    for b in range(len(edges) - 1):
+        sel = index == b
+        tracks, others = sel & is_track, sel & ~is_track
+        out["tracks"][b], out["others"][b] = tracks.sum(), others.sum()
+        if tracks.any():
+            out["tracks_as_track"][b] = np.mean(track_probability[tracks] > 0.5)
+        if others.any():
+            out["others_as_track"][b] = np.mean(track_probability[others] > 0.5)
+        if tracks.any() and others.any():
+            out["auroc"][b] = float(binary_auroc(torch.as_tensor(track_probability[sel]),
+                                                 torch.as_tensor(is_track[sel]).long()))
+    return out
+
+
+def save_track_identification_figures(true_log10e: np.ndarray, scores: dict[str, np.ndarray], is_track: np.ndarray,
+                                      edges: np.ndarray, output_dir: Path) -> list[Path]:
+    """km3net_track_identification.png (fraction classified as track vs true energy for nu_mu CC and the other
+    events; the ROC curves) for the network and each baseline with a track probability, and the numbers per bin
+    in km3net_track_identification.csv (one row per method and bin, then one per method over all energies)."""
+    lines = ["method,e_min_gev,e_max_gev,nu_mu_cc_events,other_events,nu_mu_cc_as_track,other_as_track,auroc"]
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    is_track_t = torch.as_tensor(is_track).long()
+    for name, probability in scores.items():
+        binned = binned_track_identification(true_log10e, probability, is_track, edges)
+        overall = binned_track_identification(np.zeros(len(is_track)), probability, is_track, np.array([-1.0, 1.0]))
+        for b in range(len(edges) - 1):
+            lines.append(f"{name},{10 ** edges[b]:.4g},{10 ** edges[b + 1]:.4g},{int(binned['tracks'][b])},"
+                         f"{int(binned['others'][b])},{binned['tracks_as_track'][b]:.4g},"
+                         f"{binned['others_as_track'][b]:.4g},{binned['auroc'][b]:.4g}")
+        lines.append(f"{name},{10 ** edges[0]:.4g},{10 ** edges[-1]:.4g},{int(is_track.sum())},"
+                     f"{int((~is_track).sum())},{overall['tracks_as_track'][0]:.4g},{overall['others_as_track'][0]:.4g},"
+                     f"{overall['auroc'][0]:.4g}")
+        line = axes[0].plot(centres, binned["tracks_as_track"], "o-", label=f"{name}: nu_mu CC")[0]
+        axes[0].plot(centres, binned["others_as_track"], "s--", color=line.get_color(), label=f"{name}: other")
+        false_positive, true_positive, _ = binary_roc(torch.as_tensor(probability), is_track_t)
+        axes[1].plot(false_positive.numpy(), true_positive.numpy(), label=f"{name} (AUROC {overall['auroc'][0]:.3f})")
+    table = output_dir / "km3net_track_identification.csv"
+    table.write_text("\n".join(lines) + "\n")
+    axes[0].set_xlabel("true log10(E / GeV)")
+    axes[0].set_ylabel("fraction classified as track (p > 0.5)")
+    axes[0].set_ylim(0, 1)
+    axes[1].plot([0, 1], [0, 1], "k:", lw=1)
+    axes[1].set_xlabel("other events classified as track")
+    axes[1].set_ylabel("nu_mu CC classified as track")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return [save_figure(fig, output_dir / "km3net_track_identification.png"), table]

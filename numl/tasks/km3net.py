@@ -8,6 +8,11 @@ negative log likelihood plus `energy_weight` times the Gaussian one. Metrics: me
 sigma(log10 E), and the kappa calibration `direction_coverage_68`: the fraction of events whose true direction
 lies inside the predicted 68 % cone (0.68 when kappa is calibrated).
 
+Particle identification: with `track_weight` > 0 a second head gives each event a track logit (nu_mu CC, event
+type 0, against every other type: the track / shower classes of KM3NeT/ORCA) trained by binary cross-entropy
+weighted by `track_weight`; metrics `track_auroc` and `track_accuracy` (probability > 0.5), predictions
+`track_probability`.
+
 Calibration: after every validation epoch (not the sanity check) one factor `kappa_scale` is fitted on the
 validation events of all ranks (`fit_kappa_scale`) and stored as a buffer; predictions carry the network's
 `kappa` and `kappa_calibrated` = kappa_scale * kappa.
@@ -20,12 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import CatMetric, MeanMetric, MetricCollection
+from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 
 from numl.metrics import EventStatistic, angular_error_deg, gaussian_nll
 from numl.models.edgeconv import mlp
+from numl.sim.km3net.events import EVENT_TYPES
 from numl.tasks.base import BaseTask
 from numl.tasks.losses import vmf_angle_cdf, vmf_nll_3d
-from numl.utils.errors import ConfigError
+from numl.utils.errors import ConfigError, check_positive
 
 #: keys of a batch passed through to predictions when present (real files carry the official reconstruction)
 PASSTHROUGH_KEYS = ("direction", "log10_energy", "energy_gev", "event_type", "n_hits", "event_index",
@@ -50,16 +57,21 @@ class DirectionEnergyHead(nn.Module):
 
 
 class KM3NeTRecoTask(BaseTask):
-    """Args: model: a hit backbone with `embedding_dim`; head_hidden: width of the head's hidden layers."""
+    """Args: model: a hit backbone with `embedding_dim`; head_hidden: width of the heads' hidden layers;
+    track_weight: weight of the track-probability loss, 0 for no track head."""
 
     input_key = "hit_features"
 
     def __init__(self, model: nn.Module, optimizer=None, scheduler=None, energy_weight: float = 1.0,
-                 head_hidden: int = 128, prefit: str = "none", **hparams) -> None:
+                 head_hidden: int = 128, prefit: str = "none", track_weight: float = 0.0, **hparams) -> None:
+        check_positive("task.track_weight", track_weight, allow_zero=True)
         super().__init__(model, optimizer, scheduler, energy_weight=energy_weight, head_hidden=head_hidden,
-                         prefit=prefit, **hparams)
+                         prefit=prefit, track_weight=track_weight, **hparams)
         self.energy_weight = float(energy_weight)
+        self.track_weight = float(track_weight)
         self.head = DirectionEnergyHead(model.embedding_dim, head_hidden)
+        self.track_head = nn.Sequential(mlp([model.embedding_dim, head_hidden]), nn.Linear(head_hidden, 1)) \
+            if self.track_weight > 0.0 else None
         #: data.prefit: the network predicts a correction to each event's prefit direction
         self.prefit = prefit
         if prefit != "none":
@@ -72,15 +84,21 @@ class KM3NeTRecoTask(BaseTask):
         self.val_kappa_and_error = CatMetric(nan_strategy="disable")
 
     def configure_metrics(self) -> MetricCollection:
-        return MetricCollection({
+        metrics = {
             "angular_error_deg_median": EventStatistic("median"),
             "angular_error_deg_mean": MeanMetric(),
             "sigma_log10_energy": EventStatistic("std"),
             "direction_coverage_68": MeanMetric(),
-        })
+        }
+        if self.hparams.get("track_weight", 0.0) > 0.0:  # called by BaseTask before self.track_weight is set
+            metrics.update(track_auroc=BinaryAUROC(), track_accuracy=BinaryAccuracy())
+        return MetricCollection(metrics)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        outputs = self.head(self.model(batch["hit_features"], batch["hit_mask"]))
+        embedding = self.model(batch["hit_features"], batch["hit_mask"])
+        outputs = self.head(embedding)
+        if self.track_head is not None:
+            outputs["track_logit"] = self.track_head(embedding).squeeze(-1)
         if self.prefit != "none":
             if "prefit_rotation" not in batch:
                 raise ConfigError(f"task.prefit={self.prefit!r}: the batches carry no prefit frame; set data.prefit "
@@ -97,7 +115,11 @@ class KM3NeTRecoTask(BaseTask):
     def compute_loss(self, outputs, batch) -> torch.Tensor:
         direction_nll = vmf_nll_3d(outputs["direction"], outputs["kappa"], batch["direction"])
         energy_nll = gaussian_nll(outputs["log10_energy"], outputs["log10_energy_log_sigma"], batch["log10_energy"])
-        return direction_nll.mean() + self.energy_weight * energy_nll.mean()
+        loss = direction_nll.mean() + self.energy_weight * energy_nll.mean()
+        if self.track_head is not None:
+            loss = loss + self.track_weight * F.binary_cross_entropy_with_logits(outputs["track_logit"],
+                                                                                 is_track(batch).float())
+        return loss
 
     def update_metrics(self, metrics, outputs, batch) -> None:
         error_deg = angular_error_deg(outputs["direction"], batch["direction"])
@@ -106,6 +128,10 @@ class KM3NeTRecoTask(BaseTask):
         metrics["sigma_log10_energy"].update(outputs["log10_energy"] - batch["log10_energy"])
         cdf = vmf_angle_cdf(torch.deg2rad(error_deg), outputs["kappa"])
         metrics["direction_coverage_68"].update((cdf <= 0.68).float())
+        if self.track_head is not None:
+            track_probability = torch.sigmoid(outputs["track_logit"])
+            metrics["track_auroc"].update(track_probability, is_track(batch).long())
+            metrics["track_accuracy"].update(track_probability, is_track(batch).long())
         if getattr(metrics, "prefix", None) == "val/":
             self.val_kappa_and_error.update(torch.stack([outputs["kappa"], error_deg], dim=1).detach())
 
@@ -129,12 +155,21 @@ class KM3NeTRecoTask(BaseTask):
             "log10_energy_sigma": torch.exp(outputs["log10_energy_log_sigma"]),
             "angular_error_deg": angular_error_deg(outputs["direction"], batch["direction"]),
         }
+        if self.track_head is not None:
+            out["track_probability"] = torch.sigmoid(outputs["track_logit"])
         out.update({key: batch[key] for key in PASSTHROUGH_KEYS if key in batch})
         return out
 
     def attribution_forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Predicted log10 E from the padded hit features alone; all-zero rows are padding."""
         return self.head(self.model(inputs, inputs.abs().sum(dim=-1) > 0))["log10_energy"]
+
+
+def is_track(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The track class of particle identification: nu_mu CC events (event_type 0), as KM3NeT/ORCA defines it."""
+    if "event_type" not in batch:
+        raise ConfigError("task.track_weight > 0: the batches carry no event_type to learn tracks from")
+    return batch["event_type"] == EVENT_TYPES["numu_cc"]
 
 
 def fit_kappa_scale(kappa: np.ndarray, angular_error_deg: np.ndarray) -> float:

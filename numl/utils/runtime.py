@@ -147,6 +147,9 @@ def check_common_config(cfg: DictConfig) -> None:
     check_positive("optimizer.lr", lr)
     if cfg.optimizer.get("weight_decay") is not None:
         check_positive("optimizer.weight_decay", cfg.optimizer.weight_decay, allow_zero=True)
+    for key, value in cfg.task.items():  # loss weights (task.energy_weight, task.track_weight): 0 turns a term off
+        if str(key).endswith("_weight"):
+            check_positive(f"task.{key}", value, allow_zero=True)
     for key in ("batch_size", "n_train", "n_val", "n_test"):
         if key in cfg.data:
             check_positive(f"data.{key}", cfg.data[key], integer=True)
