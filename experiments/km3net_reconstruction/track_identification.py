@@ -1,0 +1,96 @@
+"""Where track identification works (issue 16): the fraction of nu_mu CC events the orca6_track_shower run's network
+and event-shape BDT call tracks (probability > 0.5), against the muon's energy and against Bjorken y, read from the
+run's test predictions and the truth of the same test events in the HDF5 file numl.simulate wrote for it; and how
+well each of the BDT's event-shape features alone separates the classes on those events (AUROC, or 1 - AUROC when
+the feature is larger for showers).
+
+    python experiments/km3net_reconstruction/track_identification.py \
+        --run logs/km3net_reconstruction/orca6_track_shower \
+        --hdf5 data/km3net_reconstruction_orca6_track_shower.h5
+    # writes results/track_identification.md and results/track_identification.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from numl.baselines.km3net import EVENT_SHAPE_FEATURES, event_shape_features
+from numl.sim.km3net.events import EVENT_TYPES
+from numl.sim.km3net.physics import muon_range_m
+
+RESULTS = Path(__file__).parent / "results"
+MUON_ENERGY_EDGES_GEV = (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+BJORKEN_Y_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+METHODS = {"network": "network/track_probability",
+           "event-shape BDT": "baseline/track_shower_features/track_probability"}
+
+
+def fraction_as_track(probability: np.ndarray, variable: np.ndarray, edges) -> list[dict[str, float]]:
+    """Per bin of `variable` (last bin closed): events and the fraction with probability > 0.5, with its binomial
+    error."""
+    rows = []
+    for i, (low, high) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        inside = (variable >= low) & ((variable < high) if i < len(edges) - 2 else (variable <= high))
+        n = int(inside.sum())
+        fraction = float(np.mean(probability[inside] > 0.5)) if n else float("nan")
+        rows.append({"low": low, "high": high, "events": n, "as_track": fraction,
+                     "error": float(np.sqrt(fraction * (1 - fraction) / n)) if n else float("nan")})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="run directory of orca6_track_shower")
+    parser.add_argument("--hdf5", type=Path, required=True, help="the HDF5 file the run read its events from")
+    args = parser.parse_args()
+    predictions = np.load(args.run / "test_predictions.npz")
+    index = predictions["network/event_index"]
+    with h5py.File(args.hdf5, "r") as f:
+        truth = f["test/truth"][:][index]
+        offsets, hits = f["test/hit_offsets"][:], f["test/hits"][:]
+    features = np.stack([event_shape_features(hits[offsets[i]:offsets[i + 1]]) for i in index])
+    if not np.allclose(truth["energy_gev"], predictions["network/energy_gev"]):
+        raise SystemExit(f"{args.hdf5}: its test events are not the run's (energies differ)")
+    tracks = truth["event_type"] == EVENT_TYPES["numu_cc"]
+    muon_gev, bjorken_y = truth["muon_energy_gev"][tracks], truth["bjorken_y"][tracks]
+    results = {"run": str(args.run), "hdf5": str(args.hdf5), "nu_mu_cc_events": int(tracks.sum())}
+    for name, key in METHODS.items():
+        probability = predictions[key][tracks]
+        results[name] = {"muon_energy_gev": fraction_as_track(probability, muon_gev, MUON_ENERGY_EDGES_GEV),
+                         "bjorken_y": fraction_as_track(probability, bjorken_y, BJORKEN_Y_EDGES)}
+    is_track = truth["event_type"] == EVENT_TYPES["numu_cc"]
+    separation = {}
+    for name, column in zip(EVENT_SHAPE_FEATURES, features.T, strict=True):
+        auroc = float(roc_auc_score(is_track, column))
+        separation[name] = max(auroc, 1.0 - auroc)
+    results["feature_separation_auroc"] = separation
+    lines = ["nu_mu CC test events classified as track (probability > 0.5), +- binomial error", "",
+             "| muon energy (GeV) | muon range (m) | events | network | event-shape BDT |",
+             "| --- | --- | --- | --- | --- |"]
+    for i, row in enumerate(results["network"]["muon_energy_gev"]):
+        bdt = results["event-shape BDT"]["muon_energy_gev"][i]
+        ranges = f"{float(muon_range_m(max(row['low'], 0.1))):.0f}-{float(muon_range_m(row['high'])):.0f}"
+        lines.append(f"| {row['low']:g}-{row['high']:g} | {ranges} | {row['events']} | {row['as_track']:.2f} +- "
+                     f"{row['error']:.2f} | {bdt['as_track']:.2f} +- {bdt['error']:.2f} |")
+    lines += ["", "| Bjorken y | events | network | event-shape BDT |", "| --- | --- | --- | --- |"]
+    for i, row in enumerate(results["network"]["bjorken_y"]):
+        bdt = results["event-shape BDT"]["bjorken_y"][i]
+        lines.append(f"| {row['low']:g}-{row['high']:g} | {row['events']} | {row['as_track']:.2f} +- {row['error']:.2f}"
+                     f" | {bdt['as_track']:.2f} +- {bdt['error']:.2f} |")
+    lines += ["", "Each event-shape feature alone, nu_mu CC against the rest (AUROC, either sign), all test events:",
+              "", "| feature | separation |", "| --- | --- |"]
+    lines += [f"| {name} | {value:.3f} |" for name, value in sorted(separation.items(), key=lambda kv: -kv[1])]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "track_identification.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / "track_identification.json").write_text(json.dumps(results, indent=2))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
