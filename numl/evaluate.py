@@ -2,6 +2,9 @@
 
     python -m numl.evaluate ckpt_path=logs/lensing_cnn/runs/<time>/checkpoints/last.ckpt
     python -m numl.evaluate ckpt_path=... +data.n_test=10000 +data.seed=7
+    python -m numl.evaluate ckpt_path=... +baseline.track_shower_features.fit_features=true
+
+`data` and `baseline` keys given here are merged into the run's own (a baseline the run did not have is added).
 """
 
 from __future__ import annotations
@@ -36,12 +39,21 @@ def run_config_for(ckpt_path: Path) -> DictConfig:
                       "not a checkpoint written by numl.train")
 
 
+def with_overrides(run_cfg: DictConfig, cfg: DictConfig) -> DictConfig:
+    """The run's config with this command's `data` and `baseline` keys merged into it."""
+    run_cfg = run_cfg.copy()
+    if cfg.get("data"):
+        run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data)
+    if cfg.get("baseline"):
+        run_cfg.baseline = OmegaConf.merge(run_cfg.get("baseline") or {}, cfg.baseline)
+    return run_cfg
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = check_checkpoint("ckpt_path", cfg.ckpt_path)
     output_dir = check_writable_dir("paths.output_dir", cfg.paths.output_dir)
     run_cfg = run_config_for(ckpt_path)
-    if cfg.get("data"):
-        run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data)
+    run_cfg = with_overrides(run_cfg, cfg)
     datamodule = instantiate(run_cfg.data, _convert_="all")
     task = load_task_from_run(run_cfg, ckpt_path)
     trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,

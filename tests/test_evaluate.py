@@ -28,3 +28,21 @@ def test_evaluate_reproduces_the_runs_test_metrics(tmp_path):
     assert (eval_dir / "figures" / "roc_vs_baselines.png").is_file()
     outputs = np.load(eval_dir / "test_predictions.npz")
     assert len(outputs["network/score"]) == len(outputs["baseline/likelihood_ratio/score"])
+
+
+def test_evaluate_merges_data_and_baseline_overrides_into_the_runs_config():
+    from omegaconf import OmegaConf
+
+    from numl.evaluate import with_overrides
+
+    run = OmegaConf.create({"data": {"n_test": 100, "seed": 1},
+                            "baseline": {"fit": {"_target_": "a.B", "fit_features": False, "max_events": 5}}})
+    command = OmegaConf.create({"ckpt_path": "x", "data": {"n_test": 7},
+                                "baseline": {"fit": {"fit_features": True}, "extra": {"_target_": "c.D"}}})
+    merged = with_overrides(run, command)
+    assert merged.data == {"n_test": 7, "seed": 1}
+    assert merged.baseline.fit == {"_target_": "a.B", "fit_features": True, "max_events": 5}
+    assert merged.baseline.extra._target_ == "c.D"
+    assert run.data.n_test == 100 and run.baseline.fit.fit_features is False  # the run's own config untouched
+    # a run without baselines gains the command's
+    assert with_overrides(OmegaConf.create({"data": {}, "baseline": None}), command).baseline.extra._target_ == "c.D"

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from numl.baselines.km3net import EVENT_SHAPE_FEATURES, TrackShowerFeatureBaseline, event_shape_features
+from numl.data.km3net import hit_positions_m
 from numl.sim.km3net.events import HIT_DTYPE
 from numl.utils.errors import ConfigError
 
@@ -96,3 +97,36 @@ def test_track_shower_experiment_reports_network_and_bdt_on_the_same_events(comp
     assert int(overall["nu_mu_cc_events"]) + int(overall["other_events"]) == 64
     assert float(overall["auroc"]) == pytest.approx(metrics["baseline/track_shower_features/track_auroc"], abs=1e-3)
     assert (tmp_path / "figures" / "km3net_track_identification.png").is_file()
+
+
+def _detector_grid_hits(arrival_time) -> np.ndarray:
+    """Hits on a 4 x 4 x 8 grid of PMTs (20 m apart horizontally, 9 m vertically, as ORCA's lines and DOMs)
+    at the times `arrival_time(positions)` plus 1 ns jitter."""
+    rng = np.random.default_rng(5)
+    x, y, z = np.meshgrid(np.arange(4) * 20.0, np.arange(4) * 20.0, np.arange(8) * 9.0, indexing="ij")
+    pos = np.stack([x.ravel(), y.ravel(), z.ravel()], axis=1) - np.array([30.0, 30.0, 31.5])
+    return _hits(pos, arrival_time(pos) + rng.normal(0.0, 1.0, len(pos)))
+
+
+def test_the_fits_tell_a_point_shower_from_a_muon_track():
+    from numl.baselines.km3net import FIT_FEATURES, fit_features, shower_point_fit
+    from numl.sim.km3net import physics
+
+    vertex = np.array([3.0, -4.0, 5.0])
+    shower = _detector_grid_hits(lambda pos: physics.shower_arrival_time_ns(pos, vertex, 100.0))
+    fitted_vertex, _, cost = shower_point_fit(hit_positions_m(shower), shower["t_ns"])
+    assert np.linalg.norm(fitted_vertex - vertex) < 1.0
+    assert cost / len(shower) < 0.1  # 1 ns jitter against a 3 ns scale
+    direction = np.array([0.6, 0.0, 0.8])
+    muon = _detector_grid_hits(lambda pos: physics.cherenkov_arrival_time_ns(pos, vertex, direction, 100.0))
+    shower_features = dict(zip(FIT_FEATURES, fit_features(shower), strict=True))
+    muon_features = dict(zip(FIT_FEATURES, fit_features(muon), strict=True))
+    assert shower_features["track_minus_shower_cost"] > 0.5 > -0.5 > muon_features["track_minus_shower_cost"]
+    assert muon_features["track_cost_per_hit"] < 0.1 and muon_features["track_window_fraction"] == 1.0
+
+
+def test_fit_features_are_nan_when_too_few_hits_are_triggered():
+    from numl.baselines.km3net import FIT_FEATURES, fit_features
+
+    hits = _hits(np.arange(15.0).reshape(5, 3), np.arange(5.0))
+    assert np.isnan(fit_features(hits)).all() and len(fit_features(hits)) == len(FIT_FEATURES)
