@@ -4,7 +4,8 @@
     python -m numl.evaluate ckpt_path=... +data.n_test=10000 +data.seed=7
     python -m numl.evaluate ckpt_path=... +baseline.track_shower_features.fit_features=true
 
-`data` and `baseline` keys given here are merged into the run's own (a baseline the run did not have is added).
+`data` and `baseline` keys given here are merged into the run's own (a whole baseline config, with its `_target_`,
+adds a baseline the run did not have).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from torchmetrics import CatMetric, MeanMetric, Metric
+from torchmetrics.classification import BinaryAUROC
 from torchmetrics.functional import mean_squared_error
 from torchmetrics.utilities import dim_zero_cat
 
@@ -115,6 +116,17 @@ class EventStatistic(CatMetric):
         if isinstance(values, list) or values.numel() == 0:
             return torch.tensor(float("nan"), device=self.device)
         return _STATISTICS[self.statistic](values.double()).float()
+
+
+class BinaryAUROCOrNaN(BinaryAUROC):
+    """torchmetrics' exact BinaryAUROC, but NaN (not 0) when the epoch's targets hold one class only: a test set of
+    nu_mu CC events alone has no track AUROC."""
+
+    def compute(self) -> torch.Tensor:
+        target = dim_zero_cat(self.target)
+        if target.numel() == 0 or torch.unique(target).numel() < 2:
+            return torch.tensor(float("nan"), device=self.device)
+        return super().compute()
 
 
 # ----- calibration of predicted errors --------------------------------------------------------------------

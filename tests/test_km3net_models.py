@@ -258,3 +258,17 @@ def test_track_head_refuses_bad_weight_and_batches_without_event_type():
              "log10_energy": torch.ones(3)}
     with pytest.raises(ConfigError, match="no event_type"):
         task.compute_loss(task(batch), batch)
+
+
+def test_track_auroc_is_nan_for_one_class_and_exact_for_two():
+    from torchmetrics.functional.classification import binary_auroc
+
+    from numl.metrics import BinaryAUROCOrNaN
+
+    metric = BinaryAUROCOrNaN()
+    metric.update(torch.tensor([0.2, 0.9, 0.4]), torch.tensor([0, 0, 0]))
+    assert torch.isnan(metric.compute())  # torchmetrics' own BinaryAUROC returns 0 here
+    metric.reset()
+    scores, labels = torch.tensor([0.2, 0.9, 0.4, 0.7]), torch.tensor([0, 1, 1, 0])
+    metric.update(scores, labels)
+    assert float(metric.compute()) == pytest.approx(float(binary_auroc(scores, labels))) == pytest.approx(0.75)

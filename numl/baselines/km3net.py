@@ -19,7 +19,7 @@ from scipy.optimize import least_squares, minimize
 from numl.baselines.base import Baseline, BaselineResult
 from numl.data.km3net import hit_directions, hit_positions_m, truth_direction
 from numl.sim.km3net import physics
-from numl.sim.km3net.events import EVENT_TYPES
+from numl.sim.km3net.events import is_track_event
 from numl.sim.km3net.observables import vertex_muon_track
 from numl.sim.km3net.prefit import (
     RING_SLOWNESS_NS_PER_M,
@@ -434,23 +434,22 @@ FIT_FEATURES = ("track_cost_per_hit", "track_window_fraction", "shower_cost_per_
 
 
 def fit_features(hits: np.ndarray, sigma_ns: float = 3.0) -> np.ndarray:
-    """The track / shower likelihood comparison of classical particle identification, with numl's fits: the
-    chi-square track fit's (fit_track) and the point-shower fit's robust cost per triggered hit, the track fit's
-    share of hits inside its residual window, and the difference of the two costs per hit (negative: the hits
-    look more like a track)."""
-    triggered = hits["triggered"]
-    n_triggered = int(triggered.sum())
-    muon = fit_track(hit_positions_m(hits), hits["t_ns"], triggered, sigma_ns)
-    if not muon.ok:
+    """The track / shower likelihood comparison of classical particle identification, with numl's fits on the
+    triggered hits: the robust cost per hit of the best chi-square track candidate (prefit_candidates) and of the
+    point-shower fit, both fitted to and scored on the same hits, and their difference (negative: the hits look
+    more like a track); and the share of all hits inside the refitted track's residual window (fit_track's
+    refit), which counts the late light a track gathers."""
+    pos_m, time_ns, triggered = hit_positions_m(hits), hits["t_ns"].astype(np.float64), hits["triggered"]
+    prefit = prefit_candidates(pos_m, time_ns, triggered, sigma_ns)
+    if isinstance(prefit, str):  # too few triggered hits to fit
         return np.full(len(FIT_FEATURES), np.nan)
-    pos_m, time_ns = hit_positions_m(hits[triggered]), hits["t_ns"][triggered].astype(np.float64)
-    _, _, shower_cost = shower_point_fit(pos_m, time_ns, sigma_ns)
-    # the track's final cost is over the hits in its window; on the triggered hits it compares with the shower's
-    track_residual = (time_ns - physics.cherenkov_arrival_time_ns(pos_m, muon.position_m, muon.direction,
-                                                                  muon.time_ns)) / sigma_ns
-    track_cost = float(np.sum(np.sqrt(1.0 + track_residual**2) - 1.0))  # least_squares' soft-L1 cost
-    return np.array([muon.cost / max(muon.n_hits_used, 1), muon.n_hits_used / max(len(hits), 1),
-                     shower_cost / n_triggered, (track_cost - shower_cost) / n_triggered])
+    candidates, t_ref = prefit
+    n_triggered = int(triggered.sum())
+    track_cost = min(fit[3] for fit in candidates)
+    refit = refit_best_candidate(pos_m, time_ns, candidates, t_ref, sigma_ns)
+    _, _, shower_cost = shower_point_fit(pos_m[triggered], time_ns[triggered] - t_ref, sigma_ns)
+    return np.array([track_cost / n_triggered, refit.n_hits_used / len(hits), shower_cost / n_triggered,
+                     (track_cost - shower_cost) / n_triggered])
 
 
 class TrackShowerFeatureBaseline(Baseline):
@@ -463,7 +462,8 @@ class TrackShowerFeatureBaseline(Baseline):
 
     Args:
         max_train_events: train on at most this many training events (the first ones).
-        max_iterations: boosting iterations (early stopping on a tenth of them ends it sooner).
+        max_iterations: boosting iterations (early stopping, scored on a tenth of the training events held out,
+            ends it sooner).
         fit_features: add the track / shower fit features (FIT_FEATURES).
     """
 
@@ -482,7 +482,7 @@ class TrackShowerFeatureBaseline(Baseline):
         if self.fit_features:
             fits = [fit_features(e.hits) for e in with_progress(events, "track / shower fits")]
             features = np.hstack([features, np.stack(fits)])
-        return features, np.array([int(e.truth["event_type"]) == EVENT_TYPES["numu_cc"] for e in events])
+        return features, np.array([bool(is_track_event(int(e.truth["event_type"]))) for e in events])
 
     def fit(self, datamodule) -> TrackShowerFeatureBaseline:
         from sklearn.ensemble import HistGradientBoostingClassifier

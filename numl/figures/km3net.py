@@ -13,7 +13,7 @@ from torchmetrics.functional.classification import binary_auroc, binary_roc
 
 from numl.baselines.base import BaselineResult
 from numl.figures.common import as_numpy, plt, save_figure
-from numl.sim.km3net.events import EVENT_TYPES
+from numl.sim.km3net.events import is_track_event
 from numl.tasks.losses import vmf_angle_cdf
 
 
@@ -64,7 +64,7 @@ def save_resolution_figures(predictions: dict[str, Any], output_dir: Path,
     centres = 0.5 * (edges[1:] + edges[:-1])
     curves = {"network": binned_resolution(true_log10e, p["angular_error_deg"],
                                            p["log10_energy_pred"] - true_log10e, edges)}
-    is_track = p["event_type"] == EVENT_TYPES["numu_cc"] if "event_type" in p else None
+    is_track = is_track_event(p["event_type"]) if "event_type" in p else None
     if is_track is not None and 0 < is_track.sum() < len(is_track):  # a mixed sample: each class on its own too
         for name, members in (("network nu_mu CC", is_track), ("network other", ~is_track)):
             curves[name] = binned_resolution(true_log10e[members], p["angular_error_deg"][members],
@@ -104,7 +104,7 @@ def save_resolution_figures(predictions: dict[str, Any], output_dir: Path,
         for result in (baselines or {}).values():
             if len(result.outputs.get("track_probability", ())) == len(true_log10e):
                 scores[result.label] = result.outputs["track_probability"]
-        paths += save_track_identification_figures(true_log10e, scores, is_track, edges, output_dir)
+        paths += save_track_identification_figures(true_log10e, scores, is_track, edges, output_dir, finite)
     return paths
 
 
@@ -130,7 +130,7 @@ def binned_track_identification(true_log10e: np.ndarray, track_probability: np.n
 
 
 def save_track_identification_figures(true_log10e: np.ndarray, scores: dict[str, np.ndarray], is_track: np.ndarray,
-                                      edges: np.ndarray, output_dir: Path) -> list[Path]:
+                                      edges: np.ndarray, output_dir: Path, finite: np.ndarray) -> list[Path]:
     """km3net_track_identification.png (fraction classified as track vs true energy for nu_mu CC and the other
     events; the ROC curves) for the network and each baseline with a track probability, and the numbers per bin
     in km3net_track_identification.csv (one row per method and bin, then one per method over all energies)."""
@@ -140,13 +140,15 @@ def save_track_identification_figures(true_log10e: np.ndarray, scores: dict[str,
     is_track_t = torch.as_tensor(is_track).long()
     for name, probability in scores.items():
         binned = binned_track_identification(true_log10e, probability, is_track, edges)
-        overall = binned_track_identification(np.zeros(len(is_track)), probability, is_track, np.array([-1.0, 1.0]))
+        # every event with a finite true energy, as in the bins (whose edges enclose them all)
+        overall = binned_track_identification(np.where(finite, 0.0, np.nan), probability, is_track,
+                                              np.array([-1.0, 1.0]))
         for b in range(len(edges) - 1):
             lines.append(f"{name},{10 ** edges[b]:.4g},{10 ** edges[b + 1]:.4g},{int(binned['tracks'][b])},"
                          f"{int(binned['others'][b])},{binned['tracks_as_track'][b]:.4g},"
                          f"{binned['others_as_track'][b]:.4g},{binned['auroc'][b]:.4g}")
-        lines.append(f"{name},{10 ** edges[0]:.4g},{10 ** edges[-1]:.4g},{int(is_track.sum())},"
-                     f"{int((~is_track).sum())},{overall['tracks_as_track'][0]:.4g},{overall['others_as_track'][0]:.4g},"
+        lines.append(f"{name},{10 ** edges[0]:.4g},{10 ** edges[-1]:.4g},{int(overall['tracks'][0])},"
+                     f"{int(overall['others'][0])},{overall['tracks_as_track'][0]:.4g},{overall['others_as_track'][0]:.4g},"
                      f"{overall['auroc'][0]:.4g}")
         line = axes[0].plot(centres, binned["tracks_as_track"], "o-", label=f"{name}: nu_mu CC")[0]
         axes[0].plot(centres, binned["others_as_track"], "s--", color=line.get_color(), label=f"{name}: other")

@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import CatMetric, MeanMetric, MetricCollection
-from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
+from torchmetrics.classification import BinaryAccuracy
 
-from numl.metrics import EventStatistic, angular_error_deg, gaussian_nll
+from numl.metrics import BinaryAUROCOrNaN, EventStatistic, angular_error_deg, gaussian_nll
 from numl.models.edgeconv import mlp
-from numl.sim.km3net.events import EVENT_TYPES
+from numl.sim.km3net.events import is_track_event
 from numl.tasks.base import BaseTask
 from numl.tasks.losses import vmf_angle_cdf, vmf_nll_3d
 from numl.utils.errors import ConfigError, check_positive
@@ -91,7 +91,7 @@ class KM3NeTRecoTask(BaseTask):
             "direction_coverage_68": MeanMetric(),
         }
         if self.hparams.get("track_weight", 0.0) > 0.0:  # called by BaseTask before self.track_weight is set
-            metrics.update(track_auroc=BinaryAUROC(), track_accuracy=BinaryAccuracy())
+            metrics.update(track_auroc=BinaryAUROCOrNaN(), track_accuracy=BinaryAccuracy())
         return MetricCollection(metrics)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -129,7 +129,7 @@ class KM3NeTRecoTask(BaseTask):
         cdf = vmf_angle_cdf(torch.deg2rad(error_deg), outputs["kappa"])
         metrics["direction_coverage_68"].update((cdf <= 0.68).float())
         if self.track_head is not None:
-            track_probability = torch.sigmoid(outputs["track_logit"])
+            track_probability = torch.sigmoid(outputs["track_logit"]).detach()  # the epoch's AUROC keeps every value
             metrics["track_auroc"].update(track_probability, is_track(batch).long())
             metrics["track_accuracy"].update(track_probability, is_track(batch).long())
         if getattr(metrics, "prefix", None) == "val/":
@@ -166,10 +166,10 @@ class KM3NeTRecoTask(BaseTask):
 
 
 def is_track(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The track class of particle identification: nu_mu CC events (event_type 0), as KM3NeT/ORCA defines it."""
+    """The batch's events of the track class (nu_mu CC)."""
     if "event_type" not in batch:
         raise ConfigError("task.track_weight > 0: the batches carry no event_type to learn tracks from")
-    return batch["event_type"] == EVENT_TYPES["numu_cc"]
+    return is_track_event(batch["event_type"])
 
 
 def fit_kappa_scale(kappa: np.ndarray, angular_error_deg: np.ndarray) -> float:

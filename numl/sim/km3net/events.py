@@ -51,6 +51,12 @@ TRUTH_DTYPE = np.dtype([
 ])
 
 EVENT_TYPES = {"numu_cc": 0, "shower": 1, "nue_cc": 2, "nc": 3}
+
+
+def is_track_event(event_type):
+    """The track class of particle identification (ORCA's): nu_mu CC; every other type is a shower."""
+    return event_type == EVENT_TYPES["numu_cc"]
+
 #: what the events that are not nu_mu CC are (EventConfig.shower_interaction): one EM shower of the neutrino's whole
 #: energy along it (total_energy, the former model, event type "shower"); nu_e CC (the electron's EM shower and the
 #: hadronic shower, DIS kinematics); or NC (the hadronic shower of y E alone, the outgoing neutrino unseen). NC and
