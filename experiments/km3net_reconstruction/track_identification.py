@@ -21,7 +21,8 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from numl.baselines.km3net import EVENT_SHAPE_FEATURES, event_shape_features
-from numl.sim.km3net.events import EVENT_TYPES
+from numl.figures.km3net import binned_track_identification
+from numl.sim.km3net.events import is_track_event
 from numl.sim.km3net.physics import muon_range_m
 
 RESULTS = Path(__file__).parent / "results"
@@ -32,14 +33,13 @@ METHODS = {"network": "network/track_probability",
 
 
 def fraction_as_track(probability: np.ndarray, variable: np.ndarray, edges) -> list[dict[str, float]]:
-    """Per bin of `variable` (last bin closed): events and the fraction with probability > 0.5, with its binomial
-    error."""
+    """Per bin of `variable`: events and the fraction with probability > 0.5 (the figures' binning, every event a
+    track here), with its binomial error."""
+    binned = binned_track_identification(variable, probability, np.ones(len(variable), dtype=bool), np.array(edges))
     rows = []
-    for i, (low, high) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
-        inside = (variable >= low) & ((variable < high) if i < len(edges) - 2 else (variable <= high))
-        n = int(inside.sum())
-        fraction = float(np.mean(probability[inside] > 0.5)) if n else float("nan")
-        rows.append({"low": low, "high": high, "events": n, "as_track": fraction,
+    for low, high, n, fraction in zip(edges[:-1], edges[1:], binned["tracks"], binned["tracks_as_track"],
+                                      strict=True):
+        rows.append({"low": low, "high": high, "events": int(n), "as_track": float(fraction),
                      "error": float(np.sqrt(fraction * (1 - fraction) / n)) if n else float("nan")})
     return rows
 
@@ -50,24 +50,29 @@ def main() -> None:
     parser.add_argument("--hdf5", type=Path, required=True, help="the HDF5 file the run read its events from")
     args = parser.parse_args()
     predictions = np.load(args.run / "test_predictions.npz")
-    index = predictions["network/event_index"]
+    # the baselines' outputs are in the test order; the network's predictions must be too
+    if not np.array_equal(predictions["network/event_index"], np.arange(len(predictions["network/event_index"]))):
+        raise SystemExit(f"{args.run}: its predictions are not in the test events' order")
     with h5py.File(args.hdf5, "r") as f:
-        truth = f["test/truth"][:][index]
+        truth = f["test/truth"][:]
+        training_types = f["train/truth"]["event_type"]
         offsets, hits = f["test/hit_offsets"][:], f["test/hits"][:]
-    features = np.stack([event_shape_features(hits[offsets[i]:offsets[i + 1]]) for i in index])
     if not np.allclose(truth["energy_gev"], predictions["network/energy_gev"]):
         raise SystemExit(f"{args.hdf5}: its test events are not the run's (energies differ)")
-    tracks = truth["event_type"] == EVENT_TYPES["numu_cc"]
+    features = np.stack([event_shape_features(hits[offsets[i]:offsets[i + 1]]) for i in range(len(truth))])
+    tracks = is_track_event(truth["event_type"])
     muon_gev, bjorken_y = truth["muon_energy_gev"][tracks], truth["bjorken_y"][tracks]
-    results = {"run": str(args.run), "hdf5": str(args.hdf5), "nu_mu_cc_events": int(tracks.sum())}
+    results = {"run": str(args.run), "hdf5": str(args.hdf5),
+               "test_events": {"nu_mu_cc": int(tracks.sum()), "other": int((~tracks).sum())},
+               "training_events": {"nu_mu_cc": int(is_track_event(training_types).sum()),
+                                   "other": int((~is_track_event(training_types)).sum())}}
     for name, key in METHODS.items():
         probability = predictions[key][tracks]
         results[name] = {"muon_energy_gev": fraction_as_track(probability, muon_gev, MUON_ENERGY_EDGES_GEV),
                          "bjorken_y": fraction_as_track(probability, bjorken_y, BJORKEN_Y_EDGES)}
-    is_track = truth["event_type"] == EVENT_TYPES["numu_cc"]
     separation = {}
     for name, column in zip(EVENT_SHAPE_FEATURES, features.T, strict=True):
-        auroc = float(roc_auc_score(is_track, column))
+        auroc = float(roc_auc_score(tracks, column))
         separation[name] = max(auroc, 1.0 - auroc)
     results["feature_separation_auroc"] = separation
     lines = ["nu_mu CC test events classified as track (probability > 0.5), +- binomial error", "",
