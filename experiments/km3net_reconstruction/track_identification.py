@@ -6,6 +6,7 @@ the feature is larger for showers).
 
     python experiments/km3net_reconstruction/track_identification.py \
         --run logs/km3net_reconstruction/orca6_track_shower \
+        --fit-run logs/km3net_reconstruction/orca6_track_shower_eval_fit \
         --hdf5 data/km3net_reconstruction_orca6_track_shower.h5
     # writes results/track_identification.md and results/track_identification.json
 """
@@ -28,8 +29,7 @@ from numl.sim.km3net.physics import muon_range_m
 RESULTS = Path(__file__).parent / "results"
 MUON_ENERGY_EDGES_GEV = (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 BJORKEN_Y_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-METHODS = {"network": "network/track_probability",
-           "event-shape BDT": "baseline/track_shower_features/track_probability"}
+BDT_KEY = "baseline/track_shower_features/track_probability"
 
 
 def fraction_as_track(probability: np.ndarray, variable: np.ndarray, edges) -> list[dict[str, float]]:
@@ -44,12 +44,34 @@ def fraction_as_track(probability: np.ndarray, variable: np.ndarray, edges) -> l
     return rows
 
 
+def markdown_table(results: dict, names: list[str], variable: str, header: str) -> list[str]:
+    """One row per bin of `variable`: its range (and the muon's range for muon energies), events, and each
+    method's fraction called track."""
+    extra_columns = header.count("|")
+    lines = [f"| {header} | events | " + " | ".join(names) + " |",
+             "| --- | " + "--- | " * extra_columns + "--- | " + " | ".join("---" for _ in names) + " |"]
+    for i, row in enumerate(results[names[0]][variable]):
+        cells = [f"{results[n][variable][i]['as_track']:.2f} +- {results[n][variable][i]['error']:.2f}" for n in names]
+        bounds = f"{row['low']:g}-{row['high']:g}"
+        if variable == "muon_energy_gev":
+            bounds += f" | {float(muon_range_m(max(row['low'], 0.1))):.0f}-{float(muon_range_m(row['high'])):.0f}"
+        lines.append(f"| {bounds} | {row['events']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="run directory of orca6_track_shower")
+    parser.add_argument("--fit-run", type=Path, help="numl.evaluate of that run with the BDT's fit_features")
     parser.add_argument("--hdf5", type=Path, required=True, help="the HDF5 file the run read its events from")
     args = parser.parse_args()
     predictions = np.load(args.run / "test_predictions.npz")
+    probabilities = {"network": predictions["network/track_probability"], "event-shape BDT": predictions[BDT_KEY]}
+    if args.fit_run:
+        with_fits = np.load(args.fit_run / "test_predictions.npz")
+        if not np.array_equal(with_fits["network/event_index"], predictions["network/event_index"]):
+            raise SystemExit(f"{args.fit_run}: not the test events of {args.run}")
+        probabilities["event-shape + fit BDT"] = with_fits[BDT_KEY]
     # the baselines' outputs are in the test order; the network's predictions must be too
     if not np.array_equal(predictions["network/event_index"], np.arange(len(predictions["network/event_index"]))):
         raise SystemExit(f"{args.run}: its predictions are not in the test events' order")
@@ -66,8 +88,8 @@ def main() -> None:
                "test_events": {"nu_mu_cc": int(tracks.sum()), "other": int((~tracks).sum())},
                "training_events": {"nu_mu_cc": int(is_track_event(training_types).sum()),
                                    "other": int((~is_track_event(training_types)).sum())}}
-    for name, key in METHODS.items():
-        probability = predictions[key][tracks]
+    for name, all_probabilities in probabilities.items():
+        probability = all_probabilities[tracks]
         results[name] = {"muon_energy_gev": fraction_as_track(probability, muon_gev, MUON_ENERGY_EDGES_GEV),
                          "bjorken_y": fraction_as_track(probability, bjorken_y, BJORKEN_Y_EDGES)}
     separation = {}
@@ -75,19 +97,10 @@ def main() -> None:
         auroc = float(roc_auc_score(tracks, column))
         separation[name] = max(auroc, 1.0 - auroc)
     results["feature_separation_auroc"] = separation
+    names = list(probabilities)
     lines = ["nu_mu CC test events classified as track (probability > 0.5), +- binomial error", "",
-             "| muon energy (GeV) | muon range (m) | events | network | event-shape BDT |",
-             "| --- | --- | --- | --- | --- |"]
-    for i, row in enumerate(results["network"]["muon_energy_gev"]):
-        bdt = results["event-shape BDT"]["muon_energy_gev"][i]
-        ranges = f"{float(muon_range_m(max(row['low'], 0.1))):.0f}-{float(muon_range_m(row['high'])):.0f}"
-        lines.append(f"| {row['low']:g}-{row['high']:g} | {ranges} | {row['events']} | {row['as_track']:.2f} +- "
-                     f"{row['error']:.2f} | {bdt['as_track']:.2f} +- {bdt['error']:.2f} |")
-    lines += ["", "| Bjorken y | events | network | event-shape BDT |", "| --- | --- | --- | --- |"]
-    for i, row in enumerate(results["network"]["bjorken_y"]):
-        bdt = results["event-shape BDT"]["bjorken_y"][i]
-        lines.append(f"| {row['low']:g}-{row['high']:g} | {row['events']} | {row['as_track']:.2f} +- {row['error']:.2f}"
-                     f" | {bdt['as_track']:.2f} +- {bdt['error']:.2f} |")
+             *markdown_table(results, names, "muon_energy_gev", "muon energy (GeV) | muon range (m)"), "",
+             *markdown_table(results, names, "bjorken_y", "Bjorken y")]
     lines += ["", "Each event-shape feature alone, nu_mu CC against the rest (AUROC, either sign), all test events:",
               "", "| feature | separation |", "| --- | --- |"]
     lines += [f"| {name} | {value:.3f} |" for name, value in sorted(separation.items(), key=lambda kv: -kv[1])]
