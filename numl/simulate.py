@@ -4,6 +4,9 @@
     python -m numl.simulate experiment=next_dense_cnn output=events.h5
     python -m numl.simulate experiment=lensing_cnn output_format=fits  # -> data/lensing_cnn_fits/, FITS maps
 
+Without `output`, an experiment that reads its events from a file (data.hdf5_path) has them written there. An
+existing file (or non-empty FITS directory) is never replaced unless `overwrite=true`: a dataset can take hours.
+
 Then train from the file: `python -m numl.train experiment=X data.source=hdf5 data.hdf5_path=<file>`.
 The file's metadata records the simulator, its config and seeds, and a mismatching file is refused.
 """
@@ -39,8 +42,11 @@ def simulate(cfg: DictConfig) -> Path:
     check_choice("output_format", output_format, ("hdf5", "fits"))
     if output_format == "fits":
         return _simulate_fits(cfg, experiment)
-    output = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.data_dir) / f"{experiment.replace('/', '_')}.h5"
+    default = Path(cfg.data.hdf5_path) if cfg.data.get("hdf5_path") else \
+        Path(cfg.paths.data_dir) / f"{experiment.replace('/', '_')}.h5"
+    output = Path(cfg.output) if cfg.get("output") else default
     check_writable_dir("output", output.parent)
+    _check_not_overwriting(cfg, output, output.exists())
     data_cfg = OmegaConf.merge(cfg.data, {"source": "simulate"})
     datamodule = instantiate(data_cfg, _convert_="all")
     if not hasattr(datamodule, "write_hdf5"):
@@ -54,14 +60,23 @@ def simulate(cfg: DictConfig) -> Path:
     return path
 
 
+def _check_not_overwriting(cfg: DictConfig, output: Path, exists: bool) -> None:
+    if exists and not cfg.get("overwrite", False):
+        raise ConfigError(f"output='{output}': already holds a dataset; set overwrite=true to replace it, or "
+                          f"output=<another path>")
+
+
 def _experiment_choice() -> str | None:
     if not HydraConfig.initialized():
         return None
     return HydraConfig.get().runtime.choices.get("experiment")
+
+
 def _simulate_fits(cfg: DictConfig, experiment: str) -> Path:
     """The maps of every split as FITS files in a directory (MassiveNuS's layout), for data.source=fits."""
     default = Path(cfg.paths.data_dir) / f"{experiment.replace('/', '_')}_fits"
     output = Path(cfg.output) if cfg.get("output") else default
+    _check_not_overwriting(cfg, output, output.is_dir() and any(output.iterdir()))
     check_writable_dir("output", output)
     datamodule = instantiate(OmegaConf.merge(cfg.data, {"source": "simulate"}), _convert_="all")
     if not hasattr(datamodule, "write_fits"):

@@ -66,6 +66,22 @@ def test_hdf5_of_other_config_refused(tmp_path):
     assert Path(out).stat().st_size > 0
 
 
+@pytest.mark.slow
+def test_simulate_never_replaces_a_dataset_unless_told(tmp_path):
+    # written where the experiment reads (data.hdf5_path) when no output is given; then kept, then replaced
+    out = tmp_path / "maps.h5"
+    small = ["data.n_train=8", "data.n_val=8", "data.n_test=8", "data.n_pix=32", f"paths.log_dir={tmp_path}",
+             f"data.hdf5_path={out}"]
+    assert run_numl("simulate", "experiment=lensing_cnn", *small).returncode == 0
+    first = out.read_bytes()
+    refused = run_numl("simulate", "experiment=lensing_cnn", *small, "data.seed=5")
+    assert refused.returncode == 2 and "set overwrite=true" in _error_line(refused)
+    assert out.read_bytes() == first
+    replaced = run_numl("simulate", "experiment=lensing_cnn", *small, "data.seed=5", "overwrite=true")
+    assert replaced.returncode == 0, replaced.stderr[-2000:]
+    assert out.read_bytes() != first
+
+
 @pytest.mark.parametrize("build", [
     lambda: EventConfig.from_dict({"noise_hz": 1.0}),
     lambda: NextSimConfig.from_dict({"noise_hz": 1.0}),

@@ -82,6 +82,8 @@ CATALOGUE = {
                                  "WLconv_z1.00_0002r.fits is 8x8 pixels"),
     "empty FITS directory": ((*TRAIN, "data.source=fits", "data.fits_dir={files}/fits_empty"),
                              "data.fits_dir='{files}/fits_empty': no FITS files"),
+    "simulate over an existing dataset": (("simulate", "experiment=lensing_cnn", "output={files}/a_file"),
+                                         "output='{files}/a_file': already holds a dataset; set overwrite=true"),
     "simulate into a file's subdirectory": (("simulate", "experiment=lensing_cnn", "output={files}/a_file/maps.h5"),
                                             "output="),
     "KM3NeT test file without MC truth": (("train", "experiment=km3net_transformer", "debug=fast_dev_run",
