@@ -33,7 +33,7 @@ from numl.tasks.conditions import TrainedConditions
 from numl.utils.errors import ConfigError, check_choice, check_positive
 from numl.utils.runtime import (
     check_checkpoint,
-    check_writable_dir,
+    check_new_output,
     hydra_errors_in_one_line,
     load_task_from_run,
     one_line_errors,
@@ -99,8 +99,8 @@ def generate(cfg: DictConfig) -> Path:
     for warning in caught:
         log.warning("%s", warning.message)
     sizes = split_sizes(cfg.n, run_cfg.data)
-    output = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.data_dir) / f"{run_cfg.task_name}_generated.h5"
-    check_writable_dir("output", output.parent)
+    output = check_new_output("output", cfg.output if cfg.get("output") else
+                              Path(cfg.paths.data_dir) / f"{run_cfg.task_name}_generated.h5", cfg.overwrite)
 
     # The run's DataModule, for its metadata and its event format; its seed is generate's.
     run_cfg.data = OmegaConf.merge(run_cfg.data, {"source": "simulate", "hdf5_path": None, "seed": cfg.seed,

@@ -22,9 +22,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from numl.data.lensing_fits import remove_fits_maps
 from numl.utils.errors import ConfigError, check_choice
 from numl.utils.runtime import (
-    check_writable_dir,
+    check_new_output,
     hydra_errors_in_one_line,
     one_line_errors,
     register_resolvers,
@@ -44,9 +45,7 @@ def simulate(cfg: DictConfig) -> Path:
         return _simulate_fits(cfg, experiment)
     default = Path(cfg.data.hdf5_path) if cfg.data.get("hdf5_path") else \
         Path(cfg.paths.data_dir) / f"{experiment.replace('/', '_')}.h5"
-    output = Path(cfg.output) if cfg.get("output") else default
-    check_writable_dir("output", output.parent)
-    _check_not_overwriting(cfg, output, output.exists())
+    output = check_new_output("output", cfg.output if cfg.get("output") else default, cfg.get("overwrite", False))
     data_cfg = OmegaConf.merge(cfg.data, {"source": "simulate"})
     datamodule = instantiate(data_cfg, _convert_="all")
     if not hasattr(datamodule, "write_hdf5"):
@@ -60,12 +59,6 @@ def simulate(cfg: DictConfig) -> Path:
     return path
 
 
-def _check_not_overwriting(cfg: DictConfig, output: Path, exists: bool) -> None:
-    if exists and not cfg.get("overwrite", False):
-        raise ConfigError(f"output='{output}': already holds a dataset; set overwrite=true to replace it, or "
-                          f"output=<another path>")
-
-
 def _experiment_choice() -> str | None:
     if not HydraConfig.initialized():
         return None
@@ -75,13 +68,13 @@ def _experiment_choice() -> str | None:
 def _simulate_fits(cfg: DictConfig, experiment: str) -> Path:
     """The maps of every split as FITS files in a directory (MassiveNuS's layout), for data.source=fits."""
     default = Path(cfg.paths.data_dir) / f"{experiment.replace('/', '_')}_fits"
-    output = Path(cfg.output) if cfg.get("output") else default
-    _check_not_overwriting(cfg, output, output.is_dir() and any(output.iterdir()))
-    check_writable_dir("output", output)
+    output = check_new_output("output", cfg.output if cfg.get("output") else default, cfg.get("overwrite", False),
+                              directory=True)
     datamodule = instantiate(OmegaConf.merge(cfg.data, {"source": "simulate"}), _convert_="all")
     if not hasattr(datamodule, "write_fits"):
         raise ConfigError(f"output_format=fits: data._target_={cfg.data._target_} cannot write FITS maps")
     start = time.perf_counter()
+    remove_fits_maps(output)  # overwrite=true: no map of the former dataset may stay beside the new ones
     files = datamodule.write_fits(output)
     print(f"wrote {len(files)} FITS maps to {output} in {time.perf_counter() - start:.1f} s")
     print(f"train on them: python -m numl.train experiment={experiment} data.source=fits data.fits_dir={output}")

@@ -82,6 +82,26 @@ def test_simulate_never_replaces_a_dataset_unless_told(tmp_path):
     assert out.read_bytes() != first
 
 
+def test_dataset_outputs_are_never_replaced_silently(tmp_path):
+    from numl.utils.runtime import check_new_output
+
+    existing = tmp_path / "events.h5"
+    existing.write_text("a dataset")
+    with pytest.raises(ConfigError, match=r"output='.*events.h5': already holds a dataset; set overwrite=true"):
+        check_new_output("output", existing, overwrite=False)
+    assert check_new_output("output", existing, overwrite=True) == existing
+    assert check_new_output("output", tmp_path / "new" / "events.h5", overwrite=False).parent.is_dir()
+    with pytest.raises(ConfigError, match="is a directory; give a file"):
+        check_new_output("output", tmp_path, overwrite=True)
+    with pytest.raises(ConfigError, match="is a file; give a directory"):
+        check_new_output("output", existing, overwrite=True, directory=True)
+    maps = tmp_path / "maps"
+    assert check_new_output("output", maps, overwrite=False, directory=True).is_dir()  # created, empty: fine
+    (maps / "WLconv.fits").write_text("a map")
+    with pytest.raises(ConfigError, match="already holds a dataset"):
+        check_new_output("output", maps, overwrite=False, directory=True)
+
+
 @pytest.mark.parametrize("build", [
     lambda: EventConfig.from_dict({"noise_hz": 1.0}),
     lambda: NextSimConfig.from_dict({"noise_hz": 1.0}),

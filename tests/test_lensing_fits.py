@@ -10,7 +10,7 @@ from astropy.io import fits
 
 from numl.baselines.lensing import SummaryStatisticBaseline
 from numl.data.lensing import LensingDataModule
-from numl.data.lensing_fits import read_fits_directory, split_indices, write_fits_maps
+from numl.data.lensing_fits import read_fits_directory, remove_fits_maps, split_indices, write_fits_maps
 from numl.train import train
 from numl.utils.errors import ConfigError
 from tests.conftest import run_numl
@@ -176,3 +176,13 @@ def test_fewer_training_maps_than_one_batch_is_a_config_error(tmp_path):
     dm.setup()
     with pytest.raises(ConfigError, match=r"data.n_train=\d+: fewer training maps than data.batch_size=64"):
         dm.train_dataloader()
+
+
+def test_a_dataset_written_again_keeps_none_of_the_former_maps(tmp_path):
+    # numl.simulate overwrite=true on FITS: the former (larger) dataset's maps go, anything else stays
+    write_fits_maps(torch.zeros(6, 1, 8, 8), torch.tensor([0.0, 0.0, 0.0, 0.1, 0.1, 0.1]), tmp_path, 3.5, [1.0])
+    (tmp_path / "notes.txt").write_text("the user's own file")
+    remove_fits_maps(tmp_path)
+    write_fits_maps(torch.zeros(2, 1, 8, 8), torch.tensor([0.0, 0.1]), tmp_path, 3.5, [1.0])
+    assert len(list(tmp_path.rglob("*.fits"))) == 2
+    assert (tmp_path / "notes.txt").read_text() == "the user's own file"

@@ -69,8 +69,8 @@ def main() -> None:
     probabilities = {"network": predictions["network/track_probability"], "event-shape BDT": predictions[BDT_KEY]}
     if args.fit_run:
         with_fits = np.load(args.fit_run / "test_predictions.npz")
-        if not np.array_equal(with_fits["network/event_index"], predictions["network/event_index"]):
-            raise SystemExit(f"{args.fit_run}: not the test events of {args.run}")
+        if not np.array_equal(with_fits["network/energy_gev"], predictions["network/energy_gev"]):
+            raise SystemExit(f"{args.fit_run}: not the test events of {args.run} (energies differ)")
         probabilities["event-shape + fit BDT"] = with_fits[BDT_KEY]
     # the baselines' outputs are in the test order; the network's predictions must be too
     if not np.array_equal(predictions["network/event_index"], np.arange(len(predictions["network/event_index"]))):

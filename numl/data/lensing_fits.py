@@ -160,6 +160,16 @@ def split_indices(m_nu_ev: np.ndarray, groups: list[str], fractions: list[float]
     return {split: np.array(sorted(idx), dtype=np.int64) for split, idx in out.items()}
 
 
+def remove_fits_maps(directory: str | Path) -> None:
+    """Remove the maps `write_fits_maps` writes (its ``mnv<M_nu>_numl`` folders) from `directory`, and nothing
+    else: a dataset written again over a larger one must not keep the larger one's extra maps."""
+    import shutil
+
+    for folder in Path(directory).glob("mnv*_numl"):
+        if folder.is_dir():
+            shutil.rmtree(folder)
+
+
 def write_fits_maps(maps: torch.Tensor, m_nu_ev: torch.Tensor, directory: str | Path, field_deg: float,
                     source_redshifts: list[float], m_nu_key: str = "M_NU", angle_key: str = "ANGLE") -> list[Path]:
     """Write maps [n, n_z, N, N] in MassiveNuS's layout: ``<directory>/mnv<M_nu>_numl/WLconv_z<z_s>_<i>r.fits``,

@@ -213,6 +213,22 @@ def check_writable_dir(key: str, path: str | Path) -> Path:
     return path
 
 
+def check_new_output(key: str, path: str | Path, overwrite: bool, directory: bool = False) -> Path:
+    """A dataset's output path (a file, or with `directory` a folder of files): never an existing dataset unless
+    `overwrite` (simulating or generating one can take hours), and not a folder where a file goes or the reverse.
+    Also checks that its folder is writable."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != directory:
+        wanted, found = ("a directory", "a file") if directory else ("a file", "a directory")
+        raise ConfigError(f"{key}={str(path)!r}: is {found}; give {wanted}")
+    holds_data = path.is_dir() and any(path.iterdir()) if directory else path.exists()
+    if holds_data and not overwrite:
+        raise ConfigError(f"{key}={str(path)!r}: already holds a dataset; set overwrite=true to replace it, or "
+                          f"{key}=<another path>")
+    check_writable_dir(key, path if directory else path.parent)
+    return path
+
+
 def check_checkpoint(key: str, path: str | Path) -> Path:
     """A checkpoint path must exist and hold a Lightning checkpoint."""
     path = Path(path)
