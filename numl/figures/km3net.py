@@ -65,7 +65,8 @@ def save_resolution_figures(predictions: dict[str, Any], output_dir: Path,
     curves = {"network": binned_resolution(true_log10e, p["angular_error_deg"],
                                            p["log10_energy_pred"] - true_log10e, edges)}
     is_track = is_track_event(p["event_type"]) if "event_type" in p else None
-    if is_track is not None and 0 < is_track.sum() < len(is_track):  # a mixed sample: each class on its own too
+    both_classes = is_track is not None and 0 < is_track.sum() < len(is_track)
+    if both_classes:  # a mixed sample: each class on its own too
         for name, members in (("network nu_mu CC", is_track), ("network other", ~is_track)):
             curves[name] = binned_resolution(true_log10e[members], p["angular_error_deg"][members],
                                              (p["log10_energy_pred"] - true_log10e)[members], edges)
@@ -99,7 +100,7 @@ def save_resolution_figures(predictions: dict[str, Any], output_dir: Path,
     ax.set_title(f"coverage of the 68 % cone: {np.mean(cdf <= 0.68):.2f}")
     ax.legend()
     paths.append(save_figure(fig, output_dir / "km3net_kappa_calibration.png"))
-    if "track_probability" in p and is_track is not None and 0 < is_track.sum() < len(is_track):
+    if both_classes and "track_probability" in p:
         scores = {"network": p["track_probability"]}
         for result in (baselines or {}).values():
             if len(result.outputs.get("track_probability", ())) == len(true_log10e):
@@ -108,25 +109,29 @@ def save_resolution_figures(predictions: dict[str, Any], output_dir: Path,
     return paths
 
 
+def track_identification(track_probability: np.ndarray, is_track: np.ndarray, selected: np.ndarray
+                         ) -> dict[str, float]:
+    """For the selected events: how many of each class, the fraction of each classified as track (probability
+    > 0.5, ORCA's way of showing its classifier) and the AUROC of tracks against the rest (NaN with one class)."""
+    tracks, others = selected & is_track, selected & ~is_track
+    out = {"tracks": int(tracks.sum()), "others": int(others.sum()), "tracks_as_track": np.nan,
+           "others_as_track": np.nan, "auroc": np.nan}
+    if tracks.any():
+        out["tracks_as_track"] = float(np.mean(track_probability[tracks] > 0.5))
+    if others.any():
+        out["others_as_track"] = float(np.mean(track_probability[others] > 0.5))
+    if tracks.any() and others.any():
+        out["auroc"] = float(binary_auroc(torch.as_tensor(track_probability[selected]),
+                                          torch.as_tensor(is_track[selected]).long()))
+    return out
+
+
 def binned_track_identification(true_log10e: np.ndarray, track_probability: np.ndarray, is_track: np.ndarray,
                                 edges: np.ndarray) -> dict[str, np.ndarray]:
-    """Per bin of true log10 E: events of each class, the fraction of each classified as track (probability
-    > 0.5, ORCA's way of showing its classifier) and the AUROC of tracks against the rest (NaN with one class)."""
+    """`track_identification` in each bin of true log10 E, one array per quantity."""
     index = np.digitize(true_log10e, edges) - 1
-    keys = ("tracks", "others", "tracks_as_track", "others_as_track", "auroc")
-    out = {k: np.full(len(edges) - 1, np.nan) for k in keys}
-    for b in range(len(edges) - 1):
-        sel = index == b
-        tracks, others = sel & is_track, sel & ~is_track
-        out["tracks"][b], out["others"][b] = tracks.sum(), others.sum()
-        if tracks.any():
-            out["tracks_as_track"][b] = np.mean(track_probability[tracks] > 0.5)
-        if others.any():
-            out["others_as_track"][b] = np.mean(track_probability[others] > 0.5)
-        if tracks.any() and others.any():
-            out["auroc"][b] = float(binary_auroc(torch.as_tensor(track_probability[sel]),
-                                                 torch.as_tensor(is_track[sel]).long()))
-    return out
+    per_bin = [track_identification(track_probability, is_track, index == b) for b in range(len(edges) - 1)]
+    return {key: np.array([row[key] for row in per_bin], dtype=np.float64) for key in per_bin[0]}
 
 
 def save_track_identification_figures(true_log10e: np.ndarray, scores: dict[str, np.ndarray], is_track: np.ndarray,
@@ -140,20 +145,17 @@ def save_track_identification_figures(true_log10e: np.ndarray, scores: dict[str,
     is_track_t = torch.as_tensor(is_track).long()
     for name, probability in scores.items():
         binned = binned_track_identification(true_log10e, probability, is_track, edges)
-        # every event with a finite true energy, as in the bins (whose edges enclose them all)
-        overall = binned_track_identification(np.where(finite, 0.0, np.nan), probability, is_track,
-                                              np.array([-1.0, 1.0]))
+        overall = track_identification(probability, is_track, finite)  # the events the bins hold, all together
         for b in range(len(edges) - 1):
             lines.append(f"{name},{10 ** edges[b]:.4g},{10 ** edges[b + 1]:.4g},{int(binned['tracks'][b])},"
                          f"{int(binned['others'][b])},{binned['tracks_as_track'][b]:.4g},"
                          f"{binned['others_as_track'][b]:.4g},{binned['auroc'][b]:.4g}")
-        lines.append(f"{name},{10 ** edges[0]:.4g},{10 ** edges[-1]:.4g},{int(overall['tracks'][0])},"
-                     f"{int(overall['others'][0])},{overall['tracks_as_track'][0]:.4g},{overall['others_as_track'][0]:.4g},"
-                     f"{overall['auroc'][0]:.4g}")
+        lines.append(f"{name},{10 ** edges[0]:.4g},{10 ** edges[-1]:.4g},{overall['tracks']},{overall['others']},"
+                     f"{overall['tracks_as_track']:.4g},{overall['others_as_track']:.4g},{overall['auroc']:.4g}")
         line = axes[0].plot(centres, binned["tracks_as_track"], "o-", label=f"{name}: nu_mu CC")[0]
         axes[0].plot(centres, binned["others_as_track"], "s--", color=line.get_color(), label=f"{name}: other")
         false_positive, true_positive, _ = binary_roc(torch.as_tensor(probability), is_track_t)
-        axes[1].plot(false_positive.numpy(), true_positive.numpy(), label=f"{name} (AUROC {overall['auroc'][0]:.3f})")
+        axes[1].plot(false_positive.numpy(), true_positive.numpy(), label=f"{name} (AUROC {overall['auroc']:.3f})")
     table = output_dir / "km3net_track_identification.csv"
     table.write_text("\n".join(lines) + "\n")
     axes[0].set_xlabel("true log10(E / GeV)")

@@ -130,8 +130,9 @@ class KM3NeTRecoTask(BaseTask):
         metrics["direction_coverage_68"].update((cdf <= 0.68).float())
         if self.track_head is not None:
             track_probability = torch.sigmoid(outputs["track_logit"]).detach()  # the epoch's AUROC keeps every value
-            metrics["track_auroc"].update(track_probability, is_track(batch).long())
-            metrics["track_accuracy"].update(track_probability, is_track(batch).long())
+            target = is_track(batch).long()
+            metrics["track_auroc"].update(track_probability, target)
+            metrics["track_accuracy"].update(track_probability, target)
         if getattr(metrics, "prefix", None) == "val/":
             self.val_kappa_and_error.update(torch.stack([outputs["kappa"], error_deg], dim=1).detach())
 
