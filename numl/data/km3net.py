@@ -332,6 +332,7 @@ def read_offline_file(path: str | Path, detector: Detector | None = None,
                                                                          for a in "xyz")
         truth["bjorken_x"], truth["bjorken_y"] = bjorken[i]
         truth["n_signal_hits"] = -1
+        truth["n_muons"] = -1  # not read from the file
         event_hits = np.sort(hits[offsets[i]:offsets[i + 1]], order="t_ns")
         events.append(EventRecord(event_hits, truth, official_dir[i], float(official_e[i])))
     return events

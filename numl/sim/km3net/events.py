@@ -25,6 +25,7 @@ import numpy as np
 
 from numl.sim.km3net import kinematics as dis
 from numl.sim.km3net import physics
+from numl.sim.km3net.atmospheric import BundleGenerator
 from numl.sim.km3net.detector import Detector
 from numl.sim.km3net.trigger import TRIGGERS, trigger_flags
 from numl.utils.errors import ConfigError, check_choice, check_keys, check_positive, check_range
@@ -43,19 +44,29 @@ TRUTH_DTYPE = np.dtype([
     ("dir_x", "f8"), ("dir_y", "f8"), ("dir_z", "f8"),  # neutrino direction (the network's target)
     ("energy_gev", "f8"), ("log10_energy", "f8"),
     ("vertex_x", "f8"), ("vertex_y", "f8"), ("vertex_z", "f8"), ("vertex_time_ns", "f8"),
-    ("event_type", "i4"),  # EVENT_TYPES: 0 nu_mu CC, 1 one shower of the whole energy, 2 nu_e CC, 3 NC
+    ("event_type", "i4"),  # EVENT_TYPES: 0 nu_mu CC, 1 one shower of the whole energy, 2 nu_e CC, 3 NC,
+    # 4 atmospheric muon bundle (direction: its axis; energy: its muons' at the can)
     ("muon_energy_gev", "f8"), ("shower_energy_gev", "f8"), ("muon_range_m", "f8"),
     ("n_signal_hits", "i4"),
     ("muon_dir_x", "f8"), ("muon_dir_y", "f8"), ("muon_dir_z", "f8"),  # at the vertex (zeros without a muon)
     ("bjorken_x", "f8"), ("bjorken_y", "f8"),  # NaN where unknown (collinear: x; a real file without them)
+    ("n_muons", "i4"),  # muons entering the can: 1 nu_mu CC, 0 showers, the bundle's in an atmospheric muon event
 ])
 
-EVENT_TYPES = {"numu_cc": 0, "shower": 1, "nue_cc": 2, "nc": 3}
+EVENT_TYPES = {"numu_cc": 0, "shower": 1, "nue_cc": 2, "nc": 3, "atmospheric_muon": 4}
 
 
 def is_track_event(event_type):
     """The track class of particle identification (ORCA's): nu_mu CC; every other type is a shower."""
     return event_type == EVENT_TYPES["numu_cc"]
+
+
+def is_atmospheric_muon_event(event_type):
+    """The background class of a neutrino telescope: muon bundles from cosmic-ray showers, not neutrinos."""
+    return event_type == EVENT_TYPES["atmospheric_muon"]
+
+#: proposals per draw of one atmospheric bundle (a few ms at ORCA's depth)
+ATMOSPHERIC_PROPOSAL_BATCH = 4096
 
 #: what the events that are not nu_mu CC are (EventConfig.shower_interaction): one EM shower of the neutrino's whole
 #: energy along it (total_energy, the former model, event type "shower"); nu_e CC (the electron's EM shower and the
@@ -83,7 +94,16 @@ DIS_ENERGY_MIN_GEV = 1.0
 class EventConfig:
     """Physics and detector-response settings; every field is a `data.events.<name>` config key."""
 
-    numu_cc_fraction: float = 1.0  # the rest are shower events, of the kind shower_interaction
+    numu_cc_fraction: float = 1.0  # of the neutrino events; the rest are shower events, of the kind shower_interaction
+    # Atmospheric muon bundles (numl.sim.km3net.atmospheric: MUPAGE's parametrisation, checked against KM3NeT's MUPAGE
+    # files) as this share of the events, before the trigger; 0: neutrinos only (the former model). The site: the
+    # seabed lies atmospheric_seabed_depth_m below the sea surface (ORCA 2450 m, ARCA 3450 m; KM3NeT's MUPAGE headers),
+    # at seabed_z_m (or the can's bottom); bundles whose muons carry less than atmospheric_bundle_energy_min_gev into
+    # the can are drawn again (as MUPAGE's energy threshold); at most atmospheric_multiplicity_max muons per bundle.
+    atmospheric_muon_fraction: float = 0.0
+    atmospheric_seabed_depth_m: float = 2450.0
+    atmospheric_bundle_energy_min_gev: float = 10.0
+    atmospheric_multiplicity_max: int = 100
     shower_interaction: str = "total_energy"  # total_energy | nue_cc | nc (SHOWER_INTERACTIONS)
     kinematics: str = "dis"  # dis | collinear (KINEMATICS)
     energy_min_gev: float = 3.0
@@ -172,6 +192,10 @@ class EventConfig:
 
     def validate(self) -> None:
         check_range("data.events.numu_cc_fraction", self.numu_cc_fraction, 0.0, 1.0)
+        check_range("data.events.atmospheric_muon_fraction", self.atmospheric_muon_fraction, 0.0, 1.0)
+        check_positive("data.events.atmospheric_seabed_depth_m", self.atmospheric_seabed_depth_m)
+        check_positive("data.events.atmospheric_bundle_energy_min_gev", self.atmospheric_bundle_energy_min_gev)
+        check_positive("data.events.atmospheric_multiplicity_max", self.atmospheric_multiplicity_max, integer=True)
         check_choice("data.events.shower_interaction", self.shower_interaction, SHOWER_INTERACTIONS)
         check_choice("data.events.shower_profile", self.shower_profile, SHOWER_PROFILES)
         check_positive("data.events.shower_profile_step_m", self.shower_profile_step_m)
@@ -484,7 +508,9 @@ def photons_to_hits(pmt_index: np.ndarray, time_ns: np.ndarray, config: EventCon
 
 
 def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Generator) -> Event | None:
-    """One interaction; None when it does not pass the trigger."""
+    """One interaction or atmospheric muon bundle; None when it does not pass the trigger."""
+    if config.atmospheric_muon_fraction > 0.0 and rng.random() < config.atmospheric_muon_fraction:
+        return simulate_atmospheric_muon_event(detector, config, rng)
     is_track = rng.random() < config.numu_cc_fraction
     kind = "numu_cc" if is_track else config.shower_interaction
     energy_gev = sample_energy_gev(rng, config)
@@ -505,7 +531,6 @@ def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Gener
     if config.vertex_sampling == "muon_range":
         reach_m = float(physics.muon_range_m(lepton_energy)) if is_track else 0.0
         vertex_m = sample_vertex_reaching_can_m(rng, detector, config, lepton_dir, reach_m)
-    every_pmt = np.arange(detector.n_pmts)
     # (PMT of each entry, expected photo-electrons, direct arrival time, photon path, mean extra delay) per source
     # total_energy: the whole energy in one EM shower along the neutrino (y = 1); otherwise the hadrons' shower
     light_fraction = 1.0 if kind == "total_energy" else config.hadronic_light_fraction
@@ -513,19 +538,89 @@ def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Gener
     if kind == "nue_cc":  # the electron's EM shower, where nu_mu CC has its muon
         sources.append(shower_light_source(detector, config, vertex_m, lepton_dir, lepton_energy, 1.0))
     if is_track:
-        unscattered = 1.0 - config.scattered_light_fraction
-        npe, time_ns, path_m = expected_track_light(detector, config, vertex_m, lepton_dir, lepton_energy)
-        sources.append((every_pmt, npe * unscattered, time_ns, path_m, 0.0))
-        if config.muon_light == "cone_and_showers":
-            along_m, shower_gev, muon_gev = muon_loss_showers(detector, config, vertex_m, lepton_dir, lepton_energy,
-                                                              rng)
-            emissions = [(shower_gev, False)]
-            if config.scattered_light_fraction > 0.0:
-                emissions.append((config.scattered_light_fraction * (shower_gev + muon_gev), True))
-            pmt_of, npe, time_ns, path_m = muon_loss_light(detector, config, vertex_m, lepton_dir, along_m, emissions)
-            sources.append((pmt_of, npe[0] * unscattered, time_ns, path_m, 0.0))
-            if config.scattered_light_fraction > 0.0:
-                sources.append((pmt_of, npe[1], time_ns, path_m, config.scattered_light_delay_ns))
+        sources.extend(muon_light_sources(detector, config, vertex_m, lepton_dir, lepton_energy, rng))
+    event = detector_response(detector, config, sources, rng)
+    if event is None:
+        return None
+    hits, truth = event
+    truth["dir_x"], truth["dir_y"], truth["dir_z"] = direction
+    truth["energy_gev"], truth["log10_energy"] = energy_gev, np.log10(energy_gev)
+    truth["vertex_x"], truth["vertex_y"], truth["vertex_z"] = vertex_m
+    truth["event_type"] = EVENT_TYPES["shower" if kind == "total_energy" else kind]
+    truth["muon_energy_gev"] = lepton_energy if is_track else 0.0
+    # the visible shower energy: the hadrons' y E, plus the electron's (1 - y) E in nu_e CC (NC's neutrino is unseen)
+    truth["shower_energy_gev"] = shower_energy + (lepton_energy if kind == "nue_cc" else 0.0)
+    truth["muon_range_m"] = float(physics.muon_range_m(lepton_energy)) if is_track else 0.0
+    if is_track:
+        truth["muon_dir_x"], truth["muon_dir_y"], truth["muon_dir_z"] = lepton_dir
+    truth["bjorken_x"], truth["bjorken_y"] = bjorken_x, np.nan if kind == "total_energy" else y
+    truth["n_muons"] = int(is_track)
+    return Event(hits, truth)
+
+
+def muon_light_sources(detector: Detector, config: EventConfig, start_m: np.ndarray, direction: np.ndarray,
+                       energy_gev: float, rng: np.random.Generator, time_offset_ns: float = 0.0) -> list[tuple]:
+    """A muon's light as sources of detector_response, from `start_m` on (its cone, and with
+    muon_light=cone_and_showers its losses' showers and their scattered light), `time_offset_ns` after the event's
+    time zero."""
+    unscattered = 1.0 - config.scattered_light_fraction
+    npe, time_ns, path_m = expected_track_light(detector, config, start_m, direction, energy_gev)
+    sources = [(np.arange(detector.n_pmts), npe * unscattered, time_ns + time_offset_ns, path_m, 0.0)]
+    if config.muon_light == "cone_and_showers":
+        along_m, shower_gev, muon_gev = muon_loss_showers(detector, config, start_m, direction, energy_gev, rng)
+        emissions = [(shower_gev, False)]
+        if config.scattered_light_fraction > 0.0:
+            emissions.append((config.scattered_light_fraction * (shower_gev + muon_gev), True))
+        pmt_of, npe, time_ns, path_m = muon_loss_light(detector, config, start_m, direction, along_m, emissions)
+        time_ns = time_ns + time_offset_ns
+        sources.append((pmt_of, npe[0] * unscattered, time_ns, path_m, 0.0))
+        if config.scattered_light_fraction > 0.0:
+            sources.append((pmt_of, npe[1], time_ns, path_m, config.scattered_light_delay_ns))
+    return sources
+
+
+def simulate_atmospheric_muon_event(detector: Detector, config: EventConfig, rng: np.random.Generator
+                                    ) -> Event | None:
+    """One atmospheric muon bundle (numl.sim.km3net.atmospheric, MUPAGE's parametrisation) crossing the can; None when
+    it does not pass the trigger. Truth: the bundle's axis and the energy its muons carry into the can."""
+    bundle = atmospheric_bundle_generator(detector, config).sample(rng, 1, batch=ATMOSPHERIC_PROPOSAL_BATCH)
+    axis = bundle.bundles["direction"][0]
+    muons = bundle.muons
+    sources = []
+    for start_m, energy_gev, time_ns in zip(muons["entry_m"], muons["energy_gev"], muons["time_ns"], strict=True):
+        sources.extend(muon_light_sources(detector, config, start_m, axis, float(energy_gev), rng, float(time_ns)))
+    event = detector_response(detector, config, sources, rng)
+    if event is None:
+        return None
+    hits, truth = event
+    bundle_energy = float(bundle.bundles["bundle_energy_gev"][0])
+    truth["dir_x"], truth["dir_y"], truth["dir_z"] = axis
+    truth["energy_gev"], truth["log10_energy"] = bundle_energy, np.log10(bundle_energy)
+    truth["vertex_x"], truth["vertex_y"], truth["vertex_z"] = bundle.bundles["axis_point"][0]
+    truth["event_type"] = EVENT_TYPES["atmospheric_muon"]
+    truth["muon_energy_gev"] = bundle_energy
+    truth["muon_range_m"] = float(physics.muon_range_m(muons["energy_gev"].max()))
+    truth["muon_dir_x"], truth["muon_dir_y"], truth["muon_dir_z"] = axis
+    truth["bjorken_x"], truth["bjorken_y"] = np.nan, np.nan
+    truth["n_muons"] = len(muons["energy_gev"])
+    return Event(hits, truth)
+
+
+def atmospheric_bundle_generator(detector: Detector, config: EventConfig) -> BundleGenerator:
+    """Bundles cross the event can; the seabed (data.events.seabed_z_m, else the can's bottom) lies
+    atmospheric_seabed_depth_m below the sea surface."""
+    centre_xy, radius, z_min, z_max = can_m(detector, config)
+    seabed_z = z_min if config.seabed_z_m is None else config.seabed_z_m
+    return BundleGenerator((float(centre_xy[0]), float(centre_xy[1])), radius, z_min, z_max,
+                           config.atmospheric_seabed_depth_m, seabed_z, config.atmospheric_bundle_energy_min_gev,
+                           config.atmospheric_multiplicity_max)
+
+
+def detector_response(detector: Detector, config: EventConfig, sources: list[tuple], rng: np.random.Generator
+                      ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Hits of the light sources (PMT of each entry, expected photo-electrons, direct arrival time, photon path, mean
+    extra delay) with K-40 noise, trigger and readout window: (hits, truth with the vertex time and the number of
+    signal hits set); None when nothing triggers."""
     pmt_list, t_list = [], []
     for pmt_of, npe, time_ns, path_m, extra_delay_ns in sources:
         counts = rng.poisson(npe)
@@ -573,20 +668,9 @@ def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Gener
     hits["is_signal"] = is_signal[keep][order]
 
     truth = np.zeros((), dtype=TRUTH_DTYPE)
-    truth["dir_x"], truth["dir_y"], truth["dir_z"] = direction
-    truth["energy_gev"], truth["log10_energy"] = energy_gev, np.log10(energy_gev)
-    truth["vertex_x"], truth["vertex_y"], truth["vertex_z"] = vertex_m
     truth["vertex_time_ns"] = 0.0
-    truth["event_type"] = EVENT_TYPES["shower" if kind == "total_energy" else kind]
-    truth["muon_energy_gev"] = lepton_energy if is_track else 0.0
-    # the visible shower energy: the hadrons' y E, plus the electron's (1 - y) E in nu_e CC (NC's neutrino is unseen)
-    truth["shower_energy_gev"] = shower_energy + (lepton_energy if kind == "nue_cc" else 0.0)
-    truth["muon_range_m"] = float(physics.muon_range_m(lepton_energy)) if is_track else 0.0
     truth["n_signal_hits"] = int((hits["is_signal"] == 1).sum())
-    if is_track:
-        truth["muon_dir_x"], truth["muon_dir_y"], truth["muon_dir_z"] = lepton_dir
-    truth["bjorken_x"], truth["bjorken_y"] = bjorken_x, np.nan if kind == "total_energy" else y
-    return Event(hits, truth)
+    return hits, truth
 
 
 def k40_singles_rate_hz(detector: Detector, config: EventConfig) -> float:
