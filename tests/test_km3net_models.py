@@ -210,22 +210,23 @@ def test_task_fits_kappa_scale_on_the_validation_events():
     torch.testing.assert_close(predictions["kappa_calibrated"], out["kappa"] * task.kappa_scale)
 
 
-def test_track_head_adds_its_cross_entropy_and_learns_the_class():
-    # Track events carry a marker in their first feature; the head must learn it, and the loss must be the
-    # direction + energy loss plus track_weight times the binary cross-entropy of the track logit.
+@pytest.mark.parametrize("name, event_types", [("track", (0, 2)), ("atmospheric_muon", (4, 0))])
+def test_class_head_adds_its_cross_entropy_and_learns_the_class(name, event_types):
+    # Events of the class carry a marker in their first feature; the head must learn it, and the loss must be the
+    # direction + energy loss plus <name>_weight times the binary cross-entropy of the class logit.
     torch.manual_seed(0)
     features, mask = _padded_batch(n_hits=tuple(range(5, 37)), seed=3)
-    event_type = torch.tensor([0, 2] * 16)
-    features[event_type == 0, :, 0] += 3.0 * mask[event_type == 0]
+    event_type = torch.tensor(list(event_types) * 16)
+    in_class = event_type == event_types[0]
+    features[in_class, :, 0] += 3.0 * mask[in_class]
     batch = {"hit_features": features, "hit_mask": mask, "event_type": event_type,
              "direction": torch.nn.functional.normalize(torch.randn(32, 3), dim=-1),
              "log10_energy": torch.rand(32) + 1}
-    task = KM3NeTRecoTask(DynEdge(hidden=16, k=3), head_hidden=16, track_weight=2.0)
+    task = KM3NeTRecoTask(DynEdge(hidden=16, k=3), head_hidden=16, **{f"{name}_weight": 2.0})
     out = task(batch)
     without_track = vmf_nll_3d(out["direction"], out["kappa"], batch["direction"]).mean() + gaussian_nll(
         out["log10_energy"], out["log10_energy_log_sigma"], batch["log10_energy"]).mean()
-    cross_entropy = torch.nn.functional.binary_cross_entropy_with_logits(out["track_logit"],
-                                                                         (event_type == 0).float())
+    cross_entropy = torch.nn.functional.binary_cross_entropy_with_logits(out[f"{name}_logit"], in_class.float())
     torch.testing.assert_close(task.compute_loss(out, batch), without_track + 2.0 * cross_entropy)
     optimizer = torch.optim.Adam(task.parameters(), lr=3e-3)
     for _ in range(60):
@@ -235,14 +236,15 @@ def test_track_head_adds_its_cross_entropy_and_learns_the_class():
         optimizer.step()
     with torch.no_grad():
         predictions = task.predictions(task(batch), batch)
-    probability = predictions["track_probability"]
-    assert float(probability[event_type == 0].min()) > float(probability[event_type != 0].max())
-    assert "track_auroc" in task.metrics["val_metrics"] and "track_auroc" in task.metrics["test_metrics"]
+    probability = predictions[f"{name}_probability"]
+    assert float(probability[in_class].min()) > float(probability[~in_class].max())
+    assert f"{name}_auroc" in task.metrics["val_metrics"] and f"{name}_auroc" in task.metrics["test_metrics"]
+    assert len(task.class_weights) == 1  # the other head is not built
 
 
 def test_without_track_weight_the_task_has_no_track_head():
     task = KM3NeTRecoTask(DynEdge(hidden=8, k=3), head_hidden=8)
-    assert task.track_head is None and "track_auroc" not in task.metrics["val_metrics"]
+    assert not hasattr(task, "track_head") and "track_auroc" not in task.metrics["val_metrics"]
     features, mask = _padded_batch()
     with torch.no_grad():
         out = task({"hit_features": features, "hit_mask": mask})
@@ -252,6 +254,8 @@ def test_without_track_weight_the_task_has_no_track_head():
 def test_track_head_refuses_bad_weight_and_batches_without_event_type():
     with pytest.raises(ConfigError, match="task.track_weight=-1"):
         KM3NeTRecoTask(DynEdge(hidden=8, k=3), track_weight=-1.0)
+    with pytest.raises(ConfigError, match="task.atmospheric_muon_weight=-1"):
+        KM3NeTRecoTask(DynEdge(hidden=8, k=3), atmospheric_muon_weight=-1.0)
     task = KM3NeTRecoTask(DynEdge(hidden=8, k=3), head_hidden=8, track_weight=1.0)
     features, mask = _padded_batch()
     batch = {"hit_features": features, "hit_mask": mask, "direction": torch.tensor([[0.0, 0.0, 1.0]] * 3),

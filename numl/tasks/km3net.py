@@ -8,10 +8,11 @@ negative log likelihood plus `energy_weight` times the Gaussian one. Metrics: me
 sigma(log10 E), and the kappa calibration `direction_coverage_68`: the fraction of events whose true direction
 lies inside the predicted 68 % cone (0.68 when kappa is calibrated).
 
-Particle identification: with `track_weight` > 0 a second head gives each event a track logit (nu_mu CC, event
-type 0, against every other type: the track / shower classes of KM3NeT/ORCA) trained by binary cross-entropy
-weighted by `track_weight`; metrics `track_auroc` and `track_accuracy` (probability > 0.5), predictions
-`track_probability`.
+Particle identification (CLASS_HEADS): with `track_weight` > 0 a second head gives each event a track logit (nu_mu
+CC, event type 0, against every other type: the track / shower classes of KM3NeT/ORCA) trained by binary
+cross-entropy weighted by `track_weight`; metrics `track_auroc` and `track_accuracy` (probability > 0.5),
+predictions `track_probability`. `atmospheric_muon_weight` > 0 adds the same for atmospheric muon bundles against
+neutrinos (`atmospheric_muon_auroc`, `atmospheric_muon_probability`).
 
 Calibration: after every validation epoch (not the sanity check) one factor `kappa_scale` is fitted on the
 validation events of all ranks (`fit_kappa_scale`) and stored as a buffer; predictions carry the network's
@@ -29,7 +30,7 @@ from torchmetrics.classification import BinaryAccuracy
 
 from numl.metrics import BinaryAUROCOrNaN, EventStatistic, angular_error_deg, gaussian_nll
 from numl.models.edgeconv import mlp
-from numl.sim.km3net.events import is_track_event
+from numl.sim.km3net.events import is_atmospheric_muon_event, is_track_event
 from numl.tasks.base import BaseTask
 from numl.tasks.losses import vmf_angle_cdf, vmf_nll_3d
 from numl.utils.errors import ConfigError, check_positive
@@ -58,20 +59,26 @@ class DirectionEnergyHead(nn.Module):
 
 class KM3NeTRecoTask(BaseTask):
     """Args: model: a hit backbone with `embedding_dim`; head_hidden: width of the heads' hidden layers;
-    track_weight: weight of the track-probability loss, 0 for no track head."""
+    track_weight, atmospheric_muon_weight: weights of the class-probability losses (CLASS_HEADS), 0 for no head."""
 
     input_key = "hit_features"
 
     def __init__(self, model: nn.Module, optimizer=None, scheduler=None, energy_weight: float = 1.0,
-                 head_hidden: int = 128, prefit: str = "none", track_weight: float = 0.0, **hparams) -> None:
+                 head_hidden: int = 128, prefit: str = "none", track_weight: float = 0.0,
+                 atmospheric_muon_weight: float = 0.0, **hparams) -> None:
         check_positive("task.track_weight", track_weight, allow_zero=True)
+        check_positive("task.atmospheric_muon_weight", atmospheric_muon_weight, allow_zero=True)
         super().__init__(model, optimizer, scheduler, energy_weight=energy_weight, head_hidden=head_hidden,
-                         prefit=prefit, track_weight=track_weight, **hparams)
+                         prefit=prefit, track_weight=track_weight, atmospheric_muon_weight=atmospheric_muon_weight,
+                         **hparams)
         self.energy_weight = float(energy_weight)
-        self.track_weight = float(track_weight)
         self.head = DirectionEnergyHead(model.embedding_dim, head_hidden)
-        self.track_head = nn.Sequential(mlp([model.embedding_dim, head_hidden]), nn.Linear(head_hidden, 1)) \
-            if self.track_weight > 0.0 else None
+        #: the class heads this task trains, with their loss weights; each head is the attribute `<name>_head`
+        self.class_weights = {name: float(self.hparams[f"{name}_weight"]) for name in CLASS_HEADS
+                              if self.hparams[f"{name}_weight"] > 0.0}
+        for name in self.class_weights:
+            setattr(self, f"{name}_head", nn.Sequential(mlp([model.embedding_dim, head_hidden]),
+                                                        nn.Linear(head_hidden, 1)))
         #: data.prefit: the network predicts a correction to each event's prefit direction
         self.prefit = prefit
         if prefit != "none":
@@ -90,15 +97,16 @@ class KM3NeTRecoTask(BaseTask):
             "sigma_log10_energy": EventStatistic("std"),
             "direction_coverage_68": MeanMetric(),
         }
-        if self.hparams.get("track_weight", 0.0) > 0.0:  # called by BaseTask before self.track_weight is set
-            metrics.update(track_auroc=BinaryAUROCOrNaN(), track_accuracy=BinaryAccuracy())
+        for name in CLASS_HEADS:  # called by BaseTask before self.class_weights is set
+            if self.hparams.get(f"{name}_weight", 0.0) > 0.0:
+                metrics.update({f"{name}_auroc": BinaryAUROCOrNaN(), f"{name}_accuracy": BinaryAccuracy()})
         return MetricCollection(metrics)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         embedding = self.model(batch["hit_features"], batch["hit_mask"])
         outputs = self.head(embedding)
-        if self.track_head is not None:
-            outputs["track_logit"] = self.track_head(embedding).squeeze(-1)
+        for name in self.class_weights:
+            outputs[f"{name}_logit"] = getattr(self, f"{name}_head")(embedding).squeeze(-1)
         if self.prefit != "none":
             if "prefit_rotation" not in batch:
                 raise ConfigError(f"task.prefit={self.prefit!r}: the batches carry no prefit frame; set data.prefit "
@@ -116,9 +124,9 @@ class KM3NeTRecoTask(BaseTask):
         direction_nll = vmf_nll_3d(outputs["direction"], outputs["kappa"], batch["direction"])
         energy_nll = gaussian_nll(outputs["log10_energy"], outputs["log10_energy_log_sigma"], batch["log10_energy"])
         loss = direction_nll.mean() + self.energy_weight * energy_nll.mean()
-        if self.track_head is not None:
-            loss = loss + self.track_weight * F.binary_cross_entropy_with_logits(outputs["track_logit"],
-                                                                                 is_track(batch).float())
+        for name, weight in self.class_weights.items():
+            loss = loss + weight * F.binary_cross_entropy_with_logits(outputs[f"{name}_logit"],
+                                                                      event_class(batch, name).float())
         return loss
 
     def update_metrics(self, metrics, outputs, batch) -> None:
@@ -128,11 +136,11 @@ class KM3NeTRecoTask(BaseTask):
         metrics["sigma_log10_energy"].update(outputs["log10_energy"] - batch["log10_energy"])
         cdf = vmf_angle_cdf(torch.deg2rad(error_deg), outputs["kappa"])
         metrics["direction_coverage_68"].update((cdf <= 0.68).float())
-        if self.track_head is not None:
-            track_probability = torch.sigmoid(outputs["track_logit"]).detach()  # the epoch's AUROC keeps every value
-            target = is_track(batch).long()
-            metrics["track_auroc"].update(track_probability, target)
-            metrics["track_accuracy"].update(track_probability, target)
+        for name in self.class_weights:
+            probability = torch.sigmoid(outputs[f"{name}_logit"]).detach()  # the epoch's AUROC keeps every value
+            target = event_class(batch, name).long()
+            metrics[f"{name}_auroc"].update(probability, target)
+            metrics[f"{name}_accuracy"].update(probability, target)
         if getattr(metrics, "prefix", None) == "val/":
             self.val_kappa_and_error.update(torch.stack([outputs["kappa"], error_deg], dim=1).detach())
 
@@ -156,8 +164,8 @@ class KM3NeTRecoTask(BaseTask):
             "log10_energy_sigma": torch.exp(outputs["log10_energy_log_sigma"]),
             "angular_error_deg": angular_error_deg(outputs["direction"], batch["direction"]),
         }
-        if self.track_head is not None:
-            out["track_probability"] = torch.sigmoid(outputs["track_logit"])
+        for name in self.class_weights:
+            out[f"{name}_probability"] = torch.sigmoid(outputs[f"{name}_logit"])
         out.update({key: batch[key] for key in PASSTHROUGH_KEYS if key in batch})
         return out
 
@@ -166,11 +174,15 @@ class KM3NeTRecoTask(BaseTask):
         return self.head(self.model(inputs, inputs.abs().sum(dim=-1) > 0))["log10_energy"]
 
 
-def is_track(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The batch's events of the track class (nu_mu CC)."""
+#: the classes a head can learn, each against every other event: tracks (nu_mu CC) and atmospheric muon bundles
+CLASS_HEADS = {"track": is_track_event, "atmospheric_muon": is_atmospheric_muon_event}
+
+
+def event_class(batch: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    """The batch's events of class `name` (CLASS_HEADS)."""
     if "event_type" not in batch:
-        raise ConfigError("task.track_weight > 0: the batches carry no event_type to learn tracks from")
-    return is_track_event(batch["event_type"])
+        raise ConfigError(f"task.{name}_weight > 0: the batches carry no event_type to learn the class from")
+    return CLASS_HEADS[name](batch["event_type"])
 
 
 def fit_kappa_scale(kappa: np.ndarray, angular_error_deg: np.ndarray) -> float:
