@@ -102,6 +102,10 @@ CATALOGUE = {
     "KM3NeT negative track-identification weight": (
         ("train", "experiment=km3net_transformer", "debug=fast_dev_run", "task.track_weight=-1"),
         "task.track_weight=-1: must be a number >= 0"),
+    "KM3NeT atmospheric muons at a site shallower than MUPAGE's parametrisation": (
+        ("train", "experiment=km3net_transformer", "debug=fast_dev_run", "data.events.atmospheric_muon_fraction=0.5",
+         "data.events.atmospheric_seabed_depth_m=500"),
+        "data.events.atmospheric_seabed_depth_m=500: the can spans"),
     "NEXT simulation workers without blocks": (
         ("train", "experiment=next_sparse_cnn", "debug=fast_dev_run", "data.simulation_workers=2"),
         "data.simulation_workers=2: needs data.events_per_block"),

@@ -3,7 +3,6 @@ as events of the KM3NeT simulation."""
 
 from __future__ import annotations
 
-import h5py
 import numpy as np
 import pytest
 from km3net_testdata import data_path
@@ -14,7 +13,9 @@ from numl.sim.km3net import build_detector
 from numl.sim.km3net.atmospheric import (
     BundleGenerator,
     energy_spectrum,
+    read_mupage_bundles,
     sample_energy_tev,
+    sample_summary,
     single_muon_spectrum_parameters,
 )
 from numl.sim.km3net.events import EVENT_TYPES, EventConfig, simulate_events
@@ -30,26 +31,12 @@ MUPAGE_FILES = {
 }
 
 
-def read_mupage_file(path: str) -> dict[str, np.ndarray]:
-    with h5py.File(data_path(path)) as f:
-        tracks = f["mc_tracks"][:]
-    _, bundle, multiplicity = np.unique(tracks["group_id"], return_inverse=True, return_counts=True)
-    first = np.r_[True, tracks["group_id"][1:] != tracks["group_id"][:-1]]
-    return {"multiplicity": multiplicity, "cos_zenith": -tracks["dir_z"][first], "muon_energy": tracks["energy"],
-            "bundle_energy": np.bincount(bundle, tracks["energy"])}
-
-
-def arca_generator(threshold_gev: float) -> BundleGenerator:
-    return BundleGenerator((0.0, 0.0), 1018.4, 0.0, 957.0, seabed_depth_m=3450.0, seabed_z_m=0.0,
-                           bundle_energy_min_gev=threshold_gev)
-
-
 def compare_with_file(name: str, n_bundles: int) -> tuple[float, float, dict[str, float]]:
     path, threshold, file_rate = MUPAGE_FILES[name]
-    sample = arca_generator(threshold).sample(np.random.default_rng(1), n_bundles)
-    ours = {"multiplicity": sample.bundles["n_muons"], "cos_zenith": -sample.bundles["direction"][:, 2],
-            "muon_energy": sample.muons["energy_gev"], "bundle_energy": sample.bundles["bundle_energy_gev"]}
-    theirs = read_mupage_file(path)
+    generator = BundleGenerator((0.0, 0.0), 1018.4, 0.0, 957.0, seabed_depth_m=3450.0, seabed_z_m=0.0,
+                                bundle_energy_min_gev=threshold)
+    sample = generator.sample(np.random.default_rng(1), n_bundles)
+    ours, theirs = sample_summary(sample), read_mupage_bundles(data_path(path))
     p_values = {key: ks_2samp(ours[key], theirs[key]).pvalue for key in ours}
     return sample.rate_hz / file_rate, sample.rate_uncertainty_hz / sample.rate_hz, p_values
 
@@ -84,7 +71,7 @@ def test_energy_spectrum_is_normalised_and_sampled_by_its_cdf():
 
 
 def test_bundles_are_drawn_only_where_the_parametrisation_holds():
-    with pytest.raises(ConfigError, match="atmospheric_seabed_depth_m"):
+    with pytest.raises(ConfigError, match="data.events.atmospheric_seabed_depth_m=800: the can spans"):
         BundleGenerator((0.0, 0.0), 100.0, 0.0, 200.0, seabed_depth_m=800.0, seabed_z_m=0.0)
 
 

@@ -42,7 +42,7 @@ from numl.sim.km3net import (
     simulate_events,
 )
 from numl.sim.km3net.detector import RecalibrationReport, recalibrate, resolve_testdata_path
-from numl.sim.km3net.events import k40_singles_rate_hz
+from numl.sim.km3net.events import atmospheric_bundle_generator, k40_singles_rate_hz
 from numl.sim.km3net.physics import V_GROUP_M_PER_NS, cherenkov_arrival_time_ns, track_geometry
 from numl.sim.km3net.prefit import PREFITS, PrefitTrack, rotation_to_track_frame
 from numl.utils.errors import ConfigError, check_choice, check_keys, check_positive
@@ -546,6 +546,8 @@ class KM3NeTDataModule(SimulatedDataModule):
         for path in self.real_test_files:
             check_test_file_truth(path, self.event_config)
         k40_singles_rate_hz(self.detector, self.event_config)  # a K-40 scale beyond noise_rate_hz fails here
+        if self.event_config.atmospheric_muon_fraction > 0.0:  # a site outside MUPAGE's depths fails here
+            atmospheric_bundle_generator(self.detector, self.event_config)
         self.bucket_by_hit_count = bool(bucket_by_hit_count)
         check_positive("data.real_train_events", real_train_events, integer=True, allow_zero=True)
         if real_train_events and not self.real_test_files:

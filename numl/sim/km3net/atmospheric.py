@@ -157,9 +157,9 @@ class BundleGenerator:
     def __post_init__(self):
         low, high = sorted(self.depth_kmwe(np.array([self.can_z_max_m, self.can_z_min_m])))
         if low < DEPTH_RANGE_KMWE[0] or high > DEPTH_RANGE_KMWE[1]:
-            raise ConfigError(f"atmospheric muons: the can spans {low:.2f}-{high:.2f} km.w.e. of vertical depth; "
-                              f"the MUPAGE parametrisation holds for {DEPTH_RANGE_KMWE[0]}-{DEPTH_RANGE_KMWE[1]} "
-                              "(data.events.atmospheric_seabed_depth_m)")
+            raise ConfigError(f"data.events.atmospheric_seabed_depth_m={self.seabed_depth_m:g}: the can spans "
+                              f"{low:.2f}-{high:.2f} km.w.e. of vertical depth; MUPAGE's parametrisation holds for "
+                              f"{DEPTH_RANGE_KMWE[0]}-{DEPTH_RANGE_KMWE[1]}")
         if not 0.0 < self.zenith_max_deg <= ZENITH_MAX_DEG:
             raise ConfigError(f"atmospheric muons: zenith_max_deg={self.zenith_max_deg} must lie in (0, "
                               f"{ZENITH_MAX_DEG}] (the parametrisation's range)")
@@ -324,3 +324,23 @@ class BundleSample:
     @property
     def rate_uncertainty_hz(self) -> float:
         return self.rate_hz / np.sqrt(max(self.n_counted, 1))
+
+
+def read_mupage_bundles(path) -> dict[str, np.ndarray]:
+    """The bundles of a KM3NeT MUPAGE file in km3pipe's HDF5 format (its `mc_tracks` table, one muon per row at the
+    can, grouped by event), as BundleSample names them: per bundle n_muons, cos_zenith (1: going straight down) and
+    bundle_energy_gev; per muon muon_energy_gev."""
+    import h5py
+
+    with h5py.File(path) as f:
+        tracks = f["mc_tracks"][:]
+    _, bundle, n_muons = np.unique(tracks["group_id"], return_inverse=True, return_counts=True)
+    first = np.r_[True, tracks["group_id"][1:] != tracks["group_id"][:-1]]
+    return {"n_muons": n_muons, "cos_zenith": -tracks["dir_z"][first], "muon_energy_gev": tracks["energy"],
+            "bundle_energy_gev": np.bincount(bundle, tracks["energy"])}
+
+
+def sample_summary(sample: BundleSample) -> dict[str, np.ndarray]:
+    """A sample's bundles under read_mupage_bundles' names."""
+    return {"n_muons": sample.bundles["n_muons"], "cos_zenith": -sample.bundles["direction"][:, 2],
+            "muon_energy_gev": sample.muons["energy_gev"], "bundle_energy_gev": sample.bundles["bundle_energy_gev"]}
