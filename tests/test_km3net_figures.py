@@ -68,6 +68,21 @@ def test_track_identification_table_counts_each_class_per_energy_bin(tmp_path):
     assert methods == {"network", "network nu_mu CC", "network other"}
 
 
+def test_atmospheric_muons_stay_out_of_track_identification_and_get_their_own_resolution_rows(tmp_path):
+    n = 300
+    log10e = np.linspace(0.5, 2.0, n)
+    event_type = np.array([0, 2, 4])[np.arange(n) % 3]  # nu_mu CC, nu_e CC, atmospheric muon
+    predictions = {"log10_energy": log10e, "angular_error_deg": np.full(n, 10.0), "log10_energy_pred": log10e,
+                   "kappa": np.full(n, 30.0), "event_type": event_type,
+                   "track_probability": np.where(event_type == 0, 0.9, 0.1)}
+    save_resolution_figures(predictions, tmp_path)
+    rows = list(csv.DictReader((tmp_path / "km3net_track_identification.csv").open()))
+    overall = rows[-1]
+    assert int(overall["nu_mu_cc_events"]) == 100 and int(overall["other_events"]) == 100  # the nu_e CC only
+    methods = {r["method"] for r in csv.DictReader((tmp_path / "km3net_resolution_vs_energy.csv").open())}
+    assert methods == {"network", "network nu_mu CC", "network other", "network atmospheric muons"}
+
+
 def test_no_track_identification_for_a_single_class(tmp_path):
     n = 200
     log10e = np.linspace(1.0, 2.0, n)

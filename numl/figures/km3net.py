@@ -13,7 +13,7 @@ from torchmetrics.functional.classification import binary_auroc, binary_roc
 
 from numl.baselines.base import BaselineResult
 from numl.figures.common import as_numpy, plt, save_figure
-from numl.sim.km3net.events import is_track_event
+from numl.sim.km3net.events import is_atmospheric_muon_event, is_track_event
 from numl.tasks.losses import vmf_angle_cdf
 
 
@@ -65,11 +65,15 @@ def save_resolution_figures(predictions: dict[str, Any], output_dir: Path,
     curves = {"network": binned_resolution(true_log10e, p["angular_error_deg"],
                                            p["log10_energy_pred"] - true_log10e, edges)}
     is_track = is_track_event(p["event_type"]) if "event_type" in p else None
-    both_classes = is_track is not None and 0 < is_track.sum() < len(is_track)
-    if both_classes:  # a mixed sample: each class on its own too
-        for name, members in (("network nu_mu CC", is_track), ("network other", ~is_track)):
-            curves[name] = binned_resolution(true_log10e[members], p["angular_error_deg"][members],
-                                             (p["log10_energy_pred"] - true_log10e)[members], edges)
+    # atmospheric muon bundles are no neutrino: kept apart from the track / shower classes
+    is_muon = is_atmospheric_muon_event(p["event_type"]) if "event_type" in p else None
+    both_classes = is_track is not None and 0 < is_track.sum() < (~is_muon).sum()
+    if is_track is not None and 0 < is_track.sum() < len(is_track):  # a mixed sample: each class on its own too
+        for name, members in (("network nu_mu CC", is_track), ("network other", ~is_track & ~is_muon),
+                              ("network atmospheric muons", is_muon)):
+            if members.any():
+                curves[name] = binned_resolution(true_log10e[members], p["angular_error_deg"][members],
+                                                 (p["log10_energy_pred"] - true_log10e)[members], edges)
     for result in (baselines or {}).values():
         out = result.outputs
         if "angular_error_deg" in out and len(out["angular_error_deg"]) == len(true_log10e):
@@ -105,7 +109,9 @@ def save_resolution_figures(predictions: dict[str, Any], output_dir: Path,
         for result in (baselines or {}).values():
             if len(result.outputs.get("track_probability", ())) == len(true_log10e):
                 scores[result.label] = result.outputs["track_probability"]
-        paths += save_track_identification_figures(true_log10e, scores, is_track, edges, output_dir, finite)
+        neutrinos = ~is_muon
+        paths += save_track_identification_figures(true_log10e[neutrinos], {k: v[neutrinos] for k, v in scores.items()},
+                                                   is_track[neutrinos], edges, output_dir, finite[neutrinos])
     return paths
 
 
@@ -137,8 +143,9 @@ def binned_track_identification(true_log10e: np.ndarray, track_probability: np.n
 def save_track_identification_figures(true_log10e: np.ndarray, scores: dict[str, np.ndarray], is_track: np.ndarray,
                                       edges: np.ndarray, output_dir: Path, finite: np.ndarray) -> list[Path]:
     """km3net_track_identification.png (fraction classified as track vs true energy for nu_mu CC and the other
-    events; the ROC curves) for the network and each baseline with a track probability, and the numbers per bin
-    in km3net_track_identification.csv (one row per method and bin, then one per method over all energies)."""
+    neutrino events, atmospheric muons left out by the caller; the ROC curves) for the network and each baseline
+    with a track probability, and the numbers per bin in km3net_track_identification.csv (one row per method and
+    bin, then one per method over all energies)."""
     lines = ["method,e_min_gev,e_max_gev,nu_mu_cc_events,other_events,nu_mu_cc_as_track,other_as_track,auroc"]
     centres = 0.5 * (edges[1:] + edges[:-1])
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
