@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -103,6 +105,22 @@ def test_hdf5_round_trip_and_mismatch(tmp_path):
     wrong = KM3NeTDataModule(**SMALL, n_train=3, n_val=2, n_test=2, seed=5, source="hdf5", hdf5_path=str(path))
     with pytest.raises(ConfigError, match="seed"):
         wrong.setup("fit")
+
+
+def test_files_written_before_atmospheric_muons_existed_read_with_their_defaults(tmp_path):
+    """A file whose event metadata lacks the atmospheric-muon keys (every KM3NeT file before them) reads as made
+    without bundles, with the truth it was written with; a config that asks for bundles is refused."""
+    path = KM3NeTDataModule(**SMALL, n_train=3, n_val=2, n_test=2, seed=4).write_hdf5(tmp_path / "older.h5")
+    with h5py.File(path, "r+") as h5:
+        config = json.loads(h5.attrs["numl_config"])
+        config["events"] = {k: v for k, v in config["events"].items() if not k.startswith("atmospheric_")}
+        h5.attrs["numl_config"] = json.dumps(config)
+    older = KM3NeTDataModule(**SMALL, n_train=3, n_val=2, n_test=2, seed=4, source="hdf5", hdf5_path=str(path))
+    older.setup("fit")
+    assert len(older.events("train")) == 3
+    with pytest.raises(ConfigError, match=r"data.events=.* in the file but .*atmospheric_muon_fraction\": 0.5"):
+        KM3NeTDataModule(**{**SMALL, "events": {**SMALL["events"], "atmospheric_muon_fraction": 0.5}}, n_train=3,
+                         n_val=2, n_test=2, seed=4, source="hdf5", hdf5_path=str(path)).setup("fit")
 
 
 def test_blocks_give_the_same_events_for_any_number_of_workers(tmp_path):

@@ -559,6 +559,11 @@ class KM3NeTDataModule(SimulatedDataModule):
             self.split_sizes["train"] = self.real_train_events
 
     # ----- events -----------------------------------------------------------------------------------------------
+    #: the atmospheric-muon keys (issue 16) came after KM3NeT files were first written: a file without them has none
+    metadata_added_defaults = {"events": {name: EventConfig.__dataclass_fields__[name].default for name in (
+        "atmospheric_muon_fraction", "atmospheric_seabed_depth_m", "atmospheric_bundle_energy_min_gev",
+        "atmospheric_multiplicity_max")}}
+
     def metadata(self) -> dict[str, Any]:
         # the blocks change the events, the number of workers does not
         meta = {"detector": self.detector_config, "events": self.event_config.as_dict(), "seed": self.seed,

@@ -28,8 +28,11 @@ def read_metadata(h5: h5py.File) -> dict[str, Any]:
     return json.loads(h5.attrs["numl_config"])
 
 
-def check_metadata(h5: h5py.File, path: str | Path, simulator: str, expected: dict[str, Any]) -> None:
-    """Refuse a file written by another simulator, another format version or another config."""
+def check_metadata(h5: h5py.File, path: str | Path, simulator: str, expected: dict[str, Any],
+                   added_defaults: dict[str, dict[str, Any]] | None = None) -> None:
+    """Refuse a file written by another simulator, another format version or another config. `added_defaults`:
+    keys of nested config groups added after files were written, with the values those files were made with
+    ({group: {key: value}}); a file whose group lacks one is taken to have that value."""
     found = h5.attrs.get("numl_simulator")
     if found != simulator:
         raise ConfigError(f"{path}: written by simulator {found!r}, expected {simulator!r}")
@@ -37,6 +40,9 @@ def check_metadata(h5: h5py.File, path: str | Path, simulator: str, expected: di
     if version != FORMAT_VERSION:
         raise ConfigError(f"{path}: numl file format version {version}, this numl reads version {FORMAT_VERSION}")
     stored = read_metadata(h5)
+    for group, defaults in (added_defaults or {}).items():
+        if isinstance(stored.get(group), dict):
+            stored[group] = {**defaults, **stored[group]}
     for key, value in expected.items():
         if key not in stored and value is None:
             continue  # an option added after the file was written, whose null default is what the file was made with
@@ -49,7 +55,8 @@ def check_metadata(h5: h5py.File, path: str | Path, simulator: str, expected: di
             )
 
 
-def open_checked(path: str | Path, simulator: str, expected: dict[str, Any]) -> h5py.File:
+def open_checked(path: str | Path, simulator: str, expected: dict[str, Any],
+                 added_defaults: dict[str, dict[str, Any]] | None = None) -> h5py.File:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"data.hdf5_path={str(path)!r}: no such file; write one with python -m numl.simulate")
@@ -58,7 +65,7 @@ def open_checked(path: str | Path, simulator: str, expected: dict[str, Any]) -> 
     except OSError as err:
         raise ConfigError(f"data.hdf5_path={str(path)!r}: not an HDF5 file ({err})") from None
     try:
-        check_metadata(h5, path, simulator, expected)
+        check_metadata(h5, path, simulator, expected, added_defaults)
     except Exception:
         h5.close()
         raise
