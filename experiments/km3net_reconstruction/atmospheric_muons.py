@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from numl.sim.km3net.events import is_atmospheric_muon_event  # noqa: E402
+from numl.sim.km3net.events import EVENT_TYPES, is_atmospheric_muon_event  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 COS_ZENITH_EDGES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # of the bundle's arrival: 1 straight down
@@ -59,7 +59,15 @@ def main() -> None:
     results = {"events": {"atmospheric_muons": int(is_muon.sum()), "neutrinos": int((~is_muon).sum()),
                           "up_going_neutrinos": int(up_neutrinos.sum())},
                "muon_auroc": float(roc_auc_score(is_muon, muon_probability)),
-               "selections": {}}
+               "median_angle_deg": {}, "selections": {}}
+    errors = {"network": p["network/angular_error_deg"]}
+    if FIT_KEY in p:
+        errors["chi-square fit"] = np.where(p["baseline/track_fit/ok"], p["baseline/track_fit/angular_error_deg"],
+                                            np.nan)
+    for kind, code in EVENT_TYPES.items():
+        members = p["network/event_type"] == code
+        if members.any():
+            results["median_angle_deg"][kind] = {name: float(np.nanmedian(e[members])) for name, e in errors.items()}
     for name, selected in selections.items():
         efficiency, efficiency_error = fraction(selected[up_neutrinos])
         muons, muons_error = fraction(selected[is_muon])
@@ -87,7 +95,9 @@ def main() -> None:
     (RESULTS / "atmospheric_muons.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [f"Test events: {results['events']['atmospheric_muons']} atmospheric muon bundles, "
              f"{results['events']['neutrinos']} neutrinos ({results['events']['up_going_neutrinos']} going up). "
-             f"Muon head AUROC (muons against all neutrinos): {results['muon_auroc']:.3f}.", "",
+             f"Muon head AUROC (muons against all neutrinos): {results['muon_auroc']:.3f}. Median angle (deg): "
+             + "; ".join(f"{kind} " + ", ".join(f"{name} {v:.1f}" for name, v in by_method.items())
+                         for kind, by_method in results["median_angle_deg"].items()) + ".", "",
              "| selection | up-going neutrinos kept | muons kept | muon head at that efficiency: muons kept | "
              "both: neutrinos kept | both: muons kept |", "| --- | --- | --- | --- | --- | --- |"]
     for name, r in results["selections"].items():

@@ -55,6 +55,8 @@ ZENITH_MAX_DEG = 85.0
 #: MUPAGE's default mean sea-water density (g/cm^3): km below the surface to km.w.e.
 SEA_WATER_DENSITY = 1.03
 C_LIGHT_M_PER_NS = 0.299792458
+#: draws of a bundle's first muon until it enters the can (MUPAGE redraws it without limit)
+MAX_FIRST_MUON_DRAWS = 1000
 
 
 def bundle_flux(multiplicity, depth_kmwe, zenith_rad):
@@ -211,7 +213,9 @@ class BundleGenerator:
                 "depth_kmwe": depth, "weight": weight}
 
     def max_weight(self) -> float:
-        """A bound on the proposal weight: the flux's normalisation K is largest vertically at the can's top."""
+        """A bound on the proposal weight: the flux's normalisation K falls with depth and zenith (largest vertically
+        at the can's top), m^(nu_min - nu) <= 1 (multiplicity_proposal), and the projected area times sin(zenith),
+        top cos + side sin times sin, never exceeds hypot(top, side)."""
         top, side = np.pi * self.can_radius_m**2, 2.0 * self.can_radius_m * (self.can_z_max_m - self.can_z_min_m)
         _, cumulative = self.multiplicity_proposal()
         largest_flux = float(bundle_flux(1, self.depth_kmwe(self.can_z_max_m), 0.0))
@@ -222,8 +226,8 @@ class BundleGenerator:
         return np.radians(self.zenith_max_deg) * 2.0 * np.pi
 
     def entry_points(self, start_m: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Where lines through `start_m` (N, 3) along `direction` (N, 3, going down) enter the can: the point and
-        whether they hit it at all (top or side; a line that only clips it below the axis's entry still counts)."""
+        """Where the lines through `start_m` (N, 3) along `direction` (N, 3, going down; any point of the line will
+        do) enter the can, through its top or its side: the points, and whether each line meets the can at all."""
         p = start_m[:, :2] - np.asarray(self.can_centre_xy)
         d = direction
         # the top: z = z_max
@@ -273,27 +277,32 @@ class BundleGenerator:
         zenith, depth = bundles["zenith"][bundle_of], bundles["depth_kmwe"][bundle_of]
         multiplicity, direction = bundles["multiplicity"][bundle_of], bundles["direction"][bundle_of]
         many = multiplicity > 1  # a lone muon has no lateral distance
-        lateral = np.zeros(len(bundle_of))
         if many.any():
-            alpha, r0 = lateral_spread_parameters(multiplicity[many], depth[many], zenith[many])
+            alpha, r0 = lateral_spread_parameters(multiplicity, depth, zenith)
             r_grid = np.linspace(0.0, self.lateral_max_m, 201)
-            lateral[many] = sample_from_density(rng, r_grid, r_grid / (r_grid + r0[:, None]) ** alpha[:, None])
         # the muon's offset in the plane across the axis
         up = np.where(np.abs(direction[:, 2:3]) < 0.99, [[0.0, 0.0, 1.0]], [[1.0, 0.0, 0.0]])
         across_1 = np.cross(direction, up)
         across_1 /= np.linalg.norm(across_1, axis=1, keepdims=True)
         across_2 = np.cross(direction, across_1)
-        beta = rng.uniform(0.0, 2.0 * np.pi, len(bundle_of))
         axis_point = bundles["axis_point"][bundle_of]
-        in_plane = axis_point + lateral[:, None] * (np.cos(beta)[:, None] * across_1 + np.sin(beta)[:, None] * across_2)
-        # start every line well above the can so its first crossing is its entry
-        backwards_m = 2.0 * (self.can_z_max_m - self.can_z_min_m + 2.0 * self.can_radius_m)
-        entry, in_can = self.entry_points(in_plane - backwards_m * direction, direction)
-        # a bundle keeps its first muon (MUPAGE redraws its lateral distance until it hits); here a first muon that
-        # misses takes the axis's own impact point, which changes only far-off muons of bundles grazing the can
+        lateral = np.zeros(len(bundle_of))
+        entry, in_can = axis_point.copy(), np.ones(len(bundle_of), dtype=bool)
         first = np.r_[True, bundle_of[1:] != bundle_of[:-1]]
-        entry[first & ~in_can] = axis_point[first & ~in_can]
-        in_can |= first
+        # every muon of a bundle gets a lateral distance and an angle around the axis; a bundle's first muon is drawn
+        # again until it enters the can, as MUPAGE does, so every bundle keeps one (a first muon still missing after
+        # MAX_FIRST_MUON_DRAWS draws, which needs a can far narrower than the bundle, takes the axis itself)
+        rows = np.flatnonzero(many)
+        for _ in range(MAX_FIRST_MUON_DRAWS):
+            if len(rows) == 0:
+                break
+            lateral[rows] = sample_from_density(rng, r_grid, r_grid / (r_grid + r0[rows, None]) ** alpha[rows, None])
+            beta = rng.uniform(0.0, 2.0 * np.pi, len(rows))
+            offset = np.cos(beta)[:, None] * across_1[rows] + np.sin(beta)[:, None] * across_2[rows]
+            entry[rows], in_can[rows] = self.entry_points(axis_point[rows] + lateral[rows, None] * offset,
+                                                          direction[rows])
+            rows = rows[first[rows] & ~in_can[rows]]
+        lateral[rows], entry[rows], in_can[rows] = 0.0, axis_point[rows], True
         # arrival time relative to the bundle's plane front through the axis's impact point
         time_ns = np.einsum("ij,ij->i", entry - axis_point, direction) / C_LIGHT_M_PER_NS
         gamma, epsilon, beta_x = single_muon_spectrum_parameters(depth, zenith)
@@ -344,3 +353,41 @@ def sample_summary(sample: BundleSample) -> dict[str, np.ndarray]:
     """A sample's bundles under read_mupage_bundles' names."""
     return {"n_muons": sample.bundles["n_muons"], "cos_zenith": -sample.bundles["direction"][:, 2],
             "muon_energy_gev": sample.muons["energy_gev"], "bundle_energy_gev": sample.bundles["bundle_energy_gev"]}
+
+
+#: KM3NeT's MUPAGE files in km3net-testdata (their headers): ARCA site, seabed 3450 m below the surface at z = 0, can
+#: radius 1018.4 m from z = 0 to 957 m, zenith 0-85 deg; (path, bundle threshold (GeV): the file's smallest bundle
+#: energy rounded down, bundles generated, livetime (s))
+KM3NET_TESTDATA_MUPAGE = {
+    "atmospheric_muons_sample.h5 (> 10 TeV)": ("hdf5/atmospheric_muons_sample.h5", 1e4, 25_000, 6_660.0),
+    "mupage_ARCA.h5 (> 50 TeV)": ("hdf5/mupage_ARCA.h5", 5e4, 10_000, 106_000.0),
+}
+#: multiplicity bins of the chi-square comparison (a KS test is conservative on a discrete variable)
+MULTIPLICITY_EDGES = (1, 2, 3, 4, 6, 11, 21, 10_000)
+
+
+@dataclass
+class MupageComparison:
+    rate_ratio: float  # numl's rate of bundles above the threshold over the file's
+    rate_ratio_error: float  # numl's statistical error on it
+    file_bundles: int
+    p_values: dict[str, float]  # KS for zenith and energies, chi-square for the multiplicity
+
+
+def compare_with_km3net_mupage_file(name: str, n_bundles: int, seed: int = 1) -> MupageComparison:
+    """numl's bundles drawn with the settings of a KM3NeT_TESTDATA_MUPAGE file, against it."""
+    from km3net_testdata import data_path
+    from scipy.stats import chi2_contingency, ks_2samp
+
+    path, threshold_gev, generated, livetime_s = KM3NET_TESTDATA_MUPAGE[name]
+    generator = BundleGenerator((0.0, 0.0), 1018.4, 0.0, 957.0, seabed_depth_m=3450.0, seabed_z_m=0.0,
+                                bundle_energy_min_gev=threshold_gev)
+    sample = generator.sample(np.random.default_rng(seed), n_bundles)
+    ours, theirs = sample_summary(sample), read_mupage_bundles(data_path(path))
+    p_values = {k: float(ks_2samp(ours[k], theirs[k]).pvalue) for k in ("cos_zenith", "muon_energy_gev",
+                                                                        "bundle_energy_gev")}
+    counts = np.array([np.histogram(x["n_muons"], MULTIPLICITY_EDGES)[0] for x in (ours, theirs)])
+    p_values["n_muons"] = float(chi2_contingency(counts[:, counts.sum(axis=0) > 0]).pvalue)
+    file_rate = generated / livetime_s
+    return MupageComparison(sample.rate_hz / file_rate, sample.rate_uncertainty_hz / file_rate,
+                            len(theirs["n_muons"]), p_values)

@@ -45,12 +45,13 @@ TRUTH_DTYPE = np.dtype([
     ("energy_gev", "f8"), ("log10_energy", "f8"),
     ("vertex_x", "f8"), ("vertex_y", "f8"), ("vertex_z", "f8"), ("vertex_time_ns", "f8"),
     ("event_type", "i4"),  # EVENT_TYPES: 0 nu_mu CC, 1 one shower of the whole energy, 2 nu_e CC, 3 NC,
-    # 4 atmospheric muon bundle (direction: its axis; energy: its muons' at the can)
+    # 4 atmospheric muon bundle (direction: its axis; energy and muon_energy_gev: its muons' summed at the can;
+    # muon_range_m: its most energetic muon's; vertex: the axis's impact point on the can)
     ("muon_energy_gev", "f8"), ("shower_energy_gev", "f8"), ("muon_range_m", "f8"),
     ("n_signal_hits", "i4"),
     ("muon_dir_x", "f8"), ("muon_dir_y", "f8"), ("muon_dir_z", "f8"),  # at the vertex (zeros without a muon)
     ("bjorken_x", "f8"), ("bjorken_y", "f8"),  # NaN where unknown (collinear: x; a real file without them)
-    ("n_muons", "i4"),  # muons entering the can: 1 nu_mu CC, 0 showers, the bundle's in an atmospheric muon event
+    ("n_muons", "i4"),  # muons entering the can: 1 nu_mu CC, 0 showers, the bundle's muons; -1 real files (not read)
 ])
 
 EVENT_TYPES = {"numu_cc": 0, "shower": 1, "nue_cc": 2, "nc": 3, "atmospheric_muon": 4}
@@ -65,8 +66,8 @@ def is_atmospheric_muon_event(event_type):
     """The background class of a neutrino telescope: muon bundles from cosmic-ray showers, not neutrinos."""
     return event_type == EVENT_TYPES["atmospheric_muon"]
 
-#: proposals per draw of one atmospheric bundle (a few ms at ORCA's depth)
-ATMOSPHERIC_PROPOSAL_BATCH = 4096
+#: proposals per draw of one atmospheric bundle (about 8 accepted at ORCA's depth; more are drawn when none is kept)
+ATMOSPHERIC_PROPOSAL_BATCH = 64
 
 #: what the events that are not nu_mu CC are (EventConfig.shower_interaction): one EM shower of the neutrino's whole
 #: energy along it (total_energy, the former model, event type "shower"); nu_e CC (the electron's EM shower and the
