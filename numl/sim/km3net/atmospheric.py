@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from numl.sim.km3net.physics import C_LIGHT_M_PER_NS
 from numl.utils.errors import ConfigError
 
 # Multiplicity flux Phi(m; h, theta) = K(h, theta) / m^nu(h, theta):
@@ -54,7 +55,6 @@ DEPTH_RANGE_KMWE = (1.5, 5.0)
 ZENITH_MAX_DEG = 85.0
 #: MUPAGE's default mean sea-water density (g/cm^3): km below the surface to km.w.e.
 SEA_WATER_DENSITY = 1.03
-C_LIGHT_M_PER_NS = 0.299792458
 #: draws of a bundle's first muon until it enters the can (MUPAGE redraws it without limit)
 MAX_FIRST_MUON_DRAWS = 1000
 
@@ -277,9 +277,8 @@ class BundleGenerator:
         zenith, depth = bundles["zenith"][bundle_of], bundles["depth_kmwe"][bundle_of]
         multiplicity, direction = bundles["multiplicity"][bundle_of], bundles["direction"][bundle_of]
         many = multiplicity > 1  # a lone muon has no lateral distance
-        if many.any():
-            alpha, r0 = lateral_spread_parameters(multiplicity, depth, zenith)
-            r_grid = np.linspace(0.0, self.lateral_max_m, 201)
+        alpha, r0 = lateral_spread_parameters(multiplicity, depth, zenith)
+        r_grid = np.linspace(0.0, self.lateral_max_m, 201)
         # the muon's offset in the plane across the axis
         up = np.where(np.abs(direction[:, 2:3]) < 0.99, [[0.0, 0.0, 1.0]], [[1.0, 0.0, 0.0]])
         across_1 = np.cross(direction, up)
@@ -306,9 +305,8 @@ class BundleGenerator:
         # arrival time relative to the bundle's plane front through the axis's impact point
         time_ns = np.einsum("ij,ij->i", entry - axis_point, direction) / C_LIGHT_M_PER_NS
         gamma, epsilon, beta_x = single_muon_spectrum_parameters(depth, zenith)
-        if many.any():
-            gamma[many], epsilon[many], beta_x[many] = bundle_muon_spectrum_parameters(
-                lateral[many], multiplicity[many], depth[many], zenith[many])
+        gamma[many], epsilon[many], beta_x[many] = bundle_muon_spectrum_parameters(
+            lateral[many], multiplicity[many], depth[many], zenith[many])
         energy_gev = 1e3 * sample_energy_tev(rng, gamma, epsilon, beta_x, np.asarray(self.muon_energy_range_gev) / 1e3)
         energy_gev[~in_can] = 0.0
         n = len(bundles["multiplicity"])
