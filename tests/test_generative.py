@@ -17,7 +17,7 @@ from numl.explain.generative import memorisation_check
 from numl.generate import load_generator, split_sizes
 from numl.models.conditional_gan import ConditionalGenerator, ProjectionDiscriminator
 from numl.sim.petalo import EVENT_KEYS, PetaloConfig, simulate_events
-from numl.tasks.generative import ConditionalGANTask
+from numl.tasks.generative import ConditionalGANTask, power_spectrum_distance, radial_power_spectrum
 from numl.train import train
 from numl.utils.errors import ConfigError
 from tests.conftest import (
@@ -115,6 +115,76 @@ def test_a_scheduler_or_a_missing_discriminator_is_one_line():
         _task(scheduler={"scheduler": None})
     with pytest.raises(ConfigError, match=r"^task.event_scale: 2 values for the generator's 4 channels"):
         _task(event_scale=[1.0, 1.0])
+
+
+def test_radial_power_spectrum_is_flat_for_white_noise_and_follows_a_power_law():
+    torch.manual_seed(0)
+    white = radial_power_spectrum(torch.randn(256, 1, 64, 64), 12)[0]
+    # White noise of unit variance: |FFT|^2 averages to the number of pixels in every ring (the taper divided out).
+    np.testing.assert_allclose(white.numpy(), 64 * 64, rtol=0.15)
+    # A field with P(k) ~ k^-2: from ring to ring the power falls by the square of the rings' radius ratio
+    # (8 log-spaced rings from 1 to the grid's corner, 32 sqrt(2) = 45.25).
+    k_rows = torch.fft.fftfreq(64) * 64
+    k = torch.sqrt(k_rows[:, None] ** 2 + k_rows[None, :] ** 2).clamp(min=1)
+    red = torch.fft.ifft2(torch.fft.fft2(torch.randn(256, 1, 64, 64)) / k).real
+    power = radial_power_spectrum(red, 8)[0]
+    slopes = torch.diff(torch.log(power)) / np.log(45.25 ** (1 / 8))
+    np.testing.assert_allclose(slopes[1:-1].numpy(), -2.0, atol=0.25)  # the corner ring is cut by the grid
+    # Rings that hold no mode of a small grid are NaN and stay out of the distance.
+    small = torch.randn(4, 2, 16, 24)
+    assert radial_power_spectrum(small, 16).isnan().any()
+    np.testing.assert_allclose(float(power_spectrum_distance(2 * small, small, 16)), (2 * np.log(2)) ** 2, rtol=1e-5)
+
+
+def test_power_spectrum_distance_measures_amplitude_and_pixel_scale_excess_and_is_differentiable():
+    torch.manual_seed(1)
+    maps = torch.randn(32, 1, 64, 64)
+    assert float(power_spectrum_distance(maps, maps, 16)) == 0.0
+    # 1.1 x the amplitude is 1.21 x the power in every ring.
+    np.testing.assert_allclose(float(power_spectrum_distance(1.1 * maps, maps, 16)), (2 * np.log(1.1)) ** 2, rtol=1e-5)
+    smooth = torch.nn.functional.avg_pool2d(maps, 3, stride=1, padding=1)
+    speckled = smooth + 0.3 * torch.randn_like(smooth)
+    assert float(power_spectrum_distance(speckled, smooth, 16)) > 0.1
+    # Its gradient brings a generated amplitude to the simulated one.
+    amplitude = torch.tensor(0.5, requires_grad=True)
+    optimizer = torch.optim.Adam([amplitude], lr=0.05)
+    for _ in range(200):
+        optimizer.zero_grad()
+        power_spectrum_distance(amplitude * maps, 2 * maps, 16).backward()
+        optimizer.step()
+    assert abs(float(amplitude) - 2.0) < 0.02
+
+
+def test_radial_power_spectrum_tapers_the_edges_so_a_non_periodic_gradient_adds_little_small_scale_power():
+    torch.manual_seed(2)
+    maps = torch.randn(32, 1, 64, 64)
+    # A smooth ramp across the map jumps between opposite edges: untapered, that step puts power ~k^-2 along the
+    # axis into every ring (1000x white noise's at the highest row frequency, mostly in the kx = 0 column).
+    ramp = torch.linspace(-30, 30, 64)[None, None, :, None].expand(32, 1, 64, 64)
+    untapered = (torch.fft.rfft2(maps + ramp).abs().square().mean(0) / torch.fft.rfft2(maps).abs().square().mean(0))
+    assert float(untapered[0, 32, 0]) > 100
+    high_rings = slice(12, 16)
+    ratio = radial_power_spectrum(maps + ramp, 16)[0, high_rings] / radial_power_spectrum(maps, 16)[0, high_rings]
+    np.testing.assert_allclose(ratio.numpy(), 1.0, atol=0.05)
+
+
+def test_power_spectrum_weight_enters_the_generator_step_and_bad_values_are_one_line():
+    batch = {"sipm_pattern": torch.rand(4, *EVENT_SHAPE) * 20, "position_mm": torch.full((4, 3), 170.0)}
+    loader = torch.utils.data.DataLoader([{k: v[i] for k, v in batch.items()} for i in range(4)], batch_size=4)
+    generators = {}
+    for weight in (0.0, 10.0):
+        torch.manual_seed(0)
+        task = _task(power_spectrum_weight=weight)
+        trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, accelerator="cpu")
+        trainer.fit(task, train_dataloaders=loader)
+        generators[weight] = torch.cat([p.detach().flatten() for p in task.model.parameters()])
+        assert "train/power_spectrum_distance_step" in trainer.logged_metrics
+    assert not torch.equal(generators[0.0], generators[10.0])
+    with pytest.raises(ConfigError, match=r"^task.power_spectrum_weight=-1.0: must be a number >= 0"):
+        _task(power_spectrum_weight=-1.0)
+    with pytest.raises(ConfigError, match=r"^task.power_spectrum_bins=0: must be an integer > 0"):
+        _task(power_spectrum_bins=0)
 
 
 def test_generated_petalo_events_have_the_simulator_format():

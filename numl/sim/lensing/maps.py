@@ -300,6 +300,20 @@ def _rfft_mode_multiplicity(n: int) -> np.ndarray:
     return weight
 
 
+def apodisation_profile(n_pix: int, taper_pixels: int) -> np.ndarray:
+    """One side's cosine taper [N] of ``apodisation_window``: 1 inside, rising as sin^2 over ``taper_pixels`` from
+    each end, sampled at pixel centres."""
+    check_positive("apodisation_pixels", taper_pixels, integer=True, allow_zero=True)
+    if 2 * taper_pixels > n_pix:
+        raise ConfigError(f"apodisation_pixels={taper_pixels}: must be at most half the map side ({n_pix // 2})")
+    profile = np.ones(n_pix)
+    if taper_pixels:
+        rise = np.sin(0.5 * np.pi * (np.arange(taper_pixels) + 0.5) / taper_pixels) ** 2
+        profile[:taper_pixels] = rise
+        profile[-taper_pixels:] = rise[::-1]
+    return profile
+
+
 def apodisation_window(n_pix: int, taper_pixels: int) -> np.ndarray:
     """Separable cosine-tapered (Tukey) window [N, N]: 1 inside, rising as sin^2 over ``taper_pixels`` from each edge.
 
@@ -309,14 +323,7 @@ def apodisation_window(n_pix: int, taper_pixels: int) -> np.ndarray:
     centres, so no pixel is weighted zero (scipy.signal.windows.tukey puts its zeros on the edge pixels and would
     drop a row and a column of every map).
     """
-    check_positive("apodisation_pixels", taper_pixels, integer=True, allow_zero=True)
-    if 2 * taper_pixels > n_pix:
-        raise ConfigError(f"apodisation_pixels={taper_pixels}: must be at most half the map side ({n_pix // 2})")
-    profile = np.ones(n_pix)
-    if taper_pixels:
-        rise = np.sin(0.5 * np.pi * (np.arange(taper_pixels) + 0.5) / taper_pixels) ** 2
-        profile[:taper_pixels] = rise
-        profile[-taper_pixels:] = rise[::-1]
+    profile = apodisation_profile(n_pix, taper_pixels)
     return np.outer(profile, profile)
 
 
