@@ -168,6 +168,32 @@ def test_radial_power_spectrum_tapers_the_edges_so_a_non_periodic_gradient_adds_
     np.testing.assert_allclose(ratio.numpy(), 1.0, atol=0.05)
 
 
+def test_recomputed_ema_batchnorm_statistics_fit_the_averaged_weights():
+    torch.manual_seed(4)
+    task = _task()
+    task.remember_conditions(torch.tensor([[160.0, 1.0, -10.0], [190.0, -2.0, 20.0]]))
+    # Averaged weights that have moved away from those the running statistics were taken with.
+    with torch.no_grad():
+        task.ema_generator.stem.bias.add_(3.0)
+    noise, conditions = torch.randn(512, 8), task.normalise_conditions(torch.tensor([[170.0, 0.0, 0.0]]).repeat(512, 1))
+
+    def eval_vs_batch_statistics() -> float:
+        stem = task.ema_generator.blocks[0].norm1.norm
+        inputs = []
+        handle = stem.register_forward_hook(lambda module, args, output: inputs.append(args[0]))
+        task.ema_generator.eval()
+        task.ema_generator(noise, conditions)
+        handle.remove()
+        return float((inputs[0].mean(dim=(0, 2, 3)) - stem.running_mean).abs().max())
+
+    assert eval_vs_batch_statistics() > 1.0
+    task.recompute_ema_batchnorm(64, generator=torch.Generator().manual_seed(0))
+    assert eval_vs_batch_statistics() < 0.2
+    assert task.ema_generator.blocks[0].norm1.norm.momentum == 0.1  # restored
+    with pytest.raises(ConfigError, match=r"^n_batches=0: must be an integer > 0"):
+        task.recompute_ema_batchnorm(0)
+
+
 def test_power_spectrum_weight_enters_the_generator_step_and_bad_values_are_one_line():
     batch = {"sipm_pattern": torch.rand(4, *EVENT_SHAPE) * 20, "position_mm": torch.full((4, 3), 170.0)}
     loader = torch.utils.data.DataLoader([{k: v[i] for k, v in batch.items()} for i in range(4)], batch_size=4)

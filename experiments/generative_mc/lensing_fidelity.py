@@ -84,12 +84,16 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, required=True)
     parser.add_argument("--n-generated", type=int, default=1024, help="generated maps per cosmology")
     parser.add_argument("--speed", action="store_true", help="also measure simulator and generator maps per second")
+    parser.add_argument("--recompute-batchnorm", type=int, default=0, metavar="N",
+                        help="GAN only: first recompute the averaged generator's batch-norm statistics from N batches")
     args = parser.parse_args()
     register_resolvers()
     out_dir = args.output_dir
     out_dir.mkdir(parents=True, exist_ok=True)
 
     gan, run_cfg = load_generator(args.gan)
+    if args.recompute_batchnorm:
+        gan.recompute_ema_batchnorm(args.recompute_batchnorm, generator=torch.Generator().manual_seed(GENERATION_SEED))
     datamodule = instantiate(OmegaConf.merge(run_cfg.data, {"source": "hdf5", "hdf5_path": str(args.simulated)}),
                              _convert_="all")
     with h5py.File(args.simulated) as h5:
@@ -100,6 +104,7 @@ def main() -> None:
     ell_edges = datamodule.ell_bin_edges(N_ELL_BINS)
     ell = np.sqrt(ell_edges[1:] * ell_edges[:-1])
     results: dict = {"generator": str(args.gan.resolve()), "simulated_file": str(args.simulated.resolve()),
+                     "recompute_batchnorm_batches": args.recompute_batchnorm,
                      "ell_bin_centres": ell.tolist(), "sigma_kappa_simulated_test": sigma}
 
     simulated_by, generated_by, stats = {}, {}, {}

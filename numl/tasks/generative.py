@@ -154,6 +154,32 @@ class ConditionalGANTask(TrainedConditions, EventUnits, GeneratedEvents, BaseTas
         return self.physical_event(normalised)
 
     @torch.no_grad()
+    def recompute_ema_batchnorm(self, n_batches: int, batch_size: int = 32,
+                                generator: torch.Generator | None = None) -> None:
+        """Recompute the batch-norm running statistics of the EMA generator with its own weights: the average over
+        `n_batches` batches of noise at kept training conditions. During training they are copied from the
+        current generator, whose weights differ from the average while they keep moving."""
+        check_positive("n_batches", n_batches, integer=True)
+        if int(self.condition_sample_count) == 0:
+            raise ConfigError("recompute_ema_batchnorm: this generator kept no training conditions to draw from")
+        norms = [m for m in self.ema_generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # cumulative average over the batches below
+        was_training = self.ema_generator.training
+        self.ema_generator.train()
+        conditions = self.condition_sample[: int(self.condition_sample_count)]
+        device = conditions.device
+        for _ in range(n_batches):
+            pick = torch.randint(len(conditions), (batch_size,), generator=generator)
+            noise = torch.randn(batch_size, self.ema_generator.latent_dim, generator=generator)
+            self.ema_generator(noise.to(device), self.normalise_conditions(conditions[pick.to(device)]))
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+        self.ema_generator.train(was_training)
+
+    @torch.no_grad()
     def _update_ema(self) -> None:
         # Warm-up: early on the average follows the generator closely, otherwise a short run samples
         # mostly the random initial weights (0.999 ** 250 = 0.78).
