@@ -134,6 +134,9 @@ def test_radial_power_spectrum_is_flat_for_white_noise_and_follows_a_power_law()
     small = torch.randn(4, 2, 16, 24)
     assert radial_power_spectrum(small, 16).isnan().any()
     np.testing.assert_allclose(float(power_spectrum_distance(2 * small, small, 16)), (2 * np.log(2)) ** 2, rtol=1e-5)
+    scale = torch.tensor(2.0, requires_grad=True)
+    power_spectrum_distance(scale * small, small, 16).backward()
+    assert torch.isfinite(scale.grad) and float(scale.grad) > 0  # empty rings give no NaN gradient
 
 
 def test_power_spectrum_distance_measures_amplitude_and_pixel_scale_excess_and_is_differentiable():
@@ -189,6 +192,8 @@ def test_recomputed_ema_batchnorm_statistics_fit_the_averaged_weights():
     assert eval_vs_batch_statistics() > 1.0
     task.recompute_ema_batchnorm(64, generator=torch.Generator().manual_seed(0))
     assert eval_vs_batch_statistics() < 0.2
+    assert not torch.equal(task.ema_generator.blocks[0].norm1.norm.running_var, torch.ones(16))
+    assert torch.equal(task.model.blocks[0].norm1.norm.running_mean, torch.zeros(16))  # the trained generator untouched
     assert task.ema_generator.blocks[0].norm1.norm.momentum == 0.1  # restored
     with pytest.raises(ConfigError, match=r"^n_batches=0: must be an integer > 0"):
         task.recompute_ema_batchnorm(0)
@@ -207,6 +212,7 @@ def test_power_spectrum_weight_enters_the_generator_step_and_bad_values_are_one_
         generators[weight] = torch.cat([p.detach().flatten() for p in task.model.parameters()])
         assert "train/power_spectrum_distance_step" in trainer.logged_metrics
     assert not torch.equal(generators[0.0], generators[10.0])
+    assert torch.isfinite(generators[10.0]).all()  # the PETALO grid has empty rings
     with pytest.raises(ConfigError, match=r"^task.power_spectrum_weight=-1.0: must be a number >= 0"):
         _task(power_spectrum_weight=-1.0)
     with pytest.raises(ConfigError, match=r"^task.power_spectrum_bins=0: must be an integer > 0"):

@@ -93,6 +93,9 @@ def main() -> None:
 
     gan, run_cfg = load_generator(args.gan)
     if args.recompute_batchnorm:
+        if not hasattr(gan, "recompute_ema_batchnorm"):
+            parser.error(f"--recompute-batchnorm: only a GAN has batch-norm statistics to recompute ({args.gan} is a "
+                         f"{type(gan).__name__})")
         gan.recompute_ema_batchnorm(args.recompute_batchnorm, generator=torch.Generator().manual_seed(GENERATION_SEED))
     datamodule = instantiate(OmegaConf.merge(run_cfg.data, {"source": "hdf5", "hdf5_path": str(args.simulated)}),
                              _convert_="all")

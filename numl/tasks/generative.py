@@ -54,8 +54,12 @@ def radial_power_spectrum(events: torch.Tensor, n_bins: int) -> torch.Tensor:
     ring = torch.bucketize(radius, edges, right=True) - 1
     in_ring = (ring >= 0) & (ring < n_bins)
     weights = torch.nn.functional.one_hot(ring.clamp(0, n_bins - 1), n_bins).T.float() * in_ring.float()
-    power = torch.fft.rfft2(events).abs().square().mean(dim=0).flatten(1)  # [C, modes]
-    return (power @ weights.T) / weights.sum(dim=1) / float(np.mean(window**2))
+    modes = weights.sum(dim=1)
+    with torch.autocast(device_type=events.device.type, enabled=False):  # ring sums in float32 under bf16 runs
+        power = torch.fft.rfft2(events).abs().square().mean(dim=0).flatten(1)  # [C, modes]
+        ring_power = (power @ weights.T) / modes.clamp(min=1) / float(np.mean(window**2))
+    # NaN set after the division, so that an empty ring gives no NaN gradient to the others
+    return torch.where(modes > 0, ring_power, torch.full_like(ring_power, float("nan")))
 
 
 def power_spectrum_distance(generated: torch.Tensor, simulated: torch.Tensor, n_bins: int) -> torch.Tensor:
@@ -158,7 +162,8 @@ class ConditionalGANTask(TrainedConditions, EventUnits, GeneratedEvents, BaseTas
                                 generator: torch.Generator | None = None) -> None:
         """Recompute the batch-norm running statistics of the EMA generator with its own weights: the average over
         `n_batches` batches of noise at kept training conditions. During training they are copied from the
-        current generator, whose weights differ from the average while they keep moving."""
+        current generator, whose weights differ from the average while they keep moving; the next training step
+        copies them again (for measuring a trained generator, not during training)."""
         check_positive("n_batches", n_batches, integer=True)
         if int(self.condition_sample_count) == 0:
             raise ConfigError("recompute_ema_batchnorm: this generator kept no training conditions to draw from")
@@ -222,7 +227,9 @@ class ConditionalGANTask(TrainedConditions, EventUnits, GeneratedEvents, BaseTas
         with torch.set_grad_enabled(self.power_spectrum_weight > 0):
             spectrum_distance = power_spectrum_distance(self.physical_event(fake), batch[self.event_key],
                                                         self.power_spectrum_bins)
-        generator_loss = adversarial_loss + self.power_spectrum_weight * spectrum_distance
+        generator_loss = adversarial_loss
+        if self.power_spectrum_weight > 0:  # weight 0: exactly the hinge loss, whatever the distance's value
+            generator_loss = adversarial_loss + self.power_spectrum_weight * spectrum_distance
         generator_optimizer.zero_grad()
         self.manual_backward(generator_loss)
         generator_optimizer.step()
