@@ -2,8 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytorch_lightning as pl
 import torch
+
+
+@contextlib.contextmanager
+def recomputed_batchnorm_statistics(module: torch.nn.Module) -> Iterator[list[torch.nn.Module]]:
+    """Within the block, forward passes of `module` (training mode, no gradients) replace the running statistics
+    of its BatchNorm layers by their cumulative average over those passes ("precise BN", Wu & Johnson 2021);
+    momenta and the module's mode are restored after. Yields the BatchNorm layers (empty: nothing to do)."""
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the passes in the block
+    was_training = module.training
+    module.train()
+    try:
+        with torch.no_grad():
+            yield norms
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        module.train(was_training)
 
 
 class EpochSeed(pl.Callback):
@@ -34,20 +58,11 @@ class PreciseBatchNorm(pl.Callback):
         self.n_batches = int(n_batches)
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        norms = [m for m in pl_module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        if not norms or trainer.sanity_checking or trainer.train_dataloader is None:
+        has_batchnorm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in pl_module.modules())
+        if not has_batchnorm or trainer.sanity_checking or trainer.train_dataloader is None:
             return
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the batches below
-        was_training = pl_module.training
-        pl_module.train()
-        with torch.no_grad():
+        with recomputed_batchnorm_statistics(pl_module):
             for i, batch in enumerate(trainer.train_dataloader):
                 if i >= self.n_batches:
                     break
                 pl_module(pl_module._apply_batch_transfer_handler(batch))
-        for m, momentum in zip(norms, momenta, strict=True):
-            m.momentum = momentum
-        pl_module.train(was_training)

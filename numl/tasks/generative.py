@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from numl.callbacks import recomputed_batchnorm_statistics
 from numl.sim.lensing.maps import apodisation_profile
 from numl.tasks.base import BaseTask
 from numl.tasks.conditions import EventUnits, GeneratedEvents, TrainedConditions, checked_generator_arguments
@@ -167,22 +168,13 @@ class ConditionalGANTask(TrainedConditions, EventUnits, GeneratedEvents, BaseTas
         check_positive("n_batches", n_batches, integer=True)
         if int(self.condition_sample_count) == 0:
             raise ConfigError("recompute_ema_batchnorm: this generator kept no training conditions to draw from")
-        norms = [m for m in self.ema_generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        momenta = [m.momentum for m in norms]
-        for norm in norms:
-            norm.reset_running_stats()
-            norm.momentum = None  # cumulative average over the batches below
-        was_training = self.ema_generator.training
-        self.ema_generator.train()
         conditions = self.condition_sample[: int(self.condition_sample_count)]
         device = conditions.device
-        for _ in range(n_batches):
-            pick = torch.randint(len(conditions), (batch_size,), generator=generator)
-            noise = torch.randn(batch_size, self.ema_generator.latent_dim, generator=generator)
-            self.ema_generator(noise.to(device), self.normalise_conditions(conditions[pick.to(device)]))
-        for norm, momentum in zip(norms, momenta, strict=True):
-            norm.momentum = momentum
-        self.ema_generator.train(was_training)
+        with recomputed_batchnorm_statistics(self.ema_generator):
+            for _ in range(n_batches):
+                pick = torch.randint(len(conditions), (batch_size,), generator=generator)
+                noise = torch.randn(batch_size, self.ema_generator.latent_dim, generator=generator)
+                self.ema_generator(noise.to(device), self.normalise_conditions(conditions[pick.to(device)]))
 
     @torch.no_grad()
     def _update_ema(self) -> None:
