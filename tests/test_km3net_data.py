@@ -107,6 +107,23 @@ def test_hdf5_round_trip_and_mismatch(tmp_path):
         wrong.setup("fit")
 
 
+def test_a_larger_file_serves_a_smaller_training_size_with_the_same_events(tmp_path):
+    """Training-size studies read one file: n_train below the file's reads its first events, which are the events a
+    smaller simulation in the same blocks gives; more than the file holds is refused in one line."""
+    large = KM3NeTDataModule(**SMALL, n_train=6, n_val=2, n_test=2, seed=4, events_per_block=2)
+    path = large.write_hdf5(tmp_path / "large.h5")
+    small = dict(SMALL, n_train=4, n_val=2, n_test=2, seed=4, events_per_block=2)
+    reread = KM3NeTDataModule(**small, source="hdf5", hdf5_path=str(path))
+    reread.setup("fit")
+    fresh = KM3NeTDataModule(**small)
+    fresh.setup("fit")
+    assert len(reread.events("train")) == 4
+    for a, b in zip(reread.events("train"), fresh.events("train"), strict=True):
+        np.testing.assert_array_equal(a.hits, b.hits)
+    with pytest.raises(ConfigError, match=r"^data\.n_train=8: .*large\.h5 holds only 6 train events$"):
+        KM3NeTDataModule(**dict(small, n_train=8), source="hdf5", hdf5_path=str(path)).setup("fit")
+
+
 def test_files_written_before_atmospheric_muons_existed_read_with_their_defaults(tmp_path):
     """A file whose event metadata lacks the atmospheric-muon keys (every KM3NeT file before them) reads as made
     without bundles, with the truth it was written with; a config that asks for bundles is refused."""

@@ -103,7 +103,7 @@ def test_real_train_events_are_held_apart_from_the_test_events():
                                                                                                "f"))]
     assert [float(e.truth["energy_gev"]) for e in dm.events("train")] == energies[:40]
     assert [float(e.truth["energy_gev"]) for e in dm.events("test")] == energies[40:]
-    assert len(dm.events("val")) == 2 and dm.metadata()["n_train"] == 40
+    assert len(dm.events("val")) == 2 and dm.split_sizes["train"] == 40
     with pytest.raises(ConfigError, match=r"^data.real_train_events=140: data.real_test_files hold only 140"):
         module(real_train_events=140).setup()
     with pytest.raises(ConfigError, match=r"^data.real_train_events=5: needs data.real_test_files"):

@@ -565,10 +565,11 @@ class KM3NeTDataModule(SimulatedDataModule):
         "atmospheric_multiplicity_max")}}
 
     def metadata(self) -> dict[str, Any]:
-        # the blocks change the events, the number of workers does not
+        # The blocks change the events, the number of workers does not. The split sizes are not part of it: a file
+        # holding more events serves any smaller size from its first events (the same events as a smaller file when
+        # the sizes are whole blocks), so training-size studies read one file.
         meta = {"detector": self.detector_config, "events": self.event_config.as_dict(), "seed": self.seed,
-                "events_per_block": self.events_per_block,
-                **{f"n_{s}": n for s, n in self.split_sizes.items()}}
+                "events_per_block": self.events_per_block}
         if self.calibration_report is not None:  # the geometry the training events were simulated on
             meta["calibration_files"] = [p.name for p in self.real_test_files]
         return meta
