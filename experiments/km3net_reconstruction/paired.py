@@ -1,7 +1,7 @@
 """Two runs on the same test events (real-file or simulated), paired event by event: median and mean angular error
 of each method and the paired bootstrap 95 % interval of the change of the network's median (after - before); runs
 with data.prefit also show their prefit's, and how far the network's direction moved from it. On simulated test
-sets of several event types (nu_mu CC, nu_e CC, ...) the network's change is also given per type.
+sets of several event types (nu_mu CC, nu_e CC, ...) `--by-event-type` gives the network's change per type too.
 
     python experiments/km3net_reconstruction/paired.py --before RUN_A --after RUN_B [--before-offset 40]
         [--also RUN_A2 RUN_B2 ...] [--target 12]
@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--also", nargs=2, type=Path, action="append", default=[], metavar=("BEFORE", "AFTER"))
     parser.add_argument("--target", type=float, default=12.0, help="median angle (deg) to compare with")
+    # simulated test sets only: a real file's event_type says muon or not, not the interaction
+    parser.add_argument("--by-event-type", action="store_true", help="the change per simulated event type too")
     args = parser.parse_args()
     before, after = angular_errors(args.before, args.before_offset), angular_errors(args.after, 0)
     if len(before["network"]) != len(after["network"]):
@@ -76,7 +78,7 @@ def main() -> None:
         print(f"{label} network median {np.median(errors):.2f} deg (95 % bootstrap {lo:.2f}-{hi:.2f}), "
               f"{np.mean(medians <= args.target):.0%} of resampled medians <= {args.target:g} deg, "
               f"{np.mean(errors > 45):.1%} of events beyond 45 deg")
-    print_median_change("network", before["network"], after["network"], rng, args.resamples)
+    print_median_change("network", before["network"], after["network"], resampled)
     if args.also:
         pairs = [(before["network"], after["network"])]
         for extra_before, extra_after in args.also:
@@ -93,21 +95,20 @@ def main() -> None:
         print(f"over {len(pairs)} pairs: network median change {mean_change:+.2f} deg (paired 95 % interval "
               f"[{lo:+.2f}, {hi:+.2f}]); --after median {mean_after:.2f} deg (95 % {after_lo:.2f}-{after_hi:.2f}), "
               f"{np.mean(after_medians <= args.target):.0%} of resampled values <= {args.target:g} deg")
-    event_types = np.load(args.after / "test_predictions.npz")["network/event_type"]
-    if len(np.unique(event_types)) > 1:
+    if args.by_event_type:
+        event_types = np.load(args.after / "test_predictions.npz")["network/event_type"]
         names = {code: name for name, code in EVENT_TYPES.items()}
         for code in np.unique(event_types):
             chosen = event_types == code
             print_median_change(f"network, {names[int(code)]}", before["network"][chosen], after["network"][chosen],
-                                rng, args.resamples)
+                                rng.integers(0, int(chosen.sum()), size=(args.resamples, int(chosen.sum()))))
 
 
-def print_median_change(label: str, before: np.ndarray, after: np.ndarray, rng: np.random.Generator,
-                        resamples: int) -> None:
-    """The change of the median (after - before) with its paired bootstrap 95 % interval."""
+def print_median_change(label: str, before: np.ndarray, after: np.ndarray, resampled: np.ndarray) -> None:
+    """The change of the median (after - before) with its paired bootstrap 95 % interval over `resampled`
+    (resamples x events indices)."""
     n = len(after)
-    idx = rng.integers(0, n, size=(resamples, n))
-    change = np.median(after[idx], axis=1) - np.median(before[idx], axis=1)
+    change = np.median(after[resampled], axis=1) - np.median(before[resampled], axis=1)
     lo, hi = np.percentile(change, [2.5, 97.5])
     print(f"{label} median {np.median(before):.2f} -> {np.median(after):.2f} deg, change "
           f"{np.median(after) - np.median(before):+.2f} deg, paired 95 % interval [{lo:+.2f}, {hi:+.2f}] over {n} "
