@@ -170,6 +170,14 @@ def _print_summary(metrics: dict[str, float], output_dir: Path) -> None:
     console.print(f"run directory: {output_dir}")
 
 
+def _leave_process_group() -> None:
+    """Under DDP every rank leaves the process group before its process exits. The other ranks skip the post-test
+    stage and exit while rank 0 still works; a process exiting with gloo's threads still running aborts
+    ("terminate called without an active exception"), which srun reports as a failed task."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 @hydra_errors_in_one_line
 @hydra.main(version_base="1.3", config_path="pkg://numl.conf", config_name="train")
 @one_line_errors
@@ -179,6 +187,8 @@ def main(cfg: DictConfig) -> float | None:
     except BaseException:
         _finish_loggers(exit_code=1)
         raise
+    finally:
+        _leave_process_group()
     _finish_loggers(exit_code=0)
     name = cfg.get("optimized_metric")
     if not name:
