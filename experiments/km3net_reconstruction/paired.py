@@ -86,10 +86,12 @@ def main() -> None:
                           angular_errors(extra_after, 0)["network"]))
             if len(pairs[-1][0]) != n or len(pairs[-1][1]) != n:
                 raise SystemExit(f"paired.py: --also {extra_before} {extra_after}: not the {n} events of --after")
-        change = np.mean([np.median(a[resampled], axis=1) - np.median(b[resampled], axis=1) for b, a in pairs], axis=0)
+        # the mean over pairs of each resample's medians: the change of the mean is the mean of the changes
+        before_medians = np.mean([np.median(b[resampled], axis=1) for b, _ in pairs], axis=0)
         after_medians = np.mean([np.median(a[resampled], axis=1) for _, a in pairs], axis=0)
-        mean_change = np.mean([np.median(a) - np.median(b) for b, a in pairs])
+        change = after_medians - before_medians
         mean_after = np.mean([np.median(a) for _, a in pairs])
+        mean_change = mean_after - np.mean([np.median(b) for b, _ in pairs])
         lo, hi = np.percentile(change, [2.5, 97.5])
         after_lo, after_hi = np.percentile(after_medians, [2.5, 97.5])
         print(f"over {len(pairs)} pairs: network median change {mean_change:+.2f} deg (paired 95 % interval "
