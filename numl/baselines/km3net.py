@@ -264,7 +264,7 @@ class TrackFitBaseline(Baseline):
 
     def chi2_fits(self, events) -> dict[str, np.ndarray]:
         fits = [fit_track(hit_positions_m(e.hits), e.hits["t_ns"], e.hits["triggered"], self.sigma_ns)
-                for e in events]
+                for e in with_progress(events, f"{self.config_key}: chi-square fits")]
         return {"direction": np.stack([f.direction for f in fits]), "ok": np.array([f.ok for f in fits]),
                 "n_fit_hits": np.array([f.n_hits_used for f in fits]),
                 "n_triggered": np.array([int(e.hits["triggered"].sum()) for e in events])}
@@ -328,7 +328,7 @@ class TrackLikelihoodBaseline(TrackFitBaseline):
 
     def fit_events(self, events) -> dict[str, np.ndarray]:
         out = {"direction": [], "ok": [], "n_fit_hits": [], "n_likelihood_hits": [], "nll": []}
-        for event in events:
+        for event in with_progress(events, f"{self.config_key}: likelihood fits"):
             hits = event.hits
             pos, time_ns = hit_positions_m(hits), hits["t_ns"].astype(np.float64)
             pmt_dir = hit_directions(hits)
