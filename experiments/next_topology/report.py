@@ -20,7 +20,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from numl.figures.common import save_roc_curves
-from numl.metrics import NEXT_WORKING_POINTS, auroc_standard_error
+from numl.metrics import NEXT_WORKING_POINTS, auroc_standard_error, background_rejection_factor
 from numl.pipeline import PREDICTIONS_FILE
 from numl.sim.next.generator import class_names
 
@@ -93,6 +93,21 @@ def check_same_events(runs: list[dict]) -> None:
                              "(seed, data.n_test or data.sim differ): rerun them with the same settings")
 
 
+def bootstrap_cut_ratio(score: np.ndarray, cut_score: np.ndarray, labels: np.ndarray, signal_efficiency: float,
+                        n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """68 % interval of (network rejection) / (blob-cut rejection) at one signal efficiency, over resamplings of the
+    test events shared by both (paired): the two rejections are correlated through the events, so their Poisson
+    errors added in quadrature overstate the ratio's error."""
+    rng = np.random.default_rng(seed)
+    ratios = []
+    for _ in range(n_resamples):
+        index = rng.integers(0, len(labels), len(labels))
+        ratios.append(background_rejection_factor(score[index], labels[index], signal_efficiency)
+                      / background_rejection_factor(cut_score[index], labels[index], signal_efficiency))
+    low, high = np.percentile(ratios, [16, 84])
+    return float(low), float(high)
+
+
 def format_rejection(r: dict, wp: int) -> str:
     passing, value = r[f"background_passing_at_{wp}"], r[f"rejection_at_{wp}"]
     if passing == 0:
@@ -103,10 +118,11 @@ def format_rejection(r: dict, wp: int) -> str:
 def markdown_table(rows: list[dict]) -> str:
     header = ["voxels", "method", "AUROC",
               *(f"rejection at {wp} %" for wp in WORKING_POINTS),
-              *(f"network/cut at {wp} %" for wp in WORKING_POINTS)]
+              *(f"network/cut at {wp} % (68 % paired bootstrap)" for wp in WORKING_POINTS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        ratios = [f"{r[f'cut_ratio_at_{wp}']:.2g}" if r["method"] != BLOB_CUT else "1" for wp in WORKING_POINTS]
+        ratios = ["1" if r["method"] == BLOB_CUT else "{:.2g} ({:.1f}-{:.1f})".format(
+                  r[f"cut_ratio_at_{wp}"], *r[f"cut_ratio_68_at_{wp}"]) for wp in WORKING_POINTS]
         lines.append(f"| {r['voxel_mm']:g} mm | {r['method']} | {r['auroc']:.3f} ± {r['auroc_error']:.3f} | "
                      + " | ".join(format_rejection(r, wp) for wp in WORKING_POINTS) + " | " + " | ".join(ratios) + " |")
     return "\n".join(lines)
@@ -137,6 +153,8 @@ def main() -> None:
             network = row(run["method"], run["network"], run["label"])
             for wp in WORKING_POINTS:
                 network[f"cut_ratio_at_{wp}"] = network[f"rejection_at_{wp}"] / cut[f"rejection_at_{wp}"]
+                network[f"cut_ratio_68_at_{wp}"] = bootstrap_cut_ratio(run["score"], run["cut_score"], run["label"],
+                                                                      wp / 100)
             rows.append({"voxel_mm": voxel_mm, **network})
             sizes.append({"voxel_mm": voxel_mm, "method": run["method"], "run_dir": run["run_dir"], **run["size"]})
             curves[run["method"]] = (run["score"], run["label"])
