@@ -4,7 +4,8 @@ ratio) and one ROC figure per voxel size with every network and the blob cut on 
 
     python experiments/next_topology/report.py logs/next_topology/10mm logs/next_topology/2mm
 
-Each argument is a run directory or a multirun (sweep) directory holding run directories. Writes
+Each argument is a run directory (of numl.train, or of numl.evaluate testing a run's checkpoint on other events)
+or a multirun (sweep) directory holding run directories. Writes
 tables.md, results.json, roc_<voxel>mm.png and events_<voxel>mm.png (a run's event display) to --out.
 """
 
@@ -17,8 +18,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from numl.evaluate import run_config_for, with_overrides
 from numl.figures.common import save_roc_curves
 from numl.metrics import NEXT_WORKING_POINTS, auroc_standard_error, background_rejection_factor
 from numl.pipeline import PREDICTIONS_FILE
@@ -60,8 +62,18 @@ def row(method: str, metrics: dict[str, float], labels: np.ndarray) -> dict:
     return out
 
 
-def read_run(run: Path) -> dict:
+def run_config(run: Path) -> DictConfig:
+    """A training run's config; for a `numl.evaluate` directory, its checkpoint's training run's config with the
+    evaluation's `data` and `baseline` overrides (another test set)."""
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    if "model" in cfg:
+        return cfg
+    checkpoint = Path(json.loads((run / "test_metrics.json").read_text())["checkpoint"])
+    return with_overrides(run_config_for(checkpoint), cfg)
+
+
+def read_run(run: Path) -> dict:
+    cfg = run_config(run)
     metrics = json.loads((run / "test_metrics.json").read_text())["metrics"]
     arrays = np.load(run / PREDICTIONS_FILE)
     model = cfg.model._target_
