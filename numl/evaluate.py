@@ -65,7 +65,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     baseline_metrics, _ = evaluate_test_events(trainer, task, datamodule, baselines, run_cfg.get("figures"),
                                                output_dir)
     metrics.update(baseline_metrics)
-    summary = {"checkpoint": str(ckpt_path), "run_dir": str(output_dir), "metrics": metrics}
+    summary = {"checkpoint": str(ckpt_path.resolve()), "run_dir": str(output_dir), "metrics": metrics}
     (output_dir / "test_metrics.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     print(json.dumps(metrics, indent=2, sort_keys=True))
     print(f"run directory: {output_dir}")

@@ -35,8 +35,8 @@ def test_ratio_and_its_bootstrap_per_energy_bin(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "400 test events" in lines[0]
-    chi2 = [line for line in lines if "chi-square fit" in line]
-    likelihood = [line for line in lines if "likelihood fit" in line]
+    chi2 = [line for line in lines if "chi-square fit" in line and "network / fit" in line]
+    likelihood = [line for line in lines if "likelihood fit" in line and "network / fit" in line]
     # all events and the bins 50-100 and 200-500 GeV (100-200 GeV has none)
     assert len(chi2) == 3 and len(likelihood) == 3
     assert all("network / fit 0.50" in line and "<= 0.7: 100 %" in line for line in chi2)
@@ -60,3 +60,17 @@ def test_a_run_without_fits_is_refused_in_one_line(tmp_path):
     run = write_run(tmp_path / "seed8", np.ones(10), {}, np.full(10, 2.0))
     result = run_script("--run", run)
     assert result.returncode != 0 and "has no fit" in result.stderr
+
+
+def test_two_seeds_average_their_medians_and_events_without_a_fit_are_left_out(tmp_path):
+    n = 300
+    fit = np.full(n, 10.0)
+    fit[:30] = np.nan  # fits with max_events leave the rest NaN
+    energy = np.full(n, np.log10(70.0))
+    run = write_run(tmp_path / "seed7", np.full(n, 4.0), {"track_fit": fit}, energy)
+    other = write_run(tmp_path / "seed8", np.full(n, 6.0), {}, energy)
+    result = run_script("--run", run, "--also", other, "--resamples", "200")
+    assert result.returncode == 0, result.stderr
+    assert "270 test events scored by every fit" in result.stdout
+    assert "network median 5.00 deg" in result.stdout and "network / fit 0.50" in result.stdout
+    assert "network, run 1: median 4.00" in result.stdout and "network, run 2: median 6.00" in result.stdout

@@ -56,6 +56,10 @@ def main() -> None:
                                 for lo, hi in pairwise(args.edges)]
     seeds = f" (mean of {len(networks)} seeds' medians)" if len(networks) > 1 else ""
     print(f"{args.run}: {int(scored.sum())} test events scored by every fit; network{seeds}")
+    for name, errors in [(f"network, run {i + 1}", seed) for i, seed in enumerate(network)] + list(fits.items()):
+        chosen = errors[scored]
+        print(f"  {name}: median {np.median(chosen):.2f} deg, mean {chosen.mean():.2f}, beyond 45 deg "
+              f"{100 * np.mean(chosen > 45.0):.1f} %")
     for label, chosen in bins:
         n = int(chosen.sum())
         if n == 0:

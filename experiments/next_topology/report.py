@@ -62,18 +62,20 @@ def row(method: str, metrics: dict[str, float], labels: np.ndarray) -> dict:
     return out
 
 
-def run_config(run: Path) -> DictConfig:
-    """A training run's config; for a `numl.evaluate` directory, its checkpoint's training run's config with the
-    evaluation's `data` and `baseline` overrides (another test set)."""
+def run_configs(run: Path) -> tuple[DictConfig, DictConfig]:
+    """(the training run's config, the config of its test events): the same for a training run; for a
+    `numl.evaluate` directory, its checkpoint's training run's config and that with the evaluation's `data` and
+    `baseline` overrides (another test set)."""
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
     if "model" in cfg:
-        return cfg
+        return cfg, cfg
     checkpoint = Path(json.loads((run / "test_metrics.json").read_text())["checkpoint"])
-    return with_overrides(run_config_for(checkpoint), cfg)
+    training = run_config_for(checkpoint)
+    return training, with_overrides(training, cfg)
 
 
 def read_run(run: Path) -> dict:
-    cfg = run_config(run)
+    training, cfg = run_configs(run)
     metrics = json.loads((run / "test_metrics.json").read_text())["metrics"]
     arrays = np.load(run / PREDICTIONS_FILE)
     model = cfg.model._target_
@@ -84,8 +86,9 @@ def read_run(run: Path) -> dict:
         # runs made before data.sim.sample (or data.sim.background) existed are 0vbb against one electron
         "class_names": class_names(cfg.data.sim.get("sample", "bb0nu"), cfg.data.sim.get("background", "electron")),
         "shuffle_seed": cfg.callbacks.epoch_seed.seed,
-        "size": {"n_train": cfg.data.n_train, "n_val": cfg.data.n_val, "n_test": cfg.data.n_test,
-                 "max_epochs": cfg.trainer.max_epochs, "channels": list(cfg.model.channels), "seed": cfg.seed},
+        "size": {"n_train": training.data.n_train, "n_val": training.data.n_val, "n_test": cfg.data.n_test,
+                 "max_epochs": training.trainer.max_epochs, "channels": list(cfg.model.channels), "seed": cfg.seed,
+                 "test_data_seed": cfg.data.seed},
         "network": {k.removeprefix("test/"): v for k, v in metrics.items() if k.startswith("test/")},
         "blob_cut": {k.removeprefix("baseline/blob_cut/"): v for k, v in metrics.items()
                      if k.startswith("baseline/blob_cut/")},
@@ -108,15 +111,15 @@ def check_same_events(runs: list[dict]) -> None:
 def bootstrap_cut_ratio(score: np.ndarray, cut_score: np.ndarray, labels: np.ndarray, signal_efficiency: float,
                         n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
     """68 % interval of (network rejection) / (blob-cut rejection) at one signal efficiency, over resamplings of the
-    test events shared by both (paired): the two rejections are correlated through the events, so their Poisson
-    errors added in quadrature overstate the ratio's error."""
+    test events shared by both (paired): it holds the correlation of the two rejections through the events and the
+    movement of each working point with the signal events, which Poisson errors on the background leave out."""
     rng = np.random.default_rng(seed)
     ratios = []
     for _ in range(n_resamples):
         index = rng.integers(0, len(labels), len(labels))
         ratios.append(background_rejection_factor(score[index], labels[index], signal_efficiency)
                       / background_rejection_factor(cut_score[index], labels[index], signal_efficiency))
-    low, high = np.percentile(ratios, [16, 84])
+    low, high = np.nanpercentile(ratios, [16, 84])  # NaN: a resample without one of the classes
     return float(low), float(high)
 
 
