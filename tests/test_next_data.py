@@ -143,6 +143,26 @@ def test_refuses_a_file_with_another_config_or_too_few_events(written):
         NextDataModule(source="hdf5", hdf5_path=str(written), **{**SMALL, "n_test": 50}).setup()
 
 
+def test_files_written_before_the_deconvolution_options_read_with_their_defaults(written, tmp_path):
+    """A file whose sim metadata lacks deconvolution_tolerance / _precision (every NEXT file before them) reads as
+    made with the defaults; a config asking for float32 is refused; the device is not part of the events."""
+    def drop_new_keys(h5):
+        config = json.loads(h5.attrs["numl_config"])
+        for key in ("deconvolution_tolerance", "deconvolution_precision", "deconvolution_device"):
+            config["sim"].pop(key, None)
+        h5.attrs["numl_config"] = json.dumps(config)
+
+    older = _copy(written, tmp_path, drop_new_keys)
+    loaded = NextDataModule(source="hdf5", hdf5_path=str(older), **SMALL)
+    loaded.setup()
+    assert len(loaded.events("test")) == SMALL["n_test"]
+    with h5py.File(written) as h5:
+        assert "deconvolution_device" not in json.loads(h5.attrs["numl_config"])["sim"]
+    with pytest.raises(ConfigError, match=r"data.sim=.* in the file but .*\"deconvolution_precision\": \"float32\""):
+        NextDataModule(source="hdf5", hdf5_path=str(older), sim={"deconvolution_precision": "float32"},
+                       **SMALL).setup()
+
+
 @pytest.mark.parametrize("kwargs, key", [
     ({"representation": "image"}, "data.representation"),
     ({"voxel_energy_scale": "raw"}, "data.voxel_energy_scale"),

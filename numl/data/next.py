@@ -107,6 +107,10 @@ class NextDataModule(SimulatedDataModule):
     `augment` for the training split."""
 
     simulator_name = SIMULATOR_NAME
+    #: the deconvolution's tolerance and precision came after NEXT files were first written, whose events were made
+    #: with their defaults (all iterations, float64)
+    metadata_added_defaults = {"sim": {name: NextSimConfig.__dataclass_fields__[name].default
+                                       for name in ("deconvolution_tolerance", "deconvolution_precision")}}
 
     def __init__(self, sim: dict[str, Any] | None = None, representation: str = "sparse", augment: bool = True,
                  voxel_energy_scale: str = "q_bb", n_train: int = 4000, n_val: int = 1000, n_test: int = 2000,
@@ -125,8 +129,9 @@ class NextDataModule(SimulatedDataModule):
 
     def metadata(self) -> dict[str, Any]:
         # the blocks change the events, the number of workers does not (files written before blocks existed have
-        # no events_per_block, which matches null)
-        return {"sim": self.sim.as_dict(), "seed": self.seed, "events_per_block": self.events_per_block}
+        # no events_per_block, which matches null); nor does the device the deconvolution ran on
+        sim = {k: v for k, v in self.sim.as_dict().items() if k != "deconvolution_device"}
+        return {"sim": sim, "seed": self.seed, "events_per_block": self.events_per_block}
 
     def file_attributes(self) -> dict[str, Any]:
         return {"segment_classes": ",".join(SEGMENT_CLASSES)}
