@@ -158,9 +158,18 @@ def test_files_written_before_the_deconvolution_options_read_with_their_defaults
     assert len(loaded.events("test")) == SMALL["n_test"]
     with h5py.File(written) as h5:
         assert "deconvolution_device" not in json.loads(h5.attrs["numl_config"])["sim"]
+
     with pytest.raises(ConfigError, match=r"data.sim=.* in the file but .*\"deconvolution_precision\": \"float32\""):
         NextDataModule(source="hdf5", hdf5_path=str(older), sim={"deconvolution_precision": "float32"},
                        **SMALL).setup()
+
+    # a file that stores the device (those of 2026-12-06) reads whatever device the config names
+    def store_device(h5):
+        config = json.loads(h5.attrs["numl_config"])
+        config["sim"]["deconvolution_device"] = "cuda"
+        h5.attrs["numl_config"] = json.dumps(config)
+
+    NextDataModule(source="hdf5", hdf5_path=str(_copy(written, tmp_path, store_device)), **SMALL).setup()
 
 
 @pytest.mark.parametrize("kwargs, key", [

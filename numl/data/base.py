@@ -73,6 +73,8 @@ class SimulatedDataModule(pl.LightningDataModule):
     #: keys of nested metadata groups added after files were written, with the values those files were made with
     #: (numl.utils.hdf5.check_metadata): a new option whose default changes nothing keeps older files readable
     metadata_added_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: keys of nested metadata groups that some files store but that do not change the events
+    metadata_ignored_keys: ClassVar[dict[str, tuple[str, ...]]] = {}
     #: set by the run's `exact_resume_order` (numl.train): shuffle by (seed, epoch) so that a resumed run is bit
     #: for bit the run never killed. Off by default until the study READMEs are rebuilt with it, since it changes
     #: every fresh run's batch order once.
@@ -201,7 +203,8 @@ class SimulatedDataModule(pl.LightningDataModule):
     def read_hdf5(self, path: str | Path, splits: list[str] | tuple[str, ...] = SPLITS) -> dict[str, Any]:
         """The first n_<split> events of `splits`, from a file whose metadata matches the config."""
         out = {}
-        with open_checked(path, self.simulator_name, self.metadata(), self.metadata_added_defaults) as h5:
+        with open_checked(path, self.simulator_name, self.metadata(), self.metadata_added_defaults,
+                          self.metadata_ignored_keys) as h5:
             for split in splits:
                 if split not in h5:
                     raise ConfigError(f"data.hdf5_path={str(path)!r}: no {split!r} group in the file "

@@ -111,6 +111,8 @@ class NextDataModule(SimulatedDataModule):
     #: with their defaults (all iterations, float64)
     metadata_added_defaults = {"sim": {name: NextSimConfig.__dataclass_fields__[name].default
                                        for name in ("deconvolution_tolerance", "deconvolution_precision")}}
+    #: where the deconvolution ran does not change the events (files of 2026-12-06 store it)
+    metadata_ignored_keys = {"sim": ("deconvolution_device",)}
 
     def __init__(self, sim: dict[str, Any] | None = None, representation: str = "sparse", augment: bool = True,
                  voxel_energy_scale: str = "q_bb", n_train: int = 4000, n_val: int = 1000, n_test: int = 2000,

@@ -1,17 +1,20 @@
 """Simulation in blocks of events, each block from its own seed, so that processes can share a split.
 
-numl's simulators are single-threaded numpy, so a split of a slow simulator (KM3NeT light, NEXT's sensor chain
-with deconvolution: 2-6 events/s) is made faster only by simulating parts of it side by side. Block k takes the
+numl's simulators are single-threaded numpy (NEXT's deconvolution is torch, held to one thread in a worker), so a
+split of a slow simulator (KM3NeT light, NEXT's sensor chain with deconvolution: 0.5-6 events/s) is made faster only
+by simulating parts of it side by side. Block k takes the
 k-th child of ``SeedSequence(seed)``: the events are the same for any number of worker processes.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
 import numpy as np
+import torch
 
 from numl.utils.errors import check_positive
 from numl.utils.progress import track
@@ -29,7 +32,10 @@ def simulate_in_blocks(simulate_block: Callable[[int, np.random.SeedSequence], T
     check_positive("data.simulation_workers", workers, integer=True)
     sizes = [min(events_per_block, n_events - start) for start in range(0, n_events, events_per_block)]
     seeds = np.random.SeedSequence(seed).spawn(len(sizes))
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    # spawned, not forked: a parent that has asked torch about CUDA (data.sim.deconvolution_device=cuda) cannot hand
+    # that state to forked children; one torch thread each, as many processes as cores is the point of the pool
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=torch.set_num_threads, initargs=(1,)) if workers > 1 else None
     try:
         blocks = pool.map(simulate_block, sizes, seeds) if pool else map(simulate_block, sizes, seeds)
         if description:

@@ -29,10 +29,12 @@ def read_metadata(h5: h5py.File) -> dict[str, Any]:
 
 
 def check_metadata(h5: h5py.File, path: str | Path, simulator: str, expected: dict[str, Any],
-                   added_defaults: dict[str, dict[str, Any]] | None = None) -> None:
+                   added_defaults: dict[str, dict[str, Any]] | None = None,
+                   ignored: dict[str, tuple[str, ...]] | None = None) -> None:
     """Refuse a file written by another simulator, another format version or another config. `added_defaults`:
     keys of nested config groups added after files were written, with the values those files were made with
-    ({group: {key: value}}); a file whose group lacks one is taken to have that value."""
+    ({group: {key: value}}); a file whose group lacks one is taken to have that value. `ignored`: keys of nested
+    groups that some files store but that do not change the events ({group: (key, ...)})."""
     found = h5.attrs.get("numl_simulator")
     if found != simulator:
         raise ConfigError(f"{path}: written by simulator {found!r}, expected {simulator!r}")
@@ -43,6 +45,9 @@ def check_metadata(h5: h5py.File, path: str | Path, simulator: str, expected: di
     for group, defaults in (added_defaults or {}).items():
         if isinstance(stored.get(group), dict):
             stored[group] = {**defaults, **stored[group]}
+    for group, keys in (ignored or {}).items():
+        if isinstance(stored.get(group), dict):
+            stored[group] = {k: v for k, v in stored[group].items() if k not in keys}
     for key, value in expected.items():
         if key not in stored and value is None:
             continue  # an option added after the file was written, whose null default is what the file was made with
@@ -56,7 +61,8 @@ def check_metadata(h5: h5py.File, path: str | Path, simulator: str, expected: di
 
 
 def open_checked(path: str | Path, simulator: str, expected: dict[str, Any],
-                 added_defaults: dict[str, dict[str, Any]] | None = None) -> h5py.File:
+                 added_defaults: dict[str, dict[str, Any]] | None = None,
+                 ignored: dict[str, tuple[str, ...]] | None = None) -> h5py.File:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"data.hdf5_path={str(path)!r}: no such file; write one with python -m numl.simulate")
@@ -65,7 +71,7 @@ def open_checked(path: str | Path, simulator: str, expected: dict[str, Any],
     except OSError as err:
         raise ConfigError(f"data.hdf5_path={str(path)!r}: not an HDF5 file ({err})") from None
     try:
-        check_metadata(h5, path, simulator, expected, added_defaults)
+        check_metadata(h5, path, simulator, expected, added_defaults, ignored)
     except Exception:
         h5.close()
         raise

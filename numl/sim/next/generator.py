@@ -181,8 +181,9 @@ class NextSimConfig:
     deconvolution_tolerance: float | None = None
     #: "cpu" or "cuda": where the Richardson-Lucy iteration runs (numl.sim.next.response.richardson_lucy)
     deconvolution_device: str = "cpu"
-    #: "float64" (the default, as the study's 10 mm data) or "float32": at 2 mm about 4x faster on a CPU, the kept
-    #: cells within ~1e-5 of float64's (one cell of 39,000 moved across the cut in a measured event)
+    #: "float64" (the default, as the study's 10 mm data) or "float32": at 2 mm 2.6x faster on a CPU, the cells
+    #: within 7e-6 of the maximum of float64's (1 of 78,853 kept cells across the cut in 33 deconvolutions;
+    #: experiments/next_topology/results/deconvolution_speed.md)
     deconvolution_precision: str = "float64"
     #: event sample, one of SAMPLES
     sample: str = "bb0nu"
@@ -214,7 +215,7 @@ class NextSimConfig:
             check_positive("data.sim.deconvolution_tolerance", self.deconvolution_tolerance)
         check_choice("data.sim.deconvolution_device", self.deconvolution_device, DECONVOLUTION_DEVICES)
         check_choice("data.sim.deconvolution_precision", self.deconvolution_precision, ("float64", "float32"))
-        if self.deconvolution_device == "cuda" and not torch.cuda.is_available():
+        if self.deconvolution != "none" and self.deconvolution_device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("data.sim.deconvolution_device='cuda': no CUDA device is visible here; use 'cpu'")
         if self.deconvolution != "none" and self.detector_response != "sensors":
             raise ConfigError(f"data.sim.deconvolution={self.deconvolution!r}: deconvolves sensor hits, needs "

@@ -168,9 +168,9 @@ def richardson_lucy(image: np.ndarray, kernel_xy: np.ndarray, kernel_z: np.ndarr
     Written here rather than calling skimage.restoration.richardson_lucy (which this matches to float rounding,
     tests/test_next_response.py) because that one transforms the kernel again in each of its 2 x iterations
     convolutions and convolves in 3D; here the transverse kernel is transformed once, the blur is a 2D FFT
-    convolution per z layer and a short direct one along z, and the same code runs on a GPU (device="cuda"):
-    about 3x faster on one CPU thread at 2 mm in float64, 10x in float32 (experiments/next_topology/
-    deconvolution_speed.py).
+    convolution per z layer and a banded matrix product along z, and the same code runs on a GPU (device="cuda"):
+    on one CPU thread 2.4x faster at 10 mm and 1.5x at 2 mm in float64, 3.8x at 2 mm in float32
+    (experiments/next_topology/deconvolution_speed.py).
 
     With a tolerance, the iteration stops once the estimate changes by less than tolerance in one iteration (sum of
     absolute changes over its sum; IC's beersheba stops on a chi-square-like difference of successive estimates,
