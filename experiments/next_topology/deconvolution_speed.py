@@ -24,21 +24,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from numl.sim.next import generator as gen
 from numl.sim.next import response
 
 HERE = Path(__file__).resolve().parent
-DATA_CONF = HERE.parents[1] / "conf" / "data"
+CONF = HERE.parents[1] / "conf"
 
 
 def data_config(name: str) -> gen.NextSimConfig:
-    """NextSimConfig of conf/data/<name>.yaml over conf/data/next.yaml (the study's settings)."""
-    sim = yaml.safe_load((DATA_CONF / "next.yaml").read_text())["sim"]
-    sim.update(yaml.safe_load((DATA_CONF / f"{name}.yaml").read_text()).get("sim", {}))
-    sim.pop("window_voxels", None)
-    return gen.NextSimConfig(**sim)
+    """NextSimConfig of the study's sparse CNN with data=<name>, composed by Hydra as numl.train would."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=next_topology/sparse_cnn_10mm", f"data={name}"])
+    return gen.NextSimConfig.from_dict(OmegaConf.to_container(cfg.data.sim, resolve=True))
 
 
 def recorded_inputs(cfg: gen.NextSimConfig, n_events: int, seed: int) -> list[tuple]:

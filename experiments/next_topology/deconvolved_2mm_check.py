@@ -23,6 +23,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from numl.baselines.next import classification_metrics, track_topology
+from numl.data.next import read_events
 
 HERE = Path(__file__).resolve().parent
 
@@ -31,10 +32,9 @@ def test_events(path: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.nda
     """(voxel indices, voxel keV) per test event, labels, voxel size (mm) from the file's metadata."""
     with h5py.File(path, "r") as h5:
         voxel_mm = float(json.loads(h5.attrs["numl_config"])["sim"]["voxel_size_mm"])
-        index, kev = h5["test/voxels/index"][:], h5["test/voxels/energy_kev"][:]
-        offset, labels = h5["test/events/voxel_offset"][:], h5["test/events/label"][:].astype(int)
-    bounds = offset  # n + 1 offsets: event i holds voxels offset[i]:offset[i + 1]
-    return [(index[a:b], kev[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)], labels, voxel_mm
+        events = read_events(h5["test"], len(h5["test/events/label"]))
+    labels = np.array([event.label for event in events])
+    return [(event.voxel_index, event.voxel_energy_kev) for event in events], labels, voxel_mm
 
 
 def pieces(index: np.ndarray, kev: np.ndarray) -> tuple[int, float]:
