@@ -6,9 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from numl.baselines.next import classification_metrics, track_topology
+from numl.baselines.next import (
+    BlobCutBaseline,
+    TopologyReconstruction,
+    classification_metrics,
+    drop_end_voxels,
+    regroup_voxels,
+    track_topology,
+)
 from numl.metrics import background_rejection_factor
 from numl.sim.next.generator import NextSimConfig, simulate_events
+from numl.utils.errors import ConfigError
 
 
 def test_track_ends_and_blobs_of_a_straight_track():
@@ -30,6 +38,65 @@ def test_track_ends_and_blobs_of_a_straight_track():
 def test_empty_event_is_an_error():
     with pytest.raises(ValueError, match="empty event"):
         track_topology(np.zeros((0, 3)), np.zeros(0), 10.0, 18.0)
+
+
+def line_of_voxels(n: int, size_mm: float, kev: float) -> tuple[np.ndarray, np.ndarray]:
+    x = (np.arange(n) + 0.5) * size_mm
+    return np.column_stack([x, np.full(n, size_mm / 2), np.full(n, size_mm / 2)]), np.full(n, kev)
+
+
+def test_faint_track_ends_are_dropped_recursively_and_their_energy_kept():
+    # 12 voxels of 40 keV, then two faint ones (3 and 2 keV) past the right end: the last goes to its neighbour
+    # (5 keV, still below 10), which goes next, to the voxel that becomes the end; a 3 keV voxel alone (a piece
+    # below min_track_voxels) stays
+    voxel_mm, kev = line_of_voxels(14, 5.0, 40.0)
+    kev[12], kev[13] = 3.0, 2.0
+    voxel_mm = np.vstack([voxel_mm, [[2.5, 52.5, 2.5]]])
+    kev = np.append(kev, 3.0)
+    kept_mm, kept_kev = drop_end_voxels(voxel_mm, kev, 5.0, threshold_kev=10.0, min_track_voxels=3)
+    assert len(kept_kev) == 13
+    assert kept_kev.sum() == pytest.approx(kev.sum())
+    assert kept_kev[kept_mm[:, 0] == 57.5] == pytest.approx(45.0)  # 40 + 3 + 2
+    assert 3.0 in kept_kev
+    # nothing below the threshold at the ends: unchanged
+    same_mm, same_kev = drop_end_voxels(voxel_mm[:12], kev[:12], 5.0, threshold_kev=10.0, min_track_voxels=3)
+    np.testing.assert_array_equal(same_kev, kev[:12])
+
+
+def test_energy_goes_to_the_closest_neighbours_shared_by_their_energy():
+    # the faint end at the origin touches one face neighbour (closest) and one diagonal neighbour (farther)
+    voxel_mm = np.array([[0.0, 0, 0], [5, 0, 0], [10, 0, 0], [15, 0, 0], [5, 5, 0]])
+    kev = np.array([2.0, 30, 30, 30, 30])
+    _, kept = drop_end_voxels(voxel_mm, kev, 5.0, threshold_kev=10.0, min_track_voxels=3)
+    assert kept.sum() == pytest.approx(kev.sum())
+    assert kept[0] == pytest.approx(32.0)  # the face neighbour (5, 0, 0) takes all 2 keV
+
+
+def test_regrouping_joins_a_track_that_fell_into_pieces():
+    # a 2 mm track of 60 cells with a missing cell every 6: 26-contiguity breaks it into ten pieces and the cut
+    # measures both blobs on the first; summed into 6 mm voxels it is one track again, a 300 keV blob at each end
+    voxel_mm, kev = line_of_voxels(60, 2.0, 10.0)
+    kev[:5] = kev[-5:] = 60.0
+    keep = np.arange(60) % 6 != 5
+    voxel_mm, kev = voxel_mm[keep], kev[keep]
+    regrouped_mm, regrouped_kev = regroup_voxels(voxel_mm, kev, 6.0)
+    assert regrouped_kev.sum() == pytest.approx(kev.sum())
+    assert np.allclose((regrouped_mm / 6.0 - 0.5) % 1, 0)  # centres of the 6 mm grid
+    as_cells = track_topology(voxel_mm, kev, 2.0, 18.0)
+    paolina = TopologyReconstruction(blob_radius_mm=18.0, voxel_size_mm=6.0)(voxel_mm, kev, 2.0)
+    assert as_cells.track_length_mm < 12 and as_cells.ends_mm[:, 0].max() < 12  # both "blobs" in the first piece
+    assert paolina.track_length_mm == pytest.approx(114.0)
+    assert np.sort(paolina.ends_mm[:, 0]).tolist() == [3.0, 117.0]
+    assert paolina.blob2_kev >= 250  # the far end's blob, 300 keV of 60 keV cells, in its voxels
+
+
+def test_blob_cut_options_are_checked():
+    with pytest.raises(ConfigError, match="baseline.blob_cut.end_voxel_threshold_kev"):
+        BlobCutBaseline(end_voxel_threshold_kev=-1.0)
+    with pytest.raises(ConfigError, match="baseline.blob_cut.min_track_voxels"):
+        BlobCutBaseline(min_track_voxels=0)
+    with pytest.raises(ConfigError, match="baseline.blob_cut.voxel_size_mm"):
+        BlobCutBaseline(voxel_size_mm=0)
 
 
 def test_background_rejection_factor_counts():

@@ -216,3 +216,8 @@ def test_files_written_before_an_option_existed_match_its_null_default(written, 
     NextDataModule(source="hdf5", hdf5_path=str(older), **SMALL).setup()
     with pytest.raises(ConfigError, match=r"metadata has no 'events_per_block'"):
         NextDataModule(source="hdf5", hdf5_path=str(older), events_per_block=4, **SMALL).setup()
+
+
+def test_blob_cut_cannot_regroup_into_voxels_smaller_than_the_data(datamodule):
+    with pytest.raises(ConfigError, match=r"baseline.blob_cut.voxel_size_mm=5 is below the data's voxels"):
+        BlobCutBaseline(voxel_size_mm=5.0).fit(datamodule).evaluate(datamodule)

@@ -198,3 +198,35 @@ def test_richardson_lucy_on_cuda_matches_cpu():
     cpu = response.richardson_lucy(image, kernel_xy, kernel_z, 40)
     cuda = response.richardson_lucy(image, kernel_xy, kernel_z, 40, device="cuda")
     assert np.abs(cpu - cuda).max() < 1e-9 * cpu.max()
+
+
+def test_events_the_caller_does_not_keep_are_not_deconvolved(monkeypatch):
+    """simulate_events tells each batch how many events of each label it still needs: the later ones (a gamma
+    batch overshoots, most of all at the double-escape peak) skip the deconvolution, and the events made are the
+    same as when every event of the batch is deconvolved."""
+    import numl.sim.next.generator as gen
+
+    # the double-escape sample: 4 events need 11 deconvolutions without this (the window's non-pair events first)
+    cfg = NextSimConfig(**SENSORS, deconvolution="richardson_lucy", deconvolution_iterations=5, events_per_batch=8,
+                        sample="tl208_double_escape", energy_roi_kev=(1570.0, 1615.0))
+    labels = np.array([0, 1, 0, 1])
+    calls = {"n": 0}
+    deconvolve = response.richardson_lucy_voxels
+
+    def counted(*args):
+        calls["n"] += 1
+        return deconvolve(*args)
+
+    monkeypatch.setattr(response, "richardson_lucy_voxels", counted)
+    events = simulate_events(cfg, 4, seed=5, labels=labels)
+    spared = calls["n"]
+    batch = gen.simulate_batch
+    monkeypatch.setattr(gen, "simulate_batch", lambda cfg, rng, labels, needed=None: batch(cfg, rng, labels))
+    calls["n"] = 0
+    every = simulate_events(cfg, 4, seed=5, labels=labels)
+    assert spared < calls["n"], (spared, calls["n"])
+    assert spared <= len(events) + 2  # the ROI check after the deconvolution may drop one or two
+    for made, reference in zip(events, every, strict=True):
+        assert made.label == reference.label
+        np.testing.assert_array_equal(made.voxel_index, reference.voxel_index)
+        np.testing.assert_array_equal(made.voxel_energy_kev, reference.voxel_energy_kev)

@@ -850,9 +850,11 @@ def _primary_electrons(rng: np.random.Generator, cfg: NextSimConfig, is_signal: 
 
 def _finish_events(rng: np.random.Generator, cfg: NextSimConfig, labels: np.ndarray, pos: np.ndarray,
                    kev: np.ndarray, seg: np.ndarray, ev: np.ndarray, vertex: np.ndarray, ends: list,
-                   path: np.ndarray, escaped_photon_kev: np.ndarray, keep: np.ndarray) -> list[NextEvent]:
+                   path: np.ndarray, escaped_photon_kev: np.ndarray, keep: np.ndarray,
+                   needed: dict[int, int] | None = None) -> list[NextEvent]:
     """Diffuse the deposits of each kept event, voxelise, threshold, smear its energy with the resolution; drop
-    events with energy deposited within veto_margin_mm of the detector surface (before diffusion)."""
+    events with energy deposited within veto_margin_mm of the detector surface (before diffusion). `needed`: see
+    simulate_batch."""
     n_ev = len(labels)
     size = np.array(cfg.detector_size_mm)
     inside = np.all((pos >= 0) & (pos < size), axis=1)
@@ -864,7 +866,7 @@ def _finish_events(rng: np.random.Generator, cfg: NextSimConfig, labels: np.ndar
     escaped = np.bincount(ev[~inside], weights=kev[~inside], minlength=n_ev) + escaped_photon_kev
     if cfg.detector_response == "sensors":
         return _sensor_events(rng, cfg, labels, pos[inside], kev[inside], seg[inside], ev[inside], vertex, ends,
-                              path, deposited, escaped, keep)
+                              path, deposited, escaped, keep, needed)
     packets_mm, packet_kev, source = _diffuse(rng, cfg, pos, kev)
     packet_event = ev[source]
     packet_seg = seg[source]
@@ -894,12 +896,15 @@ def _finish_events(rng: np.random.Generator, cfg: NextSimConfig, labels: np.ndar
 
 def _sensor_events(rng: np.random.Generator, cfg: NextSimConfig, labels: np.ndarray, pos: np.ndarray,
                    kev: np.ndarray, seg: np.ndarray, ev: np.ndarray, vertex: np.ndarray, ends: list, path: np.ndarray,
-                   deposited: np.ndarray, escaped: np.ndarray, keep: np.ndarray) -> list[NextEvent]:
+                   deposited: np.ndarray, escaped: np.ndarray, keep: np.ndarray,
+                   needed: dict[int, int] | None = None) -> list[NextEvent]:
     """detector_response=sensors: each kept event's deposits (inside the detector) through numl.sim.next.response:
     electrons, sensor hits with the per-event calibration residual, voxels (deconvolved or not), threshold. Events
-    whose hit energy lies more than 1 keV outside energy_roi_kev are left out here already."""
+    whose hit energy lies more than 1 keV outside energy_roi_kev are left out here already, and so are the events
+    of a label of which `needed` events in the ROI have been made (see simulate_batch)."""
     order = np.argsort(ev, kind="stable")
     bounds = np.searchsorted(ev[order], np.arange(len(labels) + 1))
+    made = {0: 0, 1: 0}
     events = []
     for i in np.flatnonzero(keep):
         rows = order[bounds[i]:bounds[i + 1]]
@@ -912,6 +917,10 @@ def _sensor_events(rng: np.random.Generator, cfg: NextSimConfig, labels: np.ndar
         # an event clearly outside the ROI, which every caller drops, is dropped before that costly part
         if cfg.energy_roi_kev is not None and not (cfg.energy_roi_kev[0] - 1 <= hit_kev.sum()
                                                    <= cfg.energy_roi_kev[1] + 1):
+            continue
+        # the caller keeps no more events of this label: the voxels (the costly deconvolution) are not made. The
+        # random numbers of this event are drawn above, so the events that are made stay the same
+        if needed is not None and made[int(labels[i])] >= needed[int(labels[i])]:
             continue
         if cfg.deconvolution == "richardson_lucy":
             index, voxel_kev = response.richardson_lucy_voxels(cfg, hit_mm, hit_kev)
@@ -927,21 +936,26 @@ def _sensor_events(rng: np.random.Generator, cfg: NextSimConfig, labels: np.ndar
             energy_kev=float(voxel_kev.sum()), vertex_mm=vertex[i], track_ends_mm=ends[i],
             path_length_mm=float(path[i]), deposited_kev=float(deposited[i]), escaped_kev=float(escaped[i]),
         ))
+        made[int(labels[i])] += in_energy_roi(cfg, events[-1])
     return events
 
 
-def simulate_batch(cfg: NextSimConfig, rng: np.random.Generator, labels: np.ndarray) -> list[NextEvent]:
+def simulate_batch(cfg: NextSimConfig, rng: np.random.Generator, labels: np.ndarray,
+                   needed: dict[int, int] | None = None) -> list[NextEvent]:
     """Simulate one batch of events with the given labels (1 signal, 0 background: one electron of Q_bb, or one
     gamma entering the detector; with sample=tl208_double_escape every event is a 208Tl gamma and its label, 1 for
     a pair conversion, is set by the simulation). Returns the events that pass the fiducial veto (not yet the energy
-    ROI); gamma events that deposit nothing, or are sure to miss the ROI, are left out."""
+    ROI); gamma events that deposit nothing, or are sure to miss the ROI, are left out. `needed` ({label: n}):
+    the caller keeps only the first n events of each label in the ROI, so with detector_response=sensors the
+    later ones are not voxelised (with a 2 mm deconvolution, most of a batch's time); the events returned before
+    that are the same as without it."""
     if cfg.photon_transport == "first_interaction":
-        return _simulate_batch_first_interaction(cfg, rng, labels)
-    return _simulate_batch_cascade(cfg, rng, labels)
+        return _simulate_batch_first_interaction(cfg, rng, labels, needed)
+    return _simulate_batch_cascade(cfg, rng, labels, needed)
 
 
 def _simulate_batch_first_interaction(cfg: NextSimConfig, rng: np.random.Generator, labels: np.ndarray,
-                                      ) -> list[NextEvent]:
+                                      needed: dict[int, int] | None = None) -> list[NextEvent]:
     """The former batch (photon_transport=first_interaction): electrons only, each bremsstrahlung photon
     absorbed at one point (_absorb_photons)."""
     n_ev = len(labels)
@@ -965,7 +979,7 @@ def _simulate_batch_first_interaction(cfg: NextSimConfig, rng: np.random.Generat
         own_ends = tracks["end_mm"][electrons]
         ends.append(np.stack([vertex[i], own_ends[0]]) if len(electrons) == 1 else own_ends)
     return _finish_events(rng, cfg, labels, pos, kev, seg, ev, vertex, ends, path, np.zeros(n_ev),
-                          np.ones(n_ev, bool))
+                          np.ones(n_ev, bool), needed)
 
 
 def surface_gammas(rng: np.random.Generator, size_mm: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -999,7 +1013,8 @@ def _main_electrons(kev: np.ndarray, owner: np.ndarray, pair: np.ndarray, n_ev: 
     return main
 
 
-def _simulate_batch_cascade(cfg: NextSimConfig, rng: np.random.Generator, labels: np.ndarray) -> list[NextEvent]:
+def _simulate_batch_cascade(cfg: NextSimConfig, rng: np.random.Generator, labels: np.ndarray,
+                            needed: dict[int, int] | None = None) -> list[NextEvent]:
     """Events with full photon transport (photon_transport=xcom): signal and electron-background events start
     from their primary electrons at a vertex in the fiducial box, gamma-background events from a 208Tl / 214Bi
     gamma on the detector surface. Photons (numl.sim.next.photons) and electrons (the electron transport) are
@@ -1118,7 +1133,7 @@ def _simulate_batch_cascade(cfg: NextSimConfig, rng: np.random.Generator, labels
         labels = converted.astype(np.int64)
     return _finish_events(rng, cfg, labels, cat(dep_pos, (0, 3)), cat(dep_kev, (0,)),
                           cat(dep_seg, (0,), np.int8), cat(dep_ev, (0,), np.int64), vertex, track_ends, path,
-                          escaped, alive)
+                          escaped, alive, needed)
 
 
 def simulate_events(cfg: NextSimConfig, n_events: int, seed: int | np.random.SeedSequence, progress: bool = False,
@@ -1143,7 +1158,8 @@ def simulate_events(cfg: NextSimConfig, n_events: int, seed: int | np.random.See
                 pending = np.repeat([0, 1], [n_gammas, n_signal])
             else:
                 pending = np.array([lab for lab in (0, 1) for _ in slots[lab]])[: cfg.events_per_batch]
-            for event in simulate_batch(cfg, rng, pending):
+            needed = {label: len(waiting) for label, waiting in slots.items()}
+            for event in simulate_batch(cfg, rng, pending, needed):
                 if not in_energy_roi(cfg, event):
                     continue
                 if slots[event.label]:
