@@ -70,6 +70,36 @@ def test_energy_goes_to_the_closest_neighbours_shared_by_their_energy():
     _, kept = drop_end_voxels(voxel_mm, kev, 5.0, threshold_kev=10.0, min_track_voxels=3)
     assert kept.sum() == pytest.approx(kev.sum())
     assert kept[0] == pytest.approx(32.0)  # the face neighbour (5, 0, 0) takes all 2 keV
+    # two face neighbours at the same distance share 3 keV as 30 : 60
+    voxel_mm = np.array([[0.0, 0, 0], [5, 0, 0], [0, 5, 0], [5, 5, 0], [10, 5, 0], [15, 5, 0]])
+    kev = np.array([3.0, 30, 60, 40, 40, 40])
+    _, kept = drop_end_voxels(voxel_mm, kev, 5.0, threshold_kev=10.0, min_track_voxels=3)
+    assert kept[:2] == pytest.approx([31.0, 62.0])
+    # neighbours without energy (a threshold of 0 keV keeps such cells) share equally: no NaN, energy kept
+    kev = np.array([3.0, 0, 0, 40, 40, 40])
+    _, kept = drop_end_voxels(voxel_mm, kev, 5.0, threshold_kev=10.0, min_track_voxels=3)
+    assert np.isfinite(kept).all() and kept.sum() == pytest.approx(kev.sum())
+
+
+def test_regrouping_gives_every_voxel_the_same_volume_of_cells():
+    # 2 mm cells of 1 keV filling a 20 mm cube summed into 5 mm voxels: 2.5 cells per axis in every voxel (cells on a
+    # boundary split by volume), not 2 or 3 by position; into 4 mm voxels it is plain summing
+    index = np.stack(np.meshgrid(*[np.arange(10)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    _, kev = regroup_voxels((index + 0.5) * 2.0, np.ones(len(index)), 2.0, 5.0)
+    assert kev == pytest.approx(np.full(64, 2.5**3))
+    _, kev = regroup_voxels((index + 0.5) * 2.0, np.ones(len(index)), 2.0, 4.0)
+    assert kev == pytest.approx(np.full(125, 8.0))
+
+
+def test_default_reconstruction_is_the_voxels_as_simulated():
+    voxel_mm, kev = line_of_voxels(20, 10.0, 30.0)
+    kev[0] = 3.0
+    default = TopologyReconstruction(blob_radius_mm=18.0)(voxel_mm, kev, 10.0)
+    plain = track_topology(voxel_mm, kev, 10.0, 18.0)
+    assert (default.blob1_kev, default.blob2_kev, default.track_length_mm) == (
+        plain.blob1_kev, plain.blob2_kev, plain.track_length_mm)
+    dropped = TopologyReconstruction(blob_radius_mm=18.0, end_voxel_threshold_kev=10.0)(voxel_mm, kev, 10.0)
+    assert dropped.track_length_mm == pytest.approx(plain.track_length_mm - 10.0)
 
 
 def test_regrouping_joins_a_track_that_fell_into_pieces():
@@ -79,12 +109,13 @@ def test_regrouping_joins_a_track_that_fell_into_pieces():
     kev[:5] = kev[-5:] = 60.0
     keep = np.arange(60) % 6 != 5
     voxel_mm, kev = voxel_mm[keep], kev[keep]
-    regrouped_mm, regrouped_kev = regroup_voxels(voxel_mm, kev, 6.0)
+    regrouped_mm, regrouped_kev = regroup_voxels(voxel_mm, kev, 2.0, 6.0)
     assert regrouped_kev.sum() == pytest.approx(kev.sum())
     assert np.allclose((regrouped_mm / 6.0 - 0.5) % 1, 0)  # centres of the 6 mm grid
     as_cells = track_topology(voxel_mm, kev, 2.0, 18.0)
     paolina = TopologyReconstruction(blob_radius_mm=18.0, voxel_size_mm=6.0)(voxel_mm, kev, 2.0)
     assert as_cells.track_length_mm < 12 and as_cells.ends_mm[:, 0].max() < 12  # both "blobs" in the first piece
+    assert (as_cells.n_tracks, paolina.n_tracks) == (10, 1)
     assert paolina.track_length_mm == pytest.approx(114.0)
     assert np.sort(paolina.ends_mm[:, 0]).tolist() == [3.0, 117.0]
     assert paolina.blob2_kev >= 250  # the far end's blob, 300 keV of 60 keV cells, in its voxels

@@ -12,6 +12,9 @@ Writes results/<--out>.md and .json.
     python experiments/next_topology/deconvolved_2mm_check.py data/next_2mm_deconvolved_test1500.h5
     python experiments/next_topology/deconvolved_2mm_check.py data/next_double_escape_2mm_deconvolved_test1000.h5 \
         --out experiments/next_topology/results/deconvolved_2mm_double_escape_check
+    # the same 750 events deconvolved with another cell cut (data.sim.deconvolution_cut)
+    python experiments/next_topology/deconvolved_2mm_check.py data/next_2mm_deconvolved_test750_cut0.001.h5 \
+        --voxels 6 --paolina 5 --out experiments/next_topology/results/deconvolved_2mm_check_cut0.001
 """
 
 from __future__ import annotations
@@ -32,11 +35,11 @@ from numl.metrics import background_rejection_factor
 HERE = Path(__file__).resolve().parent
 
 
-def test_events(path: Path) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, float]:
-    """(voxel indices, voxel keV) per test event, labels, voxel size (mm) from the file's metadata."""
+def test_events(path: Path, n: int | None = None) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, float]:
+    """(voxel indices, voxel keV) per test event (the first n), labels, voxel size (mm) from the file's metadata."""
     with h5py.File(path, "r") as h5:
         voxel_mm = float(json.loads(h5.attrs["numl_config"])["sim"]["voxel_size_mm"])
-        events = read_events(h5["test"], len(h5["test/events/label"]))
+        events = read_events(h5["test"], min(n or len(h5["test/events/label"]), len(h5["test/events/label"])))
     labels = np.array([event.label for event in events])
     return [(event.voxel_index, event.voxel_energy_kev) for event in events], labels, voxel_mm
 
@@ -51,16 +54,28 @@ def pieces(index: np.ndarray, kev: np.ndarray) -> tuple[int, float]:
 WORKING_POINTS = (0.57, 0.65, 0.72)
 
 
-def blob_cut_on(events, labels, voxel_mm: float, topology: TopologyReconstruction) -> dict:
-    scores = np.array([topology((index + 0.5) * voxel_mm, kev, voxel_mm).blob2_kev for index, kev in events])
+def rejections(scores: np.ndarray, labels: np.ndarray, prefix: str = "") -> dict:
     n_background = int((labels == 0).sum())
-    out = {"auroc": float(roc_auc_score(labels, scores))}
+    out = {}
     for efficiency in WORKING_POINTS:
         wp = round(100 * efficiency)
-        rejection = background_rejection_factor(scores, labels, efficiency)
-        out[f"rejection_at_{wp}"] = rejection
-        out[f"rejection_error_at_{wp}"] = rejection / np.sqrt(max(round(n_background / rejection), 1))
+        rejection = background_rejection_factor(scores, labels, efficiency)  # nan without both classes
+        passing = round(n_background / rejection) if np.isfinite(rejection) else 1
+        out[f"{prefix}rejection_at_{wp}"] = rejection
+        out[f"{prefix}rejection_error_at_{wp}"] = rejection / np.sqrt(max(passing, 1))
     return out
+
+
+def blob_cut_on(events, labels, voxel_mm: float, topology: TopologyReconstruction) -> dict:
+    """The cut on all events, and NEXT's classical chain: single-track events (one connected piece of the voxels
+    the tracks are built from), then the cut at the signal efficiency within them."""
+    topologies = [topology((index + 0.5) * voxel_mm, kev, voxel_mm) for index, kev in events]
+    scores = np.array([t.blob2_kev for t in topologies])
+    single = np.array([t.n_tracks == 1 for t in topologies])
+    return {"auroc": float(roc_auc_score(labels, scores)), **rejections(scores, labels),
+            "single_track_signal": float(single[labels == 1].mean()),
+            "single_track_background": float(single[labels == 0].mean()),
+            **rejections(scores[single], labels[single], "single_track_")}
 
 
 def main() -> None:
@@ -69,9 +84,10 @@ def main() -> None:
     parser.add_argument("--voxels", type=str, default="4,6,10", help="coarser voxel sizes (mm) to sum into")
     parser.add_argument("--paolina", type=str, default="5,6", help="voxel sizes (mm) to build tracks on as Paolina")
     parser.add_argument("--end-voxel-kev", type=float, default=10.0, help="Paolina's end-voxel energy threshold")
+    parser.add_argument("--n", type=int, default=None, help="only the first n test events")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "deconvolved_2mm_check")
     args = parser.parse_args()
-    events, labels, voxel_mm = test_events(args.path)
+    events, labels, voxel_mm = test_events(args.path, args.n)
     counts, shares = np.array([pieces(index, kev) for index, kev in events]).T
     report = {"file": args.path.name, "events": len(events), "background": int((labels == 0).sum()),
               "voxel_mm": voxel_mm, "pieces_median": float(np.median(counts)),
@@ -83,8 +99,9 @@ def main() -> None:
              f"{100 * report['pieces_more_than_one']:.0f} % of events in more than one), the main piece holds "
              f"{100 * report['main_piece_energy_share_median']:.0f} % of the energy (median; 10th percentile "
              f"{100 * report['main_piece_energy_share_p10']:.0f} %).", "",
-             "| tracks built from | AUROC | rejection at 57 % | rejection at 65 % | rejection at 72 % |",
-             "|---|---|---|---|---|"]
+             "| tracks built from | AUROC | rejection at 57 % | rejection at 65 % | rejection at 72 % | single-track "
+             "fraction, signal / background | single-track events, then the cut: rejection at 57 % | at 72 % |",
+             "|---|---|---|---|---|---|---|---|"]
     rows = [(None, 0.0)] + [(float(v), 0.0) for v in args.voxels.split(",")]
     rows += [(float(v), args.end_voxel_kev) for v in args.paolina.split(",")]
     for size, end_kev in rows:
@@ -92,11 +109,15 @@ def main() -> None:
         name = f"{size or voxel_mm:g} mm" + (f", ends below {end_kev:g} keV dropped" if end_kev else "")
         report["blob_cut"][name] = r
         lines.append(f"| {name} | {r['auroc']:.3f} | " + " | ".join(
-            f"{r[f'rejection_at_{wp}']:.1f} ± {r[f'rejection_error_at_{wp}']:.1f}" for wp in (57, 65, 72)) + " |")
+            f"{r[f'rejection_at_{wp}']:.1f} ± {r[f'rejection_error_at_{wp}']:.1f}" for wp in (57, 65, 72))
+            + f" | {r['single_track_signal']:.2f} / {r['single_track_background']:.2f} | " + " | ".join(
+            f"{r[f'single_track_rejection_at_{wp}']:.1f} ± {r[f'single_track_rejection_error_at_{wp}']:.1f}"
+            for wp in (57, 72)) + " |")
         print(lines[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    # with_name, not with_suffix: an output name may contain dots (..._cut0.001)
+    args.out.with_name(args.out.name + ".json").write_text(json.dumps(report, indent=2) + "\n")
+    args.out.with_name(args.out.name + ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[2:3]))
 
 

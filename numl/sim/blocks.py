@@ -8,7 +8,11 @@ k-th child of ``SeedSequence(seed)``: the events are the same for any number of 
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
@@ -20,6 +24,20 @@ from numl.utils.errors import check_positive
 from numl.utils.progress import track
 
 T = TypeVar("T")
+
+#: prctl option: the signal a process gets when its parent dies (linux/prctl.h)
+PR_SET_PDEATHSIG = 1
+
+
+def start_worker() -> None:
+    """A block worker runs one torch thread (as many processes as cores is the point of the pool) and, on Linux,
+    ends with its parent: a parent killed outright (SIGKILL, a scheduler's SIGTERM to the main process only) cannot
+    shut its pool down, and its workers would otherwise go on simulating blocks nobody collects."""
+    torch.set_num_threads(1)
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != multiprocessing.parent_process().pid:  # the parent died before the line above
+            os._exit(1)
 
 
 def simulate_in_blocks(simulate_block: Callable[[int, np.random.SeedSequence], T], n_events: int, seed: int,
@@ -33,9 +51,9 @@ def simulate_in_blocks(simulate_block: Callable[[int, np.random.SeedSequence], T
     sizes = [min(events_per_block, n_events - start) for start in range(0, n_events, events_per_block)]
     seeds = np.random.SeedSequence(seed).spawn(len(sizes))
     # spawned, not forked: a parent that has asked torch about CUDA (data.sim.deconvolution_device=cuda) cannot hand
-    # that state to forked children; one torch thread each, as many processes as cores is the point of the pool
+    # that state to forked children
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=torch.set_num_threads, initargs=(1,)) if workers > 1 else None
+                               initializer=start_worker) if workers > 1 else None
     try:
         blocks = pool.map(simulate_block, sizes, seeds) if pool else map(simulate_block, sizes, seeds)
         if description:
