@@ -52,8 +52,8 @@ def true_end_blob(event: gen.NextEvent, cfg: gen.NextSimConfig) -> float:
 
 def rejection(scores: np.ndarray, labels: np.ndarray, efficiency: float) -> tuple[float, float, int]:
     """Rejection, its Poisson error R / sqrt(k) and k, the background events passing the cut."""
-    r = background_rejection_factor(scores, labels, efficiency)
-    k = int(round((labels == 0).sum() / r))
+    r = background_rejection_factor(scores, labels, efficiency)  # nan without both classes
+    k = int(round((labels == 0).sum() / r)) if np.isfinite(r) else 0
     return r, r / np.sqrt(max(k, 1)), k
 
 

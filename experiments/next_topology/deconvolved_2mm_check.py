@@ -25,12 +25,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from background_check import rejection
 from scipy.sparse.csgraph import connected_components
 from sklearn.metrics import roc_auc_score
 
 from numl.baselines.next import TopologyReconstruction, voxel_graph
 from numl.data.next import read_events
-from numl.metrics import background_rejection_factor
 
 HERE = Path(__file__).resolve().parent
 
@@ -55,14 +55,11 @@ WORKING_POINTS = (0.57, 0.65, 0.72)
 
 
 def rejections(scores: np.ndarray, labels: np.ndarray, prefix: str = "") -> dict:
-    n_background = int((labels == 0).sum())
     out = {}
     for efficiency in WORKING_POINTS:
         wp = round(100 * efficiency)
-        rejection = background_rejection_factor(scores, labels, efficiency)  # nan without both classes
-        passing = round(n_background / rejection) if np.isfinite(rejection) else 1
-        out[f"{prefix}rejection_at_{wp}"] = rejection
-        out[f"{prefix}rejection_error_at_{wp}"] = rejection / np.sqrt(max(passing, 1))
+        out[f"{prefix}rejection_at_{wp}"], out[f"{prefix}rejection_error_at_{wp}"], _ = rejection(
+            scores, labels, efficiency)
     return out
 
 
