@@ -191,3 +191,37 @@ def test_simulate_nbody_suite_then_train_on_it(tmp_path):
     run("train", "experiment=lensing_nbody", "data.source=hdf5", f"data.hdf5_path={path}", "trainer.max_epochs=1",
         "data.batch_size=16", f"hydra.run.dir={tmp_path / 'train'}")
     assert (tmp_path / "train" / "test_metrics.json").is_file()
+
+
+def test_simulations_side_by_side_give_the_same_maps(tmp_path):
+    """data.nbody.workers: light cones simulated in worker processes are those simulated one after the other,
+    handed over through the disk cache (or in memory without one), and a cached one is not simulated again."""
+    config = {"box_mpc_h": 128.0, "n_particles": 16, "n_mesh": 32, "n_steps": 10, "z_init": 9.0,
+              "simulations": {"train": 2}}
+    cosmology = Cosmology()
+    seeds = [(cosmology, s) for s in NBodySuite.from_config(config).simulation_seeds("train", 3, class_index=0)]
+
+    def maps(suite, cache_dir):
+        return suite.convergence_maps(cosmology, "train", 6, [0.5], 1.0, 16, seed=3, class_index=0,
+                                      cache_dir=cache_dir)
+
+    one_by_one = maps(NBodySuite.from_config(config), None)
+    side_by_side = NBodySuite.from_config(config | {"workers": 2})
+    side_by_side.simulate_light_cones(seeds, [0.5], None)
+    assert len(side_by_side._simulated) == 2  # handed over in memory without a cache
+    torch.testing.assert_close(maps(side_by_side, None), one_by_one, rtol=1e-5, atol=1e-7)
+    assert not side_by_side._simulated  # each used once, then dropped
+    side_by_side.simulate_light_cones(seeds, [0.5], tmp_path)
+    light_cones = sorted((tmp_path / "nbody").glob("light_cone_*.npz"))
+    assert len(light_cones) == 2 and not side_by_side._simulated
+    written = [path.stat().st_mtime_ns for path in light_cones]
+    side_by_side.simulate_light_cones(seeds, [0.5], tmp_path)  # nothing left to simulate
+    torch.testing.assert_close(maps(side_by_side, tmp_path), one_by_one, rtol=1e-5, atol=1e-7)
+    assert [path.stat().st_mtime_ns for path in light_cones] == written
+
+
+def test_bad_worker_counts_are_refused_in_one_line():
+    with pytest.raises(ConfigError, match=r"data\.nbody\.workers=0"):
+        NBodySuite.from_config({"workers": 0})
+    with pytest.raises(ConfigError, match=r"data\.nbody\.workers=2: side-by-side processes are for CPU cores"):
+        NBodySuite.from_config({"workers": 2, "device": "cuda"})

@@ -320,12 +320,17 @@ class LensingDataModule(SimulatedDataModule):
         the split's simulations of that class, shape noise and smoothing added as for the other fields."""
         self.build_simulators()
         index, m_nu = self.draw_labels(n, self.split_seed(split, "labels"))
+        seed = self.split_seed(split, "nbody")
+        self.nbody_suite.simulate_light_cones(
+            [(self.cosmology(m), sim_seed) for k, m in enumerate(self.m_nu_values)
+             for sim_seed in self.nbody_suite.simulation_seeds(split, seed, k)],
+            self.source_redshifts, self.cache_dir, description=f"N-body simulations ({split})")
         maps = torch.empty(n, len(self.source_redshifts), self.n_pix, self.n_pix)
         for k, m in enumerate(self.m_nu_values):
             members = (index == k).nonzero().reshape(-1)
             maps[members] = self.nbody_suite.convergence_maps(
                 self.cosmology(m), split, len(members), self.source_redshifts, self.field_deg, self.n_pix,
-                seed=self.split_seed(split, "nbody"), class_index=k, cache_dir=self.cache_dir)
+                seed=seed, class_index=k, cache_dir=self.cache_dir)
         simulator = self.simulators[0]
         generator = torch.Generator().manual_seed(self.split_seed(split, "shape_noise"))
         return MapSet(simulator.observe(maps, generator), index, m_nu)

@@ -27,10 +27,13 @@ Units: comoving Mpc/h, wavenumbers h/Mpc, time variable a, H0 = 1.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import multiprocessing
 import time
 from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,8 +42,10 @@ import torch
 from scipy.integrate import solve_ivp
 from scipy.interpolate import CubicSpline
 
-from numl.sim.lensing.spectra import Cosmology, _camb_params, _run_camb, cached_arrays
+from numl.sim.blocks import start_worker
+from numl.sim.lensing.spectra import Cosmology, _camb_params, _run_camb, cache_file, cached_arrays
 from numl.utils.errors import ConfigError, check_choice, check_keys, check_positive, check_range
+from numl.utils.progress import track
 from numl.utils.seeds import derived_seed
 
 log = logging.getLogger(__name__)
@@ -553,20 +558,24 @@ def _bilinear_periodic(planes: torch.Tensor, u: torch.Tensor, v: torch.Tensor, n
 
 # ----- a suite of simulations for the data module ------------------------------------------------------------
 _SUITE_KEYS = ("box_mpc_h", "n_particles", "n_mesh", "n_steps", "z_init", "slabs_per_box", "simulations",
-               "matched_phases", "device")
+               "matched_phases", "device", "workers")
 _LIGHT_CONE_SCHEMA = 4
 
 
 class NBodySuite:
     """The simulations behind N-body convergence maps: `simulations[split]` per cosmology and split, each ray
     traced into many maps; with `matched_phases` the cosmologies share initial phases simulation by simulation.
-    Light cones are cached on disk, so an interrupted suite resumes from the simulations it finished."""
+    Light cones are cached on disk, so an interrupted suite resumes from the simulations it finished. With
+    `workers` > 1 the simulations of a split run in that many processes side by side (one torch thread each: a
+    PM step's painting and FFTs gain far less from threads than independent simulations gain from processes)."""
 
     def __init__(self, setup: ParticleMeshSetup, simulations: dict[str, int], matched_phases: bool = True,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", workers: int = 1) -> None:
         self.setup, self.simulations = setup, dict(simulations)
-        self.matched_phases, self.device = bool(matched_phases), device
+        self.matched_phases, self.device, self.workers = bool(matched_phases), device, int(workers)
         self._tables: dict[str, LinearTables] = {}
+        # light cones simulated by workers without a disk cache to hand them over, until their maps are drawn
+        self._simulated: dict[str, dict[str, np.ndarray]] = {}
 
     @classmethod
     def from_config(cls, cfg: dict, key_prefix: str = "data.nbody") -> NBodySuite:
@@ -583,12 +592,17 @@ class NBodySuite:
             check_positive(f"{key_prefix}.simulations.{split}", n, integer=True)
         device = cfg.pop("device", "cpu")
         check_choice(f"{key_prefix}.device", device, ("cpu", "cuda"))
+        workers = cfg.pop("workers", 1)
+        check_positive(f"{key_prefix}.workers", workers, integer=True)
+        if workers > 1 and device == "cuda":
+            raise ConfigError(f"{key_prefix}.workers={workers}: side-by-side processes are for CPU cores; with "
+                              f"{key_prefix}.device=cuda use {key_prefix}.workers=1")
         if device == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"{key_prefix}.device=cuda: no CUDA device here; use {key_prefix}.device=cpu")
         matched = cfg.pop("matched_phases", True)
         if not isinstance(matched, bool):
             raise ConfigError(f"{key_prefix}.matched_phases={matched!r}: must be true or false")
-        return cls(ParticleMeshSetup(**cfg, key_prefix=key_prefix), simulations, matched, device)
+        return cls(ParticleMeshSetup(**cfg, key_prefix=key_prefix), simulations, matched, device, workers)
 
     def metadata(self) -> dict:
         return self.setup.as_dict() | {"simulations": self.simulations, "matched_phases": self.matched_phases}
@@ -615,12 +629,70 @@ class NBodySuite:
                               f"size at z_s={z_far} ({field_deg} deg x {chi_far:.0f} Mpc/h = {width:.0f} Mpc/h), so "
                               f"the map would repeat the box; use a box >= {math.ceil(width)} or a smaller field")
 
+    def simulation_seeds(self, split: str, seed: int, class_index: int) -> list[int]:
+        """The initial-condition seeds of a split's simulations of one cosmology (shared by all cosmologies with
+        matched phases)."""
+        return [derived_seed(seed, i) if self.matched_phases else derived_seed(seed, i, class_index)
+                for i in range(self.simulations[split])]
+
+    def chi_max(self, cosmology: Cosmology, source_redshifts: list[float], cache_dir: str | Path | None) -> float:
+        """How deep the light cone must reach: the distance of the farthest source [Mpc/h]."""
+        tables = self.tables(cosmology, cache_dir)
+        return max(tables.chi_of_z(z) for z in source_redshifts)
+
+    def light_cone_key(self, cosmology: Cosmology, seed: int, chi_max: float) -> dict:
+        return {"schema": _LIGHT_CONE_SCHEMA, "tables": _TABLES_SCHEMA, "setup": self.setup.as_dict(),
+                "cosmology": cosmology.physics_dict(), "seed": int(seed), "chi_max": round(chi_max, 3)}
+
+    @staticmethod
+    def light_cone_dir(cache_dir: str | Path | None) -> Path | None:
+        return None if cache_dir is None else Path(cache_dir) / "nbody"
+
+    def simulate_light_cones(self, simulations: list[tuple[Cosmology, int]], source_redshifts: list[float],
+                             cache_dir: str | Path | None, description: str = "N-body simulations") -> None:
+        """Simulate the light cones of `simulations` (cosmology, seed) not yet on disk in `workers` processes
+        side by side; `light_cone` then takes them from the cache (or from memory without one). Nothing to do
+        with one worker: `light_cone` simulates each when it is needed."""
+        if self.workers == 1:
+            return
+        pending: dict[str, tuple[Cosmology, int, float]] = {}
+        for cosmology, seed in simulations:
+            chi_max = self.chi_max(cosmology, source_redshifts, cache_dir)  # CAMB's tables made once, here
+            key = self.light_cone_key(cosmology, seed, chi_max)
+            path = cache_file("light_cone", key, self.light_cone_dir(cache_dir))
+            text = json.dumps(key, sort_keys=True)
+            if (path is None or not path.is_file()) and text not in self._simulated:
+                pending[text] = (cosmology, seed, chi_max)
+        if not pending:
+            return
+        # spawned, not forked, as numl.sim.blocks: each worker starts a clean torch with one thread
+        n_workers = min(self.workers, len(pending))
+        pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"), initializer=start_worker)
+        try:
+            futures = {pool.submit(_simulate_light_cone, self.setup, self.device, cosmology, seed, chi_max,
+                                   cache_dir): text for text, (cosmology, seed, chi_max) in pending.items()}
+            for future in track(as_completed(futures), total=len(futures),
+                                description=f"{description}: {len(futures)} light cones, {n_workers} workers"):
+                arrays = future.result()
+                if cache_dir is None:
+                    self._simulated[futures[future]] = arrays
+        finally:
+            pool.shutdown(cancel_futures=True)
+
     def light_cone(self, cosmology: Cosmology, seed: int, chi_max: float, cache_dir: str | Path | None,
                    description: str = "") -> LensPlanes:
         """The lens planes of one simulation, from the disk cache or simulated (and cached)."""
+        arrays = self.light_cone_arrays(cosmology, seed, chi_max, cache_dir, description)
+        return LensPlanes(arrays["chi_edges"], arrays["a_centre"],
+                          torch.from_numpy(arrays["surface_density"]).to(self.device), self.setup.box_mpc_h)
+
+    def light_cone_arrays(self, cosmology: Cosmology, seed: int, chi_max: float, cache_dir: str | Path | None,
+                          description: str = "") -> dict[str, np.ndarray]:
         tables = self.tables(cosmology, cache_dir)
-        key = {"schema": _LIGHT_CONE_SCHEMA, "tables": _TABLES_SCHEMA, "setup": self.setup.as_dict(),
-               "cosmology": cosmology.physics_dict(), "seed": int(seed), "chi_max": round(chi_max, 3)}
+        key = self.light_cone_key(cosmology, seed, chi_max)
+        simulated = self._simulated.pop(json.dumps(key, sort_keys=True), None)
+        if simulated is not None:
+            return simulated
 
         def simulate() -> dict[str, np.ndarray]:
             start = time.perf_counter()
@@ -630,24 +702,30 @@ class NBodySuite:
             return {"chi_edges": planes.chi_edges, "a_centre": planes.a_centre,
                     "surface_density": planes.surface_density.cpu().numpy()}
 
-        arrays = cached_arrays("light_cone", key, None if cache_dir is None else Path(cache_dir) / "nbody", simulate)
-        return LensPlanes(arrays["chi_edges"], arrays["a_centre"],
-                          torch.from_numpy(arrays["surface_density"]).to(self.device), self.setup.box_mpc_h)
+        return cached_arrays("light_cone", key, self.light_cone_dir(cache_dir), simulate)
 
     def convergence_maps(self, cosmology: Cosmology, split: str, n_maps: int, source_redshifts: list[float],
                          field_deg: float, n_pix: int, seed: int, class_index: int,
                          cache_dir: str | Path | None) -> torch.Tensor:
         """`n_maps` noise-free maps [n, n_z, n_pix, n_pix] spread evenly over the split's simulations."""
         tables = self.tables(cosmology, cache_dir)
-        chi_max = max(tables.chi_of_z(z) for z in source_redshifts)
+        chi_max = self.chi_max(cosmology, source_redshifts, cache_dir)
         n_sims = self.simulations[split]
         counts = [n_maps // n_sims + (i < n_maps % n_sims) for i in range(n_sims)]
         maps = []
-        for i, count in enumerate(counts):
-            sim_seed = derived_seed(seed, i) if self.matched_phases else derived_seed(seed, i, class_index)
+        for i, (count, sim_seed) in enumerate(zip(counts, self.simulation_seeds(split, seed, class_index),
+                                                  strict=True)):
             planes = self.light_cone(cosmology, sim_seed, chi_max, cache_dir,
                                      f"{split} simulation {i + 1}/{n_sims}, M_nu={cosmology.m_nu_ev} eV")
             if count:
                 maps.append(born_convergence(planes, tables, source_redshifts, field_deg, n_pix, count,
                                              seed=derived_seed(sim_seed, "rays", class_index)).cpu())
         return torch.cat(maps) if maps else torch.empty(0, len(source_redshifts), n_pix, n_pix)
+
+
+def _simulate_light_cone(setup: ParticleMeshSetup, device: str, cosmology: Cosmology, seed: int, chi_max: float,
+                         cache_dir: str | Path | None) -> dict[str, np.ndarray] | None:
+    """One light cone in a worker process (NBodySuite.simulate_light_cones): written to the cache, or returned
+    when there is none."""
+    arrays = NBodySuite(setup, {}, device=device).light_cone_arrays(cosmology, seed, chi_max, cache_dir)
+    return arrays if cache_dir is None else None

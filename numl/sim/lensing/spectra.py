@@ -172,17 +172,23 @@ def convergence_power_spectra(
     return ConvergenceSpectra(ell=np.arange(ell_max + 1, dtype=np.float64), cl=arrays["cl"], source_redshifts=zs)
 
 
+def cache_file(prefix: str, key: dict, cache_dir: str | Path | None) -> Path | None:
+    """Where `cached_arrays` keeps the arrays of `key` (None without a cache directory)."""
+    if cache_dir is None:
+        return None
+    text = json.dumps(key, sort_keys=True)
+    return Path(cache_dir) / f"{prefix}_{hashlib.sha256(text.encode()).hexdigest()[:20]}.npz"
+
+
 def cached_arrays(prefix: str, key: dict, cache_dir: str | Path | None,
                   compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Arrays computed once per `key` (every input and the CAMB version) and kept in `cache_dir` as .npz
     (None: no cache). CAMB runs take seconds to minutes; the cache makes reruns and parallel workers cheap."""
     text = json.dumps(key, sort_keys=True)
-    cache_path = None
-    if cache_dir is not None:
-        cache_path = Path(cache_dir) / f"{prefix}_{hashlib.sha256(text.encode()).hexdigest()[:20]}.npz"
-        if cache_path.is_file():
-            with np.load(cache_path) as f:
-                return {name: f[name] for name in f.files if name != "key"}
+    cache_path = cache_file(prefix, key, cache_dir)
+    if cache_path is not None and cache_path.is_file():
+        with np.load(cache_path) as f:
+            return {name: f[name] for name in f.files if name != "key"}
     arrays = compute()
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
