@@ -10,6 +10,7 @@ from numl.baselines.next import (
     BlobCutBaseline,
     TopologyReconstruction,
     classification_metrics,
+    count_tracks,
     drop_end_voxels,
     regroup_voxels,
     track_topology,
@@ -116,6 +117,9 @@ def test_regrouping_joins_a_track_that_fell_into_pieces():
     paolina = TopologyReconstruction(blob_radius_mm=18.0, voxel_size_mm=6.0)(voxel_mm, kev, 2.0)
     assert as_cells.track_length_mm < 12 and as_cells.ends_mm[:, 0].max() < 12  # both "blobs" in the first piece
     assert (as_cells.n_tracks, paolina.n_tracks) == (10, 1)
+    assert count_tracks(voxel_mm, 2.0) == 10
+    corner = np.array([[1.0, 1.0, 1.0], [3.0, 3.0, 3.0]])  # cells touching at a corner: one track (26-neighbour)
+    assert count_tracks(corner, 2.0) == 1 and count_tracks(corner * [1, 1, 2], 2.0) == 2
     assert paolina.track_length_mm == pytest.approx(114.0)
     assert np.sort(paolina.ends_mm[:, 0]).tolist() == [3.0, 117.0]
     assert paolina.blob2_kev >= 250  # the far end's blob, 300 keV of 60 keV cells, in its voxels

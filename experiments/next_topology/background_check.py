@@ -26,23 +26,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import label as connected_groups
 from sklearn.metrics import roc_auc_score
 
 import numl.sim.next.generator as gen
-from numl.baselines.next import blob_cut_scores
+from numl.baselines.next import blob_cut_scores, count_tracks
 from numl.metrics import background_rejection_factor, fwhm
 
 OUT = Path(__file__).with_name("results")
 FORMER = {"background": "electron", "photon_transport": "first_interaction", "veto_margin_mm": None}
 
 
-def n_tracks(event: gen.NextEvent) -> int:
-    """Connected groups of voxels (26-neighbour) of an event."""
-    lo = event.voxel_index.min(axis=0)
-    grid = np.zeros(event.voxel_index.max(axis=0) - lo + 1, bool)
-    grid[tuple((event.voxel_index - lo).T)] = True
-    return int(connected_groups(grid, structure=np.ones((3, 3, 3)))[1])
+def n_tracks(event: gen.NextEvent, cfg: gen.NextSimConfig) -> int:
+    return count_tracks(event.voxel_centres_mm(cfg.voxel_size_mm), cfg.voxel_size_mm)
 
 
 def true_end_blob(event: gen.NextEvent, cfg: gen.NextSimConfig) -> float:
@@ -61,7 +56,7 @@ def acceptance(line: str, n_gammas: int, seed: int) -> dict:
     cfg = gen.NextSimConfig(background=line)
     start = time.perf_counter()
     kept, n = gen.background_acceptance(cfg, n_gammas, seed)
-    single = np.array([n_tracks(e) == 1 for e in kept])
+    single = np.array([n_tracks(e, cfg) == 1 for e in kept])
     return {"line": line, "gammas": n, "in_roi": len(kept), "acceptance": len(kept) / n,
             "acceptance_error": np.sqrt(len(kept)) / n, "single_track_fraction": float(single.mean()),
             "single_track_error": float(np.sqrt(single.mean() * (1 - single.mean()) / max(len(kept), 1))),
@@ -83,7 +78,7 @@ def topology(settings: dict, n_per_class: int, seed: int, efficiencies: tuple[fl
     cut = blob_cut_scores(voxels, cfg.voxel_size_mm, blob_radii_mm[0])
     truth = np.array([true_end_blob(e, cfg) for e in events])
     energy = np.array([e.energy_kev for e in events])
-    single = np.array([n_tracks(e) == 1 for e in events])
+    single = np.array([n_tracks(e, cfg) == 1 for e in events])
     out = {"settings": settings, "n_per_class": n_per_class, "events_per_s": len(events) / seconds,
            "seconds": seconds, "blob_cut_auroc": float(roc_auc_score(labels, cut)),
            "true_end_blob_auroc": float(roc_auc_score(labels, truth)),

@@ -38,6 +38,11 @@ def voxel_graph(voxel_mm: np.ndarray, voxel_size_mm: float):
     return graph + graph.T
 
 
+def count_tracks(voxel_mm: np.ndarray, voxel_size_mm: float) -> int:
+    """Connected pieces of an event's voxels (26-neighbour): NEXT's single-track selection keeps events of one."""
+    return int(connected_components(voxel_graph(voxel_mm, voxel_size_mm), directed=False)[0])
+
+
 def farthest_pair(graph) -> tuple[int, int, float]:
     """The two nodes of a connected graph farthest apart along it, and their distance (mm)."""
     n = graph.shape[0]
