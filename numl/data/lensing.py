@@ -107,7 +107,7 @@ class LensingDataModule(SimulatedDataModule):
         field_deg, n_pix: side of the square periodic map in degrees, and pixels per side.
         field: "gaussian", "lognormal" or "nbody" (ray-traced particle-mesh simulations, set by ``nbody``:
             the `numl.sim.lensing.nbody.ParticleMeshSetup` fields, ``simulations`` per split and cosmology,
-            ``matched_phases``, ``device``).
+            ``matched_phases``, ``device``, ``workers``: processes simulating a split's light cones side by side).
         galaxy_density_arcmin2: source galaxies per arcmin^2 for shape noise, in total, split equally among the
             source planes; null = noise-free. shape_noise_sigma_e: ellipticity dispersion per component.
         The split sizes, seed and source are those of `numl.data.base.SimulatedDataModule`.

@@ -657,7 +657,7 @@ class NBodySuite:
             return
         pending: dict[str, tuple[Cosmology, int, float]] = {}
         for cosmology, seed in simulations:
-            chi_max = self.chi_max(cosmology, source_redshifts, cache_dir)  # CAMB's tables made once, here
+            chi_max = self.chi_max(cosmology, source_redshifts, cache_dir)  # CAMB's tables made here, for all
             key = self.light_cone_key(cosmology, seed, chi_max)
             path = cache_file("light_cone", key, self.light_cone_dir(cache_dir))
             text = json.dumps(key, sort_keys=True)
@@ -669,8 +669,9 @@ class NBodySuite:
         n_workers = min(self.workers, len(pending))
         pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"), initializer=start_worker)
         try:
-            futures = {pool.submit(_simulate_light_cone, self.setup, self.device, cosmology, seed, chi_max,
-                                   cache_dir): text for text, (cosmology, seed, chi_max) in pending.items()}
+            futures = {pool.submit(_simulate_light_cone, self.setup, self.device, self.tables(cosmology, cache_dir),
+                                   cosmology, seed, chi_max, cache_dir): text
+                       for text, (cosmology, seed, chi_max) in pending.items()}
             for future in track(as_completed(futures), total=len(futures),
                                 description=f"{description}: {len(futures)} light cones, {n_workers} workers"):
                 arrays = future.result()
@@ -723,9 +724,11 @@ class NBodySuite:
         return torch.cat(maps) if maps else torch.empty(0, len(source_redshifts), n_pix, n_pix)
 
 
-def _simulate_light_cone(setup: ParticleMeshSetup, device: str, cosmology: Cosmology, seed: int, chi_max: float,
-                         cache_dir: str | Path | None) -> dict[str, np.ndarray] | None:
-    """One light cone in a worker process (NBodySuite.simulate_light_cones): written to the cache, or returned
-    when there is none."""
-    arrays = NBodySuite(setup, {}, device=device).light_cone_arrays(cosmology, seed, chi_max, cache_dir)
+def _simulate_light_cone(setup: ParticleMeshSetup, device: str, tables: LinearTables, cosmology: Cosmology,
+                         seed: int, chi_max: float, cache_dir: str | Path | None) -> dict[str, np.ndarray] | None:
+    """One light cone in a worker process (NBodySuite.simulate_light_cones), from the parent's CAMB tables: written
+    to the cache, or returned when there is none."""
+    suite = NBodySuite(setup, {}, device=device)
+    suite._tables[repr(cosmology.physics_dict())] = tables
+    arrays = suite.light_cone_arrays(cosmology, seed, chi_max, cache_dir)
     return arrays if cache_dir is None else None
