@@ -64,7 +64,16 @@ def save_roc_curves(curves: dict[str, tuple], path: Path, positive: str = "signa
 def save_regression_scatter(truth, predicted, sigma, path: Path, name: str) -> Path:
     truth, predicted, sigma = as_numpy(truth), as_numpy(predicted), as_numpy(sigma)
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-    axes[0].errorbar(truth, predicted, yerr=sigma, fmt=".", alpha=0.4, ms=3)
+    if len(truth) <= 200:
+        axes[0].errorbar(truth, predicted, yerr=sigma, fmt=".", alpha=0.4, ms=3)
+    else:  # error bars of many events hide the points
+        axes[0].plot(truth, predicted, ".", alpha=0.2, ms=3)
+    values = np.unique(truth)
+    if len(values) <= 20 < len(truth):  # a grid of true values (cosmologies): where each one's estimates lie
+        mean = np.array([predicted[truth == v].mean() for v in values])
+        spread = np.array([predicted[truth == v].std() for v in values])
+        axes[0].errorbar(values, mean, yerr=spread, fmt="o", color="k", capsize=3, label="mean +- spread")
+        axes[0].legend(fontsize=8)
     lo, hi = float(truth.min()), float(truth.max())
     axes[0].plot([lo, hi], [lo, hi], "k--", lw=1)
     axes[0].set_xlabel(f"true {name}")
