@@ -37,6 +37,7 @@ FORMER = {"background": "electron", "photon_transport": "first_interaction", "ve
 
 
 def n_tracks(event: gen.NextEvent, cfg: gen.NextSimConfig) -> int:
+    """Connected groups of voxels (26-neighbour) of an event, as NEXT's track reconstruction counts tracks."""
     return count_tracks(event.voxel_centres_mm(cfg.voxel_size_mm), cfg.voxel_size_mm)
 
 

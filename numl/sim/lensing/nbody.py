@@ -572,6 +572,7 @@ class NBodySuite:
     def __init__(self, setup: ParticleMeshSetup, simulations: dict[str, int], matched_phases: bool = True,
                  device: str = "cpu", workers: int = 1) -> None:
         self.setup, self.simulations = setup, dict(simulations)
+        check_positive("data.nbody.workers", workers, integer=True)
         self.matched_phases, self.device, self.workers = bool(matched_phases), device, int(workers)
         self._tables: dict[str, LinearTables] = {}
         # light cones simulated by workers without a disk cache to hand them over, until their maps are drawn
