@@ -220,7 +220,7 @@ def test_simulations_side_by_side_give_the_same_maps(tmp_path, monkeypatch):
     def no_pool(*args, **kwargs):
         raise AssertionError("a cached light cone was simulated again")
 
-    monkeypatch.setattr(nbody, "ProcessPoolExecutor", no_pool)
+    monkeypatch.setattr(nbody, "spawned_pool", no_pool)
     side_by_side.simulate_light_cones(seeds, [0.5], tmp_path)
     torch.testing.assert_close(maps(side_by_side, tmp_path), one_by_one, rtol=1e-5, atol=1e-7)
     # the maps came from the workers' files: a light cone under another key would have been simulated and written

@@ -40,6 +40,13 @@ def start_worker() -> None:
             os._exit(1)
 
 
+def spawned_pool(workers: int) -> ProcessPoolExecutor:
+    """`workers` processes for side-by-side simulation, each set up by `start_worker`. Spawned, not forked: a
+    parent that has asked torch about CUDA (data.sim.deconvolution_device=cuda) cannot hand that state to forked
+    children. Shut it down with ``cancel_futures=True``."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=start_worker)
+
+
 def simulate_in_blocks(simulate_block: Callable[[int, np.random.SeedSequence], T], n_events: int, seed: int,
                        events_per_block: int, workers: int = 1, description: str | None = None) -> list[T]:
     """`simulate_block(size, seed_sequence)` for blocks of `events_per_block` events (the last one shorter) that
@@ -50,10 +57,7 @@ def simulate_in_blocks(simulate_block: Callable[[int, np.random.SeedSequence], T
     check_positive("data.simulation_workers", workers, integer=True)
     sizes = [min(events_per_block, n_events - start) for start in range(0, n_events, events_per_block)]
     seeds = np.random.SeedSequence(seed).spawn(len(sizes))
-    # spawned, not forked: a parent that has asked torch about CUDA (data.sim.deconvolution_device=cuda) cannot hand
-    # that state to forked children
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=start_worker) if workers > 1 else None
+    pool = spawned_pool(workers) if workers > 1 else None
     try:
         blocks = pool.map(simulate_block, sizes, seeds) if pool else map(simulate_block, sizes, seeds)
         if description:

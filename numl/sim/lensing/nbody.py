@@ -30,10 +30,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import multiprocessing
 import time
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,7 +41,7 @@ import torch
 from scipy.integrate import solve_ivp
 from scipy.interpolate import CubicSpline
 
-from numl.sim.blocks import start_worker
+from numl.sim.blocks import spawned_pool
 from numl.sim.lensing.spectra import Cosmology, _camb_params, _run_camb, cache_file, cached_arrays
 from numl.utils.errors import ConfigError, check_choice, check_keys, check_positive, check_range
 from numl.utils.progress import track
@@ -608,8 +607,12 @@ class NBodySuite:
     def metadata(self) -> dict:
         return self.setup.as_dict() | {"simulations": self.simulations, "matched_phases": self.matched_phases}
 
+    @staticmethod
+    def tables_key(cosmology: Cosmology) -> str:
+        return repr(cosmology.physics_dict())
+
     def tables(self, cosmology: Cosmology, cache_dir: str | Path | None) -> LinearTables:
-        key = repr(cosmology.physics_dict())
+        key = self.tables_key(cosmology)
         if key not in self._tables:
             # CAMB's transfer functions up to the corner of the force mesh's Fourier cube.
             k_max = 1.1 * math.sqrt(3) * math.pi * self.setup.n_mesh / self.setup.box_mpc_h
@@ -666,9 +669,8 @@ class NBodySuite:
                 pending[text] = (cosmology, seed, chi_max)
         if not pending:
             return
-        # spawned, not forked, as numl.sim.blocks: each worker starts a clean torch with one thread
         n_workers = min(self.workers, len(pending))
-        pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"), initializer=start_worker)
+        pool = spawned_pool(n_workers)  # each worker a clean torch with one thread
         try:
             futures = {pool.submit(_simulate_light_cone, self.setup, self.device, self.tables(cosmology, cache_dir),
                                    cosmology, seed, chi_max, cache_dir): text
@@ -730,6 +732,6 @@ def _simulate_light_cone(setup: ParticleMeshSetup, device: str, tables: LinearTa
     """One light cone in a worker process (NBodySuite.simulate_light_cones), from the parent's CAMB tables: written
     to the cache, or returned when there is none."""
     suite = NBodySuite(setup, {}, device=device)
-    suite._tables[repr(cosmology.physics_dict())] = tables
+    suite._tables[suite.tables_key(cosmology)] = tables
     arrays = suite.light_cone_arrays(cosmology, seed, chi_max, cache_dir)
     return arrays if cache_dir is None else None
