@@ -6,7 +6,8 @@ Reads the test events of a NEXT HDF5 file (numl.simulate) and prints, for the 2 
 - the blob cut (R = 18 mm, numl.baselines.next) on the same events with the tracks built from coarser voxels
   (`--voxels`), and as NEXT's Paolina builds them from deconvolved hits (`--paolina`: those voxel sizes and track
   ends below `--end-voxel-kev` dropped; IC's isaura.conf: 5 mm, 10 keV): AUROC and background rejection at 57 %
-  (NEXT's working point with deconvolution, Simon et al. 2021), 65 % and 72 % signal efficiency, Poisson errors.
+  (NEXT's working point with deconvolution, Simon et al. 2021), 65 % and 72 % signal efficiency, Poisson errors and
+  68 % intervals over resamplings of the events.
 Writes results/<--out>.md and .json.
 
     python experiments/next_topology/deconvolved_2mm_check.py data/next_2mm_deconvolved_test1500.h5
@@ -31,6 +32,7 @@ from sklearn.metrics import roc_auc_score
 
 from numl.baselines.next import TopologyReconstruction, voxel_graph
 from numl.data.next import read_events
+from numl.metrics import background_rejection_factor
 
 HERE = Path(__file__).resolve().parent
 
@@ -54,12 +56,23 @@ def pieces(index: np.ndarray, kev: np.ndarray) -> tuple[int, float]:
 WORKING_POINTS = (0.57, 0.65, 0.72)
 
 
+#: event resamplings for the rejections' 68 % intervals
+RESAMPLES = 1000
+
+
 def rejections(scores: np.ndarray, labels: np.ndarray, prefix: str = "") -> dict:
+    """Rejection at each working point with its Poisson error (the background passing the cut) and a 68 % interval
+    over resamplings of the events, which also holds where the cut falls as the signal events fluctuate."""
     out = {}
+    rng = np.random.default_rng(0)
+    resampled = [rng.integers(0, len(labels), len(labels)) for _ in range(RESAMPLES)]
     for efficiency in WORKING_POINTS:
         wp = round(100 * efficiency)
         out[f"{prefix}rejection_at_{wp}"], out[f"{prefix}rejection_error_at_{wp}"], _ = rejection(
             scores, labels, efficiency)
+        values = [background_rejection_factor(scores[i], labels[i], efficiency) for i in resampled]
+        # NaN: a resample without one class; inf: no background passes
+        out[f"{prefix}rejection_68_at_{wp}"] = [float(v) for v in np.nanpercentile(values, [16, 84])]
     return out
 
 
@@ -73,6 +86,12 @@ def blob_cut_on(events, labels, voxel_mm: float, topology: TopologyReconstructio
             "single_track_signal": float(single[labels == 1].mean()),
             "single_track_background": float(single[labels == 0].mean()),
             **rejections(scores[single], labels[single], "single_track_")}
+
+
+def formatted(r: dict, wp: int, prefix: str = "") -> str:
+    """Rejection ± Poisson error (68 % resampling interval)."""
+    low, high = r[f"{prefix}rejection_68_at_{wp}"]
+    return f"{r[f'{prefix}rejection_at_{wp}']:.1f} ± {r[f'{prefix}rejection_error_at_{wp}']:.1f} ({low:.1f}-{high:.1f})"
 
 
 def main() -> None:
@@ -105,11 +124,9 @@ def main() -> None:
         r = blob_cut_on(events, labels, voxel_mm, TopologyReconstruction(18.0, size, end_kev, 3))
         name = f"{size or voxel_mm:g} mm" + (f", ends below {end_kev:g} keV dropped" if end_kev else "")
         report["blob_cut"][name] = r
-        lines.append(f"| {name} | {r['auroc']:.3f} | " + " | ".join(
-            f"{r[f'rejection_at_{wp}']:.1f} ± {r[f'rejection_error_at_{wp}']:.1f}" for wp in (57, 65, 72))
-            + f" | {r['single_track_signal']:.2f} / {r['single_track_background']:.2f} | " + " | ".join(
-            f"{r[f'single_track_rejection_at_{wp}']:.1f} ± {r[f'single_track_rejection_error_at_{wp}']:.1f}"
-            for wp in (57, 72)) + " |")
+        lines.append(f"| {name} | {r['auroc']:.3f} | " + " | ".join(formatted(r, wp) for wp in (57, 65, 72))
+                     + f" | {r['single_track_signal']:.2f} / {r['single_track_background']:.2f} | "
+                     + " | ".join(formatted(r, wp, "single_track_") for wp in (57, 72)) + " |")
         print(lines[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # with_name, not with_suffix: an output name may contain dots (..._cut0.001)
