@@ -254,5 +254,5 @@ def test_2mm_deconvolved_default_keeps_signal_tracks_in_one_piece(compose_train)
         return sum(count_tracks(e.voxel_index * sim.voxel_size_mm, sim.voxel_size_mm) == 1 for e in events)
 
     now, before = single_tracks(cfg), single_tracks(former)
-    # 2026-12-06, 250 events of the mixed test set: 88 % of signal in one piece at 0.1 keV, 23 % at 1 keV
+    # 2026-12-06, 250 events of the mixed test set: 88 % of signal in one piece now, 25 % with the former pair
     assert now >= 6 and before <= 4, (now, before)

@@ -71,7 +71,7 @@ def rejections(scores: np.ndarray, labels: np.ndarray, prefix: str = "") -> dict
         out[f"{prefix}rejection_at_{wp}"], out[f"{prefix}rejection_error_at_{wp}"], _ = rejection(
             scores, labels, efficiency)
         values = [background_rejection_factor(scores[i], labels[i], efficiency) for i in resampled]
-        # NaN: a resample without one class; inf: no background passes
+        # NaN: a resample without one class (no background passing counts as one, so the upper edge is capped)
         out[f"{prefix}rejection_68_at_{wp}"] = [float(v) for v in np.nanpercentile(values, [16, 84])]
     return out
 
