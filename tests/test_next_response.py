@@ -251,7 +251,7 @@ def test_2mm_deconvolved_default_keeps_signal_tracks_in_one_piece(compose_train)
 
     def single_tracks(sim: NextSimConfig) -> int:
         events = simulate_events(sim, 8, seed=11)
-        return sum(count_tracks(e.voxel_index * sim.voxel_size_mm, sim.voxel_size_mm) == 1 for e in events)
+        return sum(count_tracks(e.voxel_centres_mm(sim.voxel_size_mm), sim.voxel_size_mm) == 1 for e in events)
 
     now, before = single_tracks(cfg), single_tracks(former)
     # 2026-12-06, 250 events of the mixed test set: 88 % of signal in one piece now, 25 % with the former pair
