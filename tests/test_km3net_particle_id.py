@@ -78,6 +78,7 @@ def test_the_baseline_refuses_bad_sizes_and_a_single_class():
         TrackShowerFeatureBaseline().fit(OneClass())
 
 
+@pytest.mark.slow
 def test_track_shower_experiment_reports_network_and_bdt_on_the_same_events(compose_train, tmp_path):
     # The study's experiment, small and simulated on the fly: the track head's and the BDT's AUROC in the test
     # metrics, and the figure and table of both per energy bin.
@@ -165,7 +166,7 @@ class _SyntheticPid:
         return self.split[split]
 
 
-@pytest.mark.parametrize("with_fits", [False, True])
+@pytest.mark.parametrize("with_fits", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_the_bdt_separates_tracks_from_showers(with_fits):
     datamodule = _SyntheticPid()
     baseline = TrackShowerFeatureBaseline(fit_features=with_fits).fit(datamodule)

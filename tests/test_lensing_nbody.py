@@ -193,6 +193,7 @@ def test_simulate_nbody_suite_then_train_on_it(tmp_path):
     assert (tmp_path / "train" / "test_metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_simulations_side_by_side_give_the_same_maps(tmp_path, monkeypatch):
     """data.nbody.workers: light cones simulated in worker processes are those simulated one after the other,
     handed over through the disk cache (or in memory without one), and a cached one is not simulated again."""

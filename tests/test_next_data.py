@@ -184,9 +184,25 @@ def test_bad_datamodule_config(kwargs, key):
         NextDataModule(**{**SMALL, **kwargs})
 
 
-def test_blocks_give_the_same_events_for_any_number_of_workers(tmp_path):
-    """data.events_per_block: block k is the events of the k-th child seed of the split's, whatever the number of
-    processes; a file made in blocks is refused by a config without them (other events), and workers need blocks."""
+def test_blocks_are_the_events_of_their_own_seeds(tmp_path):
+    """data.events_per_block: block k is the events of the k-th child seed of the split's; a file made in blocks is
+    refused by a config without them (other events), and workers need blocks."""
+    small = SMALL | {"n_train": 5, "n_val": 2, "n_test": 2}
+    one = NextDataModule(events_per_block=2, **small)
+    one.setup()
+    second_block = simulate_events(one.sim, 2, np.random.SeedSequence(one.split_seed("train")).spawn(3)[1])
+    for a, b in zip(one.events("train")[2:4], second_block, strict=True):
+        np.testing.assert_array_equal(a.voxel_index, b.voxel_index)
+    path = one.write_hdf5(tmp_path / "blocks.h5")
+    with pytest.raises(ConfigError, match="events_per_block"):
+        NextDataModule(source="hdf5", hdf5_path=str(path), **small).setup()
+    with pytest.raises(ConfigError, match=r"^data\.simulation_workers=2: needs data\.events_per_block"):
+        NextDataModule(simulation_workers=2, **small)
+
+
+@pytest.mark.slow
+def test_blocks_give_the_same_events_for_any_number_of_workers():
+    """Two worker processes simulate the blocks one process simulates (slow: spawning workers imports numl)."""
     small = SMALL | {"n_train": 5, "n_val": 2, "n_test": 2}
     one = NextDataModule(events_per_block=2, **small)
     two = NextDataModule(events_per_block=2, simulation_workers=2, **small)
@@ -194,14 +210,6 @@ def test_blocks_give_the_same_events_for_any_number_of_workers(tmp_path):
     two.setup()
     for a, b in zip(one.events("train"), two.events("train"), strict=True):
         np.testing.assert_array_equal(a.voxel_energy_kev, b.voxel_energy_kev)
-    second_block = simulate_events(one.sim, 2, np.random.SeedSequence(one.split_seed("train")).spawn(3)[1])
-    for a, b in zip(one.events("train")[2:4], second_block, strict=True):
-        np.testing.assert_array_equal(a.voxel_index, b.voxel_index)
-    path = two.write_hdf5(tmp_path / "blocks.h5")
-    with pytest.raises(ConfigError, match="events_per_block"):
-        NextDataModule(source="hdf5", hdf5_path=str(path), **small).setup()
-    with pytest.raises(ConfigError, match=r"^data\.simulation_workers=2: needs data\.events_per_block"):
-        NextDataModule(simulation_workers=2, **small)
 
 
 def test_files_written_before_an_option_existed_match_its_null_default(written, tmp_path):
