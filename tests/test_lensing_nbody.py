@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import re
@@ -20,10 +21,15 @@ from numl.sim.lensing.nbody import (
     NBodySuite,
     ParticleMeshSetup,
     ParticleMeshSimulation,
+    _PlaneOrientation,
+    _trace_rays,
     born_convergence,
     camb_matter_power_z0,
     cic_overdensity,
+    light_cone_planes,
     linear_tables,
+    multi_plane_convergence,
+    plane_lensing_fields,
     plane_lensing_weights,
 )
 from numl.utils.errors import ConfigError
@@ -121,6 +127,67 @@ def test_born_convergence_of_uniform_planes_is_the_weighted_sum():
     expected = 2.0 * plane_lensing_weights(planes, tables, np.array([chi_s]))[:, 0].sum()
     assert maps.shape == (3, 1, 16, 16)
     assert torch.allclose(maps, torch.full_like(maps, float(expected)), rtol=1e-5)
+
+
+def test_multi_plane_jacobian_is_the_derivative_of_the_ray_positions():
+    """The distortion matrix carried through the planes' Hessians is the derivative of where the rays land, taken
+    by finite differences of rays started a little apart: it holds only if every plane's deflection and Hessian
+    are the same potential's, turned into the map's frame alike. Two planes of smooth (long-mode) surface
+    density, strong enough that the lens-lens and deflection terms are 10 % of the distortion."""
+    box, n, chi_s = 256.0, 256, 2000.0
+    generator = torch.Generator().manual_seed(0)
+    x = torch.arange(n, dtype=torch.float64) * box / n
+    x1, x2 = torch.meshgrid(x, x, indexing="ij")
+    modes = [(k1, k2) for k1 in range(-2, 3) for k2 in range(-2, 3) if (k1, k2) != (0, 0)]
+
+    def smooth_plane():
+        amplitude = torch.randn(len(modes), generator=generator, dtype=torch.float64)
+        phase = 2 * math.pi * torch.rand(len(modes), generator=generator, dtype=torch.float64)
+        return sum(a * torch.cos(2 * math.pi * (k1 * x1 + k2 * x2) / box + p)
+                   for (k1, k2), a, p in zip(modes, amplitude, phase, strict=True))
+
+    surface_density = 300.0 * torch.stack([torch.stack([smooth_plane() for _ in range(6)]) for _ in range(2)])
+    fields = {i: plane_lensing_fields(surface_density[i].float(), box).reshape(6, 5, n * n) for i in range(2)}
+    orientations = {i: _PlaneOrientation.draw(generator, 4, 6, box, "cpu") for i in range(2)}
+    lenses = [(0, 900.0, 1e-4), (1, 1500.0, 1e-4)]
+    theta = (torch.arange(6, dtype=torch.float64) + 0.5) * 0.01
+    theta_1, theta_2 = torch.meshgrid(theta, theta, indexing="ij")
+    maps = slice(0, 4)
+
+    def trace(d1=0.0, d2=0.0):
+        return _trace_rays(lenses, orientations, fields, maps, theta_1 + d1, theta_2 + d2, chi_s, 0.06, box / n)
+
+    _, jacobian = trace()
+    step = 3.0 / 900.0  # 3 Mpc/h at the nearer plane: many mesh cells, short against the modes
+    finite_difference = torch.stack([(trace(step)[0] - trace(-step)[0]) / (2 * step),
+                                     (trace(0.0, step)[0] - trace(0.0, -step)[0]) / (2 * step)], dim=2)
+    distortion = jacobian / chi_s - torch.eye(2, dtype=torch.float64)[None, :, :, None, None]
+    assert 0.05 < distortion.std() < 0.5
+    assert ((jacobian - finite_difference) / chi_s).std() < 0.02 * distortion.std()
+
+
+def test_multi_plane_is_born_to_first_order_and_for_a_single_plane():
+    """Weak planes: multi-plane maps minus Born maps shrink as the square of the density (post-Born terms are
+    second order); one lens plane alone gives Born's convergence at any strength (nothing to couple to)."""
+    setup = ParticleMeshSetup(box_mpc_h=256.0, n_particles=16, n_mesh=32, n_steps=10, z_init=9.0)
+    tables = tables_for(0.0, setup)
+    chi_edges = np.arange(9) * setup.plane_thickness_mpc_h
+    z_source = 1.0 / float(tables.a_of_chi(np.array([chi_edges[-1]]))[0]) - 1.0  # at a plane edge: whole planes
+    planes = light_cone_planes(tables, setup, chi_edges[-1], seed=5)
+
+    def difference(scale: float, plane: int | None = None) -> float:
+        density = planes.surface_density * scale
+        if plane is not None:
+            density = torch.zeros_like(density).index_copy(0, torch.tensor([plane]), density[plane:plane + 1])
+        scaled = dataclasses.replace(planes, surface_density=density)
+        born = born_convergence(scaled, tables, [z_source], 3.0, 16, 4, seed=2)
+        traced = multi_plane_convergence(scaled, tables, [z_source], 3.0, 16, 4, seed=2)
+        return float((traced - born).double().std() / born.double().std())
+
+    weak, weaker = difference(0.02), difference(0.01)
+    assert 1.7 < weak / weaker < 2.3, (weak, weaker)
+    assert difference(1.0) > 0.02  # full strength: post-Born terms are there
+    assert difference(20.0, plane=4) < 1e-5
 
 
 @pytest.mark.parametrize(("overrides", "key"), [
@@ -226,6 +293,32 @@ def test_simulations_side_by_side_give_the_same_maps(tmp_path, monkeypatch):
     torch.testing.assert_close(maps(side_by_side, tmp_path), one_by_one, rtol=1e-5, atol=1e-7)
     # the maps came from the workers' files: a light cone under another key would have been simulated and written
     assert sorted((tmp_path / "nbody").glob("light_cone_*.npz")) == light_cones
+
+
+def test_ray_tracing_is_stored_with_the_maps_and_older_files_are_born(tmp_path):
+    """data.nbody.ray_tracing is in the file's metadata: a multi-plane config refuses a Born file, and a file
+    written before the option existed (no ray_tracing key) reads as Born. A bad value is one line."""
+    import h5py
+
+    from numl.data.lensing import LensingDataModule
+
+    nbody = {"box_mpc_h": 128.0, "n_particles": 16, "n_mesh": 32, "n_steps": 10, "z_init": 9.0,
+             "simulations": {"train": 1, "val": 1, "test": 1}}
+    common = {"field": "nbody", "field_deg": 2.0, "n_pix": 16, "n_train": 4, "n_val": 2, "n_test": 2,
+              "galaxy_density_arcmin2": None, "cache_dir": CACHE}
+    written = LensingDataModule(**common, nbody=nbody)
+    written.setup("fit")
+    path = written.write_hdf5(tmp_path / "born.h5")
+    with pytest.raises(ConfigError, match=r'data\.nbody=.*"ray_tracing": "born".* but .*"ray_tracing": "multi_plane"'):
+        LensingDataModule(**common, nbody=nbody | {"ray_tracing": "multi_plane"}, source="hdf5",
+                          hdf5_path=str(path)).setup("fit")
+    with h5py.File(path, "r+") as h5:
+        config = json.loads(h5.attrs["numl_config"])
+        del config["nbody"]["ray_tracing"]
+        h5.attrs["numl_config"] = json.dumps(config)
+    LensingDataModule(**common, nbody=nbody, source="hdf5", hdf5_path=str(path)).setup("fit")
+    with pytest.raises(ConfigError, match=r"^data\.nbody\.ray_tracing='exact': must be one of born, multi_plane$"):
+        NBodySuite.from_config({"ray_tracing": "exact"})
 
 
 def test_bad_worker_counts_are_refused_in_one_line():

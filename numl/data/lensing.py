@@ -120,6 +120,8 @@ class LensingDataModule(SimulatedDataModule):
     """
 
     simulator_name = SIMULATOR_NAME
+    # files written before multi-plane ray tracing existed are Born maps
+    metadata_added_defaults = {"nbody": {"ray_tracing": "born"}}
     sources = ("simulate", "hdf5", "fits")
 
     def __init__(self, cosmology: dict[str, Any] | None = None, target: str = "classification",

@@ -1,4 +1,5 @@
-"""Particle-mesh N-body simulation of cold matter with massive neutrinos, and Born ray tracing of its light cone.
+"""Particle-mesh N-body simulation of cold matter with massive neutrinos, and ray tracing of its light cone (Born
+or multi-plane).
 
 Why numl has its own PM code: of the maintained PM packages, jaxpm installs here but has no massive neutrinos
 (and needs JAX), FastPM's Python package does not build, and pmwd is not on the package index. This is a
@@ -20,7 +21,9 @@ Born ray tracing (as LensTools, Petri 2016, does for MassiveNuS): the light cone
 thickness box / slabs_per_box; each plane is the projected total-matter density of the snapshot at the plane's
 distance, for each of the three axes and each slab; a map takes for every plane a random axis, slab, shift,
 flip and transposition and sums kappa = sum_i w_i(chi_s) Sigma_i(chi_i theta), with w_i the lensing kernel
-(3/2) Omega_m (H0/c)^2 chi (chi_s - chi) / (chi_s a) averaged over the plane.
+(3/2) Omega_m (H0/c)^2 chi (chi_s - chi) / (chi_s a) averaged over the plane. Multi-plane ray tracing
+(`multi_plane_convergence`, `ray_tracing: multi_plane`) deflects the rays at every plane of the same light cone
+and follows the distortion matrix, adding the post-Born terms.
 
 Units: comoving Mpc/h, wavenumbers h/Mpc, time variable a, H0 = 1.
 """
@@ -507,6 +510,55 @@ def plane_lensing_weights(planes: LensPlanes, tables: LinearTables, chi_sources:
     return weights
 
 
+@dataclass(frozen=True)
+class _PlaneOrientation:
+    """Where each map's rays cut one lens plane (LensTools' randomisation): the projection axis and slab
+    (`choice`), a transverse shift [Mpc/h], flips of the two axes and a transposition, per map."""
+
+    choice: torch.Tensor  # [n_maps] index into the plane's 3 * slabs_per_box projections
+    shift: torch.Tensor  # [n_maps, 2] float64
+    flip: torch.Tensor  # [n_maps, 2] bool
+    transpose: torch.Tensor  # [n_maps] bool
+
+    @classmethod
+    def draw(cls, generator: torch.Generator, n_maps: int, n_choices: int, box: float,
+             device: torch.device | str) -> _PlaneOrientation:
+        choice = torch.randint(0, n_choices, (n_maps,), generator=generator).to(device)
+        shift = (torch.rand((n_maps, 2), generator=generator, dtype=torch.float64) * box).to(device)
+        flip = torch.randint(0, 2, (n_maps, 2), generator=generator).bool().to(device)
+        transpose = torch.randint(0, 2, (n_maps,), generator=generator).bool().to(device)
+        return cls(choice, shift, flip, transpose)
+
+    def grid_coordinates(self, m: slice, x1: torch.Tensor, x2: torch.Tensor, width: float,
+                         cell: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mesh coordinates on the plane of ray positions (x1, x2) [Mpc/h] in the map's frame, [B, H, W] each;
+        `width` is the map's comoving size at the plane (the flips mirror within it)."""
+        transpose, flip = self.transpose[m, None, None], self.flip[m, :, None, None]
+        t1, t2 = torch.where(transpose, x2, x1), torch.where(transpose, x1, x2)
+        t1 = torch.where(flip[:, 0], width - t1, t1)
+        t2 = torch.where(flip[:, 1], width - t2, t2)
+        return (self.shift[m, 0, None, None] + t1) / cell, (self.shift[m, 1, None, None] + t2) / cell
+
+    def to_map_frame(self, m: slice, alpha: torch.Tensor, hessian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A deflection [B, 2, H, W] and a Hessian [B, 2, 2, H, W] of the plane's potential, in plane axes, turned
+        into the map's axes: the inverse of grid_coordinates' flips, then of its transposition."""
+        sign = 1.0 - 2.0 * self.flip[m].to(alpha.dtype)  # [B, 2]
+        alpha = alpha * sign[:, :, None, None]
+        hessian = hessian * (sign[:, :, None, None, None] * sign[:, None, :, None, None])
+        swap = self.transpose[m, None, None, None]
+        alpha = torch.where(swap, alpha.flip(1), alpha)
+        hessian = torch.where(swap[..., None], hessian.flip(1).flip(2), hessian)
+        return alpha, hessian
+
+
+def _map_angles(field_deg: float, n_pix: int, device) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The angles of the map's pixel centres (theta_1, theta_2) [rad], [n_pix, n_pix] each, and the field [rad]."""
+    field_rad = math.radians(field_deg)
+    theta = (torch.arange(n_pix, dtype=torch.float64, device=device) + 0.5) * (field_rad / n_pix)
+    theta_1, theta_2 = torch.meshgrid(theta, theta, indexing="ij")
+    return theta_1, theta_2, field_rad
+
+
 def born_convergence(planes: LensPlanes, tables: LinearTables, source_redshifts: list[float], field_deg: float,
                      n_pix: int, n_maps: int, seed: int, chunk: int = 32) -> torch.Tensor:
     """Convergence maps [n_maps, n_sources, n_pix, n_pix] in the Born approximation; every map draws, for every
@@ -516,9 +568,7 @@ def born_convergence(planes: LensPlanes, tables: LinearTables, source_redshifts:
     cell = planes.box / n_mesh
     chi_sources = np.array([tables.chi_of_z(z) for z in source_redshifts])
     weights = torch.as_tensor(plane_lensing_weights(planes, tables, chi_sources), dtype=torch.float32, device=device)
-    field_rad = math.radians(field_deg)
-    theta = (torch.arange(n_pix, dtype=torch.float64, device=device) + 0.5) * (field_rad / n_pix)
-    theta_1, theta_2 = torch.meshgrid(theta, theta, indexing="ij")
+    theta_1, theta_2, field_rad = _map_angles(field_deg, n_pix, device)
     generator = torch.Generator().manual_seed(int(seed))
     flat_planes = planes.surface_density.reshape(n_planes, 3 * slabs, n_mesh * n_mesh)
     chi_centre = 0.5 * (planes.chi_edges[1:] + planes.chi_edges[:-1])
@@ -526,21 +576,99 @@ def born_convergence(planes: LensPlanes, tables: LinearTables, source_redshifts:
     for i in range(n_planes):
         if not weights[i].any():
             continue
-        choice = torch.randint(0, 3 * slabs, (n_maps,), generator=generator).to(device)
-        shift = (torch.rand((n_maps, 2), generator=generator, dtype=torch.float64) * planes.box).to(device)
-        flip = torch.randint(0, 2, (n_maps, 2), generator=generator).bool().to(device)
-        transpose = torch.randint(0, 2, (n_maps,), generator=generator).bool().to(device)
+        orientation = _PlaneOrientation.draw(generator, n_maps, 3 * slabs, planes.box, device)
         for start in range(0, n_maps, chunk):
             m = slice(start, min(start + chunk, n_maps))
-            t1 = torch.where(transpose[m, None, None], theta_2, theta_1)
-            t2 = torch.where(transpose[m, None, None], theta_1, theta_2)
-            t1 = torch.where(flip[m, 0, None, None], field_rad - t1, t1)
-            t2 = torch.where(flip[m, 1, None, None], field_rad - t2, t2)
-            u = (shift[m, 0, None, None] + chi_centre[i] * t1) / cell
-            v = (shift[m, 1, None, None] + chi_centre[i] * t2) / cell
-            values = _bilinear_periodic(flat_planes[i, choice[m]], u, v, n_mesh)
+            u, v = orientation.grid_coordinates(m, chi_centre[i] * theta_1, chi_centre[i] * theta_2,
+                                                chi_centre[i] * field_rad, cell)
+            values = _bilinear_periodic(flat_planes[i, orientation.choice[m]], u, v, n_mesh)
             maps[m] += weights[i][None, :, None, None] * values[:, None]
     return maps
+
+
+def plane_lensing_fields(surface_density: torch.Tensor, box: float) -> torch.Tensor:
+    """[..., 5, n, n]: the deflection (alpha_1, alpha_2) and Hessian (H_11, H_22, H_12) of the potential psi with
+    laplacian(psi) = 2 Sigma on the periodic plane (spectral derivatives), from the surface density Sigma
+    [..., n, n] [Mpc/h]. A uniform sheet deflects no ray on a periodic plane but still focuses: its mean enters
+    the Hessian's diagonal, so trace(H) = 2 Sigma everywhere, and a ray's convergence to first order is Born's."""
+    n = surface_density.shape[-1]
+    k = 2 * math.pi * torch.fft.fftfreq(n, d=box / n, dtype=torch.float64, device=surface_density.device)
+    k_odd = torch.where(torch.arange(n, device=k.device) == n // 2, 0.0, k)  # no odd derivative at Nyquist
+    k1, k2 = k[:, None], k[None, :]
+    k1_odd, k2_odd = k_odd[:, None], k_odd[None, :]
+    k_squared = k1**2 + k2**2
+    sigma_k = torch.fft.fft2(surface_density.double())
+    psi_k = torch.where(k_squared > 0, -2 * sigma_k / torch.where(k_squared > 0, k_squared, 1.0), 0.0)
+    mean = surface_density.double().mean(dim=(-2, -1), keepdim=True)
+    real = lambda f: torch.fft.ifft2(f).real  # noqa: E731
+    fields = [real(1j * k1_odd * psi_k), real(1j * k2_odd * psi_k), real(-k1**2 * psi_k) + mean,
+              real(-k2**2 * psi_k) + mean, real(-k1_odd * k2_odd * psi_k)]
+    return torch.stack(fields, dim=-3).float()
+
+
+def multi_plane_convergence(planes: LensPlanes, tables: LinearTables, source_redshifts: list[float],
+                            field_deg: float, n_pix: int, n_maps: int, seed: int, chunk: int = 32) -> torch.Tensor:
+    """Convergence maps [n_maps, n_sources, n_pix, n_pix] by multi-plane ray tracing (Hilbert et al. 2009,
+    arXiv:0809.5035; LensTools' ray tracer, Petri 2016): rays leave the observer at the pixel angles, are
+    deflected at every lens plane by the gradient of its potential where they cross it and travel straight in
+    between; the distortion matrix A = d(source position)/d(theta) / chi_s follows them through the planes'
+    Hessians, and kappa = 1 - trace(A) / 2. Same planes and per-map randomisation as born_convergence (the same
+    seed draws the same orientations), and each plane's strength is set so that to first order in the potential
+    these maps are the Born maps: what differs is the post-Born part (lens-lens coupling, rays off the straight
+    line; Petri, Haiman & May 2017, arXiv:1612.00852). The plane in which a source sits lenses from the middle of
+    its part in front of the source."""
+    device = planes.surface_density.device
+    n_planes, _, slabs, n_mesh, _ = planes.surface_density.shape
+    cell = planes.box / n_mesh
+    chi_sources = np.array([tables.chi_of_z(z) for z in source_redshifts])
+    weights = plane_lensing_weights(planes, tables, chi_sources)
+    theta_1, theta_2, field_rad = _map_angles(field_deg, n_pix, device)
+    generator = torch.Generator().manual_seed(int(seed))
+    orientations = {i: _PlaneOrientation.draw(generator, n_maps, 3 * slabs, planes.box, device)
+                    for i in range(n_planes) if weights[i].any()}  # Born's draws, in Born's order
+    fields = {i: plane_lensing_fields(planes.surface_density[i].reshape(3 * slabs, n_mesh, n_mesh), planes.box)
+              .reshape(3 * slabs, 5, n_mesh * n_mesh) for i in orientations}
+    maps = torch.zeros((n_maps, len(source_redshifts), n_pix, n_pix), dtype=torch.float32, device=device)
+    for j, chi_s in enumerate(chi_sources):
+        lenses = [(i, min(0.5 * (planes.chi_edges[i] + planes.chi_edges[i + 1]), 0.5 * (planes.chi_edges[i] + chi_s)),
+                   weights[i, j]) for i in orientations if weights[i, j] > 0]
+        for start in range(0, n_maps, chunk):
+            m = slice(start, min(start + chunk, n_maps))
+            _, jacobian = _trace_rays(lenses, orientations, fields, m, theta_1, theta_2, chi_s, field_rad, cell)
+            maps[m, j] = (1.0 - 0.5 * (jacobian[:, 0, 0] + jacobian[:, 1, 1]) / chi_s).float()
+    return maps
+
+
+def _trace_rays(lenses: list[tuple[int, float, float]], orientations: dict[int, _PlaneOrientation],
+                fields: dict[int, torch.Tensor], m: slice, theta_1: torch.Tensor, theta_2: torch.Tensor, chi_s: float,
+                field_rad: float, cell: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays leaving the observer at angles (theta_1, theta_2) [H, W] for maps `m`, through `lenses` (plane index,
+    distance [Mpc/h], Born weight for this source) in order of distance: their comoving positions at the source
+    [B, 2, H, W] and d(position)/d(theta) there [B, 2, 2, H, W] (the distortion matrix times chi_s)."""
+    size, device = m.stop - m.start, theta_1.device
+    n_mesh = math.isqrt(fields[lenses[0][0]].shape[-1]) if lenses else 1
+    x = torch.zeros((size, 2, *theta_1.shape), dtype=torch.float64, device=device)  # [Mpc/h], map frame
+    direction = torch.stack([theta_1, theta_2]).expand(size, -1, -1, -1).clone()  # dx / dchi
+    jacobian = torch.zeros((size, 2, 2, *theta_1.shape), dtype=torch.float64, device=device)  # dx / dtheta
+    direction_jacobian = torch.eye(2, dtype=torch.float64, device=device)[None, :, :, None, None].expand(
+        size, -1, -1, *theta_1.shape).clone()
+    chi = 0.0
+    for i, chi_lens, weight in lenses:
+        x = x + (chi_lens - chi) * direction
+        jacobian = jacobian + (chi_lens - chi) * direction_jacobian
+        chi = chi_lens
+        orientation = orientations[i]
+        u, v = orientation.grid_coordinates(m, x[:, 0], x[:, 1], chi_lens * field_rad, cell)
+        chosen = fields[i][orientation.choice[m]]  # [B, 5, n_mesh^2]
+        sampled = torch.stack([_bilinear_periodic(chosen[:, f], u, v, n_mesh) for f in range(5)], 1).double()
+        hessian = torch.stack([torch.stack([sampled[:, 2], sampled[:, 4]], 1),
+                               torch.stack([sampled[:, 4], sampled[:, 3]], 1)], 1)
+        alpha, hessian = orientation.to_map_frame(m, sampled[:, :2], hessian)
+        # the kick that makes this plane's first-order convergence w * Sigma, Born's
+        strength = weight * chi_s / (chi_lens * (chi_s - chi_lens))
+        direction = direction - strength * alpha
+        direction_jacobian = direction_jacobian - strength * torch.einsum("bikhw,bkjhw->bijhw", hessian, jacobian)
+    return x + (chi_s - chi) * direction, jacobian + (chi_s - chi) * direction_jacobian
 
 
 def _bilinear_periodic(planes: torch.Tensor, u: torch.Tensor, v: torch.Tensor, n: int) -> torch.Tensor:
@@ -557,7 +685,8 @@ def _bilinear_periodic(planes: torch.Tensor, u: torch.Tensor, v: torch.Tensor, n
 
 # ----- a suite of simulations for the data module ------------------------------------------------------------
 _SUITE_KEYS = ("box_mpc_h", "n_particles", "n_mesh", "n_steps", "z_init", "slabs_per_box", "simulations",
-               "matched_phases", "device", "workers")
+               "matched_phases", "device", "workers", "ray_tracing")
+RAY_TRACING = {"born": born_convergence, "multi_plane": multi_plane_convergence}
 _LIGHT_CONE_SCHEMA = 4
 
 
@@ -566,13 +695,16 @@ class NBodySuite:
     traced into many maps; with `matched_phases` the cosmologies share initial phases simulation by simulation.
     Light cones are cached on disk, so an interrupted suite resumes from the simulations it finished. With
     `workers` > 1 the simulations of a split run in that many processes side by side (one torch thread each: a
-    PM step's painting and FFTs gain far less from threads than independent simulations gain from processes)."""
+    PM step's painting and FFTs gain far less from threads than independent simulations gain from processes).
+    `ray_tracing`: "born" or "multi_plane" (RAY_TRACING), from the same light cones."""
 
     def __init__(self, setup: ParticleMeshSetup, simulations: dict[str, int], matched_phases: bool = True,
-                 device: str = "cpu", workers: int = 1) -> None:
+                 device: str = "cpu", workers: int = 1, ray_tracing: str = "born") -> None:
         self.setup, self.simulations = setup, dict(simulations)
         check_positive("data.nbody.workers", workers, integer=True)
+        check_choice("data.nbody.ray_tracing", ray_tracing, tuple(RAY_TRACING))
         self.matched_phases, self.device, self.workers = bool(matched_phases), device, int(workers)
+        self.ray_tracing = ray_tracing
         self._tables: dict[str, LinearTables] = {}
         # light cones simulated by workers without a disk cache to hand them over, until their maps are drawn
         self._simulated: dict[str, dict[str, np.ndarray]] = {}
@@ -602,10 +734,13 @@ class NBodySuite:
         matched = cfg.pop("matched_phases", True)
         if not isinstance(matched, bool):
             raise ConfigError(f"{key_prefix}.matched_phases={matched!r}: must be true or false")
-        return cls(ParticleMeshSetup(**cfg, key_prefix=key_prefix), simulations, matched, device, workers)
+        ray_tracing = cfg.pop("ray_tracing", "born")
+        check_choice(f"{key_prefix}.ray_tracing", ray_tracing, tuple(RAY_TRACING))
+        return cls(ParticleMeshSetup(**cfg, key_prefix=key_prefix), simulations, matched, device, workers, ray_tracing)
 
     def metadata(self) -> dict:
-        return self.setup.as_dict() | {"simulations": self.simulations, "matched_phases": self.matched_phases}
+        return self.setup.as_dict() | {"simulations": self.simulations, "matched_phases": self.matched_phases,
+                                       "ray_tracing": self.ray_tracing}
 
     @staticmethod
     def tables_key(cosmology: Cosmology) -> str:
@@ -722,8 +857,9 @@ class NBodySuite:
             planes = self.light_cone(cosmology, sim_seed, chi_max, cache_dir,
                                      f"{split} simulation {i + 1}/{n_sims}, M_nu={cosmology.m_nu_ev} eV")
             if count:
-                maps.append(born_convergence(planes, tables, source_redshifts, field_deg, n_pix, count,
-                                             seed=derived_seed(sim_seed, "rays", class_index)).cpu())
+                ray_trace = RAY_TRACING[self.ray_tracing]
+                maps.append(ray_trace(planes, tables, source_redshifts, field_deg, n_pix, count,
+                                      seed=derived_seed(sim_seed, "rays", class_index)).cpu())
         return torch.cat(maps) if maps else torch.empty(0, len(source_redshifts), n_pix, n_pix)
 
 
