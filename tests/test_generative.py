@@ -199,6 +199,28 @@ def test_recomputed_ema_batchnorm_statistics_fit_the_averaged_weights():
         task.recompute_ema_batchnorm(0)
 
 
+def test_group_norm_generator_makes_each_event_alone_and_the_same_in_training_and_evaluation():
+    """model.normalization=group: an event does not depend on the others in its batch, and the averaged generator
+    gives in evaluation mode what it gives in training mode (no running statistics to go stale); there are no
+    batch-norm statistics to recompute, and a bad value is one line."""
+    torch.manual_seed(5)
+    generator = ConditionalGenerator(EVENT_SHAPE, 3, latent_dim=8, channels=[16, 8, 8], embedding_dim=8,
+                                     normalization="group")
+    noise, conditions = torch.randn(6, 8), torch.randn(6, 3)
+    batch = generator(noise, conditions)
+    torch.testing.assert_close(generator(noise[:2], conditions[:2]), batch[:2])
+    torch.testing.assert_close(generator.eval()(noise, conditions), batch)
+    batch_norm = ConditionalGenerator(EVENT_SHAPE, 3, latent_dim=8, channels=[16, 8, 8], embedding_dim=8)
+    assert not torch.allclose(batch_norm(noise[:2], conditions[:2]), batch_norm(noise, conditions)[:2])
+    task = ConditionalGANTask(generator, torch.optim.Adam,
+                              discriminator=ProjectionDiscriminator(EVENT_SHAPE, 3, channels=[8, 8, 16]))
+    task.remember_conditions(torch.tensor([[160.0, 1.0, -10.0]]))
+    with pytest.raises(ConfigError, match=r"^recompute_ema_batchnorm: this generator has no batch norm"):
+        task.recompute_ema_batchnorm(4)
+    with pytest.raises(ConfigError, match=r"^model\.normalization='layer': must be one of batch, group$"):
+        ConditionalGenerator(EVENT_SHAPE, 3, normalization="layer")
+
+
 def test_power_spectrum_weight_enters_the_generator_step_and_bad_values_are_one_line():
     batch = {"sipm_pattern": torch.rand(4, *EVENT_SHAPE) * 20, "position_mm": torch.full((4, 3), 170.0)}
     loader = torch.utils.data.DataLoader([{k: v[i] for k, v in batch.items()} for i in range(4)], batch_size=4)

@@ -1,5 +1,5 @@
-"""Conditional GAN networks for detector images: a generator conditioned by FiLM (conditional batch norm) and a
-spectrally normalised projection discriminator (Miyato & Koyama 2018).
+"""Conditional GAN networks for detector images: a generator conditioned by FiLM (conditional batch or group norm)
+and a spectrally normalised projection discriminator (Miyato & Koyama 2018).
 
 Both are generic over the event shape [channels, rows, columns] and work on normalised events and normalised
 conditions; the task (numl.tasks.generative) maps physical units to and from those.
@@ -27,12 +27,20 @@ def _event_shape(event_shape, n_stages: int, key: str) -> tuple[int, int, int]:
     return channels, rows, columns
 
 
-class ConditionalBatchNorm2d(nn.Module):
-    """Batch norm whose scale and shift are functions of the condition embedding (FiLM)."""
+# Group norm's groups: Wu & He 2018 use 32 at ImageNet widths; numl's generators are narrow (16-128 channels), so
+# at most 8 groups, each of at least 2 channels.
+_MAX_GROUPS = 8
 
-    def __init__(self, channels: int, embedding_dim: int) -> None:
+
+class ConditionalNorm2d(nn.Module):
+    """Batch or group norm whose scale and shift are functions of the condition embedding (FiLM). Group norm
+    (Wu & He 2018) normalises each event by its own features: no batch statistics, so the moving average of the
+    generator's weights is used as it was trained (batch norm's running statistics belong to other weights)."""
+
+    def __init__(self, channels: int, embedding_dim: int, normalization: str = "batch") -> None:
         super().__init__()
-        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.norm = (nn.BatchNorm2d(channels, affine=False) if normalization == "batch"
+                     else nn.GroupNorm(min(_MAX_GROUPS, channels // 2), channels, affine=False))
         self.film = nn.Linear(embedding_dim, 2 * channels)
         # Start as plain batch norm (scale 1, shift 0): the condition's effect is learnt from there.
         nn.init.zeros_(self.film.weight)
@@ -46,11 +54,12 @@ class ConditionalBatchNorm2d(nn.Module):
 class _UpBlock(nn.Module):
     """Residual block that doubles rows and columns, both norms conditioned."""
 
-    def __init__(self, c_in: int, c_out: int, embedding_dim: int, upsampling: str = "nearest") -> None:
+    def __init__(self, c_in: int, c_out: int, embedding_dim: int, upsampling: str = "nearest",
+                 normalization: str = "batch") -> None:
         super().__init__()
-        self.norm1 = ConditionalBatchNorm2d(c_in, embedding_dim)
+        self.norm1 = ConditionalNorm2d(c_in, embedding_dim, normalization)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.norm2 = ConditionalBatchNorm2d(c_out, embedding_dim)
+        self.norm2 = ConditionalNorm2d(c_out, embedding_dim, normalization)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         self.skip = nn.Conv2d(c_in, c_out, 1)
         self.up = nn.Upsample(scale_factor=2, mode=upsampling)
@@ -70,14 +79,19 @@ class ConditionalGenerator(nn.Module):
         n_conditions: length of the condition vector.
         latent_dim: noise dimension.
         channels: feature channels per resolution stage, coarsest first.
-        embedding_dim: width of the condition embedding that drives every conditional batch norm.
+        embedding_dim: width of the condition embedding that drives every conditional norm.
         upsampling: "nearest" (blocks of 2 x 2 equal values before each convolution) or "bilinear" (smooth).
+        normalization: "batch" or "group" (ConditionalNorm2d).
     """
 
     def __init__(self, event_shape: list[int], n_conditions: int, latent_dim: int = 64,
-                 channels: list[int] = (128, 64, 32), embedding_dim: int = 64, upsampling: str = "nearest") -> None:
+                 channels: list[int] = (128, 64, 32), embedding_dim: int = 64, upsampling: str = "nearest",
+                 normalization: str = "batch") -> None:
         super().__init__()
         check_choice("model.upsampling", upsampling, ("nearest", "bilinear"))
+        check_choice("model.normalization", normalization, ("batch", "group"))
+        if normalization == "group" and min(channels) < 2:
+            raise ConfigError(f"model.channels={list(channels)}: group norm needs at least 2 channels per stage")
         n_stages = len(channels) - 1
         self.event_shape = _event_shape(event_shape, n_stages, "model")
         out_channels, rows, columns = self.event_shape
@@ -86,8 +100,9 @@ class ConditionalGenerator(nn.Module):
         self.embed = nn.Sequential(nn.Linear(n_conditions, embedding_dim), nn.SiLU(),
                                    nn.Linear(embedding_dim, embedding_dim))
         self.stem = nn.Linear(latent_dim + embedding_dim, channels[0] * self.start_shape[1] * self.start_shape[2])
-        self.blocks = nn.ModuleList(_UpBlock(a, b, embedding_dim, upsampling) for a, b in itertools.pairwise(channels))
-        self.head_norm = ConditionalBatchNorm2d(channels[-1], embedding_dim)
+        self.blocks = nn.ModuleList(_UpBlock(a, b, embedding_dim, upsampling, normalization)
+                                    for a, b in itertools.pairwise(channels))
+        self.head_norm = ConditionalNorm2d(channels[-1], embedding_dim, normalization)
         self.head = nn.Conv2d(channels[-1], out_channels, 3, padding=1)
 
     def forward(self, noise, conditions):

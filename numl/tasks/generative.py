@@ -170,7 +170,10 @@ class ConditionalGANTask(TrainedConditions, EventUnits, GeneratedEvents, BaseTas
             raise ConfigError("recompute_ema_batchnorm: this generator kept no training conditions to draw from")
         conditions = self.condition_sample[: int(self.condition_sample_count)]
         device = conditions.device
-        with recomputed_batchnorm_statistics(self.ema_generator):
+        with recomputed_batchnorm_statistics(self.ema_generator) as norms:
+            if not norms:
+                raise ConfigError("recompute_ema_batchnorm: this generator has no batch norm "
+                                  "(model.normalization=group): nothing to recompute")
             for _ in range(n_batches):
                 pick = torch.randint(len(conditions), (batch_size,), generator=generator)
                 noise = torch.randn(batch_size, self.ema_generator.latent_dim, generator=generator)
