@@ -10,18 +10,26 @@ of both classes (and per class for the neutrino signal): C_ell per multipole bin
 study), the massive/massless C_ell ratio, kappa rms, skewness and kurtosis, peak counts above 3 sigma, and how
 much the maps themselves differ. Errors: 68 % intervals over 1,000 resamplings of the maps (maps of one
 simulation share its modes, so these are lower bounds).
+
+`--speed N`: both ray tracers on one light cone of the files' setup (simulated once into the cache, seed 0),
+N maps each, alternately three times in this process; prints maps per second and the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import time
+from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
 
+from numl.sim.lensing import Cosmology
 from numl.sim.lensing.maps import binned_power_spectra, default_apodisation_pixels, fourier_ell
+from numl.sim.lensing.nbody import RAY_TRACING, NBodySuite
 from numl.sim.lensing.statistics import peak_counts
 
 RESAMPLES = 1000
@@ -53,7 +61,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--born", required=True, help="numl.simulate file with data.nbody.ray_tracing=born")
     parser.add_argument("--multi-plane", required=True, help="the same config with data.nbody.ray_tracing=multi_plane")
+    parser.add_argument("--speed", type=int, default=0, metavar="N", help="time both ray tracers on N maps each")
+    parser.add_argument("--cache-dir", default=str(Path(os.environ.get("NUML_CACHE") or Path.home() / ".cache" / "numl")
+                                                   / "camb"), help="numl's CAMB and light-cone cache")
     args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     born, m_nu, born_config = read_maps(args.born)
     traced, m_nu_traced, traced_config = read_maps(args.multi_plane)
     ray_tracing = (born_config["nbody"].pop("ray_tracing", "born"), traced_config["nbody"].pop("ray_tracing"))
@@ -64,7 +76,7 @@ def main() -> None:
     field_deg, n_pix = born_config["field_deg"], born_config["n_pix"]
     rng = np.random.default_rng(0)
     resamples = [rng.integers(0, len(born), len(born)) for _ in range(RESAMPLES)]
-    print(f"{len(born)} maps ({', '.join(f'{np.sum(m_nu == m):d} at M_nu={m} eV' for m in np.unique(m_nu))}), "
+    print(f"{len(born)} maps ({', '.join(f'{np.sum(m_nu == m):d} at M_nu={m:.3g} eV' for m in np.unique(m_nu))}), "
           f"{field_deg} deg, {n_pix}^2 px, z_s={born_config['source_redshifts']}, noise-free; N-body "
           f"{born_config['nbody']['n_particles']}^3 particles, {born_config['nbody']['n_mesh']}^3 mesh")
 
@@ -105,6 +117,28 @@ def main() -> None:
         print(f"peaks above {threshold:.0f} sigma (Born's sigma) per deg^2 | {counts[0].mean() / area:.2f} | "
               f"{counts[1].mean() / area:.2f} | {100 * (counts[1].mean() / counts[0].mean() - 1):+.2f} "
               f"{interval(np.array(spread))}")
+
+    if args.speed:
+        measure_speed(born_config, args.speed, args.cache_dir)
+
+
+def measure_speed(config: dict, n_maps: int, cache_dir: str) -> None:
+    cosmology = Cosmology(**(config["cosmology"] | {"m_nu_ev": 0.0}))
+    suite = NBodySuite.from_config(config["nbody"])
+    tables = suite.tables(cosmology, cache_dir)
+    planes = suite.light_cone(cosmology, 0, suite.chi_max(cosmology, config["source_redshifts"], cache_dir),
+                              cache_dir, "speed")
+    seconds = {name: [] for name in RAY_TRACING}
+    for repeat in range(3):
+        for name, ray_trace in RAY_TRACING.items():
+            start = time.perf_counter()
+            ray_trace(planes, tables, config["source_redshifts"], config["field_deg"], config["n_pix"], n_maps,
+                      seed=repeat)
+            seconds[name].append(time.perf_counter() - start)
+    rate = {name: n_maps / np.median(s) for name, s in seconds.items()}
+    print(f"\nspeed, {n_maps} maps, {len(planes.a_centre)} lens planes, {torch.get_num_threads()} thread(s), "
+          "median of 3: " + ", ".join(f"{name} {r:.0f} maps/s" for name, r in rate.items())
+          + f"; Born / multi-plane {rate['born'] / rate['multi_plane']:.1f}x")
 
 
 if __name__ == "__main__":
