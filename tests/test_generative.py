@@ -217,6 +217,9 @@ def test_group_norm_generator_makes_each_event_alone_and_the_same_in_training_an
     task.remember_conditions(torch.tensor([[160.0, 1.0, -10.0]]))
     with pytest.raises(ConfigError, match=r"^recompute_ema_batchnorm: this generator has no batch norm"):
         task.recompute_ema_batchnorm(4)
+    odd_widths = ConditionalGenerator(EVENT_SHAPE, 3, latent_dim=8, channels=[20, 18, 10], embedding_dim=8,
+                                      normalization="group")  # 5, 6 and 5 groups: each width split evenly
+    assert odd_widths(noise, conditions).shape == (6, *EVENT_SHAPE)
     with pytest.raises(ConfigError, match=r"^model\.normalization='layer': must be one of batch, group$"):
         ConditionalGenerator(EVENT_SHAPE, 3, normalization="layer")
 

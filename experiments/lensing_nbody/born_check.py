@@ -11,6 +11,10 @@ study), the massive/massless C_ell ratio, kappa rms, skewness and kurtosis, peak
 much the maps themselves differ. Errors: 68 % intervals over 1,000 resamplings of the maps (maps of one
 simulation share its modes, so these are lower bounds).
 
+`--paired-runs BORN_RUN MULTI_PLANE_RUN`: two `numl.train` run directories tested on the same test maps ray traced
+both ways: every estimator in both runs, its accuracy in each and McNemar's test of the difference (the maps that
+one gets right and the other wrong), without the ray-tracing files.
+
 `--speed N`: both ray tracers on one light cone of the files' setup (simulated once into the cache, seed 0),
 N maps each, alternately three times in this process; prints maps per second and the ratio.
 """
@@ -26,7 +30,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+from scipy.stats import binomtest
 
+from numl.pipeline import PREDICTIONS_FILE
 from numl.sim.lensing import Cosmology
 from numl.sim.lensing.maps import binned_power_spectra, default_apodisation_pixels, fourier_ell
 from numl.sim.lensing.nbody import RAY_TRACING, NBodySuite
@@ -59,13 +65,20 @@ def moments(maps: torch.Tensor) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--born", required=True, help="numl.simulate file with data.nbody.ray_tracing=born")
-    parser.add_argument("--multi-plane", required=True, help="the same config with data.nbody.ray_tracing=multi_plane")
+    parser.add_argument("--born", help="numl.simulate file with data.nbody.ray_tracing=born")
+    parser.add_argument("--multi-plane", help="the same config with data.nbody.ray_tracing=multi_plane")
+    parser.add_argument("--paired-runs", nargs=2, metavar=("BORN_RUN", "MULTI_PLANE_RUN"),
+                        help="compare two numl.train runs' test predictions instead")
     parser.add_argument("--speed", type=int, default=0, metavar="N", help="time both ray tracers on N maps each")
     parser.add_argument("--cache-dir", default=str(Path(os.environ.get("NUML_CACHE") or Path.home() / ".cache" / "numl")
                                                    / "camb"), help="numl's CAMB and light-cone cache")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    if not args.paired_runs and not (args.born and args.multi_plane):
+        parser.error("give --born and --multi-plane files, or --paired-runs")
+    if args.paired_runs:
+        paired_accuracy(*args.paired_runs)
+        return
     born, m_nu, born_config = read_maps(args.born)
     traced, m_nu_traced, traced_config = read_maps(args.multi_plane)
     ray_tracing = (born_config["nbody"].pop("ray_tracing", "born"), traced_config["nbody"].pop("ray_tracing"))
@@ -120,6 +133,27 @@ def main() -> None:
 
     if args.speed:
         measure_speed(born_config, args.speed, args.cache_dir)
+
+
+def paired_accuracy(born_run: str, traced_run: str) -> None:
+    """Accuracy of every estimator in both runs on the same test maps, and McNemar's exact test of the pair."""
+    runs = [np.load(Path(run) / PREDICTIONS_FILE) for run in (born_run, traced_run)]
+    print(f"{born_run} (Born) against {traced_run} (multi-plane), same test maps")
+    print("estimator | accuracy Born | multi-plane | difference [points] | right only in Born / only in multi-plane | "
+          "McNemar z | p")
+    for key in [k.removesuffix("/score") for k in runs[0].files if k.endswith("/score") and k in runs[1].files]:
+        labels = runs[0][f"{key}/label"]
+        if not np.array_equal(labels, runs[1][f"{key}/label"]):
+            raise SystemExit(f"{born_run}, {traced_run}: {key} was tested on other maps (labels differ)")
+        # the network's score is the massive-class probability, a baseline's a log-likelihood ratio
+        threshold = 0.5 if key == "network" else 0.0
+        right = [(run[f"{key}/score"] > threshold).astype(int) == labels for run in runs]
+        only_born, only_traced = int(np.sum(right[0] & ~right[1])), int(np.sum(right[1] & ~right[0]))
+        discordant = only_born + only_traced
+        z = (only_traced - only_born) / np.sqrt(discordant) if discordant else 0.0
+        p = binomtest(only_traced, discordant).pvalue if discordant else 1.0
+        print(f"{key.removeprefix('baseline/')} | {right[0].mean():.3f} | {right[1].mean():.3f} | "
+              f"{100 * (right[1].mean() - right[0].mean()):+.1f} | {only_born} / {only_traced} | {z:+.2f} | {p:.3f}")
 
 
 def measure_speed(config: dict, n_maps: int, cache_dir: str) -> None:

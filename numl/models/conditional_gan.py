@@ -32,6 +32,11 @@ def _event_shape(event_shape, n_stages: int, key: str) -> tuple[int, int, int]:
 _MAX_GROUPS = 8
 
 
+def _group_count(channels: int) -> int:
+    """The most groups (at most _MAX_GROUPS) that split `channels` evenly with at least 2 channels each."""
+    return max(g for g in range(1, _MAX_GROUPS + 1) if channels % g == 0 and channels // g >= 2)
+
+
 class ConditionalNorm2d(nn.Module):
     """Batch or group norm whose scale and shift are functions of the condition embedding (FiLM). Group norm
     (Wu & He 2018) normalises each event by its own features: no batch statistics, so the moving average of the
@@ -40,7 +45,7 @@ class ConditionalNorm2d(nn.Module):
     def __init__(self, channels: int, embedding_dim: int, normalization: str = "batch") -> None:
         super().__init__()
         self.norm = (nn.BatchNorm2d(channels, affine=False) if normalization == "batch"
-                     else nn.GroupNorm(min(_MAX_GROUPS, channels // 2), channels, affine=False))
+                     else nn.GroupNorm(_group_count(channels), channels, affine=False))
         self.film = nn.Linear(embedding_dim, 2 * channels)
         # Start as plain batch norm (scale 1, shift 0): the condition's effect is learnt from there.
         nn.init.zeros_(self.film.weight)

@@ -529,15 +529,17 @@ class _PlaneOrientation:
         transpose = torch.randint(0, 2, (n_maps,), generator=generator).bool().to(device)
         return cls(choice, shift, flip, transpose)
 
-    def grid_coordinates(self, m: slice, x1: torch.Tensor, x2: torch.Tensor, width: float,
+    def grid_coordinates(self, m: slice, x1: torch.Tensor, x2: torch.Tensor, width: float, scale: float,
                          cell: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mesh coordinates on the plane of ray positions (x1, x2) [Mpc/h] in the map's frame, [B, H, W] each;
-        `width` is the map's comoving size at the plane (the flips mirror within it)."""
+        """Mesh coordinates on the plane of ray positions (x1, x2) in the map's frame, [B, H, W] each, in units
+        that `scale` turns into Mpc/h (angles and the plane's distance for Born, positions and 1 for rays);
+        `width` is the map's size in those units (the flips mirror within it)."""
         transpose, flip = self.transpose[m, None, None], self.flip[m, :, None, None]
         t1, t2 = torch.where(transpose, x2, x1), torch.where(transpose, x1, x2)
         t1 = torch.where(flip[:, 0], width - t1, t1)
         t2 = torch.where(flip[:, 1], width - t2, t2)
-        return (self.shift[m, 0, None, None] + t1) / cell, (self.shift[m, 1, None, None] + t2) / cell
+        return ((self.shift[m, 0, None, None] + scale * t1) / cell,
+                (self.shift[m, 1, None, None] + scale * t2) / cell)
 
     def to_map_frame(self, m: slice, alpha: torch.Tensor, hessian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A deflection [B, 2, H, W] and a Hessian [B, 2, 2, H, W] of the plane's potential, in plane axes, turned
@@ -579,8 +581,7 @@ def born_convergence(planes: LensPlanes, tables: LinearTables, source_redshifts:
         orientation = _PlaneOrientation.draw(generator, n_maps, 3 * slabs, planes.box, device)
         for start in range(0, n_maps, chunk):
             m = slice(start, min(start + chunk, n_maps))
-            u, v = orientation.grid_coordinates(m, chi_centre[i] * theta_1, chi_centre[i] * theta_2,
-                                                chi_centre[i] * field_rad, cell)
+            u, v = orientation.grid_coordinates(m, theta_1, theta_2, field_rad, chi_centre[i], cell)
             values = _bilinear_periodic(flat_planes[i, orientation.choice[m]], u, v, n_mesh)
             maps[m] += weights[i][None, :, None, None] * values[:, None]
     return maps
@@ -590,7 +591,9 @@ def plane_lensing_fields(surface_density: torch.Tensor, box: float) -> torch.Ten
     """[..., 5, n, n]: the deflection (alpha_1, alpha_2) and Hessian (H_11, H_22, H_12) of the potential psi with
     laplacian(psi) = 2 Sigma on the periodic plane (spectral derivatives), from the surface density Sigma
     [..., n, n] [Mpc/h]. A uniform sheet deflects no ray on a periodic plane but still focuses: its mean enters
-    the Hessian's diagonal, so trace(H) = 2 Sigma everywhere, and a ray's convergence to first order is Born's."""
+    the Hessian's diagonal, so trace(H) = 2 Sigma everywhere, and a ray's convergence to first order is Born's.
+    (So where a projection's mean is not zero, the distortion matrix is not exactly the derivative of where the
+    rays land; a slab's mean is a fraction of a per cent of the pixel scatter.)"""
     n = surface_density.shape[-1]
     k = 2 * math.pi * torch.fft.fftfreq(n, d=box / n, dtype=torch.float64, device=surface_density.device)
     k_odd = torch.where(torch.arange(n, device=k.device) == n // 2, 0.0, k)  # no odd derivative at Nyquist
@@ -616,7 +619,8 @@ def multi_plane_convergence(planes: LensPlanes, tables: LinearTables, source_red
     seed draws the same orientations), and each plane's strength is set so that to first order in the potential
     these maps are the Born maps: what differs is the post-Born part (lens-lens coupling, rays off the straight
     line; Petri, Haiman & May 2017, arXiv:1612.00852). The plane in which a source sits lenses from the middle of
-    its part in front of the source."""
+    its part in front of the source, where Born samples it at its centre: for a source well inside a plane the
+    first orders differ by that (0.8 % of kappa's rms with the source 0.4 of the way into a 128 Mpc/h plane)."""
     device = planes.surface_density.device
     n_planes, _, slabs, n_mesh, _ = planes.surface_density.shape
     cell = planes.box / n_mesh
@@ -658,7 +662,7 @@ def _trace_rays(lenses: list[tuple[int, float, float]], orientations: dict[int, 
         jacobian = jacobian + (chi_lens - chi) * direction_jacobian
         chi = chi_lens
         orientation = orientations[i]
-        u, v = orientation.grid_coordinates(m, x[:, 0], x[:, 1], chi_lens * field_rad, cell)
+        u, v = orientation.grid_coordinates(m, x[:, 0], x[:, 1], chi_lens * field_rad, 1.0, cell)
         chosen = fields[i][orientation.choice[m]]  # [B, 5, n_mesh^2]
         sampled = torch.stack([_bilinear_periodic(chosen[:, f], u, v, n_mesh) for f in range(5)], 1).double()
         hessian = torch.stack([torch.stack([sampled[:, 2], sampled[:, 4]], 1),
