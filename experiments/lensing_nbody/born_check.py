@@ -93,6 +93,17 @@ def main() -> None:
           f"{field_deg} deg, {n_pix}^2 px, z_s={born_config['source_redshifts']}, noise-free; N-body "
           f"{born_config['nbody']['n_particles']}^3 particles, {born_config['nbody']['n_mesh']}^3 mesh")
 
+    for j, z_source in enumerate(born_config["source_redshifts"]):
+        print(f"\n=== source plane z_s = {z_source}")
+        compare_source_plane(born[:, j:j + 1], traced[:, j:j + 1], m_nu, field_deg, n_pix, resamples)
+
+    if args.speed:
+        measure_speed(born_config, args.speed, args.cache_dir)
+
+
+def compare_source_plane(born: torch.Tensor, traced: torch.Tensor, m_nu: np.ndarray, field_deg: float, n_pix: int,
+                         resamples: list[np.ndarray]) -> None:
+    """The paired comparison of one source plane's maps [n, 1, n_pix, n_pix], Born against multi-plane."""
     difference = (traced - born)[:, 0]
     print(f"maps: rms of multi-plane minus Born {float(difference.std()):.5f} = "
           f"{100 * float(difference.std() / born.std()):.1f} % of Born's kappa rms; correlation "
@@ -130,9 +141,6 @@ def main() -> None:
         print(f"peaks above {threshold:.0f} sigma (Born's sigma) per deg^2 | {counts[0].mean() / area:.2f} | "
               f"{counts[1].mean() / area:.2f} | {100 * (counts[1].mean() / counts[0].mean() - 1):+.2f} "
               f"{interval(np.array(spread))}")
-
-    if args.speed:
-        measure_speed(born_config, args.speed, args.cache_dir)
 
 
 def paired_accuracy(born_run: str, traced_run: str) -> None:
