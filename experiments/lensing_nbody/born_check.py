@@ -5,11 +5,11 @@
 
 Both files are `python -m numl.simulate` outputs of one config that differ only in data.nbody.ray_tracing: the
 same light cones, and the same plane orientations map by map, so every difference is post-Born (lens-lens
-coupling, rays off the straight line) and statistics are compared map by map (paired). Printed, over all maps
-of both classes (and per class for the neutrino signal): C_ell per multipole bin (tapered estimator, as the
-study), the massive/massless C_ell ratio, kappa rms, skewness and kurtosis, peak counts above 3 sigma, and how
-much the maps themselves differ. Errors: 68 % intervals over 1,000 resamplings of the maps (maps of one
-simulation share its modes, so these are lower bounds).
+coupling, rays off the straight line) and statistics are compared map by map (paired). Printed for every source
+plane, over all maps of both classes (and per class for the neutrino signal): C_ell per multipole bin (tapered
+estimator, as the study), the massive/massless C_ell ratio, kappa rms, skewness and kurtosis, peak counts above 1
+and 3 sigma, and how much the maps themselves differ. Errors: 68 % intervals over 1,000 resamplings of the maps
+(maps of one simulation share its modes, so these are lower bounds).
 
 `--paired-runs BORN_RUN MULTI_PLANE_RUN`: two `numl.train` run directories tested on the same test maps ray traced
 both ways: every estimator in both runs, its accuracy in each and McNemar's test of the difference (the maps that
