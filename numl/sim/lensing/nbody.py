@@ -664,27 +664,35 @@ def _trace_rays(lenses: list[tuple[int, float, float]], orientations: dict[int, 
         orientation = orientations[i]
         u, v = orientation.grid_coordinates(m, x[:, 0], x[:, 1], chi_lens * field_rad, 1.0, cell)
         chosen = fields[i][orientation.choice[m]]  # [B, 5, n_mesh^2]
-        sampled = torch.stack([_bilinear_periodic(chosen[:, f], u, v, n_mesh) for f in range(5)], 1).double()
+        sampled = _bilinear_periodic(chosen, u, v, n_mesh).double()
         hessian = torch.stack([torch.stack([sampled[:, 2], sampled[:, 4]], 1),
                                torch.stack([sampled[:, 4], sampled[:, 3]], 1)], 1)
         alpha, hessian = orientation.to_map_frame(m, sampled[:, :2], hessian)
         # the kick that makes this plane's first-order convergence w * Sigma, Born's
         strength = weight * chi_s / (chi_lens * (chi_s - chi_lens))
         direction = direction - strength * alpha
-        direction_jacobian = direction_jacobian - strength * torch.einsum("bikhw,bkjhw->bijhw", hessian, jacobian)
+        hessian_jacobian = (hessian[:, :, :, None] * jacobian[:, None]).sum(2)  # H @ J per ray (2 x 2)
+        direction_jacobian = direction_jacobian - strength * hessian_jacobian
     return x + (chi_s - chi) * direction, jacobian + (chi_s - chi) * direction_jacobian
 
 
 def _bilinear_periodic(planes: torch.Tensor, u: torch.Tensor, v: torch.Tensor, n: int) -> torch.Tensor:
-    """planes [B, n*n] sampled at grid coordinates (u, v) [B, H, W], periodic: [B, H, W] float32."""
+    """planes [B, n*n], or [B, F, n*n] (F fields read at the same points: the corners and weights found once),
+    sampled at grid coordinates (u, v) [B, H, W], periodic: [B, H, W] or [B, F, H, W] float32."""
+    fields = planes if planes.ndim == 3 else planes[:, None]
     u0, v0 = torch.floor(u), torch.floor(v)
-    fu, fv = (u - u0).float(), (v - v0).float()
+    fu, fv = (u - u0).float()[:, None], (v - v0).float()[:, None]
     i0, j0 = torch.remainder(u0.long(), n), torch.remainder(v0.long(), n)
     i1, j1 = torch.remainder(i0 + 1, n), torch.remainder(j0 + 1, n)
-    flat = lambda i, j: (i * n + j).reshape(len(planes), -1)  # noqa: E731
-    value = lambda i, j: torch.gather(planes, 1, flat(i, j)).reshape(u.shape)  # noqa: E731
-    return ((1 - fu) * (1 - fv) * value(i0, j0) + fu * (1 - fv) * value(i1, j0)
-            + (1 - fu) * fv * value(i0, j1) + fu * fv * value(i1, j1))
+    shape = (len(fields), fields.shape[1], *u.shape[1:])
+
+    def value(i, j):
+        index = (i * n + j).reshape(len(fields), 1, -1).expand(-1, fields.shape[1], -1)
+        return torch.gather(fields, 2, index).reshape(shape)
+
+    sampled = ((1 - fu) * (1 - fv) * value(i0, j0) + fu * (1 - fv) * value(i1, j0)
+               + (1 - fu) * fv * value(i0, j1) + fu * fv * value(i1, j1))
+    return sampled if planes.ndim == 3 else sampled[:, 0]
 
 
 # ----- a suite of simulations for the data module ------------------------------------------------------------
