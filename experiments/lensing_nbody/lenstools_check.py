@@ -82,8 +82,6 @@ from pathlib import Path
 
 import numpy as np
 
-HUBBLE_DISTANCE_MPC_H = 299792.458 / 100.0  # c / H0 [Mpc/h], as numl's
-
 
 # ----- LensTools side (runs under --peer-python: numpy and LensTools only) ------------------------------------------
 def fourier_upsample(plane: np.ndarray, factor: int, shift: float, box: float) -> np.ndarray:
@@ -207,10 +205,12 @@ def main() -> None:
 
     from numl.sim.lensing import Cosmology
     from numl.sim.lensing.nbody import (
+        HUBBLE_DISTANCE_MPC_H,
         LensPlanes,
         NBodySuite,
         _PlaneOrientation,
         born_convergence,
+        lens_distances,
         multi_plane_convergence,
         plane_lensing_weights,
     )
@@ -230,8 +230,7 @@ def main() -> None:
     edges = light_cone.chi_edges
     weights = plane_lensing_weights(light_cone, tables, np.array([chi_s]))[:, 0]
     lensing = np.flatnonzero(weights > 0)
-    # multi_plane_convergence's lenses: plane centres, the plane holding the source at the middle of its front part
-    chi_lens = np.minimum(0.5 * (edges[:-1] + edges[1:]), 0.5 * (edges[:-1] + chi_s))[lensing]
+    chi_lens = lens_distances(edges, chi_s)[lensing]  # multi_plane_convergence's lenses
     w = weights[lensing]
     front = (np.minimum(edges[1:], chi_s) - edges[:-1])[lensing] / np.diff(edges)[lensing]
     a_lens = tables.a_of_chi(chi_lens)

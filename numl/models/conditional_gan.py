@@ -47,7 +47,7 @@ class ConditionalNorm2d(nn.Module):
         self.norm = (nn.BatchNorm2d(channels, affine=False) if normalization == "batch"
                      else nn.GroupNorm(_group_count(channels), channels, affine=False))
         self.film = nn.Linear(embedding_dim, 2 * channels)
-        # Start as plain batch norm (scale 1, shift 0): the condition's effect is learnt from there.
+        # Start as the plain norm (scale 1, shift 0): the condition's effect is learnt from there.
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)
 

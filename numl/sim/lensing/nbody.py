@@ -609,6 +609,12 @@ def plane_lensing_fields(surface_density: torch.Tensor, box: float) -> torch.Ten
     return torch.stack(fields, dim=-3).float()
 
 
+def lens_distances(chi_edges: np.ndarray, chi_source: float) -> np.ndarray:
+    """Where each plane lenses in multi-plane ray tracing [Mpc/h]: its centre, or for the plane holding the source
+    the middle of its part in front of the source (planes beyond the source: meaningless, they carry no weight)."""
+    return np.minimum(0.5 * (chi_edges[:-1] + chi_edges[1:]), 0.5 * (chi_edges[:-1] + chi_source))
+
+
 def multi_plane_convergence(planes: LensPlanes, tables: LinearTables, source_redshifts: list[float],
                             field_deg: float, n_pix: int, n_maps: int, seed: int, chunk: int = 32) -> torch.Tensor:
     """Convergence maps [n_maps, n_sources, n_pix, n_pix] by multi-plane ray tracing (Hilbert et al. 2009,
@@ -634,8 +640,8 @@ def multi_plane_convergence(planes: LensPlanes, tables: LinearTables, source_red
               .reshape(3 * slabs, 5, n_mesh * n_mesh) for i in orientations}
     maps = torch.zeros((n_maps, len(source_redshifts), n_pix, n_pix), dtype=torch.float32, device=device)
     for j, chi_s in enumerate(chi_sources):
-        lenses = [(i, min(0.5 * (planes.chi_edges[i] + planes.chi_edges[i + 1]), 0.5 * (planes.chi_edges[i] + chi_s)),
-                   weights[i, j]) for i in orientations if weights[i, j] > 0]
+        chi_lens = lens_distances(planes.chi_edges, chi_s)
+        lenses = [(i, float(chi_lens[i]), weights[i, j]) for i in orientations if weights[i, j] > 0]
         for start in range(0, n_maps, chunk):
             m = slice(start, min(start + chunk, n_maps))
             _, jacobian = _trace_rays(lenses, orientations, fields, m, theta_1, theta_2, chi_s, field_rad, cell)
