@@ -31,6 +31,8 @@ from numl.sim.lensing.nbody import (
     multi_plane_convergence,
     plane_lensing_fields,
     plane_lensing_weights,
+    simulation_folds,
+    simulation_of_maps,
 )
 from numl.utils.errors import ConfigError
 
@@ -348,6 +350,93 @@ def test_ray_tracing_is_stored_with_the_maps_and_older_files_are_born(tmp_path):
     LensingDataModule(**common, nbody=nbody, source="hdf5", hdf5_path=str(path)).setup("fit")
     with pytest.raises(ConfigError, match=r"^data\.nbody\.ray_tracing='exact': must be one of born, multi_plane$"):
         NBodySuite.from_config({"ray_tracing": "exact"})
+
+
+TAG_MODULUS = 1_000_003  # a light cone's seed modulo this tags its maps (float32 holds it exactly)
+
+
+@pytest.fixture
+def tagged_maps(monkeypatch):
+    """No simulation: every map is filled with the (reduced) seed of the light cone it would be traced through."""
+    import numl.sim.lensing.nbody as nbody
+
+    def tag_maps(planes, tables, source_redshifts, field_deg, n_pix, n_maps, seed):
+        return torch.full((n_maps, len(source_redshifts), n_pix, n_pix), float(planes))
+
+    monkeypatch.setattr(nbody.NBodySuite, "simulate_light_cones", lambda *args, **kwargs: None)
+    monkeypatch.setattr(nbody.NBodySuite, "light_cone", lambda self, cosmology, seed, *args: seed % TAG_MODULUS)
+    monkeypatch.setitem(nbody.RAY_TRACING, "born", tag_maps)
+
+
+TAGGED_SUITE = {"field": "nbody", "field_deg": 2.0, "n_pix": 16, "n_train": 16, "n_val": 6, "n_test": 4,
+                "galaxy_density_arcmin2": None, "cache_dir": CACHE,
+                "nbody": {"box_mpc_h": 128.0, "n_particles": 16, "n_mesh": 32, "n_steps": 10, "z_init": 9.0,
+                          "simulations": {"train": 3, "val": 2, "test": 1}}}
+
+
+def simulation_numbers_of_tags(data) -> dict[float, int]:
+    """Tag -> the simulation's number over the suite's train, val and test simulations (matched phases: one number
+    per initial phases, the same in both cosmologies)."""
+    numbers, offset = {}, 0
+    for split in ("train", "val", "test"):
+        for k in (0, 1):
+            for i, seed in enumerate(data.nbody_suite.simulation_seeds(split, data.split_seed(split, "nbody"), k)):
+                numbers[float(seed % TAG_MODULUS)] = offset + i
+        offset += data.nbody_suite.simulations[split]
+    return numbers
+
+
+def test_each_map_is_traced_to_the_simulation_its_index_names(tagged_maps):
+    """simulation_of_maps recovers from a stored split's labels which simulation made each map (what errors over
+    simulations need)."""
+    from numl.data.lensing import LensingDataModule
+
+    data = LensingDataModule(**TAGGED_SUITE)
+    numbers = simulation_numbers_of_tags(data)
+    offset = 0
+    for split, n_simulations in data.nbody_suite.simulations.items():
+        maps = data.nbody_maps(split, data.split_sizes[split])
+        labels = maps.labels.numpy()
+        simulation = simulation_of_maps(labels, n_simulations)
+        assert [numbers[t] for t in maps.maps[:, 0, 0, 0].tolist()] == (offset + simulation).tolist()
+        if split == "train":  # 8 maps per class from 3 simulations
+            assert all(np.bincount(simulation[labels == k]).tolist() == [3, 3, 2] for k in (0, 1))
+        offset += n_simulations
+
+
+def test_simulation_folds_deal_whole_simulations_to_the_splits(tagged_maps, tmp_path):
+    """data.simulation_fold: every fold holds every map once, whole simulations per split, each simulation
+    tested in exactly one fold; fold 0 is the file's own splits; map_simulations names each map's simulation.
+    Bad folds are one line."""
+    from numl.data.lensing import LensingDataModule
+
+    written = LensingDataModule(**TAGGED_SUITE)
+    numbers = simulation_numbers_of_tags(written)
+    path = written.write_hdf5(tmp_path / "suite.h5")
+    stored = LensingDataModule(**TAGGED_SUITE, source="hdf5", hdf5_path=str(path))
+    tested = []
+    for fold in range(6):  # 6 simulations, 1 tested per fold
+        data = LensingDataModule(**TAGGED_SUITE, source="hdf5", hdf5_path=str(path), simulation_fold=fold)
+        data.setup("fit")
+        sizes = 0
+        for split in ("train", "val", "test"):
+            events = data.events(split)
+            truth = [numbers[t] for t in events.maps[:, 0, 0, 0].tolist()]
+            assert data.map_simulations(split).tolist() == truth
+            assert sorted(set(truth)) == sorted(simulation_folds(written.nbody_suite.simulations, fold)[split])
+            assert set(events.labels.tolist()) == {0, 1}
+            sizes += len(events)
+            if fold == 0:
+                torch.testing.assert_close(events.maps, stored.events(split).maps)
+                assert data.map_simulations(split).tolist() == stored.map_simulations(split).tolist()
+        assert sizes == 16 + 6 + 4
+        tested += set(data.map_simulations("test").tolist())
+    assert sorted(tested) == list(range(6))
+    with pytest.raises(ConfigError, match=r"^data\.simulation_fold=6: must be an integer in 0 \.\. 5 \(the suite's 6 "):
+        LensingDataModule(**TAGGED_SUITE, source="hdf5", hdf5_path=str(path), simulation_fold=6)
+    with pytest.raises(ConfigError, match=r"^data\.simulation_fold=0: deals the simulations .* not field=nbody, "
+                                          r"source=simulate$"):
+        LensingDataModule(**TAGGED_SUITE, simulation_fold=0)
 
 
 def test_bad_worker_counts_are_refused_in_one_line():

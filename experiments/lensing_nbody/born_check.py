@@ -12,8 +12,10 @@ and 3 sigma, and how much the maps themselves differ. Errors: 68 % intervals ove
 (maps of one simulation share its modes, so these are lower bounds).
 
 `--paired-runs BORN_RUN MULTI_PLANE_RUN`: two `numl.train` run directories tested on the same test maps ray traced
-both ways: every estimator in both runs, its accuracy in each and McNemar's test of the difference (the maps that
-one gets right and the other wrong), without the ray-tracing files.
+both ways: every estimator in both runs, its accuracy in each, the difference per test simulation, and McNemar's
+test of the difference (the maps that one gets right and the other wrong), without the ray-tracing files.
+McNemar's test counts maps as independent, which maps of one simulation are not: its p is too small
+(simulation_cv.py tests the statistics over simulations).
 
 `--speed N`: both ray tracers on one light cone of the files' setup (simulated once into the cache, seed 0),
 N maps each, alternately three times in this process; prints maps per second and the ratio.
@@ -30,12 +32,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from scipy.stats import binomtest
 
 from numl.pipeline import PREDICTIONS_FILE
 from numl.sim.lensing import Cosmology
 from numl.sim.lensing.maps import binned_power_spectra, default_apodisation_pixels, fourier_ell
-from numl.sim.lensing.nbody import RAY_TRACING, NBodySuite
+from numl.sim.lensing.nbody import RAY_TRACING, NBodySuite, simulation_of_maps
 from numl.sim.lensing.statistics import peak_counts
 
 RESAMPLES = 1000
@@ -146,9 +149,10 @@ def compare_source_plane(born: torch.Tensor, traced: torch.Tensor, m_nu: np.ndar
 def paired_accuracy(born_run: str, traced_run: str) -> None:
     """Accuracy of every estimator in both runs on the same test maps, and McNemar's exact test of the pair."""
     runs = [np.load(Path(run) / PREDICTIONS_FILE) for run in (born_run, traced_run)]
+    n_simulations = OmegaConf.load(Path(born_run) / ".hydra" / "config.yaml").data.nbody.simulations.test
     print(f"{born_run} (Born) against {traced_run} (multi-plane), same test maps")
-    print("estimator | accuracy Born | multi-plane | difference [points] | right only in Born / only in multi-plane | "
-          "McNemar z | p")
+    print("estimator | accuracy Born | multi-plane | difference [points] | per test simulation | right only in Born / "
+          "only in multi-plane | McNemar z | p (maps as independent)")
     for key in [k.removesuffix("/score") for k in runs[0].files if k.endswith("/score") and k in runs[1].files]:
         labels = runs[0][f"{key}/label"]
         if not np.array_equal(labels, runs[1][f"{key}/label"]):
@@ -160,8 +164,13 @@ def paired_accuracy(born_run: str, traced_run: str) -> None:
         discordant = only_born + only_traced
         z = (only_traced - only_born) / np.sqrt(discordant) if discordant else 0.0
         p = binomtest(only_traced, discordant).pvalue if discordant else 1.0
+        simulation = simulation_of_maps(labels, n_simulations)
+        per_simulation = " / ".join(
+            f"{100 * (right[1][simulation == i].mean() - right[0][simulation == i].mean()):+.1f}"
+            for i in range(n_simulations))
         print(f"{key.removeprefix('baseline/')} | {right[0].mean():.3f} | {right[1].mean():.3f} | "
-              f"{100 * (right[1].mean() - right[0].mean()):+.1f} | {only_born} / {only_traced} | {z:+.2f} | {p:.3f}")
+              f"{100 * (right[1].mean() - right[0].mean()):+.1f} | {per_simulation} | {only_born} / {only_traced} | "
+              f"{z:+.2f} | {p:.3f}")
 
 
 def measure_speed(config: dict, n_maps: int, cache_dir: str) -> None:

@@ -200,8 +200,10 @@ class SimulatedDataModule(pl.LightningDataModule):
             self.check_events(split, events)
         self._events.update(loaded)
 
-    def read_hdf5(self, path: str | Path, splits: list[str] | tuple[str, ...] = SPLITS) -> dict[str, Any]:
-        """The first n_<split> events of `splits`, from a file whose metadata matches the config."""
+    def read_hdf5(self, path: str | Path, splits: list[str] | tuple[str, ...] = SPLITS,
+                  whole: bool = False) -> dict[str, Any]:
+        """The first n_<split> events of `splits` (all of them if `whole`), from a file whose metadata matches the
+        config."""
         out = {}
         with open_checked(path, self.simulator_name, self.metadata(), self.metadata_added_defaults,
                           self.metadata_ignored_keys) as h5:
@@ -209,7 +211,8 @@ class SimulatedDataModule(pl.LightningDataModule):
                 if split not in h5:
                     raise ConfigError(f"data.hdf5_path={str(path)!r}: no {split!r} group in the file "
                                       f"(groups: {sorted(h5)})")
-                available, wanted = self.split_length(h5[split]), self.split_sizes[split]
+                available = self.split_length(h5[split])
+                wanted = available if whole else self.split_sizes[split]
                 if wanted > available:
                     raise ConfigError(f"data.n_{split}={wanted}: {path} holds only {available} {split} events")
                 out[split] = self.read_split(h5[split], wanted)

@@ -19,6 +19,7 @@ O(1) numbers), ``label`` (1 = massive), ``m_nu_ev``.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from numl.data.base import SPLITS, SimulatedDataModule
 from numl.data.lensing_fits import DEFAULT_NAME_PATTERN, read_fits_directory, split_indices, write_fits_maps
 from numl.sim.lensing import ConvergenceMapSimulator, Cosmology, convergence_power_spectra, required_ell_max
-from numl.sim.lensing.nbody import NBodySuite
+from numl.sim.lensing.maps import log_ell_bin_edges
+from numl.sim.lensing.nbody import NBodySuite, simulation_folds, simulation_of_maps
 from numl.utils.errors import ConfigError, check_choice, check_positive
 from numl.utils.progress import track
 from numl.utils.seeds import derived_seed
 
+log = logging.getLogger(__name__)
 SIMULATOR_NAME = "numl.sim.lensing"
 # The smallest map side in pixels (see the n_pix check in LensingDataModule).
 MIN_N_PIX = 8
@@ -117,6 +120,11 @@ class LensingDataModule(SimulatedDataModule):
             files: classification keeps the maps at m_nu_massless_ev and m_nu_massive_ev, regression the maps at
             m_nu_grid_ev (null: every M_nu found). fits_split_fractions: train, val, test shares of each M_nu's
             maps (whole simulations); n_<split> caps each split.
+        simulation_fold: with an N-body suite read from HDF5, errors over simulations rather than maps: the
+            suite's simulations (numbered over train, val, test) rotate by `fold` x the number of test
+            simulations before they are dealt to train, val and test again, whole, with all their maps
+            (n_<split> then does not apply). Fold 0 is the file's own splits; folds 0 .. (simulations / test
+            simulations) - 1 test every simulation once (`simulation_folds`).
     """
 
     simulator_name = SIMULATOR_NAME
@@ -135,7 +143,8 @@ class LensingDataModule(SimulatedDataModule):
                  hdf5_path: str | None = None, cache_dir: str | None = None, map_scale: float | None = None,
                  fits_dir: str | None = None, fits_name_pattern: str = DEFAULT_NAME_PATTERN,
                  fits_m_nu_key: str = "M_NU", fits_angle_key: str = "ANGLE",
-                 fits_split_fractions: list[float] = (0.7, 0.15, 0.15), nbody: dict[str, Any] | None = None) -> None:
+                 fits_split_fractions: list[float] = (0.7, 0.15, 0.15), nbody: dict[str, Any] | None = None,
+                 simulation_fold: int | None = None) -> None:
         super().__init__(n_train=n_train, n_val=n_val, n_test=n_test, batch_size=batch_size,
                          num_workers=num_workers, seed=seed, source=source, hdf5_path=hdf5_path)
         check_choice("data.target", target, ("classification", "regression"))
@@ -229,6 +238,17 @@ class LensingDataModule(SimulatedDataModule):
                                               self.cosmology(self.m_nu_values[-1]), cache_dir)
         elif nbody:
             raise ConfigError(f"data.nbody: set, but data.field={field}; use data.field=nbody for N-body maps")
+        if simulation_fold is not None:
+            if field != "nbody" or source != "hdf5":
+                raise ConfigError(f"data.simulation_fold={simulation_fold}: deals the simulations of an N-body suite "
+                                  f"read from HDF5 to the splits; needs data.field=nbody and data.source=hdf5, not "
+                                  f"field={field}, source={source}")
+            n_folds = sum(self.nbody_suite.simulations.values()) // self.nbody_suite.simulations["test"]
+            if not isinstance(simulation_fold, int) or not 0 <= simulation_fold < n_folds:
+                raise ConfigError(f"data.simulation_fold={simulation_fold!r}: must be an integer in 0 .. {n_folds - 1} "
+                                  f"(the suite's {n_folds} folds of test simulations)")
+        self.simulation_fold = simulation_fold
+        self._map_simulations: dict[str, np.ndarray] = {}
 
     @staticmethod
     def min_field_deg(n_pix: int) -> float:
@@ -267,14 +287,8 @@ class LensingDataModule(SimulatedDataModule):
         return self.field in ("gaussian", "lognormal") and self.source != "fits"
 
     def ell_bin_edges(self, n_bins: int) -> np.ndarray:
-        """Logarithmic multipole bins from twice the fundamental mode to the grid's edge, each at least
-        1.5 fundamental modes wide so that small maps have Fourier modes in every bin."""
-        ell_fundamental = 2 * np.pi / np.deg2rad(self.field_deg)
-        edges = [2 * ell_fundamental]
-        for edge in np.geomspace(edges[0], np.pi * self.n_pix / np.deg2rad(self.field_deg), n_bins + 1)[1:]:
-            if edge >= edges[-1] + 1.5 * ell_fundamental:
-                edges.append(edge)
-        return np.asarray(edges)
+        """The maps' logarithmic multipole bins (``log_ell_bin_edges``)."""
+        return log_ell_bin_edges(self.field_deg, self.n_pix, n_bins)
 
     def draw_labels(self, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Class index per map, every class equally often (to within one) in random order, and its M_nu.
@@ -406,6 +420,53 @@ class LensingDataModule(SimulatedDataModule):
     def read_split(self, group: h5py.Group, n: int) -> MapSet:
         return MapSet(torch.from_numpy(group["convergence_map"][:n]), torch.from_numpy(group["label"][:n]),
                       torch.from_numpy(group["m_nu_ev"][:n]))
+
+    def read_hdf5(self, path: str | Path, splits: list[str] | tuple[str, ...] = SPLITS,
+                  whole: bool = False) -> dict[str, MapSet]:
+        """N-body suites are read whole, so that each map's simulation is known (`map_simulations`), then cut to
+        n_<split>, or with `simulation_fold` dealt to the splits by simulation (`simulation_folds`)."""
+        if self.field != "nbody" or whole:
+            return super().read_hdf5(path, splits, whole)
+        stored = super().read_hdf5(path, SPLITS, whole=True)
+        simulations = self.nbody_suite.simulations
+        offsets = dict(zip(SPLITS, np.cumsum([0] + [simulations[s] for s in SPLITS])[:-1].tolist(), strict=True))
+        groups = {split: offsets[split] + simulation_of_maps(stored[split].labels.numpy(), simulations[split])
+                  for split in SPLITS}
+        if self.simulation_fold is None:
+            out = {}
+            for split in splits:
+                n, events = self.split_sizes[split], stored[split]
+                if n > len(events):
+                    raise ConfigError(f"data.n_{split}={n}: {path} holds only {len(events)} {split} events")
+                out[split] = MapSet(events.maps[:n], events.labels[:n], events.m_nu[:n])
+                self._map_simulations[split] = groups[split][:n]
+            return out
+        everything = MapSet(*(torch.cat([getattr(stored[s], key) for s in SPLITS])
+                              for key in ("maps", "labels", "m_nu")))
+        group_of_map = np.concatenate([groups[s] for s in SPLITS])
+        out = {}
+        for split, members in simulation_folds(simulations, self.simulation_fold).items():
+            take = torch.from_numpy(np.flatnonzero(np.isin(group_of_map, members)))  # in the file's order
+            out[split] = MapSet(everything.maps[take], everything.labels[take], everything.m_nu[take])
+            self._map_simulations[split] = group_of_map[take.numpy()]
+            self.split_sizes[split] = len(take)
+        log.info("data.simulation_fold=%d: %s", self.simulation_fold, "; ".join(
+            f"{split} simulations {members.tolist()} ({len(out[split])} maps)"
+            for split, members in simulation_folds(simulations, self.simulation_fold).items()))
+        return {split: out[split] for split in splits}
+
+    def map_simulations(self, split: str) -> np.ndarray:
+        """The simulation each map of an N-body split was traced through, numbered over the suite's train, val
+        and test simulations (with matched phases one number is the same initial phases in every cosmology).
+        Maps of one simulation share its modes: an error that treats them as independent is too small."""
+        if self.field != "nbody":
+            raise ConfigError(f"map_simulations: data.field={self.field}; only N-body maps come from simulations")
+        events = self.events(split)
+        if split not in self._map_simulations:  # made here, whole: every split follows simulation_of_maps
+            simulations = self.nbody_suite.simulations
+            offset = sum(simulations[s] for s in SPLITS[:SPLITS.index(split)])
+            self._map_simulations[split] = offset + simulation_of_maps(events.labels.numpy(), simulations[split])
+        return self._map_simulations[split]
 
     def dataset(self, split: str) -> MapSet:
         return self.events(split)

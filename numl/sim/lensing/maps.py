@@ -49,6 +49,17 @@ def fourier_ell(field_deg: float, n_pix: int, real: bool = True) -> np.ndarray:
     return 2 * math.pi * np.hypot(ky[:, None], kx[None, :]) / pixel_rad
 
 
+def log_ell_bin_edges(field_deg: float, n_pix: int, n_bins: int) -> np.ndarray:
+    """Logarithmic multipole bins from twice the fundamental mode to the grid's edge, at most `n_bins`, each at
+    least 1.5 fundamental modes wide so that small maps have Fourier modes in every bin."""
+    ell_fundamental = 2 * np.pi / np.deg2rad(field_deg)
+    edges = [2 * ell_fundamental]
+    for edge in np.geomspace(edges[0], np.pi * n_pix / np.deg2rad(field_deg), n_bins + 1)[1:]:
+        if edge >= edges[-1] + 1.5 * ell_fundamental:
+            edges.append(edge)
+    return np.asarray(edges)
+
+
 def _interp_cl(spectra: ConvergenceSpectra, ell: np.ndarray) -> np.ndarray:
     """C_ell matrices at the (non-integer) multipoles ``ell``: [n_z, n_z, *ell.shape]."""
     flat = ell.ravel()

@@ -701,6 +701,36 @@ def _bilinear_periodic(planes: torch.Tensor, u: torch.Tensor, v: torch.Tensor, n
     return sampled if planes.ndim == 3 else sampled[:, 0]
 
 
+def maps_per_simulation(n_maps: int, n_simulations: int) -> list[int]:
+    """How many of a class's `n_maps` maps of a split each of its simulations gives: evenly, the first ones one
+    more when they do not divide."""
+    return [n_maps // n_simulations + (i < n_maps % n_simulations) for i in range(n_simulations)]
+
+
+def simulation_of_maps(labels: np.ndarray, n_simulations: int) -> np.ndarray:
+    """Which of a split's simulations (0 .. n_simulations - 1) each map of the split came from, from the maps'
+    class indices as the split stores them: each class's maps, in order, are its simulations' maps one
+    simulation after the other (``NBodySuite.convergence_maps``). With matched phases, index i is the same
+    initial phases in every class. Maps of one simulation share its modes: errors that treat them as
+    independent are too small (experiments/lensing_nbody/simulation_cv.py resamples simulations instead)."""
+    labels = np.asarray(labels)
+    simulation = np.empty(len(labels), dtype=np.int64)
+    for k in np.unique(labels):
+        members = np.flatnonzero(labels == k)
+        simulation[members] = np.repeat(np.arange(n_simulations), maps_per_simulation(len(members), n_simulations))
+    return simulation
+
+
+def simulation_folds(simulations: Mapping[str, int], fold: int) -> dict[str, np.ndarray]:
+    """The simulations each split holds in `fold`, numbered over the suite's train, val and test simulations in
+    that order: all of them rotated by fold x the number of test simulations, then dealt to train, val and test in
+    the suite's numbers. Fold 0 is the suite's own splits; successive folds test successive simulations."""
+    total = sum(simulations[split] for split in ("train", "val", "test"))
+    order = np.roll(np.arange(total), -fold * simulations["test"])
+    bounds = np.cumsum([0] + [simulations[split] for split in ("train", "val", "test")])
+    return {split: order[bounds[i]:bounds[i + 1]] for i, split in enumerate(("train", "val", "test"))}
+
+
 # ----- a suite of simulations for the data module ------------------------------------------------------------
 _SUITE_KEYS = ("box_mpc_h", "n_particles", "n_mesh", "n_steps", "z_init", "slabs_per_box", "simulations",
                "matched_phases", "device", "workers", "ray_tracing")
@@ -868,7 +898,7 @@ class NBodySuite:
         tables = self.tables(cosmology, cache_dir)
         chi_max = self.chi_max(cosmology, source_redshifts, cache_dir)
         n_sims = self.simulations[split]
-        counts = [n_maps // n_sims + (i < n_maps % n_sims) for i in range(n_sims)]
+        counts = maps_per_simulation(n_maps, n_sims)
         maps = []
         for i, (count, sim_seed) in enumerate(zip(counts, self.simulation_seeds(split, seed, class_index),
                                                   strict=True)):

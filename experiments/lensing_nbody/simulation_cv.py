@@ -1,0 +1,218 @@
+"""Errors over simulations, not maps: leave-one-simulation-out cross-validation of the summary-statistic classifiers.
+
+    python experiments/lensing_nbody/simulation_cv.py data/lensing_nbody_study_tomo_noise_free.h5 \
+        --compare data/lensing_nbody_study_tomo_noise_free_multi_plane.h5 \
+        --baselines power_spectrum all_statistics --set power_spectrum.covariance=pooled
+
+All maps of a file's splits (a `python -m numl.simulate` N-body suite) are pooled and grouped by the simulation they
+were traced through (`numl.sim.lensing.nbody.simulation_of_maps`; with matched phases one group is the massive and
+the massless simulation of the same initial phases). Each group in turn is held out: every baseline (`conf/baseline/
+<name>.yaml`, `--set name.key=value` to change one) is fitted on the other groups' maps and tested on it. Printed:
+accuracy per held-out simulation, the accuracy over all maps with two errors, the binomial one over maps and the one
+over simulations (standard error of the per-simulation accuracies), and paired differences (between baselines, and
+between files with `--compare`: the same maps ray traced another way), tested over simulations (t-test of the
+per-simulation differences) beside McNemar's map-level test. Maps of one simulation share its modes, so the
+map-level errors are too small; the two side by side show by how much.
+
+`--runs RUN ...`: the same errors for everything a set of `numl.train` runs tested (the network and its baselines),
+from their test predictions: typically one run per `data.simulation_fold` (the suite's simulations dealt to the
+splits as fold k), so that every simulation is tested once by a network trained without it:
+
+    for k in 0 1 2 3 4 5; do python -m numl.train experiment=lensing_nbody_study data.source=hdf5 \
+        data.hdf5_path=$PWD/data/lensing_nbody_study_noisy.h5 data.simulation_fold=$k hydra.run.dir=$OUT/fold$k; done
+    python experiments/lensing_nbody/simulation_cv.py --runs $OUT/fold*
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from scipy.stats import binomtest, ttest_1samp
+
+from numl.data.lensing import MapSet
+from numl.pipeline import PREDICTIONS_FILE
+from numl.sim.lensing.maps import log_ell_bin_edges
+from numl.sim.lensing.nbody import simulation_of_maps
+from numl.utils.errors import ConfigError
+from numl.utils.runtime import register_resolvers
+
+BASELINE_CONFIGS = Path(__file__).resolve().parents[2] / "conf" / "baseline"
+SPLITS = ("train", "val", "test")
+
+
+def read_suite(path: str) -> tuple[MapSet, np.ndarray, dict]:
+    """All splits' maps, the simulation group of every map (numbered over the splits) and the file's config."""
+    with h5py.File(path) as h5:
+        config = json.loads(h5.attrs["numl_config"])
+        if config.get("field") != "nbody" or config.get("target") != "classification":
+            raise ConfigError(f"{path}: field={config.get('field')!r}, target={config.get('target')!r}; "
+                              "simulation folds need a classification suite of N-body maps (data.field=nbody)")
+        maps, labels, m_nu, groups, offset = [], [], [], [], 0
+        for split in SPLITS:
+            split_labels = h5[split]["label"][:]
+            n_simulations = config["nbody"]["simulations"][split]
+            maps.append(torch.from_numpy(h5[split]["convergence_map"][:]))
+            labels.append(split_labels)
+            m_nu.append(h5[split]["m_nu_ev"][:])
+            groups.append(offset + simulation_of_maps(split_labels, n_simulations))
+            offset += n_simulations
+    events = MapSet(torch.cat(maps), torch.from_numpy(np.concatenate(labels)), torch.from_numpy(np.concatenate(m_nu)))
+    return events, np.concatenate(groups), config
+
+
+class HeldOutSimulation:
+    """What a summary-statistic baseline reads from a data module, for one fold: fitted on `fit`, tested on `test`."""
+
+    target = "classification"
+    periodic_maps = False  # ray-traced maps are cut from lens planes
+
+    def __init__(self, config: dict, fit: MapSet, test: MapSet) -> None:
+        self.field_deg, self.n_pix = config["field_deg"], config["n_pix"]
+        self.m_nu_values = config["m_nu_values_ev"]
+        self.fit, self.test = fit, test
+        self.split_sizes = {"train": len(fit)}
+
+    def ell_bin_edges(self, n_bins: int) -> np.ndarray:
+        return log_ell_bin_edges(self.field_deg, self.n_pix, n_bins)
+
+    def fitting_maps(self, n: int) -> MapSet:
+        return self.fit
+
+    def events(self, split: str) -> MapSet:
+        return self.test
+
+
+def baseline_configs(names: list[str], overrides: list[str]):
+    configs = {}
+    for name in names:
+        path = BASELINE_CONFIGS / f"{name}.yaml"
+        if not path.is_file():
+            allowed = ", ".join(sorted(p.stem for p in BASELINE_CONFIGS.glob("*.yaml")))
+            raise ConfigError(f"--baselines {name}: no {path}; one of {allowed}")
+        configs[name] = OmegaConf.load(path)[name]
+    for override in overrides:
+        key, _, value = override.partition("=")
+        name = key.split(".")[0]
+        if name not in configs or not value:
+            raise ConfigError(f"--set {override}: must be <baseline>.<key>=<value> for one of {', '.join(configs)}")
+        OmegaConf.update(configs[name], key.split(".", 1)[1], OmegaConf.from_dotlist([f"v={value}"]).v, merge=True)
+    return configs
+
+
+def cross_validate(events: MapSet, groups: np.ndarray, config: dict, configs) -> dict[str, np.ndarray]:
+    """Per baseline: whether each map was classified right when its simulation was held out."""
+    correct = {name: np.zeros(len(groups), dtype=bool) for name in configs}
+    for g in np.unique(groups):
+        held_out = torch.from_numpy(groups == g)
+        take = lambda mask: MapSet(events.maps[mask], events.labels[mask], events.m_nu[mask])  # noqa: E731
+        fold = HeldOutSimulation(config, take(~held_out), take(held_out))
+        for name, cfg in configs.items():
+            result = instantiate(cfg).fit(fold).evaluate(fold)
+            predicted = result.outputs["score"] > 0
+            correct[name][groups == g] = predicted == fold.test.labels.numpy()
+        print(f"  simulation {g} held out ({int(held_out.sum())} maps): "
+              + ", ".join(f"{name} {correct[name][groups == g].mean():.3f}" for name in configs), flush=True)
+    return correct
+
+
+def tested_runs(run_dirs: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per estimator of the runs (network, baseline/<name>): whether each test map of every run was classified
+    right, and the simulation of each map (`LensingDataModule.map_simulations`). No simulation may be tested twice."""
+    register_resolvers()  # the run configs' own interpolations (paths)
+    correct, groups, tested_in = {}, [], {}
+    for run in run_dirs:
+        cfg = OmegaConf.load(Path(run) / ".hydra" / "config.yaml")
+        data = instantiate(cfg.data)
+        run_groups = data.map_simulations("test")
+        for g in np.unique(run_groups):
+            if g in tested_in:
+                raise ConfigError(f"--runs: simulation {g} is tested in both {tested_in[g]} and {run}")
+            tested_in[g] = run
+        predictions = np.load(Path(run) / PREDICTIONS_FILE)
+        keys = [k.removesuffix("/score") for k in predictions.files if k.endswith("/score")]
+        if correct and set(keys) != set(correct):
+            raise ConfigError(f"--runs: {run} tested {sorted(keys)}, the runs before it {sorted(correct)}")
+        labels = data.events("test").labels.numpy()
+        for key in keys:
+            if not np.array_equal(predictions[f"{key}/label"], labels):
+                raise ConfigError(f"--runs: {run}: {key} was tested on other maps than its config's test split")
+            # the network's score is the massive-class probability, a baseline's a log-likelihood ratio
+            threshold = 0.5 if key == "network" else 0.0
+            correct.setdefault(key, []).append((predictions[f"{key}/score"] > threshold) == labels)
+        groups.append(run_groups)
+    return {key: np.concatenate(v) for key, v in correct.items()}, np.concatenate(groups)
+
+
+def per_simulation(correct: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    return np.array([correct[groups == g].mean() for g in np.unique(groups)])
+
+
+def summary(label: str, correct: np.ndarray, groups: np.ndarray) -> str:
+    accuracy = correct.mean()
+    per_sim = per_simulation(correct, groups)
+    return (f"{label}: {accuracy:.3f} +- {np.sqrt(accuracy * (1 - accuracy) / len(correct)):.3f} over maps, "
+            f"+- {per_sim.std(ddof=1) / np.sqrt(len(per_sim)):.3f} over {len(per_sim)} simulations "
+            f"(per simulation {per_sim.min():.3f} to {per_sim.max():.3f})")
+
+
+def difference(label: str, a: np.ndarray, b: np.ndarray, groups: np.ndarray) -> str:
+    """b - a, tested over simulations and (for contrast) over maps."""
+    per_sim = per_simulation(b, groups) - per_simulation(a, groups)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    mcnemar = binomtest(min(only_a, only_b), only_a + only_b).pvalue if only_a + only_b else 1.0
+    return (f"{label}: {b.mean() - a.mean():+.3f}; over simulations {per_sim.mean():+.3f} +- "
+            f"{per_sim.std(ddof=1) / np.sqrt(len(per_sim)):.3f} (t-test p = {ttest_1samp(per_sim, 0.0).pvalue:.2g}); "
+            f"map-level McNemar p = {mcnemar:.2g} ({only_a} vs {only_b} maps)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("file", nargs="?", help="a numl.simulate HDF5 file of an N-body classification suite")
+    parser.add_argument("--runs", nargs="+", help="numl.train run directories (e.g. one per data.simulation_fold)")
+    parser.add_argument("--compare", help="the same suite written another way (e.g. data.nbody.ray_tracing)")
+    parser.add_argument("--baselines", nargs="+", default=["power_spectrum", "all_statistics"],
+                        help="names of conf/baseline/*.yaml")
+    parser.add_argument("--set", nargs="*", default=[], dest="overrides", metavar="NAME.KEY=VALUE")
+    args = parser.parse_args()
+    if args.runs:
+        correct, groups = tested_runs(args.runs)
+        print(f"{len(args.runs)} runs: {len(groups)} test maps from {len(np.unique(groups))} simulations")
+        for key in correct:
+            print("  " + summary(key, correct[key], groups))
+        for key in [k for k in correct if k != "network"]:
+            print("  " + difference(f"network - {key}", correct[key], correct["network"], groups))
+        return
+    if not args.file:
+        parser.error("give a suite's HDF5 file, or --runs")
+    configs = baseline_configs(args.baselines, args.overrides)
+    files = [args.file] + ([args.compare] if args.compare else [])
+    results, groups = {}, None
+    for path in files:
+        events, file_groups, config = read_suite(path)
+        if groups is not None and not np.array_equal(file_groups, groups):
+            raise ConfigError(f"--compare {path}: its maps come from other simulations than {args.file}'s")
+        groups = file_groups
+        print(f"{path}: {len(groups)} maps from {len(np.unique(groups))} simulations (per cosmology)", flush=True)
+        results[path] = cross_validate(events, groups, config, configs)
+    print()
+    for path, correct in results.items():
+        print(path)
+        for name in configs:
+            print("  " + summary(name, correct[name], groups))
+        for name in args.baselines[1:]:
+            print("  " + difference(f"{name} - {args.baselines[0]}", correct[args.baselines[0]], correct[name], groups))
+    if args.compare:
+        print(f"{args.compare} - {args.file}")
+        for name in configs:
+            print("  " + difference(name, results[args.file][name], results[args.compare][name], groups))
+
+
+if __name__ == "__main__":
+    main()
