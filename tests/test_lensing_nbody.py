@@ -414,6 +414,9 @@ def test_simulation_folds_deal_whole_simulations_to_the_splits(tagged_maps, tmp_
     numbers = simulation_numbers_of_tags(written)
     path = written.write_hdf5(tmp_path / "suite.h5")
     stored = LensingDataModule(**TAGGED_SUITE, source="hdf5", hdf5_path=str(path))
+    first_maps = LensingDataModule(**(TAGGED_SUITE | {"n_train": 11}), source="hdf5", hdf5_path=str(path))
+    assert first_maps.map_simulations("train").tolist() == [
+        numbers[t] for t in first_maps.events("train").maps[:, 0, 0, 0].tolist()]
     tested = []
     for fold in range(6):  # 6 simulations, 1 tested per fold
         data = LensingDataModule(**TAGGED_SUITE, source="hdf5", hdf5_path=str(path), simulation_fold=fold)

@@ -21,6 +21,10 @@ splits as fold k), so that every simulation is tested once by a network trained 
     for k in 0 1 2 3 4 5; do python -m numl.train experiment=lensing_nbody_study data.source=hdf5 \
         data.hdf5_path=$PWD/data/lensing_nbody_study_noisy.h5 data.simulation_fold=$k hydra.run.dir=$OUT/fold$k; done
     python experiments/lensing_nbody/simulation_cv.py --runs $OUT/fold*
+
+With `voids_vs_clusters.json` of `numl.attribute` in the runs (`--attribution`, a path inside each run), the AUROC
+lost by masking the highest (clusters), lowest (voids) and random pixels is averaged over the runs, with its
+standard error over them (each run's test maps are its own simulations), and clusters against voids tested.
 """
 
 from __future__ import annotations
@@ -150,6 +154,30 @@ def tested_runs(run_dirs: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]
     return {key: np.concatenate(v) for key, v in correct.items()}, np.concatenate(groups)
 
 
+def masking_over_runs(run_dirs: list[str], attribution: str) -> None:
+    """AUROC lost by masking each fraction of the highest, lowest and random pixels, mean +- standard error over
+    the runs, and highest - lowest (clusters against voids) tested over the runs."""
+    results = []
+    for run in run_dirs:
+        path = Path(run) / attribution / "voids_vs_clusters.json"
+        if not path.is_file():
+            raise ConfigError(f"--attribution {attribution}: no {path}; run numl.attribute with "
+                              "voids_vs_clusters.enabled=true there")
+        results.append(json.loads(path.read_text())["masking"])
+    unmasked = np.array([r["unmasked"]["0.0"]["auroc"] for r in results])
+    print(f"AUROC unmasked: {unmasked.mean():.3f} +- {unmasked.std(ddof=1) / np.sqrt(len(unmasked)):.3f} "
+          f"over {len(results)} runs")
+    for fraction in results[0]["highest"]:
+        lost = {which: unmasked - np.array([r[which][fraction]["auroc"] for r in results])
+                for which in ("highest", "lowest", "random")}
+        clusters_minus_voids = lost["highest"] - lost["lowest"]
+        print(f"  {float(fraction):.0%} masked, AUROC lost: " + ", ".join(
+            f"{which} {v.mean():.3f} +- {v.std(ddof=1) / np.sqrt(len(v)):.3f}" for which, v in lost.items())
+            + f"; highest - lowest {clusters_minus_voids.mean():+.3f} +- "
+            f"{clusters_minus_voids.std(ddof=1) / np.sqrt(len(results)):.3f} "
+            f"(t-test p = {ttest_1samp(clusters_minus_voids, 0.0).pvalue:.2g})")
+
+
 def per_simulation(correct: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return np.array([correct[groups == g].mean() for g in np.unique(groups)])
 
@@ -176,6 +204,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("file", nargs="?", help="a numl.simulate HDF5 file of an N-body classification suite")
     parser.add_argument("--runs", nargs="+", help="numl.train run directories (e.g. one per data.simulation_fold)")
+    parser.add_argument("--attribution", help="with --runs: the numl.attribute output inside each run "
+                                              "(e.g. attribution/integrated_gradients)")
     parser.add_argument("--compare", help="the same suite written another way (e.g. data.nbody.ray_tracing)")
     parser.add_argument("--baselines", nargs="+", default=["power_spectrum", "all_statistics"],
                         help="names of conf/baseline/*.yaml")
@@ -188,6 +218,8 @@ def main() -> None:
             print("  " + summary(key, correct[key], groups))
         for key in [k for k in correct if k != "network"]:
             print("  " + difference(f"network - {key}", correct[key], correct["network"], groups))
+        if args.attribution:
+            masking_over_runs(args.runs, args.attribution)
         return
     if not args.file:
         parser.error("give a suite's HDF5 file, or --runs")

@@ -423,33 +423,29 @@ class LensingDataModule(SimulatedDataModule):
 
     def read_hdf5(self, path: str | Path, splits: list[str] | tuple[str, ...] = SPLITS,
                   whole: bool = False) -> dict[str, MapSet]:
-        """N-body suites are read whole, so that each map's simulation is known (`map_simulations`), then cut to
-        n_<split>, or with `simulation_fold` dealt to the splits by simulation (`simulation_folds`)."""
+        """N-body suites: each map's simulation from the split's stored labels (`map_simulations`); with
+        `simulation_fold` the whole suite is read and its simulations dealt to the splits (`simulation_folds`)."""
         if self.field != "nbody" or whole:
             return super().read_hdf5(path, splits, whole)
-        stored = super().read_hdf5(path, SPLITS, whole=True)
         simulations = self.nbody_suite.simulations
         offsets = dict(zip(SPLITS, np.cumsum([0] + [simulations[s] for s in SPLITS])[:-1].tolist(), strict=True))
+        if self.simulation_fold is None:
+            out = super().read_hdf5(path, splits)
+            with h5py.File(path, "r") as h5:  # the whole split's labels place its first n_<split> maps
+                for split in splits:
+                    groups = offsets[split] + simulation_of_maps(h5[split]["label"][:], simulations[split])
+                    self._map_simulations[split] = groups[:len(out[split])]
+            return out
+        stored = super().read_hdf5(path, SPLITS, whole=True)
         groups = {split: offsets[split] + simulation_of_maps(stored[split].labels.numpy(), simulations[split])
                   for split in SPLITS}
-        if self.simulation_fold is None:
-            out = {}
-            for split in splits:
-                n, events = self.split_sizes[split], stored[split]
-                if n > len(events):
-                    raise ConfigError(f"data.n_{split}={n}: {path} holds only {len(events)} {split} events")
-                out[split] = MapSet(events.maps[:n], events.labels[:n], events.m_nu[:n])
-                self._map_simulations[split] = groups[split][:n]
-            return out
-        everything = MapSet(*(torch.cat([getattr(stored[s], key) for s in SPLITS])
-                              for key in ("maps", "labels", "m_nu")))
-        group_of_map = np.concatenate([groups[s] for s in SPLITS])
         out = {}
         for split, members in simulation_folds(simulations, self.simulation_fold).items():
-            take = torch.from_numpy(np.flatnonzero(np.isin(group_of_map, members)))  # in the file's order
-            out[split] = MapSet(everything.maps[take], everything.labels[take], everything.m_nu[take])
-            self._map_simulations[split] = group_of_map[take.numpy()]
-            self.split_sizes[split] = len(take)
+            taken = {s: torch.from_numpy(np.isin(groups[s], members)) for s in SPLITS}  # in the file's order
+            out[split] = MapSet(*(torch.cat([getattr(stored[s], key)[taken[s]] for s in SPLITS])
+                                  for key in ("maps", "labels", "m_nu")))
+            self._map_simulations[split] = np.concatenate([groups[s][taken[s].numpy()] for s in SPLITS])
+            self.split_sizes[split] = len(out[split])
         log.info("data.simulation_fold=%d: %s", self.simulation_fold, "; ".join(
             f"{split} simulations {members.tolist()} ({len(out[split])} maps)"
             for split, members in simulation_folds(simulations, self.simulation_fold).items()))
