@@ -105,6 +105,8 @@ def generate(cfg: DictConfig) -> Path:
     # The run's DataModule, for its metadata and its event format; its seed is generate's.
     run_cfg.data = OmegaConf.merge(run_cfg.data, {"source": "simulate", "hdf5_path": None, "seed": cfg.seed,
                                                   **{f"n_{split}": n for split, n in sizes.items()}})
+    if "simulation_fold" in run_cfg.data:  # which simulations a file's splits held: nothing to generate
+        run_cfg.data.simulation_fold = None
     datamodule = instantiate(run_cfg.data, _convert_="all")
     if not hasattr(datamodule, "generated_events"):
         raise ConfigError(f"ckpt_path: the generator's data ({run_cfg.data._target_}) cannot store generated events")

@@ -353,18 +353,21 @@ def test_ray_tracing_is_stored_with_the_maps_and_older_files_are_born(tmp_path):
 
 
 TAG_MODULUS = 1_000_003  # a light cone's seed modulo this tags its maps (float32 holds it exactly)
+MASSIVE_TAG = 2_000_000  # added for the massive cosmology: a map that lost its label shows
 
 
 @pytest.fixture
 def tagged_maps(monkeypatch):
-    """No simulation: every map is filled with the (reduced) seed of the light cone it would be traced through."""
+    """No simulation: every map is filled with the (reduced) seed of the light cone it would be traced through,
+    plus MASSIVE_TAG for massive neutrinos."""
     import numl.sim.lensing.nbody as nbody
 
     def tag_maps(planes, tables, source_redshifts, field_deg, n_pix, n_maps, seed):
         return torch.full((n_maps, len(source_redshifts), n_pix, n_pix), float(planes))
 
     monkeypatch.setattr(nbody.NBodySuite, "simulate_light_cones", lambda *args, **kwargs: None)
-    monkeypatch.setattr(nbody.NBodySuite, "light_cone", lambda self, cosmology, seed, *args: seed % TAG_MODULUS)
+    monkeypatch.setattr(nbody.NBodySuite, "light_cone", lambda self, cosmology, seed, *args:
+                        seed % TAG_MODULUS + MASSIVE_TAG * (cosmology.m_nu_ev > 0))
     monkeypatch.setitem(nbody.RAY_TRACING, "born", tag_maps)
 
 
@@ -381,7 +384,7 @@ def simulation_numbers_of_tags(data) -> dict[float, int]:
     for split in ("train", "val", "test"):
         for k in (0, 1):
             for i, seed in enumerate(data.nbody_suite.simulation_seeds(split, data.split_seed(split, "nbody"), k)):
-                numbers[float(seed % TAG_MODULUS)] = offset + i
+                numbers[float(seed % TAG_MODULUS + MASSIVE_TAG * k)] = offset + i
         offset += data.nbody_suite.simulations[split]
     return numbers
 
@@ -408,6 +411,8 @@ def test_simulation_folds_deal_whole_simulations_to_the_splits(tagged_maps, tmp_
     """data.simulation_fold: every fold holds every map once, whole simulations per split, each simulation
     tested in exactly one fold; fold 0 is the file's own splits; map_simulations names each map's simulation.
     Bad folds are one line."""
+    import h5py
+
     from numl.data.lensing import LensingDataModule
 
     written = LensingDataModule(**TAGGED_SUITE)
@@ -428,6 +433,7 @@ def test_simulation_folds_deal_whole_simulations_to_the_splits(tagged_maps, tmp_
             assert data.map_simulations(split).tolist() == truth
             assert sorted(set(truth)) == sorted(simulation_folds(written.nbody_suite.simulations, fold)[split])
             assert set(events.labels.tolist()) == {0, 1}
+            assert ((events.maps[:, 0, 0, 0] >= MASSIVE_TAG).long() == events.labels).all()
             sizes += len(events)
             if fold == 0:
                 torch.testing.assert_close(events.maps, stored.events(split).maps)
@@ -440,6 +446,19 @@ def test_simulation_folds_deal_whole_simulations_to_the_splits(tagged_maps, tmp_
     with pytest.raises(ConfigError, match=r"^data\.simulation_fold=0: deals the simulations .* not field=nbody, "
                                           r"source=simulate$"):
         LensingDataModule(**TAGGED_SUITE, simulation_fold=0)
+    with pytest.raises(ConfigError, match=r"^data\.simulation_fold=True: must be an integer"):
+        LensingDataModule(**TAGGED_SUITE, source="hdf5", hdf5_path=str(path), simulation_fold=True)
+    uneven = TAGGED_SUITE | {"nbody": TAGGED_SUITE["nbody"] | {"simulations": {"train": 3, "val": 2, "test": 2}}}
+    with pytest.raises(ConfigError, match=r"^data\.simulation_fold=0: the suite's 7 simulations do not divide into "
+                                          r"folds of 2 test simulations .* some would never be tested$"):
+        LensingDataModule(**uneven, source="hdf5", hdf5_path=str(path), simulation_fold=0)
+    with h5py.File(path, "r+") as h5:  # as numl.generate writes them: maps of no simulation
+        h5.attrs["numl_generator"] = "{}"
+    generated = LensingDataModule(**TAGGED_SUITE, source="hdf5", hdf5_path=str(path))
+    with pytest.raises(ConfigError, match=r"^map_simulations: .* holds maps written by numl\.generate"):
+        generated.map_simulations("test")
+    with pytest.raises(ConfigError, match=r"^data\.simulation_fold=1: .* holds maps written by numl\.generate"):
+        LensingDataModule(**TAGGED_SUITE, source="hdf5", hdf5_path=str(path), simulation_fold=1).setup("fit")
 
 
 def test_bad_worker_counts_are_refused_in_one_line():

@@ -32,13 +32,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from scipy.stats import binomtest
+from simulation_cv import run_test_data
 
 from numl.pipeline import PREDICTIONS_FILE
 from numl.sim.lensing import Cosmology
 from numl.sim.lensing.maps import binned_power_spectra, default_apodisation_pixels, fourier_ell
-from numl.sim.lensing.nbody import RAY_TRACING, NBodySuite, simulation_of_maps
+from numl.sim.lensing.nbody import RAY_TRACING, NBodySuite
 from numl.sim.lensing.statistics import peak_counts
 
 RESAMPLES = 1000
@@ -149,7 +149,7 @@ def compare_source_plane(born: torch.Tensor, traced: torch.Tensor, m_nu: np.ndar
 def paired_accuracy(born_run: str, traced_run: str) -> None:
     """Accuracy of every estimator in both runs on the same test maps, and McNemar's exact test of the pair."""
     runs = [np.load(Path(run) / PREDICTIONS_FILE) for run in (born_run, traced_run)]
-    n_simulations = OmegaConf.load(Path(born_run) / ".hydra" / "config.yaml").data.nbody.simulations.test
+    simulation = run_test_data(born_run).map_simulations("test")
     print(f"{born_run} (Born) against {traced_run} (multi-plane), same test maps")
     print("estimator | accuracy Born | multi-plane | difference [points] | per test simulation | right only in Born / "
           "only in multi-plane | McNemar z | p (maps as independent)")
@@ -164,10 +164,9 @@ def paired_accuracy(born_run: str, traced_run: str) -> None:
         discordant = only_born + only_traced
         z = (only_traced - only_born) / np.sqrt(discordant) if discordant else 0.0
         p = binomtest(only_traced, discordant).pvalue if discordant else 1.0
-        simulation = simulation_of_maps(labels, n_simulations)
         per_simulation = " / ".join(
             f"{100 * (right[1][simulation == i].mean() - right[0][simulation == i].mean()):+.1f}"
-            for i in range(n_simulations))
+            for i in np.unique(simulation))
         print(f"{key.removeprefix('baseline/')} | {right[0].mean():.3f} | {right[1].mean():.3f} | "
               f"{100 * (right[1].mean() - right[0].mean()):+.1f} | {per_simulation} | {only_born} / {only_traced} | "
               f"{z:+.2f} | {p:.3f}")

@@ -9,10 +9,11 @@ were traced through (`numl.sim.lensing.nbody.simulation_of_maps`; with matched p
 the massless simulation of the same initial phases). Each group in turn is held out: every baseline (`conf/baseline/
 <name>.yaml`, `--set name.key=value` to change one) is fitted on the other groups' maps and tested on it. Printed:
 accuracy per held-out simulation, the accuracy over all maps with two errors, the binomial one over maps and the one
-over simulations (standard error of the per-simulation accuracies), and paired differences (between baselines, and
-between files with `--compare`: the same maps ray traced another way), tested over simulations (t-test of the
-per-simulation differences) beside McNemar's map-level test. Maps of one simulation share its modes, so the
-map-level errors are too small; the two side by side show by how much.
+over simulations (cluster-robust: the maps' errors summed per simulation), and paired differences (between
+baselines, and between files with `--compare`: the same maps ray traced another way), tested over simulations (mean
+and t-test of the per-simulation differences) beside McNemar's map-level test. Maps of one simulation share its
+modes, so the map-level errors are too small; the two side by side show by how much. Cross-validation folds share
+most of their fitting maps, so even the errors over simulations leave out how much the fits themselves vary.
 
 `--runs RUN ...`: the same errors for everything a set of `numl.train` runs tested (the network and its baselines),
 from their test predictions: typically one run per `data.simulation_fold` (the suite's simulations dealt to the
@@ -22,9 +23,10 @@ splits as fold k), so that every simulation is tested once by a network trained 
         data.hdf5_path=$PWD/data/lensing_nbody_study_noisy.h5 data.simulation_fold=$k hydra.run.dir=$OUT/fold$k; done
     python experiments/lensing_nbody/simulation_cv.py --runs $OUT/fold*
 
-With `voids_vs_clusters.json` of `numl.attribute` in the runs (`--attribution`, a path inside each run), the AUROC
-lost by masking the highest (clusters), lowest (voids) and random pixels is averaged over the runs, with its
-standard error over them (each run's test maps are its own simulations), and clusters against voids tested.
+With `voids_vs_clusters.json` of `numl.attribute` in the runs (`--attribution`, a path inside each run; attributed
+with n_events at least the test split's size, so that every test simulation is in it), the AUROC lost by masking
+the highest (clusters), lowest (voids) and random pixels is averaged over the runs, with its standard error over
+them (each run's test maps are its own simulations), and clusters against voids tested.
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ from omegaconf import OmegaConf
 from scipy.stats import binomtest, ttest_1samp
 
 from numl.data.lensing import MapSet
+from numl.evaluate import run_config_for
 from numl.pipeline import PREDICTIONS_FILE
 from numl.sim.lensing.maps import log_ell_bin_edges
-from numl.sim.lensing.nbody import simulation_of_maps
+from numl.sim.lensing.nbody import simulation_of_maps, simulation_offsets
 from numl.utils.errors import ConfigError
 from numl.utils.runtime import register_resolvers
 
@@ -52,21 +55,26 @@ SPLITS = ("train", "val", "test")
 
 
 def read_suite(path: str) -> tuple[MapSet, np.ndarray, dict]:
-    """All splits' maps, the simulation group of every map (numbered over the splits) and the file's config."""
+    """All splits' maps, the simulation of every map (numbered over the splits) and the file's config."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: no such file; write the suite with python -m numl.simulate")
     with h5py.File(path) as h5:
+        if "numl_config" not in h5.attrs or "numl_generator" in h5.attrs:
+            raise ConfigError(f"{path}: not an N-body suite written by numl.simulate (no numl_config, or maps "
+                              "written by numl.generate)")
         config = json.loads(h5.attrs["numl_config"])
         if config.get("field") != "nbody" or config.get("target") != "classification":
             raise ConfigError(f"{path}: field={config.get('field')!r}, target={config.get('target')!r}; "
                               "simulation folds need a classification suite of N-body maps (data.field=nbody)")
-        maps, labels, m_nu, groups, offset = [], [], [], [], 0
+        simulations = config["nbody"]["simulations"]
+        offsets = simulation_offsets(simulations)
+        maps, labels, m_nu, groups = [], [], [], []
         for split in SPLITS:
             split_labels = h5[split]["label"][:]
-            n_simulations = config["nbody"]["simulations"][split]
             maps.append(torch.from_numpy(h5[split]["convergence_map"][:]))
             labels.append(split_labels)
             m_nu.append(h5[split]["m_nu_ev"][:])
-            groups.append(offset + simulation_of_maps(split_labels, n_simulations))
-            offset += n_simulations
+            groups.append(offsets[split] + simulation_of_maps(split_labels, simulations[split]))
     events = MapSet(torch.cat(maps), torch.from_numpy(np.concatenate(labels)), torch.from_numpy(np.concatenate(m_nu)))
     return events, np.concatenate(groups), config
 
@@ -101,10 +109,13 @@ def baseline_configs(names: list[str], overrides: list[str]):
             allowed = ", ".join(sorted(p.stem for p in BASELINE_CONFIGS.glob("*.yaml")))
             raise ConfigError(f"--baselines {name}: no {path}; one of {allowed}")
         configs[name] = OmegaConf.load(path)[name]
+        if not configs[name].get("_target_", "").endswith(".SummaryStatisticBaseline"):
+            raise ConfigError(f"--baselines {name}: {configs[name].get('_target_')} is not a summary-statistic "
+                              "baseline (numl.baselines.lensing.SummaryStatisticBaseline), which is what is refitted")
     for override in overrides:
         key, _, value = override.partition("=")
         name = key.split(".")[0]
-        if name not in configs or not value:
+        if name not in configs or "." not in key or not value:
             raise ConfigError(f"--set {override}: must be <baseline>.<key>=<value> for one of {', '.join(configs)}")
         OmegaConf.update(configs[name], key.split(".", 1)[1], OmegaConf.from_dotlist([f"v={value}"]).v, merge=True)
     return configs
@@ -126,23 +137,35 @@ def cross_validate(events: MapSet, groups: np.ndarray, config: dict, configs) ->
     return correct
 
 
+def run_test_data(run: str):
+    """The data module of a `numl.train` run on N-body maps from HDF5, as it ran (its fold included)."""
+    register_resolvers()  # the run configs' own interpolations (paths)
+    cfg = run_config_for(Path(run) / PREDICTIONS_FILE)
+    field, source, target = (cfg.data.get(key) for key in ("field", "source", "target"))
+    if (field, source, target) != ("nbody", "hdf5", "classification"):
+        raise ConfigError(f"--runs {run}: data.field={field}, source={source}, target={target}; needs "
+                          "classification of N-body maps read from HDF5")
+    return instantiate(cfg.data, _convert_="all")
+
+
 def tested_runs(run_dirs: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per estimator of the runs (network, baseline/<name>): whether each test map of every run was classified
     right, and the simulation of each map (`LensingDataModule.map_simulations`). No simulation may be tested twice."""
-    register_resolvers()  # the run configs' own interpolations (paths)
     correct, groups, tested_in = {}, [], {}
     for run in run_dirs:
-        cfg = OmegaConf.load(Path(run) / ".hydra" / "config.yaml")
-        data = instantiate(cfg.data)
+        data = run_test_data(run)
         run_groups = data.map_simulations("test")
         for g in np.unique(run_groups):
             if g in tested_in:
                 raise ConfigError(f"--runs: simulation {g} is tested in both {tested_in[g]} and {run}")
             tested_in[g] = run
+        if not (Path(run) / PREDICTIONS_FILE).is_file():
+            raise ConfigError(f"--runs {run}: no {PREDICTIONS_FILE}; the run did not finish testing")
         predictions = np.load(Path(run) / PREDICTIONS_FILE)
         keys = [k.removesuffix("/score") for k in predictions.files if k.endswith("/score")]
-        if correct and set(keys) != set(correct):
-            raise ConfigError(f"--runs: {run} tested {sorted(keys)}, the runs before it {sorted(correct)}")
+        if "network" not in keys or (correct and set(keys) != set(correct)):
+            raise ConfigError(f"--runs: {run} tested {sorted(keys)}; every run must test the network and the same "
+                              f"baselines{f' as the runs before it ({sorted(correct)})' if correct else ''}")
         labels = data.events("test").labels.numpy()
         for key in keys:
             if not np.array_equal(predictions[f"{key}/label"], labels):
@@ -163,7 +186,15 @@ def masking_over_runs(run_dirs: list[str], attribution: str) -> None:
         if not path.is_file():
             raise ConfigError(f"--attribution {attribution}: no {path}; run numl.attribute with "
                               "voids_vs_clusters.enabled=true there")
+        n_attributed = json.loads((path.parent / "summary.json").read_text())["n_events"]
+        n_test = len(run_test_data(run).events("test"))
+        if n_attributed < n_test:
+            raise ConfigError(f"--attribution: {path.parent} attributed {n_attributed} of the run's {n_test} test "
+                              f"maps (the first ones: not every test simulation); rerun with n_events={n_test}")
         results.append(json.loads(path.read_text())["masking"])
+        if set(results[-1]["highest"]) != set(results[0]["highest"]):
+            raise ConfigError(f"--attribution: {path} masks fractions {sorted(results[-1]['highest'])}, the "
+                              f"first run {sorted(results[0]['highest'])}")
     unmasked = np.array([r["unmasked"]["0.0"]["auroc"] for r in results])
     print(f"AUROC unmasked: {unmasked.mean():.3f} +- {unmasked.std(ddof=1) / np.sqrt(len(unmasked)):.3f} "
           f"over {len(results)} runs")
@@ -183,10 +214,15 @@ def per_simulation(correct: np.ndarray, groups: np.ndarray) -> np.ndarray:
 
 
 def summary(label: str, correct: np.ndarray, groups: np.ndarray) -> str:
+    """Accuracy over all maps, its binomial error and its cluster-robust error over simulations (each simulation's
+    residuals summed first: sqrt(G / (G - 1) sum_g (sum_{i in g} (x_i - mean))^2) / N)."""
     accuracy = correct.mean()
     per_sim = per_simulation(correct, groups)
+    cluster_sums = np.array([(correct[groups == g] - accuracy).sum() for g in np.unique(groups)])
+    n_sims = len(cluster_sums)
+    over_simulations = np.sqrt(n_sims / (n_sims - 1) * (cluster_sums ** 2).sum()) / len(correct)
     return (f"{label}: {accuracy:.3f} +- {np.sqrt(accuracy * (1 - accuracy) / len(correct)):.3f} over maps, "
-            f"+- {per_sim.std(ddof=1) / np.sqrt(len(per_sim)):.3f} over {len(per_sim)} simulations "
+            f"+- {over_simulations:.3f} over {n_sims} simulations "
             f"(per simulation {per_sim.min():.3f} to {per_sim.max():.3f})")
 
 
@@ -213,6 +249,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.runs:
         correct, groups = tested_runs(args.runs)
+        if len(np.unique(groups)) < 2:
+            raise ConfigError(f"--runs: the runs test {len(np.unique(groups))} simulation; errors over simulations "
+                              "need at least 2")
         print(f"{len(args.runs)} runs: {len(groups)} test maps from {len(np.unique(groups))} simulations")
         for key in correct:
             print("  " + summary(key, correct[key], groups))

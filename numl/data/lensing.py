@@ -32,7 +32,7 @@ from numl.data.base import SPLITS, SimulatedDataModule
 from numl.data.lensing_fits import DEFAULT_NAME_PATTERN, read_fits_directory, split_indices, write_fits_maps
 from numl.sim.lensing import ConvergenceMapSimulator, Cosmology, convergence_power_spectra, required_ell_max
 from numl.sim.lensing.maps import log_ell_bin_edges
-from numl.sim.lensing.nbody import NBodySuite, simulation_folds, simulation_of_maps
+from numl.sim.lensing.nbody import NBodySuite, simulation_folds, simulation_of_maps, simulation_offsets
 from numl.utils.errors import ConfigError, check_choice, check_positive
 from numl.utils.progress import track
 from numl.utils.seeds import derived_seed
@@ -243,8 +243,15 @@ class LensingDataModule(SimulatedDataModule):
                 raise ConfigError(f"data.simulation_fold={simulation_fold}: deals the simulations of an N-body suite "
                                   f"read from HDF5 to the splits; needs data.field=nbody and data.source=hdf5, not "
                                   f"field={field}, source={source}")
-            n_folds = sum(self.nbody_suite.simulations.values()) // self.nbody_suite.simulations["test"]
-            if not isinstance(simulation_fold, int) or not 0 <= simulation_fold < n_folds:
+            simulations = self.nbody_suite.simulations
+            total = sum(simulations.values())
+            if total % simulations["test"]:
+                raise ConfigError(f"data.simulation_fold={simulation_fold}: the suite's {total} simulations do not "
+                                  f"divide into folds of {simulations['test']} test simulations "
+                                  f"(data.nbody.simulations={simulations}); some would never be tested")
+            n_folds = total // simulations["test"]
+            if isinstance(simulation_fold, bool) or not isinstance(simulation_fold, int) \
+                    or not 0 <= simulation_fold < n_folds:
                 raise ConfigError(f"data.simulation_fold={simulation_fold!r}: must be an integer in 0 .. {n_folds - 1} "
                                   f"(the suite's {n_folds} folds of test simulations)")
         self.simulation_fold = simulation_fold
@@ -428,9 +435,16 @@ class LensingDataModule(SimulatedDataModule):
         if self.field != "nbody" or whole:
             return super().read_hdf5(path, splits, whole)
         simulations = self.nbody_suite.simulations
-        offsets = dict(zip(SPLITS, np.cumsum([0] + [simulations[s] for s in SPLITS])[:-1].tolist(), strict=True))
+        offsets = simulation_offsets(simulations)
+        with h5py.File(path, "r") as h5:
+            generator = h5.attrs.get("numl_generator")
+        if generator is not None and self.simulation_fold is not None:
+            raise ConfigError(f"data.simulation_fold={self.simulation_fold}: {path} holds maps written by "
+                              "numl.generate, not traced through simulations; read it without a fold")
         if self.simulation_fold is None:
             out = super().read_hdf5(path, splits)
+            if generator is not None:
+                return out
             with h5py.File(path, "r") as h5:  # the whole split's labels place its first n_<split> maps
                 for split in splits:
                     groups = offsets[split] + simulation_of_maps(h5[split]["label"][:], simulations[split])
@@ -455,13 +469,17 @@ class LensingDataModule(SimulatedDataModule):
         """The simulation each map of an N-body split was traced through, numbered over the suite's train, val
         and test simulations (with matched phases one number is the same initial phases in every cosmology).
         Maps of one simulation share its modes: an error that treats them as independent is too small."""
-        if self.field != "nbody":
-            raise ConfigError(f"map_simulations: data.field={self.field}; only N-body maps come from simulations")
+        if self.field != "nbody" or self.source == "fits":
+            raise ConfigError(f"map_simulations: data.field={self.field}, data.source={self.source}; only N-body "
+                              "maps numl traced know their simulations")
         events = self.events(split)
+        if self.source == "hdf5" and split not in self._map_simulations:
+            raise ConfigError(f"map_simulations: {self.hdf5_path} holds maps written by numl.generate, not traced "
+                              "through simulations")
         if split not in self._map_simulations:  # made here, whole: every split follows simulation_of_maps
             simulations = self.nbody_suite.simulations
-            offset = sum(simulations[s] for s in SPLITS[:SPLITS.index(split)])
-            self._map_simulations[split] = offset + simulation_of_maps(events.labels.numpy(), simulations[split])
+            self._map_simulations[split] = (simulation_offsets(simulations)[split]
+                                            + simulation_of_maps(events.labels.numpy(), simulations[split]))
         return self._map_simulations[split]
 
     def dataset(self, split: str) -> MapSet:

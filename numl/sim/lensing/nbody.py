@@ -721,14 +721,21 @@ def simulation_of_maps(labels: np.ndarray, n_simulations: int) -> np.ndarray:
     return simulation
 
 
+def simulation_offsets(simulations: Mapping[str, int]) -> dict[str, int]:
+    """The number of each split's first simulation when the suite's simulations are numbered over train, val and
+    test in that order (`simulation_folds`, `LensingDataModule.map_simulations`)."""
+    bounds = np.cumsum([0] + [simulations[split] for split in ("train", "val", "test")])
+    return {split: int(bounds[i]) for i, split in enumerate(("train", "val", "test"))}
+
+
 def simulation_folds(simulations: Mapping[str, int], fold: int) -> dict[str, np.ndarray]:
     """The simulations each split holds in `fold`, numbered over the suite's train, val and test simulations in
     that order: all of them rotated by fold x the number of test simulations, then dealt to train, val and test in
     the suite's numbers. Fold 0 is the suite's own splits; successive folds test successive simulations."""
     total = sum(simulations[split] for split in ("train", "val", "test"))
     order = np.roll(np.arange(total), -fold * simulations["test"])
-    bounds = np.cumsum([0] + [simulations[split] for split in ("train", "val", "test")])
-    return {split: order[bounds[i]:bounds[i + 1]] for i, split in enumerate(("train", "val", "test"))}
+    first = simulation_offsets(simulations)
+    return {split: order[first[split]:first[split] + simulations[split]] for split in ("train", "val", "test")}
 
 
 # ----- a suite of simulations for the data module ------------------------------------------------------------
