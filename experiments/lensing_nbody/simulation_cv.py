@@ -180,7 +180,7 @@ def tested_runs(run_dirs: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]
 def masking_over_runs(run_dirs: list[str], attribution: str) -> None:
     """AUROC lost by masking each fraction of the highest, lowest and random pixels, mean +- standard error over
     the runs, and highest - lowest (clusters against voids) tested over the runs."""
-    results = []
+    results, shares = [], []
     for run in run_dirs:
         path = Path(run) / attribution / "voids_vs_clusters.json"
         if not path.is_file():
@@ -191,10 +191,16 @@ def masking_over_runs(run_dirs: list[str], attribution: str) -> None:
         if n_attributed < n_test:
             raise ConfigError(f"--attribution: {path.parent} attributed {n_attributed} of the run's {n_test} test "
                               f"maps (the first ones: not every test simulation); rerun with n_events={n_test}")
-        results.append(json.loads(path.read_text())["masking"])
+        found = json.loads(path.read_text())
+        results.append(found["masking"])
+        shares.append((found["void_attribution_share"], found["void_pixel_share"]))
         if set(results[-1]["highest"]) != set(results[0]["highest"]):
             raise ConfigError(f"--attribution: {path} masks fractions {sorted(results[-1]['highest'])}, the "
                               f"first run {sorted(results[0]['highest'])}")
+    attribution_share, pixel_share = np.array(shares).T
+    print(f"share of |attribution| in voids (nu < 0): {attribution_share.mean():.3f} +- "
+          f"{attribution_share.std(ddof=1) / np.sqrt(len(shares)):.3f} over {len(shares)} runs, of the pixels "
+          f"{pixel_share.mean():.3f}")
     unmasked = np.array([r["unmasked"]["0.0"]["auroc"] for r in results])
     print(f"AUROC unmasked: {unmasked.mean():.3f} +- {unmasked.std(ddof=1) / np.sqrt(len(unmasked)):.3f} "
           f"over {len(results)} runs")
