@@ -396,15 +396,13 @@ def test_each_map_is_traced_to_the_simulation_its_index_names(tagged_maps):
 
     data = LensingDataModule(**TAGGED_SUITE)
     numbers = simulation_numbers_of_tags(data)
-    offset = 0
-    for split, n_simulations in data.nbody_suite.simulations.items():
+    for split in data.nbody_suite.simulations:
         maps = data.nbody_maps(split, data.split_sizes[split])
         labels = maps.labels.numpy()
-        simulation = simulation_of_maps(labels, n_simulations)
-        assert [numbers[t] for t in maps.maps[:, 0, 0, 0].tolist()] == (offset + simulation).tolist()
-        if split == "train":  # 8 maps per class from 3 simulations
+        simulation = simulation_of_maps(labels, data.nbody_suite.simulations, split)
+        assert [numbers[t] for t in maps.maps[:, 0, 0, 0].tolist()] == simulation.tolist()
+        if split == "train":  # 8 maps per class from the suite's first 3 simulations
             assert all(np.bincount(simulation[labels == k]).tolist() == [3, 3, 2] for k in (0, 1))
-        offset += n_simulations
 
 
 def test_simulation_folds_deal_whole_simulations_to_the_splits(tagged_maps, tmp_path):

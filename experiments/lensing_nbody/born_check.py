@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 import torch
 from scipy.stats import binomtest
-from simulation_cv import run_test_data
+from simulation_cv import classified_right, run_test_data
 
 from numl.pipeline import PREDICTIONS_FILE
 from numl.sim.lensing import Cosmology
@@ -157,9 +157,7 @@ def paired_accuracy(born_run: str, traced_run: str) -> None:
         labels = runs[0][f"{key}/label"]
         if not np.array_equal(labels, runs[1][f"{key}/label"]):
             raise SystemExit(f"{born_run}, {traced_run}: {key} was tested on other maps (labels differ)")
-        # the network's score is the massive-class probability, a baseline's a log-likelihood ratio
-        threshold = 0.5 if key == "network" else 0.0
-        right = [(run[f"{key}/score"] > threshold).astype(int) == labels for run in runs]
+        right = [classified_right(run, key) for run in runs]
         only_born, only_traced = int(np.sum(right[0] & ~right[1])), int(np.sum(right[1] & ~right[0]))
         discordant = only_born + only_traced
         z = (only_traced - only_born) / np.sqrt(discordant) if discordant else 0.0

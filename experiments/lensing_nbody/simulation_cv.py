@@ -46,7 +46,7 @@ from numl.data.lensing import MapSet
 from numl.evaluate import run_config_for
 from numl.pipeline import PREDICTIONS_FILE
 from numl.sim.lensing.maps import log_ell_bin_edges
-from numl.sim.lensing.nbody import simulation_of_maps, simulation_offsets
+from numl.sim.lensing.nbody import simulation_of_maps
 from numl.utils.errors import ConfigError
 from numl.utils.runtime import register_resolvers
 
@@ -67,14 +67,13 @@ def read_suite(path: str) -> tuple[MapSet, np.ndarray, dict]:
             raise ConfigError(f"{path}: field={config.get('field')!r}, target={config.get('target')!r}; "
                               "simulation folds need a classification suite of N-body maps (data.field=nbody)")
         simulations = config["nbody"]["simulations"]
-        offsets = simulation_offsets(simulations)
         maps, labels, m_nu, groups = [], [], [], []
         for split in SPLITS:
             split_labels = h5[split]["label"][:]
             maps.append(torch.from_numpy(h5[split]["convergence_map"][:]))
             labels.append(split_labels)
             m_nu.append(h5[split]["m_nu_ev"][:])
-            groups.append(offsets[split] + simulation_of_maps(split_labels, simulations[split]))
+            groups.append(simulation_of_maps(split_labels, simulations, split))
     events = MapSet(torch.cat(maps), torch.from_numpy(np.concatenate(labels)), torch.from_numpy(np.concatenate(m_nu)))
     return events, np.concatenate(groups), config
 
@@ -148,6 +147,13 @@ def run_test_data(run: str):
     return instantiate(cfg.data, _convert_="all")
 
 
+def classified_right(predictions, key: str) -> np.ndarray:
+    """Per test map of a run's predictions: whether `key` (network or baseline/<name>) classified it right."""
+    # the network's score is the massive-class probability, a baseline's a log-likelihood ratio
+    threshold = 0.5 if key == "network" else 0.0
+    return (predictions[f"{key}/score"] > threshold) == predictions[f"{key}/label"]
+
+
 def tested_runs(run_dirs: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per estimator of the runs (network, baseline/<name>): whether each test map of every run was classified
     right, and the simulation of each map (`LensingDataModule.map_simulations`). No simulation may be tested twice."""
@@ -170,9 +176,7 @@ def tested_runs(run_dirs: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]
         for key in keys:
             if not np.array_equal(predictions[f"{key}/label"], labels):
                 raise ConfigError(f"--runs: {run}: {key} was tested on other maps than its config's test split")
-            # the network's score is the massive-class probability, a baseline's a log-likelihood ratio
-            threshold = 0.5 if key == "network" else 0.0
-            correct.setdefault(key, []).append((predictions[f"{key}/score"] > threshold) == labels)
+            correct.setdefault(key, []).append(classified_right(predictions, key))
         groups.append(run_groups)
     return {key: np.concatenate(v) for key, v in correct.items()}, np.concatenate(groups)
 

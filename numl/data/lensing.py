@@ -32,7 +32,7 @@ from numl.data.base import SPLITS, SimulatedDataModule
 from numl.data.lensing_fits import DEFAULT_NAME_PATTERN, read_fits_directory, split_indices, write_fits_maps
 from numl.sim.lensing import ConvergenceMapSimulator, Cosmology, convergence_power_spectra, required_ell_max
 from numl.sim.lensing.maps import log_ell_bin_edges
-from numl.sim.lensing.nbody import NBodySuite, simulation_folds, simulation_of_maps, simulation_offsets
+from numl.sim.lensing.nbody import NBodySuite, simulation_folds, simulation_of_maps
 from numl.utils.errors import ConfigError, check_choice, check_positive
 from numl.utils.progress import track
 from numl.utils.seeds import derived_seed
@@ -435,24 +435,20 @@ class LensingDataModule(SimulatedDataModule):
         if self.field != "nbody" or whole:
             return super().read_hdf5(path, splits, whole)
         simulations = self.nbody_suite.simulations
-        offsets = simulation_offsets(simulations)
-        with h5py.File(path, "r") as h5:
-            generator = h5.attrs.get("numl_generator")
-        if generator is not None and self.simulation_fold is not None:
-            raise ConfigError(f"data.simulation_fold={self.simulation_fold}: {path} holds maps written by "
-                              "numl.generate, not traced through simulations; read it without a fold")
         if self.simulation_fold is None:
             out = super().read_hdf5(path, splits)
-            if generator is not None:
-                return out
             with h5py.File(path, "r") as h5:  # the whole split's labels place its first n_<split> maps
-                for split in splits:
-                    groups = offsets[split] + simulation_of_maps(h5[split]["label"][:], simulations[split])
-                    self._map_simulations[split] = groups[:len(out[split])]
+                if "numl_generator" not in h5.attrs:  # generated maps come from no simulation
+                    for split in splits:
+                        groups = simulation_of_maps(h5[split]["label"][:], simulations, split)
+                        self._map_simulations[split] = groups[:len(out[split])]
             return out
+        with h5py.File(path, "r") as h5:
+            if "numl_generator" in h5.attrs:
+                raise ConfigError(f"data.simulation_fold={self.simulation_fold}: {path} holds maps written by "
+                                  "numl.generate, not traced through simulations; read it without a fold")
         stored = super().read_hdf5(path, SPLITS, whole=True)
-        groups = {split: offsets[split] + simulation_of_maps(stored[split].labels.numpy(), simulations[split])
-                  for split in SPLITS}
+        groups = {split: simulation_of_maps(stored[split].labels.numpy(), simulations, split) for split in SPLITS}
         out = {}
         for split, members in simulation_folds(simulations, self.simulation_fold).items():
             taken = {s: torch.from_numpy(np.isin(groups[s], members)) for s in SPLITS}  # in the file's order
@@ -477,9 +473,8 @@ class LensingDataModule(SimulatedDataModule):
             raise ConfigError(f"map_simulations: {self.hdf5_path} holds maps written by numl.generate, not traced "
                               "through simulations")
         if split not in self._map_simulations:  # made here, whole: every split follows simulation_of_maps
-            simulations = self.nbody_suite.simulations
-            self._map_simulations[split] = (simulation_offsets(simulations)[split]
-                                            + simulation_of_maps(events.labels.numpy(), simulations[split]))
+            self._map_simulations[split] = simulation_of_maps(events.labels.numpy(), self.nbody_suite.simulations,
+                                                              split)
         return self._map_simulations[split]
 
     def dataset(self, split: str) -> MapSet:

@@ -707,25 +707,27 @@ def maps_per_simulation(n_maps: int, n_simulations: int) -> list[int]:
     return [n_maps // n_simulations + (i < n_maps % n_simulations) for i in range(n_simulations)]
 
 
-def simulation_of_maps(labels: np.ndarray, n_simulations: int) -> np.ndarray:
-    """Which of a split's simulations (0 .. n_simulations - 1) each map of the split came from, from the maps'
-    class indices as the split stores them: each class's maps, in order, are its simulations' maps one
-    simulation after the other (``NBodySuite.convergence_maps``). With matched phases, index i is the same
-    initial phases in every class. Maps of one simulation share its modes: errors that treat them as
-    independent are too small (experiments/lensing_nbody/simulation_cv.py resamples simulations instead)."""
+def simulation_offsets(simulations: Mapping[str, int]) -> dict[str, int]:
+    """The number of each split's first simulation when the suite's simulations are numbered over train, val and
+    test in that order (`simulation_of_maps`, `simulation_folds`)."""
+    bounds = np.cumsum([0] + [simulations[split] for split in ("train", "val", "test")])
+    return {split: int(bounds[i]) for i, split in enumerate(("train", "val", "test"))}
+
+
+def simulation_of_maps(labels: np.ndarray, simulations: Mapping[str, int], split: str) -> np.ndarray:
+    """Which simulation each map of a whole stored split came from, numbered over the suite's train, val and test
+    simulations (`simulation_offsets`), from the maps' class indices as the split stores them: each class's maps, in
+    order, are its simulations' maps one simulation after the other (``NBodySuite.convergence_maps``). With matched
+    phases, one number is the same initial phases in every class. Maps of one simulation share its modes: errors
+    that treat them as independent are too small (experiments/lensing_nbody/simulation_cv.py resamples
+    simulations instead)."""
     labels = np.asarray(labels)
+    n_simulations = simulations[split]
     simulation = np.empty(len(labels), dtype=np.int64)
     for k in np.unique(labels):
         members = np.flatnonzero(labels == k)
         simulation[members] = np.repeat(np.arange(n_simulations), maps_per_simulation(len(members), n_simulations))
-    return simulation
-
-
-def simulation_offsets(simulations: Mapping[str, int]) -> dict[str, int]:
-    """The number of each split's first simulation when the suite's simulations are numbered over train, val and
-    test in that order (`simulation_folds`, `LensingDataModule.map_simulations`)."""
-    bounds = np.cumsum([0] + [simulations[split] for split in ("train", "val", "test")])
-    return {split: int(bounds[i]) for i, split in enumerate(("train", "val", "test"))}
+    return simulation_offsets(simulations)[split] + simulation
 
 
 def simulation_folds(simulations: Mapping[str, int], fold: int) -> dict[str, np.ndarray]:
