@@ -8,7 +8,7 @@ the feature is larger for showers).
         --run logs/km3net_reconstruction/orca6_track_shower \
         --fit-run logs/km3net_reconstruction/orca6_track_shower_eval_fit \
         --hdf5 data/km3net_reconstruction_orca6_track_shower.h5
-    # writes results/track_identification.md and results/track_identification.json
+    # writes results/track_identification.md and results/track_identification.json (--name: another file name)
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from numl.baselines.km3net import EVENT_SHAPE_FEATURES, event_shape_features
 from numl.figures.km3net import binned_track_identification
 from numl.sim.km3net.events import is_track_event
 from numl.sim.km3net.physics import muon_range_m
+from numl.utils.hdf5 import read_metadata
 
 RESULTS = Path(__file__).parent / "results"
 MUON_ENERGY_EDGES_GEV = (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
@@ -45,8 +46,9 @@ def fraction_as_track(probability: np.ndarray, variable: np.ndarray, edges) -> l
 
 
 def markdown_table(results: dict, names: list[str], variable: str, header: str) -> list[str]:
-    """One row per bin of `variable`: its range (and the muon's range for muon energies), events, and each
-    method's fraction called track."""
+    """One row per bin of `variable`: its range (and the muon's range under the file's energy-loss model for muon
+    energies), events, and each method's fraction called track."""
+    model = results["muon_energy_loss"]
     extra_columns = header.count("|")
     lines = [f"| {header} | events | " + " | ".join(names) + " |",
              "| --- | " + "--- | " * extra_columns + "--- | " + " | ".join("---" for _ in names) + " |"]
@@ -54,7 +56,8 @@ def markdown_table(results: dict, names: list[str], variable: str, header: str) 
         cells = [f"{results[n][variable][i]['as_track']:.2f} +- {results[n][variable][i]['error']:.2f}" for n in names]
         bounds = f"{row['low']:g}-{row['high']:g}"
         if variable == "muon_energy_gev":
-            bounds += f" | {float(muon_range_m(max(row['low'], 0.1))):.0f}-{float(muon_range_m(row['high'])):.0f}"
+            low, high = (float(muon_range_m(energy, model)) for energy in (max(row["low"], 0.1), row["high"]))
+            bounds += f" | {low:.0f}-{high:.0f}"
         lines.append(f"| {bounds} | {row['events']} | " + " | ".join(cells) + " |")
     return lines
 
@@ -64,6 +67,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="run directory of orca6_track_shower")
     parser.add_argument("--fit-run", type=Path, help="numl.evaluate of that run with the BDT's fit_features")
     parser.add_argument("--hdf5", type=Path, required=True, help="the HDF5 file the run read its events from")
+    parser.add_argument("--name", default="track_identification", help="file name of the results (no suffix)")
     args = parser.parse_args()
     predictions = np.load(args.run / "test_predictions.npz")
     probabilities = {"network": predictions["network/track_probability"], "event-shape BDT": predictions[BDT_KEY]}
@@ -79,12 +83,13 @@ def main() -> None:
         truth = f["test/truth"][:]
         training_types = f["train/truth"]["event_type"]
         offsets, hits = f["test/hit_offsets"][:], f["test/hits"][:]
+        muon_energy_loss = read_metadata(f)["events"].get("muon_energy_loss", "constant_a")
     if not np.allclose(truth["energy_gev"], predictions["network/energy_gev"]):
         raise SystemExit(f"{args.hdf5}: its test events are not the run's (energies differ)")
     features = np.stack([event_shape_features(hits[offsets[i]:offsets[i + 1]]) for i in range(len(truth))])
     tracks = is_track_event(truth["event_type"])
     muon_gev, bjorken_y = truth["muon_energy_gev"][tracks], truth["bjorken_y"][tracks]
-    results = {"run": str(args.run), "hdf5": str(args.hdf5),
+    results = {"run": str(args.run), "hdf5": str(args.hdf5), "muon_energy_loss": muon_energy_loss,
                "test_events": {"nu_mu_cc": int(tracks.sum()), "other": int((~tracks).sum())},
                "training_events": {"nu_mu_cc": int(is_track_event(training_types).sum()),
                                    "other": int((~is_track_event(training_types)).sum())}}
@@ -105,8 +110,8 @@ def main() -> None:
               "", "| feature | separation |", "| --- | --- |"]
     lines += [f"| {name} | {value:.3f} |" for name, value in sorted(separation.items(), key=lambda kv: -kv[1])]
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "track_identification.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / "track_identification.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(results, indent=2))
     print("\n".join(lines))
 
 

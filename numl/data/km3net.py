@@ -399,6 +399,18 @@ def read_file_kinematics(path: str | Path) -> dict[str, np.ndarray]:
             "bjorken_y": bjorken[keep, 1], "vertex_in_can": in_can[keep]}
 
 
+def read_file_muon_lengths(path: str | Path) -> dict[str, np.ndarray]:
+    """Energy (GeV) and stored track length (m) of every MC muon of an offline file whose length is positive: the
+    path the collaboration's propagation gave it (for a muon that stops inside the can, its range)."""
+    def read(reader, ak):
+        mc = reader.mc_tracks
+        pdg_id, energy, length = (ak.to_numpy(ak.flatten(getattr(mc, name))) for name in ("pdgid", "E", "len"))
+        muon = (np.abs(pdg_id) == 13) & (length > 0)
+        return {"energy_gev": energy[muon].astype(np.float64), "length_m": length[muon].astype(np.float64)}
+
+    return _read_test_file(path, read)
+
+
 def _read_test_file(path: str | Path, read):
     """`read(reader, awkward)` on km3io's reader of an offline file of data.real_test_files; km3io missing or a
     file it cannot read is a one-line ConfigError naming the key."""
@@ -562,7 +574,7 @@ class KM3NeTDataModule(SimulatedDataModule):
     #: the atmospheric-muon keys (issue 16) came after KM3NeT files were first written: a file without them has none
     metadata_added_defaults = {"events": {name: EventConfig.__dataclass_fields__[name].default for name in (
         "atmospheric_muon_fraction", "atmospheric_seabed_depth_m", "atmospheric_bundle_energy_min_gev",
-        "atmospheric_multiplicity_max")}}
+        "atmospheric_multiplicity_max", "muon_energy_loss")}}
 
     def metadata(self) -> dict[str, Any]:
         # The blocks change the events, the number of workers does not. The split sizes are not part of it: a file

@@ -143,6 +143,10 @@ class EventConfig:
     # stochastic_loss_min_gev: discrete showers (dN/dv ~ 1/v in the fraction v of the muon energy). Track points
     # farther than muon_light_reach_m from the instrumented cylinder give no shower light.
     muon_light: str = "cone"
+    # The muon's mean energy loss a(E) + b E, which sets its range and its energy along the track
+    # (physics.MUON_ENERGY_LOSS_MODELS): constant_a (a = 0.27 GeV/m, the former model: ranges 10-16 % short at 1-10
+    # GeV) or bethe_bloch (a(E) as the PDG muon tables compute it; CSDA ranges within 0.2 % of PDG's for water).
+    muon_energy_loss: str = "constant_a"
     muon_light_step_m: float = 2.0
     stochastic_loss_min_gev: float = 1.0
     muon_light_reach_m: float = 100.0
@@ -203,6 +207,7 @@ class EventConfig:
         check_choice("data.events.kinematics", self.kinematics, KINEMATICS)
         check_choice("data.events.vertex_sampling", self.vertex_sampling, VERTEX_SAMPLINGS)
         check_choice("data.events.muon_light", self.muon_light, MUON_LIGHT_MODELS)
+        check_choice("data.events.muon_energy_loss", self.muon_energy_loss, physics.MUON_ENERGY_LOSS_MODELS)
         for key in ("muon_light_step_m", "stochastic_loss_min_gev", "muon_light_reach_m"):
             check_positive(f"data.events.{key}", getattr(self, key))
         check_positive("data.events.energy_min_gev", self.energy_min_gev)
@@ -357,7 +362,7 @@ def sample_vertex_reaching_can_m(rng: np.random.Generator, detector: Detector, c
 def expected_track_light(detector: Detector, config: EventConfig, vertex_m: np.ndarray, direction: np.ndarray,
                          muon_energy_gev: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Expected photo-electrons, direct arrival time (ns after the vertex) and photon path (m) per PMT."""
-    range_m = float(physics.muon_range_m(muon_energy_gev))
+    range_m = float(physics.muon_range_m(muon_energy_gev, config.muon_energy_loss))
     _, rho_m, emission_m = physics.track_geometry(detector.pmt_pos_m, vertex_m, direction)
     emitted = (emission_m >= 0.0) & (emission_m <= range_m)
     emission_point = vertex_m + emission_m[:, None] * direction
@@ -367,7 +372,8 @@ def expected_track_light(detector: Detector, config: EventConfig, vertex_m: np.n
     path_m = np.linalg.norm(photon, axis=1)
     photon /= np.maximum(path_m, 1e-9)[:, None]
     cos_incidence = -np.sum(detector.pmt_dir * photon, axis=1)
-    energy_at_emission = physics.muon_energy_at_gev(muon_energy_gev, np.clip(emission_m, 0.0, None))
+    energy_at_emission = physics.muon_energy_at_gev(muon_energy_gev, np.clip(emission_m, 0.0, None),
+                                                    config.muon_energy_loss)
     if config.muon_light == "cone":
         photons_per_m = physics.muon_photons_per_m(energy_at_emission)
     else:  # the bare muon; its losses shine as showers (muon_loss_light)
@@ -396,15 +402,15 @@ def muon_loss_showers(detector: Detector, config: EventConfig, vertex_m: np.ndar
     centre_xy, radius, z_min, z_max = detector.bounding_cylinder_m()
     reach = config.muon_light_reach_m
     z_low = z_min - reach if config.seabed_z_m is None else max(z_min - reach, config.seabed_z_m)
-    lo, hi = path_interval_in_can(vertex_m[None], direction, float(physics.muon_range_m(muon_energy_gev)),
-                                  (centre_xy, radius + reach, z_low, z_max + reach))
+    range_m = float(physics.muon_range_m(muon_energy_gev, config.muon_energy_loss))
+    lo, hi = path_interval_in_can(vertex_m[None], direction, range_m, (centre_xy, radius + reach, z_low, z_max + reach))
     lo, hi = float(lo[0]), float(hi[0])
     if hi <= lo:
         return np.zeros(0), np.zeros(0), np.zeros(0)
     n_steps = int(np.ceil((hi - lo) / config.muon_light_step_m))
     step_m = (hi - lo) / n_steps
     start_m = lo + step_m * np.arange(n_steps)
-    energy = physics.muon_energy_at_gev(muon_energy_gev, start_m + 0.5 * step_m)
+    energy = physics.muon_energy_at_gev(muon_energy_gev, start_m + 0.5 * step_m, config.muon_energy_loss)
     e_min = config.stochastic_loss_min_gev
     k = physics.MUON_DEDX_B_PER_M * (1.0 - physics.PAIR_PRODUCTION_SHARE)
     continuous_gev = step_m * (physics.delta_ray_shower_energy_gev_per_m(energy)
@@ -530,7 +536,7 @@ def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Gener
         y = rng.random()
     lepton_energy, shower_energy = (1.0 - y) * energy_gev, y * energy_gev
     if config.vertex_sampling == "muon_range":
-        reach_m = float(physics.muon_range_m(lepton_energy)) if is_track else 0.0
+        reach_m = float(physics.muon_range_m(lepton_energy, config.muon_energy_loss)) if is_track else 0.0
         vertex_m = sample_vertex_reaching_can_m(rng, detector, config, lepton_dir, reach_m)
     # (PMT of each entry, expected photo-electrons, direct arrival time, photon path, mean extra delay) per source
     # total_energy: the whole energy in one EM shower along the neutrino (y = 1); otherwise the hadrons' shower
@@ -551,7 +557,7 @@ def simulate_event(detector: Detector, config: EventConfig, rng: np.random.Gener
     truth["muon_energy_gev"] = lepton_energy if is_track else 0.0
     # the visible shower energy: the hadrons' y E, plus the electron's (1 - y) E in nu_e CC (NC's neutrino is unseen)
     truth["shower_energy_gev"] = shower_energy + (lepton_energy if kind == "nue_cc" else 0.0)
-    truth["muon_range_m"] = float(physics.muon_range_m(lepton_energy)) if is_track else 0.0
+    truth["muon_range_m"] = float(physics.muon_range_m(lepton_energy, config.muon_energy_loss)) if is_track else 0.0
     if is_track:
         truth["muon_dir_x"], truth["muon_dir_y"], truth["muon_dir_z"] = lepton_dir
     truth["bjorken_x"], truth["bjorken_y"] = bjorken_x, np.nan if kind == "total_energy" else y
@@ -600,7 +606,7 @@ def simulate_atmospheric_muon_event(detector: Detector, config: EventConfig, rng
     truth["vertex_x"], truth["vertex_y"], truth["vertex_z"] = bundle.bundles["axis_point"][0]
     truth["event_type"] = EVENT_TYPES["atmospheric_muon"]
     truth["muon_energy_gev"] = bundle_energy
-    truth["muon_range_m"] = float(physics.muon_range_m(muons["energy_gev"].max()))
+    truth["muon_range_m"] = float(physics.muon_range_m(muons["energy_gev"].max(), config.muon_energy_loss))
     truth["muon_dir_x"], truth["muon_dir_y"], truth["muon_dir_z"] = axis
     truth["bjorken_x"], truth["bjorken_y"] = np.nan, np.nan
     truth["n_muons"] = len(muons["energy_gev"])

@@ -3,7 +3,9 @@
 Sources in ../shared/PHYSICS.md (KM3NeT): phase index n = 1.3499 and group velocity 0.2173 m/ns (km3pipe
 constants), the arrival-time formula of km3pipe ``physics.cherenkov``, 3.4e4 photons per metre of muon
 (300-600 nm), 4.7 m of equivalent track per GeV of shower, dE/dx = a + b E with a = 0.27 GeV/m,
-b = 3.4e-4 /m.
+b = 3.4e-4 /m. The ionisation loss a can instead follow the Bethe-Bloch formula (MUON_ENERGY_LOSS_MODELS), written
+here because PROPOSAL, the kept muon propagator that computes it, has no wheel for this Python on PyPI (7.6.2 is an
+sdist) and builds its C++ dependencies through Conan, whose package server this machine cannot reach.
 
 The muon's light beyond its own Cherenkov cone, as KM3NeT's Jpp splits it (its muon PDFs and expected
 photo-electrons: light from the muon, from delta rays, and from EM showers of energy loss proportional to E):
@@ -17,6 +19,8 @@ jppy, KM3NeT's Python binding of Jpp (a C++ build, last released 2022), exposes 
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from scipy.special import gammainc, gammaincinv
@@ -56,16 +60,100 @@ CRITICAL_ENERGY_WATER_GEV = 0.07833
 RADIATION_LENGTH_SEA_WATER_M = RADIATION_LENGTH_WATER_G_PER_CM2 / DENSITY_SEA_WATER_G_PER_CM3 / 100.0
 
 
-def muon_range_m(energy_gev: np.ndarray | float) -> np.ndarray:
-    """Continuous-slowing-down range for dE/dx = a + b E: R = ln(1 + b E / a) / b."""
+#: The muon's mean energy loss -dE/dx = a(E) + b E (MUON_ENERGY_LOSS_MODELS). constant_a: a = 0.27 GeV/m at every
+#: energy (the former model; the ionisation loss of a ~100 GeV muon, 18 % too much near minimum ionisation, so ranges
+#: come out 10-18 % short at 1-10 GeV). bethe_bloch: a(E) from the Bethe-Bloch formula with the density effect, as the
+#: PDG muon tables compute it (muon_ionisation_loss_gev_per_m); b stays MUON_DEDX_B_PER_M.
+MUON_ENERGY_LOSS_MODELS = ("constant_a", "bethe_bloch")
+MUON_MASS_GEV = 0.1056583755
+ELECTRON_MASS_GEV = 0.51099895e-3
+#: Bethe-Bloch in water (PDG Review 2024 "Passage of particles through matter" eq. 34.5; Groom, Mokhov & Striganov
+#: 2001 for muons): K = 4 pi N_A r_e^2 m_e c^2 (MeV cm^2/mol); liquid water from the PDG atomic and nuclear properties
+#: (muE_water_liquid): Z/A, mean excitation energy I, and Sternheimer's density-effect parameters (a, k, x0, x1, C-bar,
+#: delta0). Sea water is taken as water at its density (its salt lowers Z/A by about 0.5 %).
+BETHE_K_MEV_CM2_PER_MOL = 0.307075
+FINE_STRUCTURE = 1.0 / 137.035999
+WATER_Z_OVER_A = 0.55509
+WATER_MEAN_EXCITATION_GEV = 79.7e-9
+WATER_STERNHEIMER = {"a": 0.09116, "k": 3.4773, "x0": 0.2400, "x1": 2.8004, "c_bar": 3.5017, "delta0": 0.0}
+#: What the bethe_bloch model is checked against: the PDG muon table for liquid water (pdg.lbl.gov
+#: AtomicNuclearProperties, muE_water_liquid): CSDA range (g/cm^2) at kinetic energy T (GeV); minimum ionisation and
+#: the total stopping power at T = 2 GeV (MeV cm^2/g).
+PDG_WATER_CSDA_RANGE_G_PER_CM2 = {0.2: 78.94, 0.4: 179.6, 0.8: 377.1, 1.0: 473.2, 1.4: 661.1, 2.0: 935.3}
+PDG_WATER_MIN_IONISATION_MEV_CM2_PER_G = 1.992
+PDG_WATER_TOTAL_LOSS_AT_2_GEV_MEV_CM2_PER_G = 2.218
+#: the range table's kinetic energies (GeV); below its first point (under a millimetre of range) the muon is at rest
+_RANGE_TABLE_KINETIC_GEV = np.geomspace(1e-3, 1e5, 4001)
+
+
+def density_effect(beta_gamma: np.ndarray) -> np.ndarray:
+    """Sternheimer's density-effect correction delta(beta gamma) for water (WATER_STERNHEIMER)."""
+    p = WATER_STERNHEIMER
+    x = np.log10(beta_gamma)
+    high = 2.0 * np.log(10.0) * x - p["c_bar"]
+    middle = high + p["a"] * np.clip(p["x1"] - x, 0.0, None) ** p["k"]
+    return np.where(x >= p["x1"], high, np.where(x >= p["x0"], middle, p["delta0"] * 10.0 ** (2.0 * (x - p["x0"]))))
+
+
+def muon_ionisation_loss_gev_per_m(energy_gev: np.ndarray | float) -> np.ndarray:
+    """The muon's electronic energy loss a(E) in sea water (GeV/m) at total energy E: Bethe-Bloch with the density
+    effect and the spin-1/2 term, plus bremsstrahlung on atomic electrons (Groom et al. 2001, eq. 6), which PDG's
+    muon tables count in a(E). Shell and Barkas corrections (below ~0.1 GeV kinetic) are left out."""
+    energy_gev = np.maximum(np.asarray(energy_gev, dtype=np.float64), MUON_MASS_GEV * (1.0 + 1e-9))
+    gamma = energy_gev / MUON_MASS_GEV
+    beta2 = 1.0 - 1.0 / gamma**2
+    bg2 = beta2 * gamma**2
+    mass_ratio = ELECTRON_MASS_GEV / MUON_MASS_GEV
+    w_max = 2.0 * ELECTRON_MASS_GEV * bg2 / (1.0 + 2.0 * gamma * mass_ratio + mass_ratio**2)
+    bracket = (0.5 * np.log(2.0 * ELECTRON_MASS_GEV * bg2 * w_max / WATER_MEAN_EXCITATION_GEV**2) - beta2
+               - 0.5 * density_effect(np.sqrt(bg2)) + 0.125 * (w_max / energy_gev) ** 2)
+    electronic = BETHE_K_MEV_CM2_PER_MOL * WATER_Z_OVER_A / beta2 * bracket
+    log_w = np.log(2.0 * w_max / ELECTRON_MASS_GEV)
+    bremsstrahlung = (BETHE_K_MEV_CM2_PER_MOL / (4.0 * np.pi) * WATER_Z_OVER_A * FINE_STRUCTURE
+                      * np.maximum(np.log(2.0 * energy_gev / MUON_MASS_GEV) - log_w / 3.0, 0.0) * log_w**2)
+    # MeV cm^2/g x g/cm^3 = MeV/cm = 0.1 GeV/m
+    return (electronic + bremsstrahlung) * DENSITY_SEA_WATER_G_PER_CM3 * 0.1
+
+
+def muon_dedx_gev_per_m(energy_gev: np.ndarray | float, model: str = "constant_a") -> np.ndarray:
+    """The muon's mean energy loss a(E) + b E (GeV/m) in sea water under `model` (MUON_ENERGY_LOSS_MODELS)."""
     energy_gev = np.asarray(energy_gev, dtype=np.float64)
-    return np.log1p(MUON_DEDX_B_PER_M * energy_gev / MUON_DEDX_A_GEV_PER_M) / MUON_DEDX_B_PER_M
+    a = MUON_DEDX_A_GEV_PER_M if model == "constant_a" else muon_ionisation_loss_gev_per_m(energy_gev)
+    return a + MUON_DEDX_B_PER_M * energy_gev
 
 
-def muon_energy_at_gev(energy_gev: float, distance_m: np.ndarray) -> np.ndarray:
-    """Muon energy after travelling `distance_m`: E(s) = (E0 + a/b) exp(-b s) - a/b, clipped at 0."""
-    critical = MUON_DEDX_A_GEV_PER_M / MUON_DEDX_B_PER_M
-    return np.clip((energy_gev + critical) * np.exp(-MUON_DEDX_B_PER_M * distance_m) - critical, 0.0, None)
+@functools.cache
+def _bethe_bloch_range_table() -> tuple[np.ndarray, np.ndarray]:
+    """(total energy, CSDA range) on _RANGE_TABLE_KINETIC_GEV: the range integrated, in log E, by the trapezoid
+    rule (points 0.2 % apart: the integrand is smooth, the sum within 1e-5 of the integral)."""
+    energy = _RANGE_TABLE_KINETIC_GEV + MUON_MASS_GEV
+    per_log_kinetic = _RANGE_TABLE_KINETIC_GEV / muon_dedx_gev_per_m(energy, "bethe_bloch")
+    steps = 0.5 * (per_log_kinetic[1:] + per_log_kinetic[:-1]) * np.diff(np.log(_RANGE_TABLE_KINETIC_GEV))
+    return energy, np.concatenate([[0.0], np.cumsum(steps)])
+
+
+def muon_range_m(energy_gev: np.ndarray | float, model: str = "constant_a") -> np.ndarray:
+    """Continuous-slowing-down range (m) of a muon of total energy E in sea water. constant_a: R = ln(1 + b E / a)
+    / b; bethe_bloch: the integral of dE / (a(E) + b E) from rest, from a table."""
+    energy_gev = np.asarray(energy_gev, dtype=np.float64)
+    if model == "constant_a":
+        return np.log1p(MUON_DEDX_B_PER_M * energy_gev / MUON_DEDX_A_GEV_PER_M) / MUON_DEDX_B_PER_M
+    table_energy, table_range = _bethe_bloch_range_table()
+    return np.interp(np.log(np.maximum(energy_gev, MUON_MASS_GEV)), np.log(table_energy), table_range, left=0.0)
+
+
+def muon_energy_at_gev(energy_gev: float, distance_m: np.ndarray, model: str = "constant_a") -> np.ndarray:
+    """Muon energy after travelling `distance_m`, 0 once it has stopped. constant_a: E(s) = (E0 + a/b) exp(-b s) -
+    a/b; bethe_bloch: the energy whose range is the range left, from the table (total energy, the muon's mass at
+    rest)."""
+    distance_m = np.asarray(distance_m, dtype=np.float64)
+    if model == "constant_a":
+        critical = MUON_DEDX_A_GEV_PER_M / MUON_DEDX_B_PER_M
+        return np.clip((energy_gev + critical) * np.exp(-MUON_DEDX_B_PER_M * distance_m) - critical, 0.0, None)
+    table_energy, table_range = _bethe_bloch_range_table()
+    left_m = muon_range_m(energy_gev, model) - distance_m
+    energy = np.exp(np.interp(left_m, table_range, np.log(table_energy)))
+    return np.where(left_m > 0.0, energy, 0.0)
 
 
 def muon_photons_per_m(energy_gev: np.ndarray) -> np.ndarray:
