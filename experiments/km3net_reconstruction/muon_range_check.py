@@ -115,9 +115,10 @@ def check() -> dict:
                  **{model: float(physics.muon_range_m(e, model)) for model in MODELS}}
                 for e, length in zip(muons["energy_gev"][keep], muons["length_m"][keep], strict=True)]
         stopping = [row for row in rows if row["energy_gev"] < STOPPING_ENERGY_GEV]
-        files[name] = {"muons": rows, "stopping_median_ratio": {
-            model: float(np.median([row["length_m"] / row[model] for row in stopping])) if stopping else None
-            for model in MODELS}, "stopping_muons": len(stopping)}
+        files[name] = {"muons": rows, "stopping_muons": len(stopping), **{
+            key: {model: float(np.median([row["length_m"] / row[model] for row in chosen])) if chosen else None
+                  for model in MODELS} for key, chosen in (("stopping_median_ratio", stopping),
+                                                           ("median_ratio", rows))}}
     ranges = [{"energy_gev": e, **{model: float(physics.muon_range_m(e, model)) for model in MODELS}}
               for e in ENERGIES_GEV]
     loss = [{"energy_gev": e, "a_gev_per_m": float(physics.muon_ionisation_loss_gev_per_m(e))} for e in ENERGIES_GEV]
@@ -154,6 +155,9 @@ def markdown(result: dict) -> str:
                   "| muon energy (GeV) | file length (m) | bethe_bloch | constant_a |", "| --- | --- | --- | --- |"]
         lines += [f"| {row['energy_gev']:.2f} | {row['length_m']:.1f} | {row['bethe_bloch']:.1f} | "
                   f"{row['constant_a']:.1f} |" for row in sorted(entry["muons"], key=lambda r: r["energy_gev"])]
+        every = entry["median_ratio"]
+        lines += ["", f"all {len(entry['muons'])} listed: median file length / numl range {every['bethe_bloch']:.3f} "
+                  f"(bethe_bloch), {every['constant_a']:.3f} (constant_a)"]
         if entry["stopping_muons"]:
             lines += ["", f"{entry['stopping_muons']} muons below {STOPPING_ENERGY_GEV:g} GeV: median file length / "
                       f"numl range {ratio['bethe_bloch']:.3f} (bethe_bloch), {ratio['constant_a']:.3f} (constant_a)"]
