@@ -122,8 +122,10 @@ def event_records(events, detector, hit_selection: str, max_hits: int) -> dict[s
         hit_distance_m = physics.track_geometry(hit_positions_m(triggered), *muon[:2])[1]
         rows["hit_distance_m"].append(float(np.median(hit_distance_m)))
         rows["nu_mu_angle_deg"].append(float(physics.angle_between_deg(muon[1], nu)))
-        # numl's muon range for both samples, so the length differs only by where and which way the muon goes
-        lo, hi = path_interval_in_can(vertex[None], muon[1], float(physics.muon_range_m(truth["muon_energy_gev"])),
+        # one range model (constant_a) for both samples (the file's truth has no range), so the length differs only by
+        # where and which way the muon goes
+        range_m = float(physics.muon_range_m(truth["muon_energy_gev"], "constant_a"))
+        lo, hi = path_interval_in_can(vertex[None], muon[1], range_m,
                                       instrumented)
         rows["track_in_detector_m"].append(float(max(hi[0] - lo[0], 0.0)))
     return {key: np.asarray(values, dtype=np.float64) for key, values in rows.items()}

@@ -30,10 +30,9 @@ import numpy as np  # noqa: E402
 from km3net_testdata import data_path  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from numl.data.km3net import read_file_muon_lengths  # noqa: E402
+from numl.data.km3net import read_file_muon_lengths, stored_muon_energy_loss  # noqa: E402
 from numl.sim.km3net import physics  # noqa: E402
 from numl.sim.km3net.events import is_track_event  # noqa: E402
-from numl.utils.hdf5 import read_metadata  # noqa: E402
 
 MODELS = physics.MUON_ENERGY_LOSS_MODELS
 SEA_WATER_G_PER_CM2_PER_M = 100.0 * physics.DENSITY_SEA_WATER_G_PER_CM3
@@ -81,7 +80,7 @@ def simulated_tracks(path: Path) -> dict:
     """Per bin of muon energy, the nu_mu CC test events of a numl.simulate file: how many, their mean range and
     mean triggered hits (all, and those of the event's light)."""
     with h5py.File(path, "r") as f:
-        model = read_metadata(f)["events"].get("muon_energy_loss", "constant_a")
+        model = stored_muon_energy_loss(f)
         truth, offsets, hits = f["test/truth"][:], f["test/hit_offsets"][:], f["test/hits"][:]
     triggered = np.add.reduceat(hits["triggered"].astype(np.int64), offsets[:-1]) * (np.diff(offsets) > 0)
     light = np.add.reduceat((hits["triggered"] & hits["is_signal"]).astype(np.int64), offsets[:-1])
@@ -122,7 +121,25 @@ def check() -> dict:
     ranges = [{"energy_gev": e, **{model: float(physics.muon_range_m(e, model)) for model in MODELS}}
               for e in ENERGIES_GEV]
     loss = [{"energy_gev": e, "a_gev_per_m": float(physics.muon_ionisation_loss_gev_per_m(e))} for e in ENERGIES_GEV]
-    return {"pdg_water": pdg, "files": files, "ranges_m": ranges, "bethe_bloch_a": loss}
+    # stopping powers in MeV cm^2/g, as PDG tabulates them
+    per_density = 10.0 / physics.DENSITY_SEA_WATER_G_PER_CM3
+    near_minimum = np.geomspace(0.15, 10.0, 20_000)
+    at_2_gev = 2.0 + physics.MUON_MASS_GEV
+    stopping = {"pdg": {"minimum_ionisation": physics.PDG_WATER_MIN_IONISATION_MEV_CM2_PER_G,
+                        "total_at_2_gev": physics.PDG_WATER_TOTAL_LOSS_AT_2_GEV_MEV_CM2_PER_G}}
+    for model in MODELS:
+        stopping[model] = {
+            "minimum_ionisation": float((physics.muon_dedx_gev_per_m(near_minimum, model)
+                                         - physics.MUON_DEDX_B_PER_M * near_minimum).min() * per_density),
+            "total_at_2_gev": float(physics.muon_dedx_gev_per_m(at_2_gev, model) * per_density)}
+    # where the two models meet: a(E) = the constant a, and equal ranges (both rise monotonically on this grid)
+    grid = np.geomspace(1.0, 1000.0, 30_001)
+    crossings = {"a_equals_constant_gev": float(np.interp(
+                     0.0, physics.muon_ionisation_loss_gev_per_m(grid) - physics.MUON_DEDX_A_GEV_PER_M, grid)),
+                 "equal_range_gev": float(grid[np.argmax((physics.muon_range_m(grid, "bethe_bloch")
+                                                          < physics.muon_range_m(grid, "constant_a")) & (grid > 10))])}
+    return {"pdg_water": pdg, "stopping_power": stopping, "files": files, "ranges_m": ranges, "bethe_bloch_a": loss,
+            "crossings": crossings}
 
 
 def simulated_markdown(simulated: dict) -> list[str]:
@@ -149,6 +166,11 @@ def markdown(result: dict) -> str:
         lines.append(f"| {row['kinetic_gev']:g} | {pdg:.1f} | {row['bethe_bloch']:.1f} "
                      f"({100 * (row['bethe_bloch'] / pdg - 1):+.2f} %) | {row['constant_a']:.1f} "
                      f"({100 * (row['constant_a'] / pdg - 1):+.1f} %) |")
+    stopping = result["stopping_power"]
+    lines += ["", "| stopping power (MeV cm^2/g) | PDG | bethe_bloch | constant_a |", "| --- | --- | --- | --- |"]
+    for key, name in (("minimum_ionisation", "minimum ionisation"), ("total_at_2_gev", "total at 2 GeV kinetic")):
+        lines.append(f"| {name} | {stopping['pdg'][key]:.3f} | {stopping['bethe_bloch'][key]:.3f} | "
+                     f"{stopping['constant_a'][key]:.3f} |")
     for name, entry in result["files"].items():
         ratio = entry["stopping_median_ratio"]
         lines += ["", f"MC muons of {name} (length > 0, E < 300 GeV; numl's ranges in m)", "",
@@ -167,6 +189,10 @@ def markdown(result: dict) -> str:
         lines.append(f"| range, {model} (m) | " + " | ".join(f"{row[model]:.1f}" for row in result["ranges_m"]) + " |")
     lines.append("| a(E), bethe_bloch (GeV/m) | " + " | ".join(f"{row['a_gev_per_m']:.3f}"
                                                               for row in result["bethe_bloch_a"]) + " |")
+    crossings = result["crossings"]
+    lines += ["", f"bethe_bloch's a(E) reaches the constant a = {physics.MUON_DEDX_A_GEV_PER_M} GeV/m at "
+              f"{crossings['a_equals_constant_gev']:.1f} GeV; above {crossings['equal_range_gev']:.0f} GeV its range "
+              "is the shorter one"]
     if result.get("simulated"):
         lines += simulated_markdown(result["simulated"])
     if result.get("runs"):

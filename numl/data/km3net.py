@@ -46,6 +46,7 @@ from numl.sim.km3net.events import atmospheric_bundle_generator, k40_singles_rat
 from numl.sim.km3net.physics import V_GROUP_M_PER_NS, cherenkov_arrival_time_ns, track_geometry
 from numl.sim.km3net.prefit import PREFITS, PrefitTrack, rotation_to_track_frame
 from numl.utils.errors import ConfigError, check_choice, check_keys, check_positive
+from numl.utils.hdf5 import read_metadata
 
 SIMULATOR_NAME = "numl.sim.km3net"
 DETECTOR_KEYS = {"geometry", "detx_path", "n_du", "du_spacing_m", "n_doms_per_du", "dom_spacing_m",
@@ -399,8 +400,13 @@ def read_file_kinematics(path: str | Path) -> dict[str, np.ndarray]:
             "bjorken_y": bjorken[keep, 1], "vertex_in_can": in_can[keep]}
 
 
+def stored_muon_energy_loss(h5: h5py.File) -> str:
+    """The muon energy-loss model a numl.simulate KM3NeT file was made with (files older than the key: the default)."""
+    return read_metadata(h5)["events"].get("muon_energy_loss", EventConfig().muon_energy_loss)
+
+
 def read_file_muon_lengths(path: str | Path) -> dict[str, np.ndarray]:
-    """Energy (GeV) and stored track length (m) of every MC muon of an offline file whose length is positive: the
+    """Total energy (GeV) and stored track length (m) of every MC muon of an offline file whose length is positive: the
     path the collaboration's propagation gave it (for a muon that stops inside the can, its range)."""
     def read(reader, ak):
         mc = reader.mc_tracks

@@ -61,7 +61,8 @@ SHOWER_CLEARANCE_M = 20.0
 def direct_hit_probability(events: list, detector, distance_edges_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per bin of distance from the true muon track: the probability that a PMT has a hit of direct muon light
     (|residual| < DIRECT_RESIDUAL_NS), over every PMT of `detector` whose Cherenkov emission point lies on the muon
-    between SHOWER_CLEARANCE_M past the vertex and the muon's (numl) range, and the number of such PMTs. This is
+    between SHOWER_CLEARANCE_M past the vertex and the muon's range (numl's constant_a model for every sample, as the
+    official files' truth has no range), and the number of such PMTs. This is
     the detector's response to muon light, independent of which events trigger: the light yield per PMT."""
     n_bins = len(distance_edges_m) - 1
     hit_pmts, all_pmts = np.zeros(n_bins), np.zeros(n_bins)
@@ -70,7 +71,7 @@ def direct_hit_probability(events: list, detector, distance_edges_m: np.ndarray)
         if track is None:
             continue
         _, rho_m, emission_m = physics.track_geometry(detector.pmt_pos_m, *track[:2])
-        range_m = physics.muon_range_m(event.truth["muon_energy_gev"])
+        range_m = physics.muon_range_m(event.truth["muon_energy_gev"], "constant_a")
         on_muon = (emission_m > SHOWER_CLEARANCE_M) & (emission_m < range_m)
         direct_ns = physics.cherenkov_arrival_time_ns(detector.pmt_pos_m, *track)
         rows = detector.pmt_rows(event.hits["dom_id"], event.hits["channel_id"])

@@ -25,6 +25,8 @@ import functools
 import numpy as np
 from scipy.special import gammainc, gammaincinv
 
+from numl.utils.errors import check_choice
+
 C_LIGHT_M_PER_NS = 0.299792458
 N_PHASE_WATER = 1.3499
 V_GROUP_M_PER_NS = 0.2173
@@ -61,9 +63,9 @@ RADIATION_LENGTH_SEA_WATER_M = RADIATION_LENGTH_WATER_G_PER_CM2 / DENSITY_SEA_WA
 
 
 #: The muon's mean energy loss -dE/dx = a(E) + b E (MUON_ENERGY_LOSS_MODELS). constant_a: a = 0.27 GeV/m at every
-#: energy (the former model; the ionisation loss of a ~100 GeV muon, 18 % too much near minimum ionisation, so ranges
-#: come out 10-18 % short at 1-10 GeV). bethe_bloch: a(E) from the Bethe-Bloch formula with the density effect, as the
-#: PDG muon tables compute it (muon_ionisation_loss_gev_per_m); b stays MUON_DEDX_B_PER_M.
+#: energy (the former model; the ionisation loss of a ~23 GeV muon, 31 % above minimum ionisation, so ranges come out
+#: 10-14 % short at 1-10 GeV). bethe_bloch: a(E) from the Bethe-Bloch formula with the density effect, as the PDG muon
+#: tables compute it (muon_ionisation_loss_gev_per_m); b stays MUON_DEDX_B_PER_M.
 MUON_ENERGY_LOSS_MODELS = ("constant_a", "bethe_bloch")
 MUON_MASS_GEV = 0.1056583755
 ELECTRON_MASS_GEV = 0.51099895e-3
@@ -82,8 +84,9 @@ WATER_STERNHEIMER = {"a": 0.09116, "k": 3.4773, "x0": 0.2400, "x1": 2.8004, "c_b
 PDG_WATER_CSDA_RANGE_G_PER_CM2 = {0.2: 78.94, 0.4: 179.6, 0.8: 377.1, 1.0: 473.2, 1.4: 661.1, 2.0: 935.3}
 PDG_WATER_MIN_IONISATION_MEV_CM2_PER_G = 1.992
 PDG_WATER_TOTAL_LOSS_AT_2_GEV_MEV_CM2_PER_G = 2.218
-#: the range table's kinetic energies (GeV); below its first point (under a millimetre of range) the muon is at rest
-_RANGE_TABLE_KINETIC_GEV = np.geomspace(1e-3, 1e5, 4001)
+#: the range table's kinetic energies (GeV), 0.46 % apart; below its first point (under a millimetre of range) the
+#: muon is at rest, above its last (10 PeV, beyond MUPAGE's bundles) there is no range
+_RANGE_TABLE_KINETIC_GEV = np.geomspace(1e-3, 1e7, 5001)
 
 
 def density_effect(beta_gamma: np.ndarray) -> np.ndarray:
@@ -98,7 +101,8 @@ def density_effect(beta_gamma: np.ndarray) -> np.ndarray:
 def muon_ionisation_loss_gev_per_m(energy_gev: np.ndarray | float) -> np.ndarray:
     """The muon's electronic energy loss a(E) in sea water (GeV/m) at total energy E: Bethe-Bloch with the density
     effect and the spin-1/2 term, plus bremsstrahlung on atomic electrons (Groom et al. 2001, eq. 6), which PDG's
-    muon tables count in a(E). Shell and Barkas corrections (below ~0.1 GeV kinetic) are left out."""
+    muon tables count in a(E). Shell and Barkas corrections (below ~0.1 GeV kinetic) are left out; the formula holds
+    above about 1 MeV kinetic (an energy below the muon's mass is taken as the muon at rest)."""
     energy_gev = np.maximum(np.asarray(energy_gev, dtype=np.float64), MUON_MASS_GEV * (1.0 + 1e-9))
     gamma = energy_gev / MUON_MASS_GEV
     beta2 = 1.0 - 1.0 / gamma**2
@@ -110,13 +114,19 @@ def muon_ionisation_loss_gev_per_m(energy_gev: np.ndarray | float) -> np.ndarray
     electronic = BETHE_K_MEV_CM2_PER_MOL * WATER_Z_OVER_A / beta2 * bracket
     log_w = np.log(2.0 * w_max / ELECTRON_MASS_GEV)
     bremsstrahlung = (BETHE_K_MEV_CM2_PER_MOL / (4.0 * np.pi) * WATER_Z_OVER_A * FINE_STRUCTURE
-                      * np.maximum(np.log(2.0 * energy_gev / MUON_MASS_GEV) - log_w / 3.0, 0.0) * log_w**2)
+                      * np.maximum(np.log(2.0 * energy_gev / MUON_MASS_GEV) - log_w / 3.0, 0.0)
+                      * np.maximum(log_w, 0.0) ** 2)
     # MeV cm^2/g x g/cm^3 = MeV/cm = 0.1 GeV/m
     return (electronic + bremsstrahlung) * DENSITY_SEA_WATER_G_PER_CM3 * 0.1
 
 
+def check_muon_energy_loss(model: str) -> None:
+    check_choice("data.events.muon_energy_loss", model, MUON_ENERGY_LOSS_MODELS)
+
+
 def muon_dedx_gev_per_m(energy_gev: np.ndarray | float, model: str = "constant_a") -> np.ndarray:
     """The muon's mean energy loss a(E) + b E (GeV/m) in sea water under `model` (MUON_ENERGY_LOSS_MODELS)."""
+    check_muon_energy_loss(model)
     energy_gev = np.asarray(energy_gev, dtype=np.float64)
     a = MUON_DEDX_A_GEV_PER_M if model == "constant_a" else muon_ionisation_loss_gev_per_m(energy_gev)
     return a + MUON_DEDX_B_PER_M * energy_gev
@@ -125,7 +135,7 @@ def muon_dedx_gev_per_m(energy_gev: np.ndarray | float, model: str = "constant_a
 @functools.cache
 def _bethe_bloch_range_table() -> tuple[np.ndarray, np.ndarray]:
     """(total energy, CSDA range) on _RANGE_TABLE_KINETIC_GEV: the range integrated, in log E, by the trapezoid
-    rule (points 0.2 % apart: the integrand is smooth, the sum within 1e-5 of the integral)."""
+    rule (the integrand is smooth: a grid ten times finer moves the range by less than 1e-5)."""
     energy = _RANGE_TABLE_KINETIC_GEV + MUON_MASS_GEV
     per_log_kinetic = _RANGE_TABLE_KINETIC_GEV / muon_dedx_gev_per_m(energy, "bethe_bloch")
     steps = 0.5 * (per_log_kinetic[1:] + per_log_kinetic[:-1]) * np.diff(np.log(_RANGE_TABLE_KINETIC_GEV))
@@ -135,10 +145,14 @@ def _bethe_bloch_range_table() -> tuple[np.ndarray, np.ndarray]:
 def muon_range_m(energy_gev: np.ndarray | float, model: str = "constant_a") -> np.ndarray:
     """Continuous-slowing-down range (m) of a muon of total energy E in sea water. constant_a: R = ln(1 + b E / a)
     / b; bethe_bloch: the integral of dE / (a(E) + b E) from rest, from a table."""
+    check_muon_energy_loss(model)
     energy_gev = np.asarray(energy_gev, dtype=np.float64)
     if model == "constant_a":
         return np.log1p(MUON_DEDX_B_PER_M * energy_gev / MUON_DEDX_A_GEV_PER_M) / MUON_DEDX_B_PER_M
     table_energy, table_range = _bethe_bloch_range_table()
+    if np.any(energy_gev > table_energy[-1]):
+        raise ValueError(f"muon energy {float(np.max(energy_gev)):.3g} GeV is beyond the bethe_bloch range table "
+                         f"({table_energy[-1]:.3g} GeV)")
     return np.interp(np.log(np.maximum(energy_gev, MUON_MASS_GEV)), np.log(table_energy), table_range, left=0.0)
 
 
@@ -146,6 +160,7 @@ def muon_energy_at_gev(energy_gev: float, distance_m: np.ndarray, model: str = "
     """Muon energy after travelling `distance_m`, 0 once it has stopped. constant_a: E(s) = (E0 + a/b) exp(-b s) -
     a/b; bethe_bloch: the energy whose range is the range left, from the table (total energy, the muon's mass at
     rest)."""
+    check_muon_energy_loss(model)
     distance_m = np.asarray(distance_m, dtype=np.float64)
     if model == "constant_a":
         critical = MUON_DEDX_A_GEV_PER_M / MUON_DEDX_B_PER_M
