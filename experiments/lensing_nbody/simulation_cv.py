@@ -23,6 +23,19 @@ splits as fold k), so that every simulation is tested once by a network trained 
         data.hdf5_path=$PWD/data/lensing_nbody_study_noisy.h5 data.simulation_fold=$k hydra.run.dir=$OUT/fold$k; done
     python experiments/lensing_nbody/simulation_cv.py --runs $OUT/fold*
 
+Runs of an M_nu regression suite (`experiment=lensing_nbody_mnu_regression`, its simulations dealt the same way)
+get the regression's figures instead: RMSE, correlation with the truth, slope of the estimate against the truth and
+1-sigma coverage of the network and of each chi^2 fit over all test maps, each with a 68 % interval from resampling
+simulations (a bootstrap of whole simulations: with matched phases one simulation is its initial phases in every
+cosmology), and the network's difference from each fit with 95 % intervals over simulations and, for contrast,
+over maps:
+
+    R128="data.nbody.n_particles=128 data.nbody.n_mesh=256"
+    for k in 0 1 2 3 4 5; do python -m numl.train experiment=lensing_nbody_mnu_regression $R128 data.source=hdf5 \
+        data.hdf5_path=$PWD/data/lensing_nbody_128_mnu_regression.h5 data.simulation_fold=$k \
+        'baseline=[power_spectrum,all_statistics]' hydra.run.dir=$OUT/reg_128_fold$k; done
+    python experiments/lensing_nbody/simulation_cv.py --runs $OUT/reg_128_fold*
+
 With `voids_vs_clusters.json` of `numl.attribute` in the runs (`--attribution`, a path inside each run; attributed
 with n_events at least the test split's size, so that every test simulation is in it), the AUROC lost by masking
 the highest (clusters), lowest (voids) and random pixels is averaged over the runs, with its standard error over
@@ -136,15 +149,24 @@ def cross_validate(events: MapSet, groups: np.ndarray, config: dict, configs) ->
     return correct
 
 
-def run_test_data(run: str):
-    """The data module of a `numl.train` run on N-body maps from HDF5, as it ran (its fold included)."""
+RESAMPLES = 2000
+
+
+def run_target(run: str) -> str:
+    """classification or regression: what a `numl.train` run on N-body maps from HDF5 estimated."""
     register_resolvers()  # the run configs' own interpolations (paths)
     cfg = run_config_for(Path(run) / PREDICTIONS_FILE)
     field, source, target = (cfg.data.get(key) for key in ("field", "source", "target"))
-    if (field, source, target) != ("nbody", "hdf5", "classification"):
+    if (field, source) != ("nbody", "hdf5") or target not in ("classification", "regression"):
         raise ConfigError(f"--runs {run}: data.field={field}, source={source}, target={target}; needs "
-                          "classification of N-body maps read from HDF5")
-    return instantiate(cfg.data, _convert_="all")
+                          "classification or regression of N-body maps read from HDF5")
+    return target
+
+
+def run_test_data(run: str):
+    """The data module of a `numl.train` run on N-body maps from HDF5, as it ran (its fold included)."""
+    run_target(run)
+    return instantiate(run_config_for(Path(run) / PREDICTIONS_FILE).data, _convert_="all")
 
 
 def classified_right(predictions, key: str) -> np.ndarray:
@@ -154,20 +176,27 @@ def classified_right(predictions, key: str) -> np.ndarray:
     return (predictions[f"{key}/score"] > threshold) == predictions[f"{key}/label"]
 
 
-def tested_runs(run_dirs: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Per estimator of the runs (network, baseline/<name>): whether each test map of every run was classified
-    right, and the simulation of each map (`LensingDataModule.map_simulations`). No simulation may be tested twice."""
-    correct, groups, tested_in = {}, [], {}
+def tested_maps(run_dirs: list[str]):
+    """Per run: its data module, the simulation of each test map (`LensingDataModule.map_simulations`) and its test
+    predictions. No simulation may be tested twice."""
+    tested_in = {}
     for run in run_dirs:
+        if not (Path(run) / PREDICTIONS_FILE).is_file():
+            raise ConfigError(f"--runs {run}: no {PREDICTIONS_FILE}; the run did not finish testing")
         data = run_test_data(run)
         run_groups = data.map_simulations("test")
         for g in np.unique(run_groups):
             if g in tested_in:
                 raise ConfigError(f"--runs: simulation {g} is tested in both {tested_in[g]} and {run}")
             tested_in[g] = run
-        if not (Path(run) / PREDICTIONS_FILE).is_file():
-            raise ConfigError(f"--runs {run}: no {PREDICTIONS_FILE}; the run did not finish testing")
-        predictions = np.load(Path(run) / PREDICTIONS_FILE)
+        yield run, data, run_groups, np.load(Path(run) / PREDICTIONS_FILE)
+
+
+def tested_runs(run_dirs: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per estimator of the runs (network, baseline/<name>): whether each test map of every run was classified
+    right, and the simulation of each map."""
+    correct, groups = {}, []
+    for run, data, run_groups, predictions in tested_maps(run_dirs):
         keys = [k.removesuffix("/score") for k in predictions.files if k.endswith("/score")]
         if "network" not in keys or (correct and set(keys) != set(correct)):
             raise ConfigError(f"--runs: {run} tested {sorted(keys)}; every run must test the network and the same "
@@ -179,6 +208,77 @@ def tested_runs(run_dirs: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]
             correct.setdefault(key, []).append(classified_right(predictions, key))
         groups.append(run_groups)
     return {key: np.concatenate(v) for key, v in correct.items()}, np.concatenate(groups)
+
+
+def regression_runs(run_dirs: list[str]) -> tuple[dict[str, tuple[np.ndarray, ...]], np.ndarray, np.ndarray]:
+    """Per estimator (network, baseline/<name>): M_nu estimate and the low and high ends of its 68 % interval
+    (the network's: its predicted sigma either side; a chi^2 fit's: as it reports it, within the grid) for every
+    test map of the runs; the true M_nu and the simulation of each map."""
+    estimates, truth, groups = {}, [], []
+    for run, data, run_groups, predictions in tested_maps(run_dirs):
+        baselines = [k.removesuffix("/m_nu_mean") for k in predictions.files if k.endswith("/m_nu_mean")]
+        keys = ["network", *baselines]
+        if "network/m_nu_ev_pred" not in predictions.files or (estimates and set(keys) != set(estimates)):
+            raise ConfigError(f"--runs: {run} estimated {sorted(keys)}; every run must test the network and the "
+                              f"same baselines{f' as the runs before it ({sorted(estimates)})' if estimates else ''}")
+        # the grid value itself (float64), as the chi^2 fits compare it: the maps' float32 M_nu lies just outside an
+        # interval ending on it
+        m_nu = np.asarray(data.m_nu_values)[data.events("test").labels.numpy()]
+        if not np.allclose(predictions["network/m_nu_ev"], m_nu, atol=1e-6):
+            raise ConfigError(f"--runs: {run}: the network was tested on other maps than its config's test split")
+        pred, sigma = predictions["network/m_nu_ev_pred"], predictions["network/m_nu_ev_sigma"]
+        estimates.setdefault("network", []).append((pred, pred - sigma, pred + sigma))
+        for key in baselines:
+            estimates.setdefault(key, []).append(tuple(predictions[f"{key}/m_nu_{end}"]
+                                                       for end in ("mean", "low", "high")))
+        truth.append(m_nu)
+        groups.append(run_groups)
+    merged = {key: tuple(np.concatenate(parts) for parts in zip(*runs, strict=True)) for key, runs in estimates.items()}
+    return merged, np.concatenate(truth), np.concatenate(groups)
+
+
+def regression_figures(estimate: np.ndarray, low: np.ndarray, high: np.ndarray, truth: np.ndarray
+                       ) -> dict[str, float]:
+    """RMSE, correlation with the truth, slope of the estimate against the truth, share of 68 % intervals
+    holding the truth."""
+    return {"RMSE": float(np.sqrt(np.mean((estimate - truth) ** 2))),
+            "correlation": float(np.corrcoef(estimate, truth)[0, 1]),
+            "slope": float(np.polyfit(truth, estimate, 1)[0]),
+            "coverage": float(np.mean((low <= truth) & (truth <= high)))}
+
+
+def resampled(groups: np.ndarray, rng: np.random.Generator, by_simulation: bool):
+    """Index sets of bootstrap resamples: whole simulations (`by_simulation`) or single maps."""
+    if not by_simulation:
+        for _ in range(RESAMPLES):
+            yield rng.integers(0, len(groups), len(groups))
+        return
+    members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    for _ in range(RESAMPLES):
+        yield np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
+
+
+def regression_summary(estimates: dict, truth: np.ndarray, groups: np.ndarray) -> None:
+    """Each estimator's figures with 68 % intervals over simulations; the network minus each baseline with 95 %
+    intervals over simulations and over maps."""
+    rng = np.random.default_rng(0)
+    samples = {by: list(resampled(groups, rng, by)) for by in (True, False)}
+    figures = {key: regression_figures(*values, truth) for key, values in estimates.items()}
+    # every estimator on the same resamples, so their differences are paired
+    boot = {(key, by): [regression_figures(*(v[i] for v in values), truth[i]) for i in samples[by]]
+            for key, values in estimates.items() for by in (True, False)}
+    for key, fig in figures.items():
+        print(f"  {key}: " + ", ".join(
+            f"{name} {value:.3f} ({np.percentile([b[name] for b in boot[key, True]], 16):.3f}-"
+            f"{np.percentile([b[name] for b in boot[key, True]], 84):.3f})" for name, value in fig.items()))
+    for key in [k for k in estimates if k != "network"]:
+        for name in ("RMSE", "correlation"):
+            intervals = []
+            for by, label in ((True, "simulations"), (False, "maps")):
+                diff = [n[name] - b[name] for n, b in zip(boot["network", by], boot[key, by], strict=True)]
+                intervals.append(f"over {label} {np.percentile(diff, 2.5):+.3f} to {np.percentile(diff, 97.5):+.3f}")
+            print(f"  network - {key}, {name}: {figures['network'][name] - figures[key][name]:+.3f} (95 %: "
+                  + "; ".join(intervals) + ")")
 
 
 def masking_over_runs(run_dirs: list[str], attribution: str) -> None:
@@ -257,6 +357,12 @@ def main() -> None:
                         help="names of conf/baseline/*.yaml")
     parser.add_argument("--set", nargs="*", default=[], dest="overrides", metavar="NAME.KEY=VALUE")
     args = parser.parse_args()
+    if args.runs and run_target(args.runs[0]) == "regression":
+        estimates, truth, groups = regression_runs(args.runs)
+        print(f"{len(args.runs)} runs: {len(groups)} test maps from {len(np.unique(groups))} simulations; 68 % "
+              f"intervals from {RESAMPLES} resamples of whole simulations")
+        regression_summary(estimates, truth, groups)
+        return
     if args.runs:
         correct, groups = tested_runs(args.runs)
         if len(np.unique(groups)) < 2:
