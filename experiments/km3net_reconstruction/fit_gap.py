@@ -125,8 +125,7 @@ def event_records(events, detector, hit_selection: str, max_hits: int) -> dict[s
         # one range model (constant_a) for both samples (the file's truth has no range), so the length differs only by
         # where and which way the muon goes
         range_m = float(physics.muon_range_m(truth["muon_energy_gev"], "constant_a"))
-        lo, hi = path_interval_in_can(vertex[None], muon[1], range_m,
-                                      instrumented)
+        lo, hi = path_interval_in_can(vertex[None], muon[1], range_m, instrumented)
         rows["track_in_detector_m"].append(float(max(hi[0] - lo[0], 0.0)))
     return {key: np.asarray(values, dtype=np.float64) for key, values in rows.items()}
 

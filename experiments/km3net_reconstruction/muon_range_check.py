@@ -30,9 +30,10 @@ import numpy as np  # noqa: E402
 from km3net_testdata import data_path  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from numl.data.km3net import read_file_muon_lengths, stored_muon_energy_loss  # noqa: E402
+from numl.data.km3net import KM3NeTDataModule, read_file_muon_lengths  # noqa: E402
 from numl.sim.km3net import physics  # noqa: E402
 from numl.sim.km3net.events import is_track_event  # noqa: E402
+from numl.utils.hdf5 import read_metadata  # noqa: E402
 
 MODELS = physics.MUON_ENERGY_LOSS_MODELS
 SEA_WATER_G_PER_CM2_PER_M = 100.0 * physics.DENSITY_SEA_WATER_G_PER_CM3
@@ -80,7 +81,7 @@ def simulated_tracks(path: Path) -> dict:
     """Per bin of muon energy, the nu_mu CC test events of a numl.simulate file: how many, their mean range and
     mean triggered hits (all, and those of the event's light)."""
     with h5py.File(path, "r") as f:
-        model = stored_muon_energy_loss(f)
+        model = read_metadata(f, KM3NeTDataModule.metadata_added_defaults)["events"]["muon_energy_loss"]
         truth, offsets, hits = f["test/truth"][:], f["test/hit_offsets"][:], f["test/hits"][:]
     triggered = np.add.reduceat(hits["triggered"].astype(np.int64), offsets[:-1]) * (np.diff(offsets) > 0)
     light = np.add.reduceat((hits["triggered"] & hits["is_signal"]).astype(np.int64), offsets[:-1])
@@ -132,7 +133,8 @@ def check() -> dict:
             "minimum_ionisation": float((physics.muon_dedx_gev_per_m(near_minimum, model)
                                          - physics.MUON_DEDX_B_PER_M * near_minimum).min() * per_density),
             "total_at_2_gev": float(physics.muon_dedx_gev_per_m(at_2_gev, model) * per_density)}
-    # where the two models meet: a(E) = the constant a, and equal ranges (both rise monotonically on this grid)
+    # where the two models meet: a(E) reaches the constant a (it rises monotonically above 1 GeV), and the ranges
+    # cross (the first energy above 10 GeV where bethe_bloch's is the shorter)
     grid = np.geomspace(1.0, 1000.0, 30_001)
     crossings = {"a_equals_constant_gev": float(np.interp(
                      0.0, physics.muon_ionisation_loss_gev_per_m(grid) - physics.MUON_DEDX_A_GEV_PER_M, grid)),

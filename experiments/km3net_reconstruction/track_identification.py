@@ -22,10 +22,11 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from numl.baselines.km3net import EVENT_SHAPE_FEATURES, event_shape_features
-from numl.data.km3net import stored_muon_energy_loss
+from numl.data.km3net import KM3NeTDataModule
 from numl.figures.km3net import binned_track_identification
 from numl.sim.km3net.events import is_track_event
 from numl.sim.km3net.physics import muon_range_m
+from numl.utils.hdf5 import read_metadata
 
 RESULTS = Path(__file__).parent / "results"
 MUON_ENERGY_EDGES_GEV = (0.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
@@ -83,7 +84,7 @@ def main() -> None:
         truth = f["test/truth"][:]
         training_types = f["train/truth"]["event_type"]
         offsets, hits = f["test/hit_offsets"][:], f["test/hits"][:]
-        muon_energy_loss = stored_muon_energy_loss(f)
+        muon_energy_loss = read_metadata(f, KM3NeTDataModule.metadata_added_defaults)["events"]["muon_energy_loss"]
     if not np.allclose(truth["energy_gev"], predictions["network/energy_gev"]):
         raise SystemExit(f"{args.hdf5}: its test events are not the run's (energies differ)")
     features = np.stack([event_shape_features(hits[offsets[i]:offsets[i + 1]]) for i in range(len(truth))])

@@ -65,6 +65,7 @@ from numl.utils.runtime import register_resolvers
 
 BASELINE_CONFIGS = Path(__file__).resolve().parents[2] / "conf" / "baseline"
 SPLITS = ("train", "val", "test")
+RESAMPLES = 2000
 
 
 def read_suite(path: str) -> tuple[MapSet, np.ndarray, dict]:
@@ -149,24 +150,20 @@ def cross_validate(events: MapSet, groups: np.ndarray, config: dict, configs) ->
     return correct
 
 
-RESAMPLES = 2000
-
-
-def run_target(run: str) -> str:
-    """classification or regression: what a `numl.train` run on N-body maps from HDF5 estimated."""
+def run_data_config(run: str):
+    """The data config of a `numl.train` run, which must classify or regress N-body maps read from HDF5."""
     register_resolvers()  # the run configs' own interpolations (paths)
-    cfg = run_config_for(Path(run) / PREDICTIONS_FILE)
-    field, source, target = (cfg.data.get(key) for key in ("field", "source", "target"))
+    data = run_config_for(Path(run) / PREDICTIONS_FILE).data
+    field, source, target = (data.get(key) for key in ("field", "source", "target"))
     if (field, source) != ("nbody", "hdf5") or target not in ("classification", "regression"):
         raise ConfigError(f"--runs {run}: data.field={field}, source={source}, target={target}; needs "
                           "classification or regression of N-body maps read from HDF5")
-    return target
+    return data
 
 
 def run_test_data(run: str):
     """The data module of a `numl.train` run on N-body maps from HDF5, as it ran (its fold included)."""
-    run_target(run)
-    return instantiate(run_config_for(Path(run) / PREDICTIONS_FILE).data, _convert_="all")
+    return instantiate(run_data_config(run), _convert_="all")
 
 
 def classified_right(predictions, key: str) -> np.ndarray:
@@ -357,7 +354,7 @@ def main() -> None:
                         help="names of conf/baseline/*.yaml")
     parser.add_argument("--set", nargs="*", default=[], dest="overrides", metavar="NAME.KEY=VALUE")
     args = parser.parse_args()
-    if args.runs and run_target(args.runs[0]) == "regression":
+    if args.runs and run_data_config(args.runs[0]).target == "regression":
         estimates, truth, groups = regression_runs(args.runs)
         print(f"{len(args.runs)} runs: {len(groups)} test maps from {len(np.unique(groups))} simulations; 68 % "
               f"intervals from {RESAMPLES} resamples of whole simulations")

@@ -46,7 +46,6 @@ from numl.sim.km3net.events import atmospheric_bundle_generator, k40_singles_rat
 from numl.sim.km3net.physics import V_GROUP_M_PER_NS, cherenkov_arrival_time_ns, track_geometry
 from numl.sim.km3net.prefit import PREFITS, PrefitTrack, rotation_to_track_frame
 from numl.utils.errors import ConfigError, check_choice, check_keys, check_positive
-from numl.utils.hdf5 import read_metadata
 
 SIMULATOR_NAME = "numl.sim.km3net"
 DETECTOR_KEYS = {"geometry", "detx_path", "n_du", "du_spacing_m", "n_doms_per_du", "dom_spacing_m",
@@ -398,11 +397,6 @@ def read_file_kinematics(path: str | Path) -> dict[str, np.ndarray]:
     return {"energy_gev": nu["E"][keep], "angle_deg": np.degrees(np.arccos(np.clip(cos[keep], -1.0, 1.0))),
             "muon_fraction": muon["E"][keep] / nu["E"][keep], "bjorken_x": bjorken[keep, 0],
             "bjorken_y": bjorken[keep, 1], "vertex_in_can": in_can[keep]}
-
-
-def stored_muon_energy_loss(h5: h5py.File) -> str:
-    """The muon energy-loss model a numl.simulate KM3NeT file was made with (files older than the key: the default)."""
-    return read_metadata(h5)["events"].get("muon_energy_loss", EventConfig().muon_energy_loss)
 
 
 def read_file_muon_lengths(path: str | Path) -> dict[str, np.ndarray]:

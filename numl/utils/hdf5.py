@@ -24,8 +24,15 @@ def write_metadata(h5: h5py.File, simulator: str, config: dict[str, Any]) -> Non
     h5.attrs["numl_config"] = _canonical(config)
 
 
-def read_metadata(h5: h5py.File) -> dict[str, Any]:
-    return json.loads(h5.attrs["numl_config"])
+def read_metadata(h5: h5py.File, added_defaults: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The config a file was written with; `added_defaults` ({group: {key: value}}, a data module's
+    metadata_added_defaults) fills the keys of nested groups that were added after the file was written with the
+    values such files were made with."""
+    stored = json.loads(h5.attrs["numl_config"])
+    for group, defaults in (added_defaults or {}).items():
+        if isinstance(stored.get(group), dict):
+            stored[group] = {**defaults, **stored[group]}
+    return stored
 
 
 def check_metadata(h5: h5py.File, path: str | Path, simulator: str, expected: dict[str, Any],
@@ -41,10 +48,7 @@ def check_metadata(h5: h5py.File, path: str | Path, simulator: str, expected: di
     version = int(h5.attrs.get("numl_format_version", -1))
     if version != FORMAT_VERSION:
         raise ConfigError(f"{path}: numl file format version {version}, this numl reads version {FORMAT_VERSION}")
-    stored = read_metadata(h5)
-    for group, defaults in (added_defaults or {}).items():
-        if isinstance(stored.get(group), dict):
-            stored[group] = {**defaults, **stored[group]}
+    stored = read_metadata(h5, added_defaults)
     for group, keys in (ignored or {}).items():
         if isinstance(stored.get(group), dict):
             stored[group] = {k: v for k, v in stored[group].items() if k not in keys}

@@ -207,7 +207,7 @@ class EventConfig:
         check_choice("data.events.kinematics", self.kinematics, KINEMATICS)
         check_choice("data.events.vertex_sampling", self.vertex_sampling, VERTEX_SAMPLINGS)
         check_choice("data.events.muon_light", self.muon_light, MUON_LIGHT_MODELS)
-        check_choice("data.events.muon_energy_loss", self.muon_energy_loss, physics.MUON_ENERGY_LOSS_MODELS)
+        physics.check_muon_energy_loss(self.muon_energy_loss)
         for key in ("muon_light_step_m", "stochastic_loss_min_gev", "muon_light_reach_m"):
             check_positive(f"data.events.{key}", getattr(self, key))
         check_positive("data.events.energy_min_gev", self.energy_min_gev)

@@ -121,6 +121,7 @@ def muon_ionisation_loss_gev_per_m(energy_gev: np.ndarray | float) -> np.ndarray
 
 
 def check_muon_energy_loss(model: str) -> None:
+    """A model name outside MUON_ENERGY_LOSS_MODELS is a one-line ConfigError naming the config key."""
     check_choice("data.events.muon_energy_loss", model, MUON_ENERGY_LOSS_MODELS)
 
 
