@@ -9,6 +9,7 @@ import pytest
 from numl.baselines.next import (
     BlobCutBaseline,
     TopologyReconstruction,
+    classical_chain_rejection,
     classification_metrics,
     count_tracks,
     drop_end_voxels,
@@ -141,6 +142,21 @@ def test_background_rejection_factor_counts():
     scores = np.concatenate([np.arange(10), np.arange(10)])  # identical distributions
     assert background_rejection_factor(scores, labels, 0.7) == pytest.approx(10 / 7)
     assert np.isnan(background_rejection_factor(scores[:10], labels[:10], 0.7))
+
+
+def test_classical_chain_counts_multi_track_background_as_rejected():
+    # 10 signal events, 8 single-track; 10 background events, 4 single-track; blob energies by hand
+    labels = np.array([1] * 10 + [0] * 10)
+    n_tracks = np.array([1] * 8 + [2] * 2 + [1] * 4 + [3] * 6)
+    scores = np.array([90, 80, 70, 60, 50, 40, 30, 20, 95, 85, 55, 45, 35, 25, 99, 98, 97, 96, 94, 93], float)
+    # 60 % of all signal: the 6th single-track signal score (40 keV) is the cut; 55 and 45 pass, the multi-track
+    # background (the highest scores) does not
+    assert classical_chain_rejection(scores, n_tracks, labels, 0.6) == pytest.approx(10 / 2)
+    # the blob cut alone keeps 60 % at 60 keV, where the six multi-track background events pass
+    assert background_rejection_factor(scores, labels, 0.6) == pytest.approx(10 / 6)
+    assert classical_chain_rejection(scores, n_tracks, labels, 0.8) == pytest.approx(10 / 4)
+    # 90 % of the signal needs 9 single-track signal events: the chain cannot keep so much
+    assert np.isnan(classical_chain_rejection(scores, n_tracks, labels, 0.9))
 
 
 def test_blob_cut_on_simulated_events_is_near_next_white():

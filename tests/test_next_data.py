@@ -68,7 +68,9 @@ def test_networks_see_voxel_energies_scaled_to_q_bb_or_as_measured(datamodule):
 
 def test_blob_cut_scores_every_test_event_with_the_task_metric_names(datamodule):
     result = BlobCutBaseline(blob_radius_mm=18.0).fit(datamodule).evaluate(datamodule)
-    assert set(result.metrics) == {"auroc", "background_rejection_at_65", "background_rejection_at_72"}
+    assert set(result.metrics) == {"auroc", "background_rejection_at_65", "background_rejection_at_72",
+                                   "single_track_signal_fraction", "single_track_background_fraction",
+                                   "chain_background_rejection_at_65", "chain_background_rejection_at_72"}
     test = datamodule.events("test")
     labels = np.array([e.label for e in test])
     np.testing.assert_array_equal(result.outputs["label"], labels)
@@ -85,6 +87,15 @@ def test_blob_cut_scores_every_test_event_with_the_task_metric_names(datamodule)
     background = result.outputs["score"][labels == 0]
     expected = len(background) / max(int((background >= cut).sum()), 1)
     assert result.metrics["background_rejection_at_72"] == pytest.approx(expected)
+    # the classical chain: the same count with the multi-track events removed first (they never pass)
+    n_tracks = result.outputs["n_tracks"]
+    assert n_tracks[0] == topology.n_tracks
+    single = n_tracks == 1
+    assert result.metrics["single_track_signal_fraction"] == pytest.approx(single[labels == 1].mean())
+    kept_signal = np.sort(result.outputs["score"][(labels == 1) & single])[::-1]
+    chain_cut = kept_signal[int(np.ceil(0.72 * (labels == 1).sum())) - 1]
+    passing = int(((labels == 0) & single & (result.outputs["score"] >= chain_cut)).sum())
+    assert result.metrics["chain_background_rejection_at_72"] == pytest.approx((labels == 0).sum() / max(passing, 1))
 
 
 def test_run_directory_gets_the_blob_energy_figure(datamodule, tmp_path):

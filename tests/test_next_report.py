@@ -1,4 +1,5 @@
-"""experiments/next_topology/report.py: the paired bootstrap of the network / blob-cut rejection ratio."""
+"""experiments/next_topology/report.py: the paired bootstrap of the network / blob-cut rejection ratio, and the
+classical chain (single-track events, then the cut) as a reference."""
 
 import importlib.util
 import json
@@ -19,7 +20,8 @@ def test_the_same_scores_give_a_ratio_of_one_in_every_resample():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 1000)
     score = labels + rng.normal(0.0, 1.0, 1000)
-    assert report.bootstrap_cut_ratio(score, score, labels, 0.72, n_resamples=200) == (1.0, 1.0)
+    same = report.scored(score, labels)
+    assert report.bootstrap_ratio(same, same, len(labels), 0.72, n_resamples=200) == (1.0, 1.0)
 
 
 def test_the_paired_interval_holds_the_ratio():
@@ -29,7 +31,8 @@ def test_the_paired_interval_holds_the_ratio():
     network = cut + 0.8 * labels + rng.normal(0.0, 0.3, 2000)  # the cut's information and more
     ratio = (background_rejection_factor(network, labels, 0.72)
              / background_rejection_factor(cut, labels, 0.72))
-    low, high = report.bootstrap_cut_ratio(network, cut, labels, 0.72, n_resamples=500)
+    low, high = report.bootstrap_ratio(report.scored(network, labels), report.scored(cut, labels), len(labels), 0.72,
+                                       n_resamples=500)
     assert low < ratio < high and ratio > 1.5 and high - low < 0.5 * ratio
 
 
@@ -50,3 +53,19 @@ def test_an_evaluation_directory_keeps_the_training_size_and_takes_its_test_even
     assert training.data.n_train == 32000 and training.trainer.max_epochs == 12
     assert tested.data.n_test == 4000 and tested.data.seed == 2028 and tested.model == training.model
     assert report.run_configs(training_run) == (training, training)
+
+
+def test_the_chain_reference_counts_multi_track_background_as_rejected():
+    """A network that only sees what the single-track selection sees has no lead over the chain: its ratio to the
+    chain is 1 in every resample, while against the cut alone it looks better."""
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 2000)
+    n_tracks = np.where(rng.random(2000) < np.where(labels == 1, 0.9, 0.35), 1, 2)
+    cut = labels + rng.normal(0.0, 1.0, 2000)
+    network = np.where(n_tracks == 1, cut, -10.0)  # the chain as a network's score
+    chain = report.chained(cut, n_tracks, labels)
+    assert report.bootstrap_ratio(report.scored(network, labels), chain, len(labels), 0.72,
+                                  n_resamples=200) == (1.0, 1.0)
+    low, _ = report.bootstrap_ratio(report.scored(network, labels), report.scored(cut, labels), len(labels), 0.72,
+                                    n_resamples=200)
+    assert low > 1.5

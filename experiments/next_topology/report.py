@@ -2,6 +2,10 @@
 the comparison with the blob cut (AUROC, background rejection at 65 % and 72 % signal efficiency, network/cut
 ratio) and one ROC figure per voxel size with every network and the blob cut on the same test events.
 
+Two classical references: the blob cut on all events, and NEXT's classical chain (single-track events, then the blob
+cut; the multi-track background counts as rejected) at the same efficiency of all signal events. A second table puts
+every method on the single-track events only (efficiency of the single-track signal), the topology-only comparison.
+
     python experiments/next_topology/report.py logs/next_topology/10mm logs/next_topology/2mm
 
 Each argument is a run directory (of numl.train, or of numl.evaluate testing a run's checkpoint on other events)
@@ -15,11 +19,14 @@ import argparse
 import json
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
+from sklearn.metrics import roc_auc_score
 
+from numl.baselines.next import classical_chain_rejection, classical_chain_scores
 from numl.evaluate import run_config_for, with_overrides
 from numl.figures.common import save_roc_curves
 from numl.metrics import NEXT_WORKING_POINTS, auroc_standard_error, background_rejection_factor
@@ -34,6 +41,7 @@ METHOD_BY_MODEL = {
 }
 METHOD_ORDER = list(METHOD_BY_MODEL.values())
 BLOB_CUT = "blob cut"
+CHAIN = "single-track + blob cut (NEXT's classical chain)"
 WORKING_POINTS = [round(eff * 100) for eff in NEXT_WORKING_POINTS]
 
 
@@ -49,17 +57,31 @@ def run_directories(paths: list[Path]) -> list[Path]:
 
 
 def row(method: str, metrics: dict[str, float], labels: np.ndarray) -> dict:
-    """One method's numbers; rejection R = n_background / k, k background events passing (error R/sqrt(k))."""
+    """One method's numbers; rejection R = n_background / k, k background events passing (error R/sqrt(k));
+    a rejection of NaN is a working point the method cannot reach (the chain: too few single-track signal events)."""
     n_signal, n_background = int(labels.sum()), int((1 - labels).sum())
     out = {"method": method, "auroc": metrics["auroc"],
            "auroc_error": auroc_standard_error(metrics["auroc"], n_signal, n_background),
            "n_signal": n_signal, "n_background": n_background}
     for wp in WORKING_POINTS:
         rejection = metrics[f"background_rejection_at_{wp}"]
-        passing = round(n_background / rejection)
         out[f"rejection_at_{wp}"] = rejection
-        out[f"background_passing_at_{wp}"] = passing
+        out[f"background_passing_at_{wp}"] = round(n_background / rejection) if math.isfinite(rejection) else None
     return out
+
+
+def score_metrics(score: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    return {"auroc": float(roc_auc_score(labels, score)),
+            **{f"background_rejection_at_{wp}": background_rejection_factor(score, labels, wp / 100)
+               for wp in WORKING_POINTS}}
+
+
+def chain_row(cut_score: np.ndarray, n_tracks: np.ndarray, labels: np.ndarray) -> dict:
+    """The classical chain on all events (its AUROC treats the multi-track events as one tie below every cut)."""
+    metrics = {"auroc": float(roc_auc_score(labels, classical_chain_scores(cut_score, n_tracks))),
+               **{f"background_rejection_at_{wp}": classical_chain_rejection(cut_score, n_tracks, labels, wp / 100)
+                  for wp in WORKING_POINTS}}
+    return row(CHAIN, metrics, labels)
 
 
 def run_configs(run: Path) -> tuple[DictConfig, DictConfig]:
@@ -78,6 +100,9 @@ def read_run(run: Path) -> dict:
     training, cfg = run_configs(run)
     metrics = json.loads((run / "test_metrics.json").read_text())["metrics"]
     arrays = np.load(run / PREDICTIONS_FILE)
+    if "baseline/blob_cut/n_tracks" not in arrays:
+        raise SystemExit(f"report: {run}: no track counts of the blob cut (a run from before 2026-12-06): rerun it "
+                         "with the README's command")
     model = cfg.model._target_
     if model not in METHOD_BY_MODEL:
         raise SystemExit(f"report: {run}: model {model} is not one of the study's ({', '.join(METHOD_BY_MODEL)})")
@@ -94,6 +119,7 @@ def read_run(run: Path) -> dict:
                      if k.startswith("baseline/blob_cut/")},
         "score": arrays["network/score"], "label": arrays["network/label"].astype(int),
         "cut_score": arrays["baseline/blob_cut/score"], "cut_label": arrays["baseline/blob_cut/label"].astype(int),
+        "n_tracks": arrays["baseline/blob_cut/n_tracks"],
     }
 
 
@@ -102,45 +128,78 @@ def check_same_events(runs: list[dict]) -> None:
     first = runs[0]
     for run in runs:
         same = (np.array_equal(run["label"], first["label"]) and np.array_equal(run["cut_label"], first["label"])
-                and np.allclose(run["cut_score"], first["cut_score"]))
+                and np.allclose(run["cut_score"], first["cut_score"])
+                and np.array_equal(run["n_tracks"], first["n_tracks"]))
         if not same:
             raise SystemExit(f"report: {run['run_dir']} and {first['run_dir']} were tested on different events "
                              "(seed, data.n_test or data.sim differ): rerun them with the same settings")
 
 
-def bootstrap_cut_ratio(score: np.ndarray, cut_score: np.ndarray, labels: np.ndarray, signal_efficiency: float,
-                        n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """68 % interval of (network rejection) / (blob-cut rejection) at one signal efficiency, over resamplings of the
+#: a method's background rejection on the test events of the index array at a signal efficiency
+Rejection = Callable[[np.ndarray, float], float]
+
+
+def scored(score: np.ndarray, labels: np.ndarray) -> Rejection:
+    return lambda index, efficiency: background_rejection_factor(score[index], labels[index], efficiency)
+
+
+def chained(cut_score: np.ndarray, n_tracks: np.ndarray, labels: np.ndarray) -> Rejection:
+    return lambda index, efficiency: classical_chain_rejection(cut_score[index], n_tracks[index], labels[index],
+                                                               efficiency)
+
+
+def bootstrap_ratio(method: Rejection, reference: Rejection, n_events: int, signal_efficiency: float,
+                    n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """68 % interval of (method rejection) / (reference rejection) at one signal efficiency, over resamplings of the
     test events shared by both (paired): it holds the correlation of the two rejections through the events and the
     movement of each working point with the signal events, which Poisson errors on the background leave out."""
     rng = np.random.default_rng(seed)
     ratios = []
     for _ in range(n_resamples):
-        index = rng.integers(0, len(labels), len(labels))
-        ratios.append(background_rejection_factor(score[index], labels[index], signal_efficiency)
-                      / background_rejection_factor(cut_score[index], labels[index], signal_efficiency))
-    low, high = np.nanpercentile(ratios, [16, 84])  # NaN: a resample without one of the classes
+        index = rng.integers(0, n_events, n_events)
+        ratios.append(method(index, signal_efficiency) / reference(index, signal_efficiency))
+    # NaN: a resample without one of the classes, or one where the chain cannot reach the efficiency
+    low, high = np.nanpercentile(ratios, [16, 84])
     return float(low), float(high)
 
 
 def format_rejection(r: dict, wp: int) -> str:
     passing, value = r[f"background_passing_at_{wp}"], r[f"rejection_at_{wp}"]
+    if passing is None:
+        return "not reachable"
     if passing == 0:
         return f">= {r['n_background']} (none pass)"
     return f"{value:.1f} ± {value / math.sqrt(passing):.1f}"
 
 
-def markdown_table(rows: list[dict]) -> str:
-    header = ["voxels", "method", "AUROC",
-              *(f"rejection at {wp} %" for wp in WORKING_POINTS),
-              *(f"network/cut at {wp} % (68 % paired bootstrap)" for wp in WORKING_POINTS)]
+#: the row each ratio column divides by
+REFERENCE_OF = {"cut_ratio": BLOB_CUT, "chain_ratio": CHAIN}
+
+
+def format_ratio(r: dict, key: str, wp: int) -> str:
+    if f"{key}_at_{wp}" not in r:
+        return "1" if r["method"] == REFERENCE_OF[key] else ""
+    value, (low, high) = r[f"{key}_at_{wp}"], r[f"{key}_68_at_{wp}"]
+    return "-" if not math.isfinite(value) else f"{value:.2g} ({low:.1f}-{high:.1f})"
+
+
+def markdown_table(rows: list[dict], references: dict[str, str]) -> str:
+    """One line per row; `references` maps a ratio key of the rows to its column title."""
+    header = ["voxels", "method", "AUROC", *(f"rejection at {wp} %" for wp in WORKING_POINTS),
+              *(f"{title} at {wp} % (68 % paired bootstrap)" for title in references.values() for wp in WORKING_POINTS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        ratios = ["1" if r["method"] == BLOB_CUT else "{:.2g} ({:.1f}-{:.1f})".format(
-                  r[f"cut_ratio_at_{wp}"], *r[f"cut_ratio_68_at_{wp}"]) for wp in WORKING_POINTS]
+        ratios = [format_ratio(r, key, wp) for key in references for wp in WORKING_POINTS]
         lines.append(f"| {r['voxel_mm']:g} mm | {r['method']} | {r['auroc']:.3f} ± {r['auroc_error']:.3f} | "
                      + " | ".join(format_rejection(r, wp) for wp in WORKING_POINTS) + " | " + " | ".join(ratios) + " |")
     return "\n".join(lines)
+
+
+def add_ratios(r: dict, key: str, reference_row: dict, method: Rejection, reference: Rejection, n_events: int) -> None:
+    """r's rejection over the reference row's at each working point, with its paired-bootstrap 68 % interval."""
+    for wp in WORKING_POINTS:
+        r[f"{key}_at_{wp}"] = r[f"rejection_at_{wp}"] / reference_row[f"rejection_at_{wp}"]
+        r[f"{key}_68_at_{wp}"] = bootstrap_ratio(method, reference, n_events, wp / 100)
 
 
 def main() -> None:
@@ -151,7 +210,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     runs = [read_run(run) for run in run_directories(args.runs)]
-    rows, sizes = [], []
+    rows, single_rows, sizes = [], [], []
     for voxel_mm in sorted({r["voxel_mm"] for r in runs}, reverse=True):
         group = sorted((r for r in runs if r["voxel_mm"] == voxel_mm),
                        key=lambda r: (METHOD_ORDER.index(r["method"]), r["shuffle_seed"]))
@@ -161,28 +220,44 @@ def main() -> None:
             # repeated trainings of one network differ only in batch order and dropout (callbacks.epoch_seed)
             if methods.count(run["method"]) > 1:
                 run["method"] += f" (shuffle seed {run['shuffle_seed']})"
-        cut = row(BLOB_CUT, group[0]["blob_cut"], group[0]["label"])
-        rows.append({"voxel_mm": voxel_mm, **cut})
-        curves = {BLOB_CUT: (group[0]["cut_score"], group[0]["label"])}
+        labels, cut_score, n_tracks = group[0]["label"], group[0]["cut_score"], group[0]["n_tracks"]
+        single = n_tracks == 1
+        cut = row(BLOB_CUT, group[0]["blob_cut"], labels)
+        chain = chain_row(cut_score, n_tracks, labels)
+        n_events, cut_rejection = len(labels), scored(cut_score, labels)
+        chain_rejection = chained(cut_score, n_tracks, labels)
+        add_ratios(chain, "cut_ratio", cut, chain_rejection, cut_rejection, n_events)
+        rows += [{"voxel_mm": voxel_mm, **cut}, {"voxel_mm": voxel_mm, **chain}]
+        single_cut = row(BLOB_CUT, score_metrics(cut_score[single], labels[single]), labels[single])
+        single_rows.append({"voxel_mm": voxel_mm, **single_cut})
+        curves = {BLOB_CUT: (cut_score, labels), CHAIN: (classical_chain_scores(cut_score, n_tracks), labels)}
         for run in group:
             network = row(run["method"], run["network"], run["label"])
-            for wp in WORKING_POINTS:
-                network[f"cut_ratio_at_{wp}"] = network[f"rejection_at_{wp}"] / cut[f"rejection_at_{wp}"]
-                network[f"cut_ratio_68_at_{wp}"] = bootstrap_cut_ratio(run["score"], run["cut_score"], run["label"],
-                                                                      wp / 100)
+            network_rejection = scored(run["score"], labels)
+            add_ratios(network, "cut_ratio", cut, network_rejection, cut_rejection, n_events)
+            add_ratios(network, "chain_ratio", chain, network_rejection, chain_rejection, n_events)
             rows.append({"voxel_mm": voxel_mm, **network})
+            on_single = row(run["method"], score_metrics(run["score"][single], labels[single]), labels[single])
+            add_ratios(on_single, "cut_ratio", single_cut, scored(run["score"][single], labels[single]),
+                       scored(cut_score[single], labels[single]), int(single.sum()))
+            single_rows.append({"voxel_mm": voxel_mm, **on_single})
             sizes.append({"voxel_mm": voxel_mm, "method": run["method"], "run_dir": run["run_dir"], **run["size"]})
             curves[run["method"]] = (run["score"], run["label"])
+        print(f"{voxel_mm:g} mm: single-track fraction {single[labels == 1].mean():.3f} of the signal, "
+              f"{single[labels == 0].mean():.3f} of the background")
         tag = f"{voxel_mm:g}mm"
         negative, positive = group[0]["class_names"]
         save_roc_curves(curves, args.out / f"roc_{tag}.png", positive=positive, negative=negative,
                         working_points=NEXT_WORKING_POINTS)
         shutil.copyfile(Path(group[0]["run_dir"]) / "figures" / "next_events.png", args.out / f"events_{tag}.png")
 
-    table = markdown_table(rows)
+    table = (markdown_table(rows, {"cut_ratio": "network/cut", "chain_ratio": "network/chain"})
+             + "\n\nSingle-track events only (efficiency of the single-track signal):\n\n"
+             + markdown_table(single_rows, {"cut_ratio": "network/cut"}))
     print(table)
     (args.out / "tables.md").write_text(table + "\n")
-    (args.out / "results.json").write_text(json.dumps({"rows": rows, "runs": sizes}, indent=2) + "\n")
+    (args.out / "results.json").write_text(
+        json.dumps({"rows": rows, "single_track_rows": single_rows, "runs": sizes}, indent=2) + "\n")
     print(f"\nwritten to {args.out}")
 
 
