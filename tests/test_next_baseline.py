@@ -155,8 +155,11 @@ def test_classical_chain_counts_multi_track_background_as_rejected():
     # the blob cut alone keeps 60 % at 60 keV, where the six multi-track background events pass
     assert background_rejection_factor(scores, labels, 0.6) == pytest.approx(10 / 6)
     assert classical_chain_rejection(scores, n_tracks, labels, 0.8) == pytest.approx(10 / 4)
-    # 90 % of the signal needs 9 single-track signal events: the chain cannot keep so much
+    # 85 % and 90 % of the signal need 9 single-track signal events: the chain cannot keep so much
+    assert np.isnan(classical_chain_rejection(scores, n_tracks, labels, 0.85))
     assert np.isnan(classical_chain_rejection(scores, n_tracks, labels, 0.9))
+    # any score scale: shifted far below zero, the same events pass
+    assert classical_chain_rejection(scores - 1000.0, n_tracks, labels, 0.6) == pytest.approx(10 / 2)
 
 
 def test_blob_cut_on_simulated_events_is_near_next_white():

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from omegaconf import OmegaConf
 
 from numl.metrics import background_rejection_factor
@@ -64,8 +65,25 @@ def test_the_chain_reference_counts_multi_track_background_as_rejected():
     cut = labels + rng.normal(0.0, 1.0, 2000)
     network = np.where(n_tracks == 1, cut, -10.0)  # the chain as a network's score
     chain = report.chained(cut, n_tracks, labels)
+    # (approx: numl.metrics returns float32 rejections, the chain float64)
     assert report.bootstrap_ratio(report.scored(network, labels), chain, len(labels), 0.72,
-                                  n_resamples=200) == (1.0, 1.0)
+                                  n_resamples=200) == pytest.approx((1.0, 1.0))
     low, _ = report.bootstrap_ratio(report.scored(network, labels), report.scored(cut, labels), len(labels), 0.72,
                                     n_resamples=200)
     assert low > 1.5
+
+
+def test_an_unreachable_chain_gives_no_ratio_and_no_interval():
+    """Fewer single-track signal events than 72 % of the signal: the chain has no working point there, its rows say
+    so, and the bootstrap quotes no interval built from the few resamples where it happens to be reachable."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 1000)
+    n_tracks = np.where(rng.random(1000) < 0.71, 1, 2)
+    cut = labels + rng.normal(0.0, 1.0, 1000)
+    chain = report.chain_row(cut, n_tracks, labels)
+    assert np.isnan(chain["rejection_at_72"]) and report.format_rejection(chain, 72) == "not reachable"
+    assert report.format_ratio(chain, "chain_ratio", 72) == "-"
+    low, high = report.bootstrap_ratio(report.scored(cut, labels), report.chained(cut, n_tracks, labels), len(labels),
+                                       0.72, n_resamples=200)
+    assert np.isnan(low) and np.isnan(high)
+    assert report.without_nan({"a": [float("nan"), 1.0]}) == {"a": [None, 1.0]}

@@ -77,8 +77,8 @@ def score_metrics(score: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 
 def chain_row(cut_score: np.ndarray, n_tracks: np.ndarray, labels: np.ndarray) -> dict:
-    """The classical chain on all events (its AUROC treats the multi-track events as one tie below every cut)."""
-    metrics = {"auroc": float(roc_auc_score(labels, classical_chain_scores(cut_score, n_tracks))),
+    """The classical chain on all events; no AUROC (a selection and a cut are not one ranking of the events)."""
+    metrics = {"auroc": float("nan"),
                **{f"background_rejection_at_{wp}": classical_chain_rejection(cut_score, n_tracks, labels, wp / 100)
                   for wp in WORKING_POINTS}}
     return row(CHAIN, metrics, labels)
@@ -101,8 +101,8 @@ def read_run(run: Path) -> dict:
     metrics = json.loads((run / "test_metrics.json").read_text())["metrics"]
     arrays = np.load(run / PREDICTIONS_FILE)
     if "baseline/blob_cut/n_tracks" not in arrays:
-        raise SystemExit(f"report: {run}: no track counts of the blob cut (a run from before 2026-12-06): rerun it "
-                         "with the README's command")
+        print(f"report: {run}: no track counts of the blob cut (a run from before 2026-12-06): no classical chain and "
+              "no single-track table for its voxel size")
     model = cfg.model._target_
     if model not in METHOD_BY_MODEL:
         raise SystemExit(f"report: {run}: model {model} is not one of the study's ({', '.join(METHOD_BY_MODEL)})")
@@ -119,7 +119,7 @@ def read_run(run: Path) -> dict:
                      if k.startswith("baseline/blob_cut/")},
         "score": arrays["network/score"], "label": arrays["network/label"].astype(int),
         "cut_score": arrays["baseline/blob_cut/score"], "cut_label": arrays["baseline/blob_cut/label"].astype(int),
-        "n_tracks": arrays["baseline/blob_cut/n_tracks"],
+        "n_tracks": arrays["baseline/blob_cut/n_tracks"] if "baseline/blob_cut/n_tracks" in arrays else None,
     }
 
 
@@ -129,7 +129,8 @@ def check_same_events(runs: list[dict]) -> None:
     for run in runs:
         same = (np.array_equal(run["label"], first["label"]) and np.array_equal(run["cut_label"], first["label"])
                 and np.allclose(run["cut_score"], first["cut_score"])
-                and np.array_equal(run["n_tracks"], first["n_tracks"]))
+                and (run["n_tracks"] is None or first["n_tracks"] is None
+                     or np.array_equal(run["n_tracks"], first["n_tracks"])))
         if not same:
             raise SystemExit(f"report: {run['run_dir']} and {first['run_dir']} were tested on different events "
                              "(seed, data.n_test or data.sim differ): rerun them with the same settings")
@@ -148,17 +149,25 @@ def chained(cut_score: np.ndarray, n_tracks: np.ndarray, labels: np.ndarray) -> 
                                                                efficiency)
 
 
+#: resamples in which a working point may be out of reach (NaN) before an interval is no longer quoted
+MAX_UNREACHABLE_FRACTION = 0.01
+
+
 def bootstrap_ratio(method: Rejection, reference: Rejection, n_events: int, signal_efficiency: float,
                     n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
     """68 % interval of (method rejection) / (reference rejection) at one signal efficiency, over resamplings of the
     test events shared by both (paired): it holds the correlation of the two rejections through the events and the
-    movement of each working point with the signal events, which Poisson errors on the background leave out."""
+    movement of each working point with the signal events, which Poisson errors on the background leave out.
+    NaN, NaN where more than MAX_UNREACHABLE_FRACTION of the resamples have no ratio (a class missing, or a chain
+    that cannot keep so much signal): an interval over the others would describe only the reachable ones."""
     rng = np.random.default_rng(seed)
     ratios = []
     for _ in range(n_resamples):
         index = rng.integers(0, n_events, n_events)
         ratios.append(method(index, signal_efficiency) / reference(index, signal_efficiency))
-    # NaN: a resample without one of the classes, or one where the chain cannot reach the efficiency
+    ratios = np.asarray(ratios)
+    if np.isnan(ratios).mean() > MAX_UNREACHABLE_FRACTION:
+        return float("nan"), float("nan")
     low, high = np.nanpercentile(ratios, [16, 84])
     return float(low), float(high)
 
@@ -178,9 +187,13 @@ REFERENCE_OF = {"cut_ratio": BLOB_CUT, "chain_ratio": CHAIN}
 
 def format_ratio(r: dict, key: str, wp: int) -> str:
     if f"{key}_at_{wp}" not in r:
-        return "1" if r["method"] == REFERENCE_OF[key] else ""
+        if r["method"] != REFERENCE_OF[key]:
+            return ""
+        return "1" if math.isfinite(r[f"rejection_at_{wp}"]) else "-"
     value, (low, high) = r[f"{key}_at_{wp}"], r[f"{key}_68_at_{wp}"]
-    return "-" if not math.isfinite(value) else f"{value:.2g} ({low:.1f}-{high:.1f})"
+    if not math.isfinite(value):
+        return "-"
+    return f"{value:.2f}" + (f" ({low:.2f}-{high:.2f})" if math.isfinite(low) else " (no interval)")
 
 
 def markdown_table(rows: list[dict], references: dict[str, str]) -> str:
@@ -190,7 +203,8 @@ def markdown_table(rows: list[dict], references: dict[str, str]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         ratios = [format_ratio(r, key, wp) for key in references for wp in WORKING_POINTS]
-        lines.append(f"| {r['voxel_mm']:g} mm | {r['method']} | {r['auroc']:.3f} ± {r['auroc_error']:.3f} | "
+        auroc = "-" if not math.isfinite(r["auroc"]) else f"{r['auroc']:.3f} ± {r['auroc_error']:.3f}"
+        lines.append(f"| {r['voxel_mm']:g} mm | {r['method']} | {auroc} | "
                      + " | ".join(format_rejection(r, wp) for wp in WORKING_POINTS) + " | " + " | ".join(ratios) + " |")
     return "\n".join(lines)
 
@@ -200,6 +214,17 @@ def add_ratios(r: dict, key: str, reference_row: dict, method: Rejection, refere
     for wp in WORKING_POINTS:
         r[f"{key}_at_{wp}"] = r[f"rejection_at_{wp}"] / reference_row[f"rejection_at_{wp}"]
         r[f"{key}_68_at_{wp}"] = bootstrap_ratio(method, reference, n_events, wp / 100)
+
+
+def without_nan(value):
+    """The results with NaN (an unreachable working point, the chain's AUROC) as null, which strict JSON reads."""
+    if isinstance(value, dict):
+        return {k: without_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [without_nan(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def main() -> None:
@@ -221,43 +246,48 @@ def main() -> None:
             if methods.count(run["method"]) > 1:
                 run["method"] += f" (shuffle seed {run['shuffle_seed']})"
         labels, cut_score, n_tracks = group[0]["label"], group[0]["cut_score"], group[0]["n_tracks"]
-        single = n_tracks == 1
-        cut = row(BLOB_CUT, group[0]["blob_cut"], labels)
-        chain = chain_row(cut_score, n_tracks, labels)
+        with_tracks = all(run["n_tracks"] is not None for run in group)
         n_events, cut_rejection = len(labels), scored(cut_score, labels)
-        chain_rejection = chained(cut_score, n_tracks, labels)
-        add_ratios(chain, "cut_ratio", cut, chain_rejection, cut_rejection, n_events)
-        rows += [{"voxel_mm": voxel_mm, **cut}, {"voxel_mm": voxel_mm, **chain}]
-        single_cut = row(BLOB_CUT, score_metrics(cut_score[single], labels[single]), labels[single])
-        single_rows.append({"voxel_mm": voxel_mm, **single_cut})
-        curves = {BLOB_CUT: (cut_score, labels), CHAIN: (classical_chain_scores(cut_score, n_tracks), labels)}
+        cut = row(BLOB_CUT, group[0]["blob_cut"], labels)
+        rows.append({"voxel_mm": voxel_mm, **cut})
+        curves = {BLOB_CUT: (cut_score, labels)}
+        if with_tracks:
+            single = n_tracks == 1
+            chain, chain_rejection = chain_row(cut_score, n_tracks, labels), chained(cut_score, n_tracks, labels)
+            add_ratios(chain, "cut_ratio", cut, chain_rejection, cut_rejection, n_events)
+            rows.append({"voxel_mm": voxel_mm, **chain})
+            single_cut = row(BLOB_CUT, score_metrics(cut_score[single], labels[single]), labels[single])
+            single_rows.append({"voxel_mm": voxel_mm, **single_cut})
+            curves[CHAIN] = (classical_chain_scores(cut_score, n_tracks), labels)
+            print(f"{voxel_mm:g} mm: single-track fraction {single[labels == 1].mean():.3f} of the signal, "
+                  f"{single[labels == 0].mean():.3f} of the background")
         for run in group:
             network = row(run["method"], run["network"], run["label"])
             network_rejection = scored(run["score"], labels)
             add_ratios(network, "cut_ratio", cut, network_rejection, cut_rejection, n_events)
-            add_ratios(network, "chain_ratio", chain, network_rejection, chain_rejection, n_events)
+            if with_tracks:
+                add_ratios(network, "chain_ratio", chain, network_rejection, chain_rejection, n_events)
+                on_single = row(run["method"], score_metrics(run["score"][single], labels[single]), labels[single])
+                add_ratios(on_single, "cut_ratio", single_cut, scored(run["score"][single], labels[single]),
+                           scored(cut_score[single], labels[single]), int(single.sum()))
+                single_rows.append({"voxel_mm": voxel_mm, **on_single})
             rows.append({"voxel_mm": voxel_mm, **network})
-            on_single = row(run["method"], score_metrics(run["score"][single], labels[single]), labels[single])
-            add_ratios(on_single, "cut_ratio", single_cut, scored(run["score"][single], labels[single]),
-                       scored(cut_score[single], labels[single]), int(single.sum()))
-            single_rows.append({"voxel_mm": voxel_mm, **on_single})
             sizes.append({"voxel_mm": voxel_mm, "method": run["method"], "run_dir": run["run_dir"], **run["size"]})
             curves[run["method"]] = (run["score"], run["label"])
-        print(f"{voxel_mm:g} mm: single-track fraction {single[labels == 1].mean():.3f} of the signal, "
-              f"{single[labels == 0].mean():.3f} of the background")
         tag = f"{voxel_mm:g}mm"
         negative, positive = group[0]["class_names"]
         save_roc_curves(curves, args.out / f"roc_{tag}.png", positive=positive, negative=negative,
                         working_points=NEXT_WORKING_POINTS)
         shutil.copyfile(Path(group[0]["run_dir"]) / "figures" / "next_events.png", args.out / f"events_{tag}.png")
 
-    table = (markdown_table(rows, {"cut_ratio": "network/cut", "chain_ratio": "network/chain"})
-             + "\n\nSingle-track events only (efficiency of the single-track signal):\n\n"
-             + markdown_table(single_rows, {"cut_ratio": "network/cut"}))
+    table = markdown_table(rows, {"cut_ratio": "network/cut", "chain_ratio": "network/chain"})
+    if single_rows:
+        table += ("\n\nSingle-track events only (efficiency of the single-track signal):\n\n"
+                  + markdown_table(single_rows, {"cut_ratio": "network/cut"}))
     print(table)
     (args.out / "tables.md").write_text(table + "\n")
-    (args.out / "results.json").write_text(
-        json.dumps({"rows": rows, "single_track_rows": single_rows, "runs": sizes}, indent=2) + "\n")
+    results = {"rows": rows, "single_track_rows": single_rows, "runs": sizes}
+    (args.out / "results.json").write_text(json.dumps(without_nan(results), indent=2) + "\n")
     print(f"\nwritten to {args.out}")
 
 

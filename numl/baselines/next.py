@@ -170,33 +170,29 @@ def blob_energies(events: list[tuple[np.ndarray, np.ndarray]], voxel_size_mm: fl
     return np.array([[t.blob1_kev, t.blob2_kev] for t in topologies]).reshape(-1, 2)
 
 
-#: the classical chain's score for events of several tracks: below every blob energy, so no cut keeps them
-MULTI_TRACK_SCORE_KEV = -1.0
-
-
 def classical_chain_scores(cut_scores: np.ndarray, n_tracks: np.ndarray) -> np.ndarray:
-    """NEXT's classical selection as one discriminant (Ferrario et al. 2019: fiducial, one track, energy, then the
-    blob cut): the smaller blob's energy for single-track events, MULTI_TRACK_SCORE_KEV for the others."""
-    return np.where(np.asarray(n_tracks) == 1, cut_scores, MULTI_TRACK_SCORE_KEV)
+    """NEXT's classical selection as one discriminant, for ROC curves (Ferrario et al. 2019: fiducial, one track,
+    energy, then the blob cut): the cut's score for single-track events, below every score for the others."""
+    cut_scores = np.asarray(cut_scores, dtype=float)
+    floor = cut_scores.min() - 1.0 if len(cut_scores) else 0.0
+    return np.where(np.asarray(n_tracks) == 1, cut_scores, floor)
 
 
 def classical_chain_rejection(cut_scores: np.ndarray, n_tracks: np.ndarray, labels: np.ndarray,
                               signal_efficiency: float) -> float:
     """Background rejection of the single-track selection followed by the blob cut, at `signal_efficiency` of all
-    signal events (the multi-track background counts as rejected). NaN where fewer signal events are single-track
-    than that efficiency needs: the chain cannot keep so much signal at any cut."""
-    labels = np.asarray(labels).astype(int)
-    n_signal = int(labels.sum())
-    single_signal = int(((np.asarray(n_tracks) == 1) & (labels == 1)).sum())
-    if n_signal == 0 or single_signal < math.ceil(signal_efficiency * n_signal - 1e-9):
+    signal events (the multi-track background counts as rejected; the cut is the k-th highest single-track signal
+    score, k = ceil(efficiency x all signal), as numl.metrics counts working points). NaN without both classes, or
+    where fewer signal events are single-track than k: the chain cannot keep so much signal at any cut."""
+    labels, single = np.asarray(labels).astype(int), np.asarray(n_tracks) == 1
+    cut_scores = np.asarray(cut_scores, dtype=float)
+    n_signal, n_background = int(labels.sum()), int((labels == 0).sum())
+    k = max(math.ceil(signal_efficiency * n_signal - 1e-9), 1)
+    kept_signal = np.sort(cut_scores[single & (labels == 1)])[::-1]
+    if n_signal == 0 or n_background == 0 or len(kept_signal) < k:
         return float("nan")
-    return background_rejection_factor(classical_chain_scores(cut_scores, n_tracks), labels, signal_efficiency)
-
-
-def blob_cut_scores(events: list[tuple[np.ndarray, np.ndarray]], voxel_size_mm: float,
-                    blob_radius_mm: float) -> np.ndarray:
-    """Discriminant of the cut for each (voxel_mm, voxel_kev) event: the smaller blob energy in keV."""
-    return blob_energies(events, voxel_size_mm, TopologyReconstruction(blob_radius_mm))[:, 1]
+    passing = int((single & (labels == 0) & (cut_scores >= kept_signal[k - 1])).sum())
+    return n_background / max(passing, 1)
 
 
 class BlobCutBaseline(Baseline):
