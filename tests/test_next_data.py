@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from numl.baselines.next import BlobCutBaseline, track_topology
+from numl.baselines.next import BlobCutBaseline, count_tracks, track_topology
 from numl.data.next import NextDataModule, NextVoxelDataset, window_coordinates
 from numl.sim.next import FEATURE_SCALE_KEV
 from numl.sim.next.generator import simulate_events
@@ -240,3 +240,23 @@ def test_files_written_before_an_option_existed_match_its_null_default(written, 
 def test_blob_cut_cannot_regroup_into_voxels_smaller_than_the_data(datamodule):
     with pytest.raises(ConfigError, match=r"baseline.blob_cut.voxel_size_mm=5 is below the data's voxels"):
         BlobCutBaseline(voxel_size_mm=5.0).fit(datamodule).evaluate(datamodule)
+
+
+def test_single_track_selection_keeps_exactly_the_one_track_events_of_every_split(datamodule, tmp_path):
+    """data.selection=single_track: the events of the unselected module whose voxels form one group, in their order,
+    in every split (network and blob cut then see what NEXT's classical selection keeps); files keep every event."""
+    selected = NextDataModule(representation="dense", selection="single_track", **SMALL)
+    selected.setup()
+    size = datamodule.sim.voxel_size_mm
+    for split in ("train", "val", "test"):
+        expected = [e for e in datamodule.events(split) if count_tracks(e.voxel_centres_mm(size), size) == 1]
+        got = selected.events(split)
+        assert 0 < len(got) < len(datamodule.events(split)) or split != "test"
+        assert [e.energy_kev for e in got] == [e.energy_kev for e in expected]
+    result = BlobCutBaseline().fit(selected).evaluate(selected)
+    assert result.metrics["single_track_signal_fraction"] == result.metrics["single_track_background_fraction"] == 1.0
+    path = selected.write_hdf5(tmp_path / "next.h5")
+    with h5py.File(path) as h5:
+        assert len(h5["test"]["events"]["label"]) == SMALL["n_test"]
+    with pytest.raises(ConfigError, match="data.selection"):
+        NextDataModule(selection="one_track", **SMALL)

@@ -198,7 +198,11 @@ class SimulatedDataModule(pl.LightningDataModule):
             loaded = {}
         for split, events in loaded.items():
             self.check_events(split, events)
-        self._events.update(loaded)
+        self._events.update({split: self.select_events(split, events) for split, events in loaded.items()})
+
+    def select_events(self, split: str, events: Any) -> Any:
+        """An event selection every split passes after it is made or read (files keep every event); default: all."""
+        return events
 
     def read_hdf5(self, path: str | Path, splits: list[str] | tuple[str, ...] = SPLITS,
                   whole: bool = False) -> dict[str, Any]:

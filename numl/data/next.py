@@ -8,6 +8,7 @@ axis z has its own diffusion, so it is never swapped).
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 from typing import Any
 
@@ -16,10 +17,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from numl.baselines.next import count_tracks
 from numl.data.base import SimulatedDataModule
 from numl.sim.next import FEATURE_SCALE_KEV
 from numl.sim.next.generator import SEGMENT_CLASSES, SIMULATOR_NAME, NextEvent, NextSimConfig, simulate_events
 from numl.utils.errors import ConfigError, check_choice
+
+log = logging.getLogger("numl.data.next")
+
+#: event selections a NEXT data module can apply: every event in the energy window, or NEXT's single-track events
+EVENT_SELECTIONS = ("all", "single_track")
 
 
 def check_event(event: NextEvent, cfg: NextSimConfig, where: str) -> None:
@@ -104,7 +111,9 @@ def collate_voxels(items: list[dict[str, torch.Tensor]], window: int, dense: boo
 class NextDataModule(SimulatedDataModule):
     """NEXT signal/background events. `representation` "sparse" gives coords + features, "dense" adds
     `voxels` (B, 1, W, W, W). Keys beyond the SimulatedDataModule's: `sim` (NextSimConfig fields) and
-    `augment` for the training split."""
+    `augment` for the training split; `selection` single_track keeps the events whose voxels form one connected group
+    (26-neighbour), NEXT's classical selection (Ferrario et al. 2019), in every split, so networks and the blob cut
+    train and test on what the classical analysis sees."""
 
     simulator_name = SIMULATOR_NAME
     #: the deconvolution's tolerance and precision came after NEXT files were first written, whose events were made
@@ -118,11 +127,13 @@ class NextDataModule(SimulatedDataModule):
                  voxel_energy_scale: str = "q_bb", n_train: int = 4000, n_val: int = 1000, n_test: int = 2000,
                  batch_size: int = 32, num_workers: int = 0, seed: int = 0, source: str = "simulate",
                  hdf5_path: str | None = None, events_per_block: int | None = None,
-                 simulation_workers: int = 1) -> None:
+                 simulation_workers: int = 1, selection: str = "all") -> None:
         super().__init__(n_train=n_train, n_val=n_val, n_test=n_test, batch_size=batch_size,
                          num_workers=num_workers, seed=seed, source=source, hdf5_path=hdf5_path,
                          events_per_block=events_per_block, simulation_workers=simulation_workers)
         self.sim = NextSimConfig.from_dict(dict(sim or {}))
+        check_choice("data.selection", selection, EVENT_SELECTIONS)
+        self.selection = selection
         check_choice("data.representation", representation, ("sparse", "dense"))
         check_choice("data.augment", augment, (True, False))
         check_choice("data.voxel_energy_scale", voxel_energy_scale, VOXEL_ENERGY_SCALES)
@@ -146,6 +157,18 @@ class NextDataModule(SimulatedDataModule):
     def check_events(self, split: str, events: list[NextEvent]) -> None:
         for i, event in enumerate(events):
             check_event(event, self.sim, f"data split {split} event {i}")
+
+    def select_events(self, split: str, events: list[NextEvent]) -> list[NextEvent]:
+        if self.selection == "all":
+            return events
+        size = self.sim.voxel_size_mm
+        kept = [e for e in events if count_tracks(e.voxel_centres_mm(size), size) == 1]
+        labels = np.array([e.label for e in events])
+        kept_signal = sum(e.label for e in kept)
+        log.info("data.selection=single_track: %d of %d %s events kept (signal %d of %d, background %d of %d)",
+                 len(kept), len(events), split, kept_signal, labels.sum(), len(kept) - kept_signal,
+                 len(events) - labels.sum())
+        return kept
 
     def write_split(self, group: h5py.Group, events: list[NextEvent]) -> None:
         write_events(group, events)
