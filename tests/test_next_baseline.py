@@ -11,13 +11,13 @@ from numl.baselines.next import (
     TopologyReconstruction,
     classical_chain_rejection,
     classification_metrics,
-    count_tracks,
     drop_end_voxels,
     regroup_voxels,
     track_topology,
 )
 from numl.metrics import background_rejection_factor
 from numl.sim.next.generator import NextSimConfig, simulate_events
+from numl.sim.next.tracks import count_tracks
 from numl.utils.errors import ConfigError
 
 

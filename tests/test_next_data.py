@@ -10,10 +10,11 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from numl.baselines.next import BlobCutBaseline, count_tracks, track_topology
+from numl.baselines.next import BlobCutBaseline, track_topology
 from numl.data.next import NextDataModule, NextVoxelDataset, window_coordinates
 from numl.sim.next import FEATURE_SCALE_KEV
 from numl.sim.next.generator import simulate_events
+from numl.sim.next.tracks import count_tracks
 from numl.utils.errors import ConfigError
 
 SMALL = {"n_train": 12, "n_val": 6, "n_test": 20, "batch_size": 4, "seed": 7}

@@ -29,8 +29,9 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 import numl.sim.next.generator as gen
-from numl.baselines.next import blob_cut_scores, count_tracks
+from numl.baselines.next import blob_cut_scores
 from numl.metrics import background_rejection_factor, fwhm
+from numl.sim.next.tracks import count_tracks
 
 OUT = Path(__file__).with_name("results")
 FORMER = {"background": "electron", "photon_transport": "first_interaction", "veto_margin_mm": None}

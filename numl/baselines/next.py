@@ -7,14 +7,13 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components, dijkstra
-from scipy.spatial import cKDTree
 from sklearn.metrics import roc_auc_score
 
 from numl.baselines.base import Baseline, BaselineResult
 from numl.metrics import NEXT_WORKING_POINTS as WORKING_POINTS
 from numl.metrics import background_rejection_factor
+from numl.sim.next.tracks import voxel_graph
 from numl.utils.errors import ConfigError, check_positive
 
 #: graphs larger than this use a double Dijkstra sweep instead of all pairs to find the track ends
@@ -28,20 +27,6 @@ class Topology:
     track_length_mm: float  # shortest-path length between the two ends over the voxel graph
     ends_mm: np.ndarray  # (2, 3)
     n_tracks: int  # connected pieces of the event (NEXT's classical selection keeps single-track events)
-
-
-def voxel_graph(voxel_mm: np.ndarray, voxel_size_mm: float):
-    """Sparse graph of 26-neighbour voxel contiguity with Euclidean edge lengths (mm)."""
-    pairs = cKDTree(voxel_mm).query_pairs(np.sqrt(3) * voxel_size_mm * 1.01, output_type="ndarray")
-    n = len(voxel_mm)
-    lengths = np.linalg.norm(voxel_mm[pairs[:, 0]] - voxel_mm[pairs[:, 1]], axis=1)
-    graph = coo_matrix((lengths, (pairs[:, 0], pairs[:, 1])), shape=(n, n)).tocsr()
-    return graph + graph.T
-
-
-def count_tracks(voxel_mm: np.ndarray, voxel_size_mm: float) -> int:
-    """Connected pieces of an event's voxels (26-neighbour): NEXT's single-track selection keeps events of one."""
-    return int(connected_components(voxel_graph(voxel_mm, voxel_size_mm), directed=False)[0])
 
 
 def farthest_pair(graph) -> tuple[int, int, float]:

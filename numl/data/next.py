@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from numl.baselines.next import count_tracks
 from numl.data.base import SimulatedDataModule
 from numl.sim.next import FEATURE_SCALE_KEV
 from numl.sim.next.generator import SEGMENT_CLASSES, SIMULATOR_NAME, NextEvent, NextSimConfig, simulate_events
+from numl.sim.next.tracks import count_tracks
 from numl.utils.errors import ConfigError, check_choice
 
 log = logging.getLogger("numl.data.next")
