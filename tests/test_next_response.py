@@ -242,7 +242,7 @@ def test_2mm_deconvolved_default_keeps_signal_tracks_in_one_piece(compose_train)
 
     from omegaconf import OmegaConf
 
-    from numl.baselines.next import count_tracks
+    from numl.sim.next.tracks import count_tracks
 
     composed = compose_train(["experiment=next_topology/sparse_cnn_2mm", "data=next_2mm_deconvolved"])
     cfg = NextSimConfig.from_dict({**OmegaConf.to_container(composed.data.sim, resolve=True),

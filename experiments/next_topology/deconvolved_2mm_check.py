@@ -30,9 +30,10 @@ from background_check import rejection
 from scipy.sparse.csgraph import connected_components
 from sklearn.metrics import roc_auc_score
 
-from numl.baselines.next import TopologyReconstruction, voxel_graph
+from numl.baselines.next import TopologyReconstruction
 from numl.data.next import read_events
 from numl.metrics import background_rejection_factor
+from numl.sim.next.tracks import voxel_graph
 
 HERE = Path(__file__).resolve().parent
 

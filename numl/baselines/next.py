@@ -155,6 +155,12 @@ def blob_energies(events: list[tuple[np.ndarray, np.ndarray]], voxel_size_mm: fl
     return np.array([[t.blob1_kev, t.blob2_kev] for t in topologies]).reshape(-1, 2)
 
 
+def blob_cut_scores(events: list[tuple[np.ndarray, np.ndarray]], voxel_size_mm: float,
+                    blob_radius_mm: float) -> np.ndarray:
+    """Discriminant of the cut for each (voxel_mm, voxel_kev) event: the smaller blob energy in keV."""
+    return blob_energies(events, voxel_size_mm, TopologyReconstruction(blob_radius_mm))[:, 1]
+
+
 def classical_chain_scores(cut_scores: np.ndarray, n_tracks: np.ndarray) -> np.ndarray:
     """NEXT's classical selection as one discriminant, for ROC curves (Ferrario et al. 2019: fiducial, one track,
     energy, then the blob cut): the cut's score for single-track events, below every score for the others."""
