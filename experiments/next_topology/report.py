@@ -24,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from sklearn.metrics import roc_auc_score
 
-from numl.baselines.next import classical_chain_rejection, classical_chain_scores
+from numl.baselines.next import classical_chain_rejection, classical_chain_scores, classification_metrics
 from numl.evaluate import run_config_for, with_overrides
 from numl.figures.common import save_roc_curves
 from numl.metrics import NEXT_WORKING_POINTS, auroc_standard_error, background_rejection_factor
@@ -68,12 +67,6 @@ def row(method: str, metrics: dict[str, float], labels: np.ndarray) -> dict:
         out[f"rejection_at_{wp}"] = rejection
         out[f"background_passing_at_{wp}"] = round(n_background / rejection) if math.isfinite(rejection) else None
     return out
-
-
-def score_metrics(score: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    return {"auroc": float(roc_auc_score(labels, score)),
-            **{f"background_rejection_at_{wp}": background_rejection_factor(score, labels, wp / 100)
-               for wp in WORKING_POINTS}}
 
 
 def chain_row(cut_score: np.ndarray, n_tracks: np.ndarray, labels: np.ndarray) -> dict:
@@ -256,7 +249,7 @@ def main() -> None:
             chain, chain_rejection = chain_row(cut_score, n_tracks, labels), chained(cut_score, n_tracks, labels)
             add_ratios(chain, "cut_ratio", cut, chain_rejection, cut_rejection, n_events)
             rows.append({"voxel_mm": voxel_mm, **chain})
-            single_cut = row(BLOB_CUT, score_metrics(cut_score[single], labels[single]), labels[single])
+            single_cut = row(BLOB_CUT, classification_metrics(cut_score[single], labels[single]), labels[single])
             single_rows.append({"voxel_mm": voxel_mm, **single_cut})
             curves[CHAIN] = (classical_chain_scores(cut_score, n_tracks), labels)
             print(f"{voxel_mm:g} mm: single-track fraction {single[labels == 1].mean():.3f} of the signal, "
@@ -267,7 +260,8 @@ def main() -> None:
             add_ratios(network, "cut_ratio", cut, network_rejection, cut_rejection, n_events)
             if with_tracks:
                 add_ratios(network, "chain_ratio", chain, network_rejection, chain_rejection, n_events)
-                on_single = row(run["method"], score_metrics(run["score"][single], labels[single]), labels[single])
+                on_single = row(run["method"], classification_metrics(run["score"][single], labels[single]),
+                                labels[single])
                 add_ratios(on_single, "cut_ratio", single_cut, scored(run["score"][single], labels[single]),
                            scored(cut_score[single], labels[single]), int(single.sum()))
                 single_rows.append({"voxel_mm": voxel_mm, **on_single})
