@@ -252,7 +252,7 @@ def test_single_track_selection_keeps_exactly_the_one_track_events_of_every_spli
     for split in ("train", "val", "test"):
         expected = [e for e in datamodule.events(split) if count_tracks(e.voxel_centres_mm(size), size) == 1]
         got = selected.events(split)
-        assert 0 < len(got) < len(datamodule.events(split)) or split != "test"
+        assert 0 < len(got) < len(datamodule.events(split))  # seed 7: 9 of 12, 4 of 6, 14 of 20 kept
         assert [e.energy_kev for e in got] == [e.energy_kev for e in expected]
     result = BlobCutBaseline().fit(selected).evaluate(selected)
     assert result.metrics["single_track_signal_fraction"] == result.metrics["single_track_background_fraction"] == 1.0
