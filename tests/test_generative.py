@@ -11,11 +11,12 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
+from torch import nn
 
 from numl.data.petalo import PetaloDataModule
 from numl.explain.generative import memorisation_check
 from numl.generate import load_generator, split_sizes
-from numl.models.conditional_gan import ConditionalGenerator, ProjectionDiscriminator
+from numl.models.conditional_gan import ConditionalGenerator, ModulatedConv2d, ProjectionDiscriminator
 from numl.sim.petalo import EVENT_KEYS, PetaloConfig, simulate_events
 from numl.tasks.generative import ConditionalGANTask, power_spectrum_distance, radial_power_spectrum
 from numl.train import train
@@ -220,8 +221,56 @@ def test_group_norm_generator_makes_each_event_alone_and_the_same_in_training_an
     odd_widths = ConditionalGenerator(EVENT_SHAPE, 3, latent_dim=8, channels=[20, 18, 10], embedding_dim=8,
                                       normalization="group")  # 5, 6 and 5 groups: each width split evenly
     assert odd_widths(noise, conditions).shape == (6, *EVENT_SHAPE)
-    with pytest.raises(ConfigError, match=r"^model\.normalization='layer': must be one of batch, group$"):
+    with pytest.raises(ConfigError, match=r"^model\.normalization='layer': must be one of batch, group, demodulation$"):
         ConditionalGenerator(EVENT_SHAPE, 3, normalization="layer")
+
+
+def test_modulated_convolution_is_a_convolution_with_per_event_weights_and_demodulation_fixes_their_scale():
+    """ModulatedConv2d with unit styles is the plain convolution of its scaled weights; each event gets its own
+    weights; demodulated, a style scaled by any factor gives the same output and white noise keeps unit variance."""
+    torch.manual_seed(3)
+    conv = ModulatedConv2d(16, 8, 3, style_dim=4, demodulate=False)
+    nn.init.zeros_(conv.style.weight)  # style = its bias, 1 for every channel
+    x, style = torch.randn(5, 16, 12, 12), torch.randn(5, 4)
+    plain = nn.functional.conv2d(x, conv.weight * conv.weight_gain, conv.bias, padding=1)
+    torch.testing.assert_close(conv(x, style), plain)
+    modulated = ModulatedConv2d(16, 8, 3, style_dim=4)
+    out = modulated(x, style)
+    torch.testing.assert_close(modulated(x[2:3], style[2:3]), out[2:3])  # one event alone: its own weights
+    assert not torch.allclose(out[0], modulated(x[:1], style[1:2])[0])  # another style, another output
+    with torch.no_grad():
+        modulated.style.weight.mul_(7.0)
+        modulated.style.bias.mul_(7.0)
+    torch.testing.assert_close(modulated(x, style), out)
+    wide = ModulatedConv2d(64, 32, 3, style_dim=4)
+    with torch.no_grad():
+        assert abs(float(wide(torch.randn(8, 64, 32, 32), torch.randn(8, 4)).std()) - 1.0) < 0.1
+
+
+def test_demodulation_generator_has_no_batch_statistics_and_every_weight_learns():
+    """model.normalization=demodulation: events independent of their batch, the same in training and evaluation
+    mode, a style that depends on the noise (two noises, two styles), nothing to recompute, and gradients reach
+    every weight of the generator."""
+    torch.manual_seed(6)
+    generator = ConditionalGenerator(EVENT_SHAPE, 3, latent_dim=8, channels=[16, 8, 8], embedding_dim=8,
+                                     normalization="demodulation")
+    noise, conditions = torch.randn(6, 8), torch.randn(6, 3)
+    batch = generator(noise, conditions)
+    assert batch.shape == (6, *EVENT_SHAPE)
+    torch.testing.assert_close(generator(noise[:2], conditions[:2]), batch[:2])
+    torch.testing.assert_close(generator.eval()(noise, conditions), batch)
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) for m in generator.modules())
+    same_condition = conditions[:1].expand(2, -1)
+    styles = generator.mapping(torch.cat([noise[:2], generator.embed(same_condition)], dim=1))
+    assert not torch.allclose(styles[0], styles[1])
+    task = ConditionalGANTask(generator.train(), torch.optim.Adam,
+                              discriminator=ProjectionDiscriminator(EVENT_SHAPE, 3, channels=[8, 8, 16]))
+    task.remember_conditions(torch.tensor([[160.0, 1.0, -10.0]]))
+    with pytest.raises(ConfigError, match=r"^recompute_ema_batchnorm: this generator has no batch norm"):
+        task.recompute_ema_batchnorm(4)
+    loss = generator(noise, conditions).square().mean()
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in generator.parameters())
 
 
 def test_power_spectrum_weight_enters_the_generator_step_and_bad_values_are_one_line():

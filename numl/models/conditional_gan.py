@@ -1,5 +1,6 @@
 """Conditional GAN networks for detector images: a generator conditioned by FiLM (conditional batch or group norm)
-and a spectrally normalised projection discriminator (Miyato & Koyama 2018).
+or by StyleGAN2's modulated, demodulated convolutions, and a spectrally normalised projection discriminator
+(Miyato & Koyama 2018).
 
 Both are generic over the event shape [channels, rows, columns] and work on normalised events and normalised
 conditions; the task (numl.tasks.generative) maps physical units to and from those.
@@ -8,6 +9,7 @@ conditions; the task (numl.tasks.generative) maps physical units to and from tho
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 from torch import nn
@@ -76,6 +78,56 @@ class _UpBlock(nn.Module):
         return h + self.skip(self.up(x))
 
 
+class ModulatedConv2d(nn.Module):
+    """Convolution whose weights are scaled per event and input channel by a style vector, then demodulated: each
+    output channel's weights rescaled to unit norm (StyleGAN2, Karras et al. 2020, arXiv:1912.04958). Unit-scale
+    inputs give unit-scale outputs without a normalisation layer, so no statistic of other events (batch norm) or of
+    the event's own features (group norm, which removes each map's amplitude) enters. Zero padding, as the other
+    generators' convolutions."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, style_dim: int, demodulate: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(c_out, c_in, kernel_size, kernel_size))
+        # Equalised learning rate (StyleGAN): unit-variance weights scaled at run time by He's constant.
+        self.weight_gain = 1 / math.sqrt(c_in * kernel_size**2)
+        self.style = nn.Linear(style_dim, c_in)
+        nn.init.ones_(self.style.bias)  # start near the plain convolution (StyleGAN2's bias init of the styles)
+        self.bias = nn.Parameter(torch.zeros(c_out))
+        self.demodulate = demodulate
+
+    def forward(self, x, style):
+        batch, c_in, rows, columns = x.shape
+        weight = self.weight[None] * self.weight_gain * self.style(style)[:, None, :, None, None]
+        if self.demodulate:
+            weight = weight * torch.rsqrt(weight.pow(2).sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
+        # One grouped convolution runs every event with its own weights.
+        out = nn.functional.conv2d(x.reshape(1, batch * c_in, rows, columns), weight.flatten(0, 1),
+                                   padding=self.weight.shape[-1] // 2, groups=batch)
+        return out.view(batch, -1, rows, columns) + self.bias[None, :, None, None]
+
+
+def _scaled_leaky_relu(x):
+    # sqrt(2) restores the variance the activation halves (StyleGAN2's gain), so demodulation's unit scale holds.
+    return nn.functional.leaky_relu(x, 0.2) * math.sqrt(2)
+
+
+class _ModulatedUpBlock(nn.Module):
+    """Residual block that doubles rows and columns with two modulated convolutions (StyleGAN2's residual
+    generator: the sum divided by sqrt(2) keeps the scale)."""
+
+    def __init__(self, c_in: int, c_out: int, style_dim: int, upsampling: str = "nearest") -> None:
+        super().__init__()
+        self.conv1 = ModulatedConv2d(c_in, c_out, 3, style_dim)
+        self.conv2 = ModulatedConv2d(c_out, c_out, 3, style_dim)
+        self.skip = nn.Conv2d(c_in, c_out, 1, bias=False)
+        self.up = nn.Upsample(scale_factor=2, mode=upsampling)
+
+    def forward(self, x, style):
+        x = self.up(x)
+        h = _scaled_leaky_relu(self.conv2(_scaled_leaky_relu(self.conv1(x, style)), style))
+        return (h + self.skip(x)) / math.sqrt(2)
+
+
 class ConditionalGenerator(nn.Module):
     """(noise [B, latent_dim], normalised conditions [B, n_conditions]) -> normalised event [B, *event_shape].
 
@@ -84,9 +136,12 @@ class ConditionalGenerator(nn.Module):
         n_conditions: length of the condition vector.
         latent_dim: noise dimension.
         channels: feature channels per resolution stage, coarsest first.
-        embedding_dim: width of the condition embedding that drives every conditional norm.
+        embedding_dim: width of the condition embedding that drives every conditional norm (or, with
+            demodulation, of the style vector).
         upsampling: "nearest" (blocks of 2 x 2 equal values before each convolution) or "bilinear" (smooth).
-        normalization: "batch" or "group" (ConditionalNorm2d).
+        normalization: "batch" or "group" (ConditionalNorm2d), or "demodulation": no normalisation layer, every
+            convolution modulated by a style that a mapping network makes from the noise and the condition
+            embedding (ModulatedConv2d).
     """
 
     def __init__(self, event_shape: list[int], n_conditions: int, latent_dim: int = 64,
@@ -94,7 +149,7 @@ class ConditionalGenerator(nn.Module):
                  normalization: str = "batch") -> None:
         super().__init__()
         check_choice("model.upsampling", upsampling, ("nearest", "bilinear"))
-        check_choice("model.normalization", normalization, ("batch", "group"))
+        check_choice("model.normalization", normalization, ("batch", "group", "demodulation"))
         if normalization == "group" and min(channels) < 2:
             raise ConfigError(f"model.channels={list(channels)}: group norm needs at least 2 channels per stage")
         n_stages = len(channels) - 1
@@ -105,14 +160,31 @@ class ConditionalGenerator(nn.Module):
         self.embed = nn.Sequential(nn.Linear(n_conditions, embedding_dim), nn.SiLU(),
                                    nn.Linear(embedding_dim, embedding_dim))
         self.stem = nn.Linear(latent_dim + embedding_dim, channels[0] * self.start_shape[1] * self.start_shape[2])
-        self.blocks = nn.ModuleList(_UpBlock(a, b, embedding_dim, upsampling, normalization)
-                                    for a, b in itertools.pairwise(channels))
-        self.head_norm = ConditionalNorm2d(channels[-1], embedding_dim, normalization)
-        self.head = nn.Conv2d(channels[-1], out_channels, 3, padding=1)
+        if normalization == "demodulation":
+            # StyleGAN2's mapping network (8 layers there; 2 suffice for one condition and 64 noise numbers).
+            self.mapping = nn.Sequential(nn.Linear(latent_dim + embedding_dim, embedding_dim), nn.LeakyReLU(0.2),
+                                         nn.Linear(embedding_dim, embedding_dim))
+            self.blocks = nn.ModuleList(_ModulatedUpBlock(a, b, embedding_dim, upsampling)
+                                        for a, b in itertools.pairwise(channels))
+            # The output layer is modulated but not demodulated (StyleGAN2's toRGB): it sets the map's amplitude.
+            self.head_norm, self.head = None, ModulatedConv2d(channels[-1], out_channels, 3, embedding_dim,
+                                                              demodulate=False)
+        else:
+            self.mapping = None
+            self.blocks = nn.ModuleList(_UpBlock(a, b, embedding_dim, upsampling, normalization)
+                                        for a, b in itertools.pairwise(channels))
+            self.head_norm = ConditionalNorm2d(channels[-1], embedding_dim, normalization)
+            self.head = nn.Conv2d(channels[-1], out_channels, 3, padding=1)
 
     def forward(self, noise, conditions):
         embedding = self.embed(conditions)
-        h = self.stem(torch.cat([noise, embedding], dim=1)).view(len(noise), *self.start_shape)
+        latent = torch.cat([noise, embedding], dim=1)
+        h = self.stem(latent).view(len(noise), *self.start_shape)
+        if self.mapping is not None:
+            style = self.mapping(latent)
+            for block in self.blocks:
+                h = block(h, style)
+            return self.head(_scaled_leaky_relu(h), style)
         for block in self.blocks:
             h = block(h, embedding)
         return self.head(nn.functional.relu(self.head_norm(h, embedding)))

@@ -173,7 +173,7 @@ class ConditionalGANTask(TrainedConditions, EventUnits, GeneratedEvents, BaseTas
         with recomputed_batchnorm_statistics(self.ema_generator) as norms:
             if not norms:
                 raise ConfigError("recompute_ema_batchnorm: this generator has no batch norm "
-                                  "(model.normalization=group): nothing to recompute")
+                                  "(model.normalization=group or demodulation): nothing to recompute")
             for _ in range(n_batches):
                 pick = torch.randint(len(conditions), (batch_size,), generator=generator)
                 noise = torch.randn(batch_size, self.ema_generator.latent_dim, generator=generator)
