@@ -184,6 +184,34 @@ def test_files_written_before_the_deconvolution_options_read_with_their_defaults
     NextDataModule(source="hdf5", hdf5_path=str(_copy(written, tmp_path, store_device)), **SMALL).setup()
 
 
+def test_deconvolved_files_written_before_deconvolution_slices_read_as_layer_centre(written, tmp_path):
+    """A 10 mm deconvolved file without deconvolution_slices was made reading one slice per voxel layer: it is refused
+    for the new default ("all") and read with layer_centre. Files without deconvolution, and 2 mm files (slices as
+    wide as the voxels, both ways the same), do not depend on the key and read either way. (The metadata of the
+    module's ideal-response file is edited; only the metadata is checked.)"""
+    def as_older_file(sim_changes):
+        def edit(h5):
+            config = json.loads(h5.attrs["numl_config"])
+            config["sim"].pop("deconvolution_slices", None)
+            config["sim"].update(sim_changes)
+            h5.attrs["numl_config"] = json.dumps(config)
+        return edit
+
+    with h5py.File(written) as h5:
+        assert "deconvolution_slices" not in json.loads(h5.attrs["numl_config"])["sim"]  # no deconvolution
+    deconvolved = {"detector_response": "sensors", "deconvolution": "richardson_lucy"}
+    older = _copy(written, tmp_path, as_older_file(deconvolved))
+    with pytest.raises(ConfigError, match=r"data.sim=.*\"deconvolution_slices\": \"layer_centre\".* in the file"):
+        NextDataModule(source="hdf5", hdf5_path=str(older), sim=deconvolved, **SMALL).setup()
+    NextDataModule(source="hdf5", hdf5_path=str(older), sim={**deconvolved, "deconvolution_slices": "layer_centre"},
+                   **SMALL).setup()
+    for sim in ({"deconvolution_slices": "layer_centre"}, {}):
+        NextDataModule(source="hdf5", hdf5_path=str(written), sim=sim, **SMALL).setup()
+    at_2mm = {**deconvolved, "voxel_size_mm": 2.0}
+    older_2mm = _copy(written, tmp_path, as_older_file(at_2mm))
+    NextDataModule(source="hdf5", hdf5_path=str(older_2mm), sim=at_2mm, **SMALL).setup()
+
+
 @pytest.mark.parametrize("kwargs, key", [
     ({"representation": "image"}, "data.representation"),
     ({"voxel_energy_scale": "raw"}, "data.voxel_energy_scale"),

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from numl.data.base import SimulatedDataModule
 from numl.sim.next import FEATURE_SCALE_KEV
 from numl.sim.next.generator import SEGMENT_CLASSES, SIMULATOR_NAME, NextEvent, NextSimConfig, simulate_events
+from numl.sim.next.response import slice_width_mm
 from numl.sim.next.tracks import count_tracks
 from numl.utils.errors import ConfigError, check_choice
 
@@ -117,11 +118,18 @@ class NextDataModule(SimulatedDataModule):
 
     simulator_name = SIMULATOR_NAME
     #: the deconvolution's tolerance and precision came after NEXT files were first written, whose events were made
-    #: with their defaults (all iterations, float64)
-    metadata_added_defaults = {"sim": {name: NextSimConfig.__dataclass_fields__[name].default
-                                       for name in ("deconvolution_tolerance", "deconvolution_precision")}}
-    #: where the deconvolution ran does not change the events (files of 2026-12-06 store it)
-    metadata_ignored_keys = {"sim": ("deconvolution_device",)}
+    #: with their defaults (all iterations, float64); files written before deconvolution_slices existed read one
+    #: slice per voxel layer ("layer_centre")
+    metadata_added_defaults = {"sim": {**{name: NextSimConfig.__dataclass_fields__[name].default
+                                          for name in ("deconvolution_tolerance", "deconvolution_precision")},
+                                       "deconvolution_slices": "layer_centre"}}
+
+    @property
+    def metadata_ignored_keys(self) -> dict[str, tuple[str, ...]]:
+        # where the deconvolution ran does not change the events (files of 2026-12-06 store it), nor how it reads
+        # the slices when there is no deconvolution or the slices are not thinner than the voxels (2 mm)
+        slices_matter = self.sim.deconvolution != "none" and slice_width_mm(self.sim) < self.sim.voxel_size_mm
+        return {"sim": ("deconvolution_device",) + (() if slices_matter else ("deconvolution_slices",))}
 
     def __init__(self, sim: dict[str, Any] | None = None, representation: str = "sparse", augment: bool = True,
                  voxel_energy_scale: str = "q_bb", n_train: int = 4000, n_val: int = 1000, n_test: int = 2000,
@@ -142,8 +150,8 @@ class NextDataModule(SimulatedDataModule):
 
     def metadata(self) -> dict[str, Any]:
         # the blocks change the events, the number of workers does not (files written before blocks existed have
-        # no events_per_block, which matches null); nor does the device the deconvolution ran on
-        sim = {k: v for k, v in self.sim.as_dict().items() if k != "deconvolution_device"}
+        # no events_per_block, which matches null); nor do the keys metadata_ignored_keys names
+        sim = {k: v for k, v in self.sim.as_dict().items() if k not in self.metadata_ignored_keys["sim"]}
         return {"sim": sim, "seed": self.seed, "events_per_block": self.events_per_block}
 
     def file_attributes(self) -> dict[str, Any]:

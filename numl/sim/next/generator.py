@@ -179,11 +179,16 @@ class NextSimConfig:
     #: estimate changes by less than this in an iteration (relative L1; IC beersheba's iter_thr is the same idea),
     #: a one-line error if it does not within the iterations
     deconvolution_tolerance: float | None = None
+    #: "all": the deconvolved image keeps every time slice (slices thinner than voxel_size_mm are summed into
+    #: voxels after the deconvolution, as IC's beersheba deconvolves every slice before voxelising); "layer_centre":
+    #: the former default, which read only the slice at each voxel layer's centre (one in five at 10 mm), a defect
+    #: kept to rebuild the tables made with it (numl.sim.next.response.richardson_lucy_voxels)
+    deconvolution_slices: str = "all"
     #: "cpu" or "cuda": where the Richardson-Lucy iteration runs (numl.sim.next.response.richardson_lucy)
     deconvolution_device: str = "cpu"
-    #: "float64" (the default, as the study's 10 mm data) or "float32": at 2 mm 2.6x faster on a CPU, the cells
-    #: within 7e-6 of the maximum of float64's (1 of 78,853 kept cells across the cut in 33 deconvolutions;
-    #: experiments/next_topology/results/deconvolution_speed.md)
+    #: "float64" (the default, as the study's 10 mm data) or "float32": at 2 mm 1.8-2.6x faster on a CPU (larger
+    #: boxes gain more), the cells within 7e-6 of the maximum of float64's (experiments/next_topology/results/
+    #: deconvolution_speed.md and the study README's "Detector response")
     deconvolution_precision: str = "float64"
     #: event sample, one of SAMPLES
     sample: str = "bb0nu"
@@ -215,6 +220,7 @@ class NextSimConfig:
             check_positive("data.sim.deconvolution_tolerance", self.deconvolution_tolerance)
         check_choice("data.sim.deconvolution_device", self.deconvolution_device, DECONVOLUTION_DEVICES)
         check_choice("data.sim.deconvolution_precision", self.deconvolution_precision, ("float64", "float32"))
+        check_choice("data.sim.deconvolution_slices", self.deconvolution_slices, ("all", "layer_centre"))
         if self.deconvolution != "none" and self.deconvolution_device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("data.sim.deconvolution_device='cuda': no CUDA device is visible here; use 'cpu'")
         if self.deconvolution != "none" and self.detector_response != "sensors":

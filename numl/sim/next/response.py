@@ -133,16 +133,18 @@ def sensor_hits(rng: np.random.Generator, cfg: NextSimConfig, electrons_mm: np.n
     return pos, hit_kev
 
 
-def deconvolution_kernel(cfg: NextSimConfig, drift_mm: float,
-                         cell_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """The blur between the ionisation and the hits interpolated onto cells of cell_mm, for charge drifted
-    drift_mm: transverse diffusion (Gaussian) * EL point-spread function * the linear interpolation between SiPMs
-    (a triangle of half-width one pitch) in x and y; longitudinal diffusion * the interpolation between slices in z.
+def deconvolution_kernel(cfg: NextSimConfig, drift_mm: float, cell_mm: float,
+                         z_step_mm: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The blur between the ionisation and the hits interpolated onto cells of cell_mm in x and y and z_step_mm
+    (default cell_mm) in z, for charge drifted drift_mm: transverse diffusion (Gaussian) * EL point-spread function
+    * the linear interpolation between SiPMs (a triangle of half-width one pitch) in x and y; longitudinal diffusion
+    * the interpolation between slices in z (none when z_step_mm is the slice width: the image is the slices).
     The kernel is the product of a transverse (x, y) and a longitudinal (z) profile, returned as the two factors,
     each normalised to sum 1 (odd lengths, centred)."""
+    z_step_mm = cell_mm if z_step_mm is None else z_step_mm
     drift_cm = max(drift_mm, 0.0) / 10.0
     sigma_t = cfg.transverse_diffusion_mm_per_sqrt_cm * np.sqrt(drift_cm) / cell_mm
-    sigma_l = cfg.longitudinal_diffusion_mm_per_sqrt_cm * np.sqrt(drift_cm) / cell_mm
+    sigma_l = cfg.longitudinal_diffusion_mm_per_sqrt_cm * np.sqrt(drift_cm) / z_step_mm
     half = int(np.ceil((PSF_REACH_MM + cfg.sipm_pitch_mm + 3 * sigma_t * cell_mm) / cell_mm))
     x = np.arange(-half, half + 1) * cell_mm
     psf = el_psf_per_mm2(cfg, np.hypot(x[:, None], x[None, :]))
@@ -151,8 +153,8 @@ def deconvolution_kernel(cfg: NextSimConfig, drift_mm: float,
     tri = np.clip(1 - np.abs(x) / cfg.sipm_pitch_mm, 0, None)
     psf = fftconvolve(fftconvolve(psf, tri[:, None], mode="same"), tri[None, :], mode="same")
     width = slice_width_mm(cfg)
-    half_z = int(np.ceil((width + 3 * sigma_l * cell_mm) / cell_mm))
-    z = np.arange(-half_z, half_z + 1) * cell_mm
+    half_z = int(np.ceil((width + 3 * sigma_l * z_step_mm) / z_step_mm))
+    z = np.arange(-half_z, half_z + 1) * z_step_mm
     kz = np.clip(1 - np.abs(z) / width, 0, None)
     kz = gaussian_filter1d(kz, sigma_l, mode="constant") if sigma_l > 0 else kz
     psf = np.clip(psf, 0, None)
@@ -169,7 +171,7 @@ def richardson_lucy(image: np.ndarray, kernel_xy: np.ndarray, kernel_z: np.ndarr
     tests/test_next_response.py) because that one transforms the kernel again in each of its 2 x iterations
     convolutions and convolves in 3D; here the transverse kernel is transformed once, the blur is a 2D FFT
     convolution per z layer and a banded matrix product along z, and the same code runs on a GPU (device="cuda"):
-    on one CPU thread 2.4x faster at 10 mm and 1.5x at 2 mm in float64, 3.8x at 2 mm in float32
+    on one CPU thread 2.2x faster at 10 mm and 2.1x at 2 mm in float64, 3.9x at 2 mm in float32
     (experiments/next_topology/deconvolution_speed.py).
 
     With a tolerance, the iteration stops once the estimate changes by less than tolerance in one iteration (sum of
@@ -231,7 +233,14 @@ def richardson_lucy_voxels(cfg: NextSimConfig, hit_mm: np.ndarray, hit_kev: np.n
     """Deconvolve the hits onto cells of voxel_size_mm (as IC's beersheba: hits interpolated onto the fine grid,
     Richardson-Lucy with the diffusion + PSF kernel at the event's mean drift, cells below
     deconvolution_cut of the maximum dropped, each z layer given the energy its slices measured). Returns
-    global voxel indices and energies (keV)."""
+    global voxel indices and energies (keV).
+
+    In z the image keeps every time slice when the slices are thinner than the cells (deconvolution_slices "all":
+    cells of voxel_size_mm x voxel_size_mm x one slice, deconvolved, then each voxel_size_mm layer sums its slices;
+    beersheba too deconvolves every slice and voxelises afterwards). "layer_centre" interpolates the slices at the
+    cells' centres, which at 10 mm cells and 2 mm slices reads one slice in five: the former default, a defect
+    (tracks running flat between the read slices broke apart, more at low pressure), kept to rebuild the tables
+    made with it."""
     cell = cfg.voxel_size_mm
     pitch, width = cfg.sipm_pitch_mm, slice_width_mm(cfg)
     # the hits on their own (SiPM x SiPM x slice) lattice, two empty sensors / slices of margin around them
@@ -245,15 +254,24 @@ def richardson_lucy_voxels(cfg: NextSimConfig, hit_mm: np.ndarray, hit_kev: np.n
     first = np.floor(np.array([ax[0] for ax in axes]) / cell).astype(np.int64)
     last = np.floor(np.array([ax[-1] for ax in axes]) / cell).astype(np.int64)
     fine_axes = [(np.arange(first[a], last[a] + 1) + 0.5) * cell for a in range(3)]
+    every_slice = cfg.deconvolution_slices == "all" and width < cell
+    z_step = width if every_slice else cell
+    if every_slice:
+        fine_axes[2] = axes[2]
     grid = np.stack(np.meshgrid(*fine_axes, indexing="ij"), axis=-1)
     image = interpolate(grid.reshape(-1, 3)).reshape(grid.shape[:3]).clip(0)
-    kernel_xy, kernel_z = deconvolution_kernel(cfg, float(np.average(hit_mm[:, 2], weights=hit_kev)), cell)
+    kernel_xy, kernel_z = deconvolution_kernel(cfg, float(np.average(hit_mm[:, 2], weights=hit_kev)), cell, z_step)
     result = richardson_lucy(image / image.max(), kernel_xy, kernel_z, cfg.deconvolution_iterations,
                              cfg.deconvolution_tolerance, cfg.deconvolution_device, cfg.deconvolution_precision)
     result[result < cfg.deconvolution_cut * result.max()] = 0
+    n_layers = last[2] - first[2] + 1
+    if every_slice:
+        # each voxel_size_mm layer sums the slices whose centres lie in it
+        layer_of_slice = np.floor(axes[2] / cell).astype(np.int64) - first[2]
+        result = result @ (layer_of_slice[:, None] == np.arange(n_layers)[None, :]).astype(result.dtype)
     # energy per z layer as the slices measured it (the deconvolution only moves charge within the event)
     layer_kev = np.bincount(np.floor(hit_mm[:, 2] / cell).astype(np.int64) - first[2], weights=hit_kev,
-                            minlength=grid.shape[2])[: grid.shape[2]]
+                            minlength=n_layers)[:n_layers]
     layer_sum = result.sum(axis=(0, 1))
     covered = layer_sum > 0
     scale = np.zeros_like(layer_sum)
