@@ -184,6 +184,19 @@ def test_files_written_before_the_deconvolution_options_read_with_their_defaults
     NextDataModule(source="hdf5", hdf5_path=str(_copy(written, tmp_path, store_device)), **SMALL).setup()
 
 
+def test_the_data_config_lists_every_simulator_setting():
+    """Hydra composes data=next in struct mode: a NextSimConfig field missing from conf/data/next.yaml could only be
+    set with '+data.sim.KEY=...', and the README's commands (e.g. data.sim.deconvolution_slices=layer_centre) fail."""
+    from pathlib import Path
+
+    import yaml
+
+    from numl.sim.next.generator import NextSimConfig
+
+    listed = set(yaml.safe_load((Path(__file__).parents[1] / "conf/data/next.yaml").read_text())["sim"])
+    assert listed == set(NextSimConfig().as_dict())
+
+
 def test_deconvolved_files_written_before_deconvolution_slices_read_as_layer_centre(written, tmp_path):
     """A 10 mm deconvolved file without deconvolution_slices was made reading one slice per voxel layer: it is refused
     for the new default ("all") and read with layer_centre. Files without deconvolution, and 2 mm files (slices as

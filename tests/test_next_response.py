@@ -264,7 +264,8 @@ def test_deconvolution_onto_10mm_voxels_keeps_every_slice():
     of drift, 2 mm slices). deconvolution_slices "all" (the default) deconvolves every slice and sums them into the
     layer: the energy-weighted x of the voxels stays on the truth's. "layer_centre" (the former default) read only
     the slice at the layer's centre, which the flat part hardly reaches: its energy was drawn to the rising part.
-    At 2 mm voxels, the slices' own width, both read every slice and give the same voxels."""
+    Hits of a single slice off a layer's centre land in that layer. At 2 mm voxels, the slices' own width, both read
+    every slice and give the same voxels."""
     run = np.arange(0.0, 60.0, 0.5)
     rise = np.column_stack([np.full(16, 221.0), np.full(16, 221.0), 301.0 + np.arange(16) * 0.5])
     flat = np.column_stack([221.0 + run, np.full_like(run, 221.0), np.full_like(run, 301.0)])
@@ -286,6 +287,13 @@ def test_deconvolution_onto_10mm_voxels_keeps_every_slice():
               for s in ("all", "layer_centre")}
     assert abs(mean_x["all"] - truth_x) < 3.0  # 0.8 mm
     assert mean_x["layer_centre"] < truth_x - 6.0  # 11 mm short
+    # hits of one slice off a layer's centre (306-308 mm) land in that layer, not a neighbour
+    hit_x = np.arange(205.0, 275.0, 10.0)
+    hit_mm = np.column_stack([hit_x, np.full_like(hit_x, 225.0), np.full_like(hit_x, 307.0)])
+    index, voxel_kev = response.richardson_lucy_voxels(
+        NextSimConfig(**SENSORS, deconvolution="richardson_lucy"), hit_mm, np.full(len(hit_x), 50.0))
+    assert set(index[:, 2]) == {30}
+    assert np.average((index[:, 0] + 0.5) * 10.0, weights=voxel_kev) == pytest.approx(hit_x.mean(), abs=1.0)
     np.testing.assert_array_equal(voxels["all", 2.0][0], voxels["layer_centre", 2.0][0])
     np.testing.assert_allclose(voxels["all", 2.0][1], voxels["layer_centre", 2.0][1])
     with pytest.raises(ConfigError,
