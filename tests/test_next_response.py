@@ -264,8 +264,9 @@ def test_deconvolution_onto_10mm_voxels_keeps_every_slice():
     of drift, 2 mm slices). deconvolution_slices "all" (the default) deconvolves every slice and sums them into the
     layer: the energy-weighted x of the voxels stays on the truth's. "layer_centre" (the former default) read only
     the slice at the layer's centre, which the flat part hardly reaches: its energy was drawn to the rising part.
-    Hits of a single slice off a layer's centre land in that layer. At 2 mm voxels, the slices' own width, both read
-    every slice and give the same voxels."""
+    Hits of a single slice off a layer's centre land in that layer. At 2 mm voxels, the slices' own width, "all" sums
+    the deconvolved slices into the layers and "layer_centre" interpolates at the layers' centres: two code paths
+    that must give the same voxels (the 2 mm tables stand)."""
     run = np.arange(0.0, 60.0, 0.5)
     rise = np.column_stack([np.full(16, 221.0), np.full(16, 221.0), 301.0 + np.arange(16) * 0.5])
     flat = np.column_stack([221.0 + run, np.full_like(run, 221.0), np.full_like(run, 301.0)])

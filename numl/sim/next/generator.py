@@ -179,7 +179,7 @@ class NextSimConfig:
     #: estimate changes by less than this in an iteration (relative L1; IC beersheba's iter_thr is the same idea),
     #: a one-line error if it does not within the iterations
     deconvolution_tolerance: float | None = None
-    #: "all": the deconvolved image keeps every time slice (slices thinner than voxel_size_mm are summed into
+    #: "all": the deconvolved image keeps every time slice (slices no thicker than voxel_size_mm are summed into
     #: voxels after the deconvolution, as IC's beersheba deconvolves every slice before voxelising); "layer_centre":
     #: the former default, which read only the slice at each voxel layer's centre (one in five at 10 mm), a defect
     #: kept to rebuild the tables made with it (numl.sim.next.response.richardson_lucy_voxels)

@@ -235,7 +235,7 @@ def richardson_lucy_voxels(cfg: NextSimConfig, hit_mm: np.ndarray, hit_kev: np.n
     deconvolution_cut of the maximum dropped, each z layer given the energy its slices measured). Returns
     global voxel indices and energies (keV).
 
-    In z the image keeps every time slice when the slices are thinner than the cells (deconvolution_slices "all":
+    In z the image keeps every time slice unless the slices are thicker than the cells (deconvolution_slices "all":
     cells of voxel_size_mm x voxel_size_mm x one slice, deconvolved, then each voxel_size_mm layer sums its slices;
     beersheba too deconvolves every slice and voxelises afterwards). "layer_centre" interpolates the slices at the
     cells' centres, which at 10 mm cells and 2 mm slices reads one slice in five: the former default, a defect
@@ -254,7 +254,8 @@ def richardson_lucy_voxels(cfg: NextSimConfig, hit_mm: np.ndarray, hit_kev: np.n
     first = np.floor(np.array([ax[0] for ax in axes]) / cell).astype(np.int64)
     last = np.floor(np.array([ax[-1] for ax in axes]) / cell).astype(np.int64)
     fine_axes = [(np.arange(first[a], last[a] + 1) + 0.5) * cell for a in range(3)]
-    every_slice = cfg.deconvolution_slices == "all" and width < cell
+    # slices thicker than the cells are interpolated between, as before: reading them as layers would leave gaps
+    every_slice = cfg.deconvolution_slices == "all" and width <= cell
     z_step = width if every_slice else cell
     if every_slice:
         fine_axes[2] = axes[2]
