@@ -1058,7 +1058,9 @@ def _simulate_batch_cascade(cfg: NextSimConfig, rng: np.random.Generator, labels
     near_surface = np.zeros(n_ev, bool)
     ends: list[list[np.ndarray]] = [[] for _ in range(n_ev)]
     path = np.zeros(n_ev)
-    primary_photons = True
+    # only the gammas entering the detector make main tracks: in a batch without them (signal or electron
+    # background alone) the first photons are bremsstrahlung / annihilation photons, whose electrons are "other"
+    primary_photons = bool(gamma_events.size)
     converted = np.zeros(n_ev, bool)  # the entering gamma (or a photon of its chain) made an e+e- pair
 
     def add_deposits(pos, kev, seg, ev):
