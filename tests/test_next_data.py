@@ -253,6 +253,40 @@ def test_blocks_are_the_events_of_their_own_seeds(tmp_path):
         NextDataModule(simulation_workers=2, **small)
 
 
+def test_a_crashed_simulate_resumes_from_its_kept_blocks(tmp_path, monkeypatch):
+    """numl.simulate's write: a crash in the third training block keeps the first two beside the file; the same
+    write again simulates the rest and gives the file of a write never interrupted, and removes the kept blocks."""
+    import numl.data.next as next_data
+
+    small = SMALL | {"n_train": 5, "n_val": 2, "n_test": 2}
+    calls, crash = [], [True]
+
+    def crashing(cfg, n, seed, progress=False):
+        calls.append(n)
+        if len(calls) == 3 and crash[0]:
+            raise RuntimeError("node lost")
+        return simulate_events(cfg, n, seed, progress=progress)
+
+    monkeypatch.setattr(next_data, "simulate_events", crashing)
+    path = tmp_path / "events.h5"
+    with pytest.raises(RuntimeError, match="node lost"):
+        NextDataModule(events_per_block=2, **small).write_hdf5(path)
+    assert not path.exists()
+    assert len(list((tmp_path / "events.h5.blocks" / "train").glob("*.pkl"))) == 2
+    calls.clear()
+    crash[0] = False
+    NextDataModule(events_per_block=2, **small).write_hdf5(path)
+    assert calls == [1, 2, 2]  # the last training block, then validation and test
+    assert not (tmp_path / "events.h5.blocks").exists()
+    monkeypatch.setattr(next_data, "simulate_events", simulate_events)
+    never_crashed = NextDataModule(events_per_block=2, **small).write_hdf5(tmp_path / "whole.h5")
+    read = [NextDataModule(source="hdf5", hdf5_path=str(p), events_per_block=2, **small) for p in (path, never_crashed)]
+    for dm in read:
+        dm.setup()
+    for a, b in zip(read[0].events("train"), read[1].events("train"), strict=True):
+        np.testing.assert_array_equal(a.voxel_energy_kev, b.voxel_energy_kev)
+
+
 @pytest.mark.slow
 def test_blocks_give_the_same_events_for_any_number_of_workers():
     """Two worker processes simulate the blocks one process simulates (slow: spawning workers imports numl)."""

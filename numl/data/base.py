@@ -11,6 +11,7 @@ baselines (numl.baselines) and the figures (numl.figures) read: the DataModule i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -21,10 +22,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from numl.sim.blocks import simulate_in_blocks
+from numl.sim.blocks import BlockStore, simulate_in_blocks
 from numl.utils.errors import ConfigError, check_choice, check_positive
 from numl.utils.hdf5 import open_checked, write_metadata
 from numl.utils.seeds import derived_seed
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 #: the splits each Lightning stage uses (any other stage, or none, loads them all)
@@ -113,6 +116,7 @@ class SimulatedDataModule(pl.LightningDataModule):
         self._events: dict[str, Any] = {}
         self._datasets: dict[str, Dataset] = {}
         self._source_read = False
+        self._block_store: BlockStore | None = None
 
     # ----- what a domain supplies ---------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
@@ -168,7 +172,8 @@ class SimulatedDataModule(pl.LightningDataModule):
         if self.events_per_block is None:
             return [simulate(n, self.split_seed(split), progress=description is not None)]
         return simulate_in_blocks(partial(simulate, progress=False), n, self.split_seed(split), self.events_per_block,
-                                  self.simulation_workers, description=description and f"{description} ({split})")
+                                  self.simulation_workers, description=description and f"{description} ({split})",
+                                  store=self._block_store, split=split)
 
     def events(self, split: str) -> Any:
         """The events of a split in the domain's form (made or read on first use)."""
@@ -226,10 +231,16 @@ class SimulatedDataModule(pl.LightningDataModule):
                    attributes: dict[str, Any] | None = None) -> Path:
         """Every split into one file: simulated, or `split_events(split)` in the domain's form (numl.generate
         writes a generator's events so, with its provenance in `attributes`). It is written beside the target and
-        renamed when complete, so a killed write never leaves a file that looks complete."""
-        split_events = split_events or self.simulate_split
+        renamed when complete, so a killed write never leaves a file that looks complete. Simulated in blocks
+        (events_per_block), each finished block is kept in `<file>.blocks/` until the file is complete: the same
+        command after a kill or a crash simulates only the missing blocks."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if split_events is None and self.events_per_block is not None:
+            self._block_store = BlockStore(path.with_name(path.name + ".blocks"), {
+                "simulator": self.simulator_name, "metadata": self.metadata(), "seed": self.seed,
+                "events_per_block": self.events_per_block})
+        split_events = split_events or self.simulate_split
         partial = path.with_suffix(path.suffix + ".part")
         try:
             with h5py.File(partial, "w") as h5:
@@ -242,8 +253,16 @@ class SimulatedDataModule(pl.LightningDataModule):
                     group.attrs["seed"] = self.split_seed(split)
                     self.write_split(group, split_events(split))
             partial.replace(path)
+            if self._block_store is not None:
+                self._block_store.remove()
+        except BaseException:
+            if self._block_store is not None and any(self._block_store.root.glob("*/*.pkl")):
+                log.warning("simulated blocks kept in %s: the same command simulates only the missing ones",
+                            self._block_store.root)
+            raise
         finally:
             partial.unlink(missing_ok=True)
+            self._block_store = None
         return path
 
     def cached_dataset(self, split: str) -> Dataset:

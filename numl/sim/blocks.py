@@ -4,18 +4,29 @@ numl's simulators are single-threaded numpy (NEXT's deconvolution is torch, held
 split of a slow simulator (KM3NeT light, NEXT's sensor chain with deconvolution: 0.5-6 events/s) is made faster only
 by simulating parts of it side by side. Block k takes the
 k-th child of ``SeedSequence(seed)``: the events are the same for any number of worker processes.
+
+A block is also the unit that survives a kill: with a `BlockStore` every finished block is pickled to disk as it
+ends, and the same command run again simulates only the blocks that are missing (numl.simulate keeps them beside
+the file it writes until the file is complete).
 """
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import json
+import logging
 import multiprocessing
 import os
+import pickle
+import shutil
 import signal
 import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from typing import TypeVar
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -24,6 +35,7 @@ from numl.utils.errors import check_positive
 from numl.utils.progress import track
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: prctl option: the signal a process gets when its parent dies (linux/prctl.h)
 PR_SET_PDEATHSIG = 1
@@ -47,23 +59,88 @@ def spawned_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=start_worker)
 
 
+def code_fingerprint() -> str:
+    """A digest of numl's source files: blocks simulated by other code are other events, even under the same
+    config (a simulator fix changes no option), so a store never hands them on."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parents[1]
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+class BlockStore:
+    """Finished blocks of one dataset on disk, so that a killed simulation resumes where it stopped.
+
+    `key` is everything that determines the events (the simulator's metadata and seeds); with numl's source
+    fingerprint it is written to the directory, and a directory holding blocks of another key is emptied first.
+    Block files are named by split, index and size: block k of a split is the same events for any split size
+    (the k-th child seed), so a larger request reuses the smaller one's full blocks. Files are pickles that numl
+    wrote itself; they are written under a temporary name and renamed, so a kill never leaves half a block."""
+
+    def __init__(self, root: str | Path, key: dict[str, Any]) -> None:
+        self.root = Path(root)
+        stamp = json.dumps({"key": key, "code": code_fingerprint()}, sort_keys=True, default=str)
+        key_file = self.root / "key.json"
+        if self.root.is_dir() and (not key_file.is_file() or key_file.read_text() != stamp):
+            stale = len(list(self.root.glob("*/*.pkl")))
+            log.warning("%s: discarding %d simulated blocks of another configuration or numl version", self.root,
+                        stale)
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(stamp)
+
+    def path(self, split: str, index: int, size: int) -> Path:
+        return self.root / split / f"block{index:05d}_{size}events.pkl"
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _simulate_and_keep(simulate_block: Callable[[int, np.random.SeedSequence], T], size: int,
+                       seed: np.random.SeedSequence, path: Path | None) -> T:
+    block = simulate_block(size, seed)
+    if path is not None:  # in the worker, so a block is kept as soon as it ends, whatever the others do
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial_file = path.with_name(path.name + ".part")
+        with open(partial_file, "wb") as f:
+            pickle.dump(block, f, protocol=pickle.HIGHEST_PROTOCOL)
+        partial_file.replace(path)
+    return block
+
+
 def simulate_in_blocks(simulate_block: Callable[[int, np.random.SeedSequence], T], n_events: int, seed: int,
-                       events_per_block: int, workers: int = 1, description: str | None = None) -> list[T]:
+                       events_per_block: int, workers: int = 1, description: str | None = None,
+                       store: BlockStore | None = None, split: str = "events") -> list[T]:
     """`simulate_block(size, seed_sequence)` for blocks of `events_per_block` events (the last one shorter) that
     make up `n_events`, in block order; `workers` processes run blocks side by side (`simulate_block` must then
     be picklable: a module-level function or a functools.partial of one). `description` shows progress per block.
+    With a `store`, blocks of `split` found there are read instead of simulated and new ones are kept there.
     """
     check_positive("data.events_per_block", events_per_block, integer=True)
     check_positive("data.simulation_workers", workers, integer=True)
     sizes = [min(events_per_block, n_events - start) for start in range(0, n_events, events_per_block)]
     seeds = np.random.SeedSequence(seed).spawn(len(sizes))
-    pool = spawned_pool(workers) if workers > 1 else None
+    paths = [store.path(split, k, size) if store else None for k, size in enumerate(sizes)]
+    kept = {k: path for k, path in enumerate(paths) if path is not None and path.is_file()}
+    if kept:
+        log.info("%s: %d of %d blocks of split %s already simulated (%s); simulating the other %d", store.root,
+                 len(kept), len(sizes), split, ", ".join(str(k) for k in sorted(kept)), len(sizes) - len(kept))
+    todo = [k for k in range(len(sizes)) if k not in kept]
+    task = partial(_simulate_and_keep, simulate_block)
+    pool = spawned_pool(workers) if workers > 1 and len(todo) > 1 else None
     try:
-        blocks = pool.map(simulate_block, sizes, seeds) if pool else map(simulate_block, sizes, seeds)
+        args = ([sizes[k] for k in todo], [seeds[k] for k in todo], [paths[k] for k in todo])
+        made = pool.map(task, *args) if pool else map(task, *args)
         if description:
-            blocks = track(blocks, total=len(sizes), description=f"{description} in {len(sizes)} blocks, "
-                                                                   f"{workers} worker(s)")
-        return list(blocks)
+            made = track(made, total=len(todo), description=f"{description} in {len(todo)} blocks, "
+                                                             f"{workers} worker(s)")
+        blocks = dict(zip(todo, made, strict=True))
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
+    for k, path in kept.items():
+        with open(path, "rb") as f:
+            blocks[k] = pickle.load(f)
+    return [blocks[k] for k in range(len(sizes))]
