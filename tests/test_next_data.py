@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
+import yaml
 from sklearn.metrics import roc_auc_score
 
+import numl.data.next as next_data
 from numl.baselines.next import BlobCutBaseline, track_topology
 from numl.data.next import NextDataModule, NextVoxelDataset, window_coordinates
 from numl.sim.next import FEATURE_SCALE_KEV
-from numl.sim.next.generator import simulate_events
+from numl.sim.next.generator import NextSimConfig, simulate_events
 from numl.sim.next.tracks import count_tracks
 from numl.utils.errors import ConfigError
 
@@ -187,12 +190,6 @@ def test_files_written_before_the_deconvolution_options_read_with_their_defaults
 def test_the_data_config_lists_every_simulator_setting():
     """Hydra composes data=next in struct mode: a NextSimConfig field missing from conf/data/next.yaml could only be
     set with '+data.sim.KEY=...', and the README's commands (e.g. data.sim.deconvolution_slices=layer_centre) fail."""
-    from pathlib import Path
-
-    import yaml
-
-    from numl.sim.next.generator import NextSimConfig
-
     listed = set(yaml.safe_load((Path(__file__).parents[1] / "conf/data/next.yaml").read_text())["sim"])
     assert listed == set(NextSimConfig().as_dict())
 
@@ -256,8 +253,6 @@ def test_blocks_are_the_events_of_their_own_seeds(tmp_path):
 def test_a_crashed_simulate_resumes_from_its_kept_blocks(tmp_path, monkeypatch):
     """numl.simulate's write: a crash in the third training block keeps the first two beside the file; the same
     write again simulates the rest and gives the file of a write never interrupted, and removes the kept blocks."""
-    import numl.data.next as next_data
-
     small = SMALL | {"n_train": 5, "n_val": 2, "n_test": 2}
     calls, crash = [], [True]
 
