@@ -222,6 +222,30 @@ def test_deconvolved_files_written_before_deconvolution_slices_read_as_layer_cen
     NextDataModule(source="hdf5", hdf5_path=str(older_2mm), sim=at_2mm, **SMALL).setup()
 
 
+def test_sensor_hit_files_written_before_the_topology_threshold_read_as_null(written, tmp_path):
+    """A file of sensor hits without deconvolution and without sipm_topology_threshold_pe kept every hit above
+    sipm_threshold_pe: refused for the new default (30 pe), read with null. Ideal-response and deconvolved files do
+    not depend on the key and read with the default. (Only the metadata of the module's file is edited and checked.)"""
+    def as_older_file(sim_changes):
+        def edit(h5):
+            config = json.loads(h5.attrs["numl_config"])
+            config["sim"].pop("sipm_topology_threshold_pe", None)
+            config["sim"].update(sim_changes)
+            h5.attrs["numl_config"] = json.dumps(config)
+        return edit
+
+    hits = {"detector_response": "sensors"}
+    older = _copy(written, tmp_path, as_older_file(hits))
+    with pytest.raises(ConfigError, match=r"data.sim=.*\"sipm_topology_threshold_pe\": null.* in the file"):
+        NextDataModule(source="hdf5", hdf5_path=str(older), sim=hits, **SMALL).setup()
+    NextDataModule(source="hdf5", hdf5_path=str(older), sim={**hits, "sipm_topology_threshold_pe": None},
+                   **SMALL).setup()
+    deconvolved = {**hits, "deconvolution": "richardson_lucy", "deconvolution_slices": "layer_centre"}
+    NextDataModule(source="hdf5", hdf5_path=str(_copy(written, tmp_path, as_older_file(deconvolved))), sim=deconvolved,
+                   **SMALL).setup()
+    NextDataModule(source="hdf5", hdf5_path=str(_copy(written, tmp_path, as_older_file({}))), **SMALL).setup()
+
+
 @pytest.mark.parametrize("kwargs, key", [
     ({"representation": "image"}, "data.representation"),
     ({"voxel_energy_scale": "raw"}, "data.voxel_energy_scale"),

@@ -98,12 +98,38 @@ def test_sensor_events_keep_their_energy_and_labels():
     assert 250 < np.median(blob_kev) < 600
 
 
+def test_topology_hits_are_the_charge_core_of_the_hits_with_their_energy():
+    """esmeralda's topology hits (sipm_topology_threshold_pe, 30 pe) are the 6 pe hits above 30 pe, and they carry
+    the whole energy (the dropped hits' energy goes to the hits left in their slice); the random numbers are the
+    same, so one event gives both. The threshold applies without deconvolution only."""
+    cfg = NextSimConfig(**SENSORS)
+    assert response.hit_threshold_pe(cfg) == 30.0
+    assert response.hit_threshold_pe(NextSimConfig(**SENSORS, sipm_topology_threshold_pe=None)) == 6.0
+    assert response.hit_threshold_pe(NextSimConfig(**SENSORS, deconvolution="richardson_lucy")) == 6.0
+    # a 120 mm track across the drift direction, 1 MeV
+    line = np.column_stack([np.linspace(160.0, 280.0, 400), np.full(400, 220.0), np.linspace(200.0, 260.0, 400)])
+    hits = {}
+    for threshold in (6.0, 30.0):
+        rng = np.random.default_rng(3)
+        electrons, _ = response.ionise_and_drift(rng, cfg, line, np.full(400, 2.5))
+        hits[threshold] = response.sensor_hits(rng, cfg, electrons, threshold)
+    (all_mm, all_kev), (core_mm, core_kev) = hits[6.0], hits[30.0]
+    assert core_kev.sum() == pytest.approx(all_kev.sum(), rel=1e-9)
+    assert 0 < len(core_kev) < 0.7 * len(all_kev)
+    assert {tuple(p) for p in core_mm} <= {tuple(p) for p in all_mm}
+    # the core hits lie closer to the track (y = 220 mm, between two SiPM rows): energy-weighted rms in y 6.9 mm
+    # against the 6 pe hits' 10.7 mm
+    rms = {t: np.sqrt(np.average((mm[:, 1] - 220.0) ** 2, weights=kev)) for t, (mm, kev) in hits.items()}
+    assert rms[30.0] < 0.8 * rms[6.0], rms
+
+
 @pytest.mark.slow
 def test_deconvolution_gives_the_blob_cut_back_at_10_mm():
-    """The SiPM hits spread each slice's energy over ~3 pitches and the blob cut loses its power (AUROC 0.66 against
-    0.83 for the ideal response on 500 + 500 events); Richardson-Lucy deconvolution onto the 10 mm voxels
-    (data=next_deconvolved) gives it back (0.83). Same seed and events per response; 120 + 120 events here
-    (AUROC standard error ~0.03; measured 0.85 ideal, 0.71 sensors, 0.88 deconvolved; 0.80 with the former
+    """Every SiPM hit above 6 pe spreads each slice's energy over ~3 pitches and the blob cut loses its power (AUROC
+    0.66 against 0.83 for the ideal response on 500 + 500 events); Richardson-Lucy deconvolution onto the 10 mm voxels
+    (data=next_deconvolved) gives it back (0.83), and esmeralda's topology hits (the SiPMs above 30 pe, the default
+    without deconvolution) part of it. Same seed and events per response; 120 + 120 events here (AUROC standard
+    error ~0.03; measured 0.85 ideal, 0.71 sensors, 0.88 deconvolved; 0.80 with the former
     deconvolution_slices=layer_centre)."""
     from sklearn.metrics import roc_auc_score
 
@@ -111,7 +137,8 @@ def test_deconvolution_gives_the_blob_cut_back_at_10_mm():
 
     labels = np.repeat([1, 0], 120)
     auroc = {}
-    for name, settings in (("ideal", {}), ("sensors", SENSORS),
+    for name, settings in (("ideal", {}), ("sensors", {**SENSORS, "sipm_topology_threshold_pe": None}),
+                           ("topology hits", SENSORS),
                            ("deconvolved", {**SENSORS, "deconvolution": "richardson_lucy"})):
         cfg = NextSimConfig(**settings)
         events = simulate_events(cfg, len(labels), seed=2026, labels=labels)
@@ -119,6 +146,7 @@ def test_deconvolution_gives_the_blob_cut_back_at_10_mm():
                                  cfg.voxel_size_mm, 18.0)
         auroc[name] = roc_auc_score(labels, scores)
     assert auroc["deconvolved"] > auroc["sensors"] + 0.05, auroc
+    assert auroc["topology hits"] > auroc["sensors"] + 0.04, auroc
     assert auroc["deconvolved"] == pytest.approx(auroc["ideal"], abs=0.08), auroc
 
 
@@ -131,6 +159,7 @@ def test_deconvolution_gives_the_blob_cut_back_at_10_mm():
     ({**SENSORS, "sipm_detection_efficiency": 1.5}, "data.sim.sipm_detection_efficiency"),
     ({**SENSORS, "deconvolution_tolerance": 0.0}, "data.sim.deconvolution_tolerance"),
     ({**SENSORS, "deconvolution_device": "tpu"}, "data.sim.deconvolution_device"),
+    ({**SENSORS, "sipm_topology_threshold_pe": -1.0}, "data.sim.sipm_topology_threshold_pe"),
 ])
 def test_bad_response_settings_name_their_key(settings, key):
     with pytest.raises(ConfigError, match=key):

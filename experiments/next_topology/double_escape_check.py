@@ -140,7 +140,7 @@ def main() -> None:
     bb = topology(common, args.n, args.seed, efficiencies=EFFICIENCIES, progress=True, blob_radii_mm=radii)
     print(f"0vbb: {bb}", flush=True)
     name = "double_escape_check" + ("" if args.response == "ideal" else f"_{args.response}") + "".join(
-        f"_{k}-{v}" for k, v in extra.items())
+        f"_{k}-{'null' if v is None else v}" for k, v in extra.items())
     OUT.mkdir(exist_ok=True)
     text = table(de, bb, win)
     (OUT / f"{name}.md").write_text(

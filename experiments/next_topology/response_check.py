@@ -36,7 +36,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from background_check import topology  # noqa: E402  (the study's own blob-cut measurement)
 
 OUT = Path(__file__).with_name("results")
-SENSORS = {"detector_response": "sensors"}
+#: the hits this check measured (2026-12-02): every SiPM above sipm_threshold_pe is a hit, and --thresholds scans that
+#: threshold. esmeralda's topology hits (sipm_topology_threshold_pe, the default since 2026-12-07) are measured by
+#: double_escape_check.py.
+SENSORS = {"detector_response": "sensors", "sipm_topology_threshold_pe": None}
 #: every response term but the Fano factor switched off: no attachment, no EL/PMT statistics, no calibration
 #: residual (photoelectrons per electron so large that Poisson is negligible)
 FANO_ONLY = {"electron_lifetime_ms": 1e12, "energy_plane_pe_per_electron": 1e6, "energy_calibration_residual": 0.0}

@@ -119,17 +119,21 @@ class NextDataModule(SimulatedDataModule):
     simulator_name = SIMULATOR_NAME
     #: the deconvolution's tolerance and precision came after NEXT files were first written, whose events were made
     #: with their defaults (all iterations, float64); files written before deconvolution_slices existed read one
-    #: slice per voxel layer ("layer_centre")
+    #: slice per voxel layer ("layer_centre"); files written before sipm_topology_threshold_pe existed kept every hit
+    #: above sipm_threshold_pe (null)
     metadata_added_defaults = {"sim": {**{name: NextSimConfig.__dataclass_fields__[name].default
                                           for name in ("deconvolution_tolerance", "deconvolution_precision")},
-                                       "deconvolution_slices": "layer_centre"}}
+                                       "deconvolution_slices": "layer_centre", "sipm_topology_threshold_pe": None}}
 
     @property
     def metadata_ignored_keys(self) -> dict[str, tuple[str, ...]]:
         # where the deconvolution ran does not change the events (files of 2026-12-06 store it), nor how it reads
-        # the slices when there is no deconvolution or the slices are not thinner than the voxels (2 mm)
+        # the slices when there is no deconvolution or the slices are not thinner than the voxels (2 mm), nor the
+        # topology threshold when the hits are deconvolved or voxelised without sensors
         slices_matter = self.sim.deconvolution != "none" and slice_width_mm(self.sim) < self.sim.voxel_size_mm
-        return {"sim": ("deconvolution_device",) + (() if slices_matter else ("deconvolution_slices",))}
+        topology_threshold_matters = self.sim.detector_response == "sensors" and self.sim.deconvolution == "none"
+        return {"sim": ("deconvolution_device",) + (() if slices_matter else ("deconvolution_slices",))
+                + (() if topology_threshold_matters else ("sipm_topology_threshold_pe",))}
 
     def __init__(self, sim: dict[str, Any] | None = None, representation: str = "sparse", augment: bool = True,
                  voxel_energy_scale: str = "q_bb", n_train: int = 4000, n_val: int = 1000, n_test: int = 2000,

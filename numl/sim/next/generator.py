@@ -167,6 +167,12 @@ class NextSimConfig:
     sipm_detection_efficiency: float = 0.4
     #: sensors: SiPM charge threshold per slice for a hit, 6 pe (IC beersheba.conf threshold)
     sipm_threshold_pe: float = 6.0
+    #: sensors without deconvolution: the topology hits keep only SiPMs of at least this charge per slice; the
+    #: energy of the others goes to the hits above it in the same slice, or to the nearest slice with such hits.
+    #: 30 pe is IC esmeralda's threshold_charge_high (same_peak=True), the hits NEXT-White's blob cut (Ferrario et
+    #: al. 2019) and CNN (Kekic et al. 2021) read; null: every hit above sipm_threshold_pe (numl before 2026-12-07).
+    #: The deconvolution reads the sipm_threshold_pe hits, as beersheba does.
+    sipm_topology_threshold_pe: float | None = 30.0
     #: sensors: time slice of the SiPM readout for the hits, 2 us (IC penthesilea's rebinning of 1 us samples)
     time_slice_us: float = 2.0
     #: sensors: "none": hits voxelised as they are; "richardson_lucy": hits deconvolved onto the voxel grid
@@ -213,6 +219,8 @@ class NextSimConfig:
             check_positive(f"data.sim.{key}", getattr(self, key))
         for key in ("fano_factor", "energy_calibration_residual", "sipm_plane_distance_mm", "sipm_threshold_pe"):
             check_positive(f"data.sim.{key}", getattr(self, key), allow_zero=True)
+        if self.sipm_topology_threshold_pe is not None:
+            check_positive("data.sim.sipm_topology_threshold_pe", self.sipm_topology_threshold_pe, allow_zero=True)
         check_range("data.sim.sipm_detection_efficiency", self.sipm_detection_efficiency, 0.0, 1.0)
         check_positive("data.sim.deconvolution_iterations", self.deconvolution_iterations, integer=True)
         check_range("data.sim.deconvolution_cut", self.deconvolution_cut, 0.0, 1.0)
@@ -915,7 +923,7 @@ def _sensor_events(rng: np.random.Generator, cfg: NextSimConfig, labels: np.ndar
     for i in np.flatnonzero(keep):
         rows = order[bounds[i]:bounds[i + 1]]
         electrons_mm, source = response.ionise_and_drift(rng, cfg, pos[rows], kev[rows])
-        hit_mm, hit_kev = response.sensor_hits(rng, cfg, electrons_mm)
+        hit_mm, hit_kev = response.sensor_hits(rng, cfg, electrons_mm, response.hit_threshold_pe(cfg))
         if not len(hit_kev):
             continue
         hit_kev = hit_kev * (1 + rng.standard_normal() * cfg.energy_calibration_residual)

@@ -9,6 +9,8 @@ The chain, per event (issue 15, detector response):
 4. hit reconstruction per slice, as IC's penthesilea: SiPMs above threshold become hits at their centres, sharing
    the slice's energy-plane energy by their charge; slices without a SiPM above threshold give their energy to the
    nearest slice with hits (IC merges such "NN" hits the same way); a constant calibration residual per event;
+   without deconvolution the topology hits keep only SiPMs above a higher threshold (IC esmeralda's
+   threshold_charge_high), the energy of the others going to the hits left in their slice;
 5. optionally Richardson-Lucy deconvolution of the hits with the known diffusion + PSF kernel onto the voxel grid
    (IC's beersheba, Simon et al. 2021, arXiv:2102.11931).
 """
@@ -69,11 +71,20 @@ def slice_width_mm(cfg: NextSimConfig) -> float:
     return cfg.time_slice_us * cfg.drift_velocity_mm_per_us
 
 
+def hit_threshold_pe(cfg: NextSimConfig) -> float:
+    """The SiPM charge a hit needs: sipm_threshold_pe for the deconvolution (beersheba's input), and without it the
+    topology threshold on top (esmeralda drops the hits below threshold_charge_high from the 6 pe hits)."""
+    if cfg.deconvolution != "none" or cfg.sipm_topology_threshold_pe is None:
+        return cfg.sipm_threshold_pe
+    return max(cfg.sipm_threshold_pe, cfg.sipm_topology_threshold_pe)
+
+
 def sensor_hits(rng: np.random.Generator, cfg: NextSimConfig, electrons_mm: np.ndarray,
-                ) -> tuple[np.ndarray, np.ndarray]:
+                threshold_pe: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Hits (x, y, z) mm and their energies (keV) from the electrons at the anode: energy-plane and SiPM
-    photoelectrons per time slice, SiPMs above threshold, the slice's energy shared by SiPM charge. Empty if
-    no SiPM passes the threshold anywhere."""
+    photoelectrons per time slice, SiPMs of at least threshold_pe (default sipm_threshold_pe), the slice's energy
+    shared by SiPM charge. Empty if no SiPM passes the threshold anywhere. The random numbers drawn do not depend on
+    the threshold, so the same event seen with two thresholds differs only in its hits."""
     empty = np.zeros((0, 3)), np.zeros(0)
     if not len(electrons_mm):
         return empty
@@ -117,7 +128,7 @@ def sensor_hits(rng: np.random.Generator, cfg: NextSimConfig, electrons_mm: np.n
     per_slice_sipms = sipm_span[0] * sipm_span[1]
     charge = rng.poisson(np.bincount(owner * per_slice_sipms + local, weights=mean,
                                      minlength=len(slices) * per_slice_sipms))
-    above = charge >= cfg.sipm_threshold_pe
+    above = charge >= (cfg.sipm_threshold_pe if threshold_pe is None else threshold_pe)
     if not above.any():
         return empty
     flat = np.flatnonzero(above)
