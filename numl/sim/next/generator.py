@@ -169,9 +169,10 @@ class NextSimConfig:
     sipm_threshold_pe: float = 6.0
     #: sensors without deconvolution: the topology hits keep only SiPMs of at least this charge per slice; the
     #: energy of the others goes to the hits above it in the same slice, or to the nearest slice with such hits.
-    #: 30 pe is IC esmeralda's threshold_charge_high (same_peak=True), the hits NEXT-White's blob cut (Ferrario et
-    #: al. 2019) and CNN (Kekic et al. 2021) read; null: every hit above sipm_threshold_pe (numl before 2026-12-07).
-    #: The deconvolution reads the sipm_threshold_pe hits, as beersheba does.
+    #: 30 pe is the default threshold_charge_high (same_peak=True) of IC's esmeralda, NEXT's topology city (the
+    #: thresholds of Ferrario et al. 2019 and Kekic et al. 2021 themselves were not readable here); null: every hit
+    #: above sipm_threshold_pe (numl before 2026-12-07). The deconvolution reads the sipm_threshold_pe hits, as
+    #: beersheba does.
     sipm_topology_threshold_pe: float | None = 30.0
     #: sensors: time slice of the SiPM readout for the hits, 2 us (IC penthesilea's rebinning of 1 us samples)
     time_slice_us: float = 2.0
