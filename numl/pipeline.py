@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from numl.baselines.base import Baseline, BaselineResult, baseline_metrics, run_baselines
 from numl.utils.errors import ConfigError
+from numl.utils.files import replaced_when_complete
 
 PREDICTIONS_FILE = "test_predictions.npz"
 
@@ -53,9 +54,8 @@ def save_test_outputs(path: Path, predictions: dict[str, torch.Tensor],
     """`network/<key>` and `baseline/<name>/<key>` arrays, one row per test event: what studies read."""
     arrays = {f"network/{k}": v.numpy() for k, v in predictions.items()}
     arrays |= {f"baseline/{name}/{k}": np.asarray(v) for name, r in baselines.items() for k, v in r.outputs.items()}
-    partial = path.with_name(path.name + ".part.npz")
-    np.savez_compressed(partial, **arrays)
-    partial.replace(path)
+    with replaced_when_complete(path, ".part.npz") as partial:
+        np.savez_compressed(partial, **arrays)
     return path
 
 

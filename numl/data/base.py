@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from numl.sim.blocks import BlockStore, simulate_in_blocks
 from numl.utils.errors import ConfigError, check_choice, check_positive
+from numl.utils.files import replaced_when_complete
 from numl.utils.hdf5 import open_checked, write_metadata
 from numl.utils.seeds import derived_seed
 
@@ -241,9 +242,8 @@ class SimulatedDataModule(pl.LightningDataModule):
                 "simulator": self.simulator_name, "metadata": self.metadata(), "seed": self.seed,
                 "events_per_block": self.events_per_block})
         split_events = split_events or self.simulate_split
-        partial = path.with_suffix(path.suffix + ".part")
         try:
-            with h5py.File(partial, "w") as h5:
+            with replaced_when_complete(path) as partial, h5py.File(partial, "w") as h5:
                 write_metadata(h5, self.simulator_name, self.metadata())
                 h5.attrs["seed"] = self.seed
                 for key, value in (self.file_attributes() | (attributes or {})).items():
@@ -252,7 +252,6 @@ class SimulatedDataModule(pl.LightningDataModule):
                     group = h5.create_group(split)
                     group.attrs["seed"] = self.split_seed(split)
                     self.write_split(group, split_events(split))
-            partial.replace(path)
             if self._block_store is not None:
                 self._block_store.remove()
         except BaseException:
@@ -261,7 +260,6 @@ class SimulatedDataModule(pl.LightningDataModule):
                             self._block_store.root)
             raise
         finally:
-            partial.unlink(missing_ok=True)
             self._block_store = None
         return path
 

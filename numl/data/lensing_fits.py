@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from numl.utils.errors import ConfigError
+from numl.utils.files import replaced_when_complete
 from numl.utils.seeds import derived_seed
 
 # MassiveNuS's names: the cosmology's folder gives M_nu, the file name the source redshift.
@@ -190,8 +191,7 @@ def write_fits_maps(maps: torch.Tensor, m_nu_ev: torch.Tensor, directory: str | 
             header[m_nu_key] = (float(m_nu), "sum of neutrino masses [eV]")
             header["Z_S"] = (float(z_s), "source redshift")
             path = folder / f"WLconv_z{z_s:.2f}_{count[m_nu]:04d}r.fits"
-            partial = path.with_name(path.name + ".part")
-            fits.PrimaryHDU(data=plane.astype(np.float32), header=header).writeto(partial, overwrite=True)
-            partial.replace(path)
+            with replaced_when_complete(path) as partial:
+                fits.PrimaryHDU(data=plane.astype(np.float32), header=header).writeto(partial, overwrite=True)
             written.append(path)
     return written

@@ -21,6 +21,7 @@ import numl
 from numl.explain.attribution import AttributionConfig, AttributionResult, attribute
 from numl.explain.figures import save_attribution_figures
 from numl.utils.errors import ConfigError, check_positive
+from numl.utils.files import replaced_when_complete
 
 log = logging.getLogger("numl.attribute")
 
@@ -93,8 +94,7 @@ def write_hdf5(path: Path, result: Mapping[str, Any], cfg: AttributionConfig, in
     Attributes: numl_attribution (method and arguments, JSON), numl_version and `info`.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".part")
-    with h5py.File(tmp, "w") as h5:
+    with replaced_when_complete(path) as partial, h5py.File(partial, "w") as h5:
         h5.attrs["numl_attribution"] = json.dumps(cfg.as_dict(), sort_keys=True)
         h5.attrs["numl_version"] = numl.__version__
         for name, value in info.items():
@@ -108,7 +108,6 @@ def write_hdf5(path: Path, result: Mapping[str, Any], cfg: AttributionConfig, in
             g = h5.create_group(group)
             for name, value in result[group].items():
                 g.create_dataset(name, data=value.numpy())
-    tmp.replace(path)
     return path
 
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from numl.utils.errors import check_positive
+from numl.utils.files import replaced_when_complete
 from numl.utils.progress import track
 
 T = TypeVar("T")
@@ -103,10 +104,8 @@ def _simulate_and_keep(simulate_block: Callable[[int, np.random.SeedSequence], T
     block = simulate_block(size, seed)
     if path is not None:  # in the worker, so a block is kept as soon as it ends, whatever the others do
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial_file = path.with_name(path.name + ".part")
-        with open(partial_file, "wb") as f:
+        with replaced_when_complete(path) as partial_file, open(partial_file, "wb") as f:
             pickle.dump(block, f, protocol=pickle.HIGHEST_PROTOCOL)
-        partial_file.replace(path)
     return block
 
 
