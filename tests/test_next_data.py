@@ -139,6 +139,16 @@ def _copy(path, tmp_path, edit):
     return target
 
 
+def _as_written_before(key, sim_changes):
+    """An edit making a file's metadata that of a file written before data.sim.<key> existed, with sim_changes."""
+    def edit(h5):
+        config = json.loads(h5.attrs["numl_config"])
+        config["sim"].pop(key, None)
+        config["sim"].update(sim_changes)
+        h5.attrs["numl_config"] = json.dumps(config)
+    return edit
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda h5: h5.attrs.__setitem__("numl_simulator", "numl.sim.lensing"), "written by simulator"),
     (lambda h5: h5.attrs.__setitem__("numl_format_version", 99), "format version"),
@@ -200,12 +210,7 @@ def test_deconvolved_files_written_before_deconvolution_slices_read_as_layer_cen
     wide as the voxels, both ways the same), do not depend on the key and read either way. (The metadata of the
     module's ideal-response file is edited; only the metadata is checked.)"""
     def as_older_file(sim_changes):
-        def edit(h5):
-            config = json.loads(h5.attrs["numl_config"])
-            config["sim"].pop("deconvolution_slices", None)
-            config["sim"].update(sim_changes)
-            h5.attrs["numl_config"] = json.dumps(config)
-        return edit
+        return _as_written_before("deconvolution_slices", sim_changes)
 
     with h5py.File(written) as h5:
         assert "deconvolution_slices" not in json.loads(h5.attrs["numl_config"])["sim"]  # no deconvolution
@@ -227,12 +232,7 @@ def test_sensor_hit_files_written_before_the_topology_threshold_read_as_null(wri
     sipm_threshold_pe: refused for the new default (30 pe), read with null. Ideal-response and deconvolved files do
     not depend on the key and read with the default. (Only the metadata of the module's file is edited and checked.)"""
     def as_older_file(sim_changes):
-        def edit(h5):
-            config = json.loads(h5.attrs["numl_config"])
-            config["sim"].pop("sipm_topology_threshold_pe", None)
-            config["sim"].update(sim_changes)
-            h5.attrs["numl_config"] = json.dumps(config)
-        return edit
+        return _as_written_before("sipm_topology_threshold_pe", sim_changes)
 
     hits = {"detector_response": "sensors"}
     older = _copy(written, tmp_path, as_older_file(hits))

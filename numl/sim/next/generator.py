@@ -924,7 +924,7 @@ def _sensor_events(rng: np.random.Generator, cfg: NextSimConfig, labels: np.ndar
     for i in np.flatnonzero(keep):
         rows = order[bounds[i]:bounds[i + 1]]
         electrons_mm, source = response.ionise_and_drift(rng, cfg, pos[rows], kev[rows])
-        hit_mm, hit_kev = response.sensor_hits(rng, cfg, electrons_mm, response.hit_threshold_pe(cfg))
+        hit_mm, hit_kev = response.sensor_hits(rng, cfg, electrons_mm)
         if not len(hit_kev):
             continue
         hit_kev = hit_kev * (1 + rng.standard_normal() * cfg.energy_calibration_residual)

@@ -80,11 +80,11 @@ def hit_threshold_pe(cfg: NextSimConfig) -> float:
 
 
 def sensor_hits(rng: np.random.Generator, cfg: NextSimConfig, electrons_mm: np.ndarray,
-                threshold_pe: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Hits (x, y, z) mm and their energies (keV) from the electrons at the anode: energy-plane and SiPM
-    photoelectrons per time slice, SiPMs of at least threshold_pe (default sipm_threshold_pe), the slice's energy
-    shared by SiPM charge. Empty if no SiPM passes the threshold anywhere. The random numbers drawn do not depend on
-    the threshold, so the same event seen with two thresholds differs only in its hits."""
+    photoelectrons per time slice, SiPMs of at least hit_threshold_pe(cfg), the slice's energy shared by SiPM charge.
+    Empty if no SiPM passes the threshold anywhere. The random numbers drawn do not depend on the threshold, so the
+    same event seen with two thresholds differs only in its hits."""
     empty = np.zeros((0, 3)), np.zeros(0)
     if not len(electrons_mm):
         return empty
@@ -128,7 +128,7 @@ def sensor_hits(rng: np.random.Generator, cfg: NextSimConfig, electrons_mm: np.n
     per_slice_sipms = sipm_span[0] * sipm_span[1]
     charge = rng.poisson(np.bincount(owner * per_slice_sipms + local, weights=mean,
                                      minlength=len(slices) * per_slice_sipms))
-    above = charge >= (cfg.sipm_threshold_pe if threshold_pe is None else threshold_pe)
+    above = charge >= hit_threshold_pe(cfg)
     if not above.any():
         return empty
     flat = np.flatnonzero(above)
