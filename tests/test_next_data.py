@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import h5py
@@ -209,8 +210,7 @@ def test_deconvolved_files_written_before_deconvolution_slices_read_as_layer_cen
     for the new default ("all") and read with layer_centre. Files without deconvolution, and 2 mm files (slices as
     wide as the voxels, both ways the same), do not depend on the key and read either way. (The metadata of the
     module's ideal-response file is edited; only the metadata is checked.)"""
-    def as_older_file(sim_changes):
-        return _as_written_before("deconvolution_slices", sim_changes)
+    as_older_file = partial(_as_written_before, "deconvolution_slices")
 
     with h5py.File(written) as h5:
         assert "deconvolution_slices" not in json.loads(h5.attrs["numl_config"])["sim"]  # no deconvolution
@@ -231,8 +231,7 @@ def test_sensor_hit_files_written_before_the_topology_threshold_read_as_null(wri
     """A file of sensor hits without deconvolution and without sipm_topology_threshold_pe kept every hit above
     sipm_threshold_pe: refused for the new default (30 pe), read with null. Ideal-response and deconvolved files do
     not depend on the key and read with the default. (Only the metadata of the module's file is edited and checked.)"""
-    def as_older_file(sim_changes):
-        return _as_written_before("sipm_topology_threshold_pe", sim_changes)
+    as_older_file = partial(_as_written_before, "sipm_topology_threshold_pe")
 
     hits = {"detector_response": "sensors"}
     older = _copy(written, tmp_path, as_older_file(hits))

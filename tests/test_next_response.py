@@ -109,11 +109,11 @@ def test_topology_hits_are_the_charge_core_of_the_hits_with_their_energy():
     # a 120 mm track across the drift direction, 1 MeV
     line = np.column_stack([np.linspace(160.0, 280.0, 400), np.full(400, 220.0), np.linspace(200.0, 260.0, 400)])
     hits = {}
-    for threshold, topology_threshold in ((6.0, None), (30.0, 30.0)):
+    for topology_threshold in (None, 30.0):
         threshold_cfg = NextSimConfig(**SENSORS, sipm_topology_threshold_pe=topology_threshold)
         rng = np.random.default_rng(3)
         electrons, _ = response.ionise_and_drift(rng, threshold_cfg, line, np.full(400, 2.5))
-        hits[threshold] = response.sensor_hits(rng, threshold_cfg, electrons)
+        hits[response.hit_threshold_pe(threshold_cfg)] = response.sensor_hits(rng, threshold_cfg, electrons)
     (all_mm, all_kev), (core_mm, core_kev) = hits[6.0], hits[30.0]
     assert core_kev.sum() == pytest.approx(all_kev.sum(), rel=1e-9)
     assert 0 < len(core_kev) < 0.7 * len(all_kev)

@@ -79,8 +79,8 @@ def hit_threshold_pe(cfg: NextSimConfig) -> float:
     return max(cfg.sipm_threshold_pe, cfg.sipm_topology_threshold_pe)
 
 
-def sensor_hits(rng: np.random.Generator, cfg: NextSimConfig, electrons_mm: np.ndarray,
-                ) -> tuple[np.ndarray, np.ndarray]:
+def sensor_hits(rng: np.random.Generator, cfg: NextSimConfig,
+                electrons_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Hits (x, y, z) mm and their energies (keV) from the electrons at the anode: energy-plane and SiPM
     photoelectrons per time slice, SiPMs of at least hit_threshold_pe(cfg), the slice's energy shared by SiPM charge.
     Empty if no SiPM passes the threshold anywhere. The random numbers drawn do not depend on the threshold, so the
