@@ -128,8 +128,9 @@ def test_a_larger_file_serves_a_smaller_training_size_with_the_same_events(tmp_p
 def test_files_written_before_atmospheric_muons_existed_read_with_their_defaults(tmp_path):
     """A file whose event metadata lacks the keys added later (the atmospheric-muon keys, the muon energy-loss model:
     every KM3NeT file before them) reads as made without bundles and with the constant ionisation loss, with the
-    truth it was written with; a config that asks for bundles or another loss is refused."""
-    path = KM3NeTDataModule(**SMALL, n_train=3, n_val=2, n_test=2, seed=4).write_hdf5(tmp_path / "older.h5")
+    truth it was written with; a config that asks for bundles or another loss (the default bethe_bloch) is refused."""
+    former = {**SMALL, "events": {**SMALL["events"], "muon_energy_loss": "constant_a"}}  # as those files were made
+    path = KM3NeTDataModule(**former, n_train=3, n_val=2, n_test=2, seed=4).write_hdf5(tmp_path / "older.h5")
     with h5py.File(path, "r+") as h5:
         config = json.loads(h5.attrs["numl_config"])
         config["events"] = {k: v for k, v in config["events"].items()
@@ -138,15 +139,14 @@ def test_files_written_before_atmospheric_muons_existed_read_with_their_defaults
     with h5py.File(path, "r") as h5:
         assert "muon_energy_loss" not in read_metadata(h5)["events"]
         assert read_metadata(h5, KM3NeTDataModule.metadata_added_defaults)["events"]["muon_energy_loss"] == "constant_a"
-    older = KM3NeTDataModule(**SMALL, n_train=3, n_val=2, n_test=2, seed=4, source="hdf5", hdf5_path=str(path))
+    older = KM3NeTDataModule(**former, n_train=3, n_val=2, n_test=2, seed=4, source="hdf5", hdf5_path=str(path))
     older.setup("fit")
     assert len(older.events("train")) == 3
     with pytest.raises(ConfigError, match=r"data.events=.* in the file but .*atmospheric_muon_fraction\": 0.5"):
-        KM3NeTDataModule(**{**SMALL, "events": {**SMALL["events"], "atmospheric_muon_fraction": 0.5}}, n_train=3,
+        KM3NeTDataModule(**{**former, "events": {**former["events"], "atmospheric_muon_fraction": 0.5}}, n_train=3,
                          n_val=2, n_test=2, seed=4, source="hdf5", hdf5_path=str(path)).setup("fit")
     with pytest.raises(ConfigError, match=r"data.events=.* in the file but .*muon_energy_loss\": \"bethe_bloch"):
-        KM3NeTDataModule(**{**SMALL, "events": {**SMALL["events"], "muon_energy_loss": "bethe_bloch"}}, n_train=3,
-                         n_val=2, n_test=2, seed=4, source="hdf5", hdf5_path=str(path)).setup("fit")
+        KM3NeTDataModule(**SMALL, n_train=3, n_val=2, n_test=2, seed=4, source="hdf5", hdf5_path=str(path)).setup("fit")
 
 
 def test_blocks_are_the_events_of_their_own_seeds(tmp_path):

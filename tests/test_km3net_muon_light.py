@@ -37,13 +37,13 @@ def test_loss_showers_carry_the_mean_energy_loss(detector):
     # muons give about 2 % precision.
     config = replace(SHOWERS, muon_light_reach_m=2000.0)
     energy = 300.0
-    muon_range = float(physics.muon_range_m(energy))
+    muon_range = float(physics.muon_range_m(energy, config.muon_energy_loss))
     rng = np.random.default_rng(5)
     totals = [muon_loss_showers(detector, config, detector.center_m, np.array([0.6, 0.0, 0.8]), energy, rng)[1].sum()
               for _ in range(3000)]
 
     def loss_gev_per_m(s):
-        e = physics.muon_energy_at_gev(energy, s)
+        e = physics.muon_energy_at_gev(energy, s, config.muon_energy_loss)
         return physics.delta_ray_shower_energy_gev_per_m(e) + physics.MUON_DEDX_B_PER_M * e
 
     expected, _ = quad(loss_gev_per_m, 0.0, muon_range, limit=200)

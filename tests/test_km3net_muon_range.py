@@ -38,7 +38,7 @@ def test_bethe_bloch_range_matches_the_pdg_water_table(kinetic_gev):
 
 def test_constant_a_is_short_near_minimum_ionisation():
     # the former model's a = 0.27 GeV/m is the ionisation loss of a ~23 GeV muon: 14 % short at 2 GeV kinetic
-    constant = float(physics.muon_range_m(2.0 + physics.MUON_MASS_GEV)) * SEA_WATER_G_PER_CM2_PER_M
+    constant = float(physics.muon_range_m(2.0 + physics.MUON_MASS_GEV, "constant_a")) * SEA_WATER_G_PER_CM2_PER_M
     assert constant / PDG_WATER_CSDA_RANGE_G_PER_CM2[2.0] < 0.9
 
 

@@ -92,8 +92,9 @@ def test_nc_events_give_less_light_than_nue_cc_at_the_same_energy(small_detector
 def test_former_shower_events_are_unchanged_by_the_new_options(small_detector):
     """The defaults (shower_interaction=total_energy, shower_profile=point) are the model the committed results were
     made with: these events (three showers, three nu_mu CC) are pinned to the values numl gave before the options
-    existed (commit 0146385)."""
-    events, _ = simulate_events(small_detector, EventConfig(numu_cc_fraction=0.5), 6, seed=9)
+    existed (commit 0146385), with the muon's loss of that time (constant_a)."""
+    events, _ = simulate_events(small_detector, EventConfig(numu_cc_fraction=0.5, muon_energy_loss="constant_a"), 6,
+                                seed=9)
     assert [int(e.truth["event_type"]) for e in events] == [1, 1, 1, 0, 0, 0]
     assert [len(e.hits) for e in events] == [105, 99, 194, 55, 42, 51]
     assert sum(e.hits["t_ns"].sum() for e in events) == pytest.approx(63715.20603747515, rel=1e-12)

@@ -20,8 +20,8 @@ def small_detector():
 def test_cherenkov_angle_and_range_match_physics_md():
     assert np.degrees(physics.THETA_CHERENKOV_RAD) == pytest.approx(42.2, abs=0.05)
     # dE/dx = 0.27 GeV/m + 3.4e-4 E /m: a 10 GeV muon travels ~ 10 / 0.27 = 37 m, minus radiative losses
-    assert physics.muon_range_m(10.0) == pytest.approx(np.log1p(3.4e-4 * 10 / 0.27) / 3.4e-4, rel=1e-12)
-    assert 36.0 < physics.muon_range_m(10.0) < 37.1
+    assert physics.muon_range_m(10.0, "constant_a") == pytest.approx(np.log1p(3.4e-4 * 10 / 0.27) / 3.4e-4, rel=1e-12)
+    assert 36.0 < physics.muon_range_m(10.0, "constant_a") < 37.1
 
 
 def test_arrival_time_formula_of_a_pmt_on_the_cone():

@@ -571,10 +571,11 @@ class KM3NeTDataModule(SimulatedDataModule):
             self.split_sizes["train"] = self.real_train_events
 
     # ----- events -----------------------------------------------------------------------------------------------
-    #: the atmospheric-muon keys (issue 16) came after KM3NeT files were first written: a file without them has none
-    metadata_added_defaults = {"events": {name: EventConfig.__dataclass_fields__[name].default for name in (
+    #: the atmospheric-muon and energy-loss keys (issue 16) came after KM3NeT files were first written: a file without
+    #: them has no bundles and was made with the constant loss (bethe_bloch became the default after the key existed)
+    metadata_added_defaults = {"events": {**{name: EventConfig.__dataclass_fields__[name].default for name in (
         "atmospheric_muon_fraction", "atmospheric_seabed_depth_m", "atmospheric_bundle_energy_min_gev",
-        "atmospheric_multiplicity_max", "muon_energy_loss")}}
+        "atmospheric_multiplicity_max")}, "muon_energy_loss": "constant_a"}}
 
     def metadata(self) -> dict[str, Any]:
         # The blocks change the events, the number of workers does not. The split sizes are not part of it: a file

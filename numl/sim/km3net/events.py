@@ -144,9 +144,10 @@ class EventConfig:
     # farther than muon_light_reach_m from the instrumented cylinder give no shower light.
     muon_light: str = "cone"
     # The muon's mean energy loss a(E) + b E, which sets its range and its energy along the track
-    # (physics.MUON_ENERGY_LOSS_MODELS): constant_a (a = 0.27 GeV/m, the former model: ranges 10-14 % short at 1-10
-    # GeV) or bethe_bloch (a(E) as the PDG muon tables compute it; CSDA ranges within 0.2 % of PDG's for water).
-    muon_energy_loss: str = "constant_a"
+    # (physics.MUON_ENERGY_LOSS_MODELS): bethe_bloch (a(E) as the PDG muon tables compute it; CSDA ranges within 0.2 %
+    # of PDG's for water) or constant_a (a = 0.27 GeV/m, the former model: ranges 10-14 % short at 1-10 GeV; the
+    # KM3NeT study's earlier experiments keep it so that their tables rebuild).
+    muon_energy_loss: str = "bethe_bloch"
     muon_light_step_m: float = 2.0
     stochastic_loss_min_gev: float = 1.0
     muon_light_reach_m: float = 100.0

@@ -125,7 +125,7 @@ def check_muon_energy_loss(model: str) -> None:
     check_choice("data.events.muon_energy_loss", model, MUON_ENERGY_LOSS_MODELS)
 
 
-def muon_dedx_gev_per_m(energy_gev: np.ndarray | float, model: str = "constant_a") -> np.ndarray:
+def muon_dedx_gev_per_m(energy_gev: np.ndarray | float, model: str) -> np.ndarray:
     """The muon's mean energy loss a(E) + b E (GeV/m) in sea water under `model` (MUON_ENERGY_LOSS_MODELS)."""
     check_muon_energy_loss(model)
     energy_gev = np.asarray(energy_gev, dtype=np.float64)
@@ -143,7 +143,7 @@ def _bethe_bloch_range_table() -> tuple[np.ndarray, np.ndarray]:
     return energy, np.concatenate([[0.0], np.cumsum(steps)])
 
 
-def muon_range_m(energy_gev: np.ndarray | float, model: str = "constant_a") -> np.ndarray:
+def muon_range_m(energy_gev: np.ndarray | float, model: str) -> np.ndarray:
     """Continuous-slowing-down range (m) of a muon of total energy E in sea water. constant_a: R = ln(1 + b E / a)
     / b; bethe_bloch: the integral of dE / (a(E) + b E) from rest, from a table."""
     check_muon_energy_loss(model)
@@ -157,7 +157,7 @@ def muon_range_m(energy_gev: np.ndarray | float, model: str = "constant_a") -> n
     return np.interp(np.log(np.maximum(energy_gev, MUON_MASS_GEV)), np.log(table_energy), table_range, left=0.0)
 
 
-def muon_energy_at_gev(energy_gev: float, distance_m: np.ndarray, model: str = "constant_a") -> np.ndarray:
+def muon_energy_at_gev(energy_gev: float, distance_m: np.ndarray, model: str) -> np.ndarray:
     """Muon energy after travelling `distance_m`, 0 once it has stopped. constant_a: E(s) = (E0 + a/b) exp(-b s) -
     a/b; bethe_bloch: the energy whose range is the range left, from the table (total energy, the muon's mass at
     rest)."""
