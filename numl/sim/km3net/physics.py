@@ -3,7 +3,7 @@
 Sources in ../shared/PHYSICS.md (KM3NeT): phase index n = 1.3499 and group velocity 0.2173 m/ns (km3pipe
 constants), the arrival-time formula of km3pipe ``physics.cherenkov``, 3.4e4 photons per metre of muon
 (300-600 nm), 4.7 m of equivalent track per GeV of shower, dE/dx = a + b E with a = 0.27 GeV/m,
-b = 3.4e-4 /m. The ionisation loss a can instead follow the Bethe-Bloch formula (MUON_ENERGY_LOSS_MODELS), written
+b = 3.4e-4 /m. The ionisation loss a follows the Bethe-Bloch formula by default (MUON_ENERGY_LOSS_MODELS), written
 here because PROPOSAL, the kept muon propagator that computes it, has no wheel for this Python on PyPI (7.6.2 is an
 sdist) and builds its C++ dependencies through Conan, whose package server this machine cannot reach.
 
