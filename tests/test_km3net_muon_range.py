@@ -131,3 +131,28 @@ def test_the_muon_shines_as_far_as_its_model_lets_it():
         along_m, shower_gev, _ = muon_loss_showers(detector, config, vertex, up, energy, np.random.default_rng(1))
         shining = along_m[shower_gev > 0]
         assert shining.max() == pytest.approx(ranges[model], abs=config.muon_light_step_m)
+
+
+def test_the_study_runs_with_the_right_range_differ_from_their_constant_loss_twins_in_the_loss_alone(compose_train):
+    """bethe_bloch is the default of the library's KM3NeT experiments; the study's experiments taken before it keep
+    constant_a (so their README tables rebuild), and each bethe_bloch run of the study is its twin with only the
+    loss, and the file and run names, changed."""
+    from omegaconf import OmegaConf
+
+    assert compose_train(["experiment=km3net_real_files"]).data.events.muon_energy_loss == "bethe_bloch"
+    renamed = {"task_name", "data.hdf5_path", "data.events.muon_energy_loss"}
+    for former, right_range in (("orca6_real_file_n80k_k40_road", "orca6_real_file_n80k_bethe_bloch"),
+                                ("orca6_track_shower", "orca6_track_shower_bethe_bloch")):
+        configs = [compose_train([f"experiment=km3net_reconstruction/{name}"]) for name in (former, right_range)]
+        assert [c.data.events.muon_energy_loss for c in configs] == ["constant_a", "bethe_bloch"]
+        flat = [{k: v for k, v in _flatten(OmegaConf.to_container(c, resolve=False)).items()
+                 if not k.startswith("hydra.") and k not in renamed} for c in configs]
+        assert flat[0] == flat[1], {k for k in flat[0].keys() | flat[1].keys() if flat[0].get(k) != flat[1].get(k)}
+
+
+def _flatten(node, prefix: str = "") -> dict:
+    """{'a.b': leaf} of a nested dict (empty dicts kept as leaves)."""
+    if not isinstance(node, dict) or not node:
+        return {prefix: node}
+    return {k: v for key, child in node.items()
+            for k, v in _flatten(child, f"{prefix}.{key}" if prefix else key).items()}
