@@ -3,9 +3,10 @@
     python -m numl.evaluate ckpt_path=logs/lensing_cnn/runs/<time>/checkpoints/last.ckpt
     python -m numl.evaluate ckpt_path=... +data.n_test=10000 +data.seed=7
     python -m numl.evaluate ckpt_path=... +baseline.track_shower_features.fit_features=true
+    python -m numl.evaluate ckpt_path=... 'baseline=[track_likelihood,track_likelihood_network_start]'
 
 `data` and `baseline` keys given here are merged into the run's own (a whole baseline config, with its `_target_`,
-adds a baseline the run did not have).
+or a config of the `baseline` group adds a baseline the run did not have).
 """
 
 from __future__ import annotations

@@ -65,7 +65,8 @@ def evaluate_test_events(trainer: pl.Trainer, task: pl.LightningModule, datamodu
     """Predictions, baselines and figures for a tested task; returns the baseline metrics and the predictions."""
     baselines = build_baselines(baseline_cfg)
     predictions = predict_test_events(trainer, task, datamodule)
-    results: dict[str, Any] = run_baselines(baselines, datamodule)
+    results: dict[str, Any] = run_baselines(baselines, datamodule,
+                                            {key: value.numpy() for key, value in predictions.items()})
     if figures_cfg is not None and "_target_" in figures_cfg:
         draw = instantiate(figures_cfg, _partial_=True)
         draw(datamodule=datamodule, predictions=predictions, baselines=results, output_dir=output_dir / "figures")

@@ -148,9 +148,10 @@ NBODY_TINY = ["data.nbody.n_particles=16", "data.nbody.n_mesh=32", "data.nbody.n
               "data.n_test=16", "data.batch_size=8"]
 
 
-# The real-file experiment fits its 140 events with two classical fits (about 1 s per event for the likelihood).
+# The real-file experiment fits its 140 events with three classical fits (about 1 s per event for each likelihood).
 REAL_FILE_FITS_TINY = ["baseline.track_fit.max_events=10", "baseline.track_likelihood.max_events=10",
-                       "baseline.track_likelihood.n_starts=1"]
+                       "baseline.track_likelihood.n_starts=1", "baseline.track_likelihood_network_start.max_events=10",
+                       "baseline.track_likelihood_network_start.n_starts=1"]
 
 
 @pytest.mark.parametrize("experiment", [pytest.param(e, marks=pytest.mark.slow) if e in CAMB_HEAVY | SLOW_SMOKE else e
@@ -162,3 +163,5 @@ def test_experiment_fast_dev_run(experiment, compose_train, tmp_path):
     metrics = train(cfg)
     assert any(k.startswith("test/") for k in metrics), metrics
     assert (tmp_path / "test_metrics.json").is_file()
+    if experiment == "km3net_real_files":  # the hybrid got the network's predictions through numl.pipeline
+        assert metrics["baseline/track_likelihood_network_start/fit_failure_fraction"] == 0.0

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from numl.utils.errors import ConfigError
+
 log = logging.getLogger("numl.baselines")
 
 
@@ -36,6 +38,13 @@ class Baseline(ABC):
 
     #: name in figure legends
     label: str = "baseline"
+    #: a hybrid that starts from the network's predictions on the test events; run_baselines hands them over
+    #: (take_network_predictions) before it is fitted
+    uses_network_predictions: bool = False
+
+    def take_network_predictions(self, predictions: dict[str, np.ndarray]) -> None:
+        """The network's predictions on the test events, in their order (only for uses_network_predictions)."""
+        raise NotImplementedError(f"{type(self).__name__} does not use the network's predictions")
 
     def fit(self, datamodule: Any) -> Baseline:
         """Learn whatever the method needs from the training or validation events (default: nothing)."""
@@ -46,11 +55,17 @@ class Baseline(ABC):
         """Metrics and per-event outputs on `datamodule.events("test")`."""
 
 
-def run_baselines(baselines: dict[str, Baseline], datamodule: Any) -> dict[str, BaselineResult]:
-    """Fit and evaluate each baseline, in the config's order."""
+def run_baselines(baselines: dict[str, Baseline], datamodule: Any,
+                  network_predictions: dict[str, np.ndarray] | None = None) -> dict[str, BaselineResult]:
+    """Fit and evaluate each baseline, in the config's order; hybrids get the network's test predictions first."""
     results = {}
     for name, baseline in baselines.items():
         start = time.perf_counter()
+        if baseline.uses_network_predictions:
+            if network_predictions is None:
+                raise ConfigError(f"baseline.{name} starts from the network's predictions: run it in numl.train or "
+                                  "numl.evaluate with a trained network")
+            baseline.take_network_predictions(network_predictions)
         results[name] = baseline.fit(datamodule).evaluate(datamodule)
         log.info("baseline %s: %.1f s", name, time.perf_counter() - start)
     return results

@@ -11,9 +11,12 @@ ring of directions around it, keeps the lowest cost, then refits with every hit 
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy.optimize import least_squares, minimize
 
 from numl.baselines.base import Baseline, BaselineResult
@@ -27,11 +30,15 @@ from numl.sim.km3net.prefit import (
     line_fit,
     linearised_tracks,
     perpendicular_basis,
+    ring_fit_track,
     spherical_angles,
     unit_from_angles,
 )
+from numl.tasks.losses import vmf_angle_cdf
 from numl.utils.errors import ConfigError, check_positive
 from numl.utils.progress import track as with_progress
+
+log = logging.getLogger(__name__)
 
 #: five free parameters (two angles, two position offsets, time) need at least six hits
 MIN_FIT_HITS = 6
@@ -182,14 +189,20 @@ class ResidualPdf:
 
 def likelihood_fit(pos_m: np.ndarray, pmt_dir: np.ndarray, time_ns: np.ndarray,
                    candidates: list[tuple[np.ndarray, np.ndarray, float, float]], pdf: ResidualPdf,
-                   window_ns: tuple[float, float] = (-100.0, 600.0)
+                   window_ns: tuple[float, float] = (-100.0, 600.0),
+                   direction_log_prior: Callable[[np.ndarray], float] | None = None
                    ) -> tuple[np.ndarray, np.ndarray, float, float, int]:
     """Maximum-likelihood track from every prefit candidate (Nelder-Mead in two angles, two position offsets and
-    time, like JMuon's simplex stage) on the hits within `window_ns` of the best chi-square candidate (every hit,
-    not only triggered ones); returns direction, point, time, negative log-likelihood and the hits used."""
-    best_u, best_point, best_t0, _ = min(candidates, key=lambda fit: fit[3])
-    residual = time_ns - physics.cherenkov_arrival_time_ns(pos_m, best_point, best_u, best_t0)
-    use = (residual >= window_ns[0]) & (residual <= window_ns[1])
+    time, like JMuon's simplex stage) on the hits within `window_ns` of the lowest-cost candidate (every hit, not
+    only triggered ones; where several candidates share the lowest cost, the hits within the window of any of
+    them); returns direction, point, time, negative log-likelihood and the hits used. `direction_log_prior(u)`, if
+    given, is added to the log-likelihood (the fit then maximises the posterior; the returned value is its negative)."""
+    lowest = min(fit[3] for fit in candidates)
+    use = np.zeros(len(time_ns), dtype=bool)
+    for u0, point0, t00, cost in candidates:
+        if cost == lowest:
+            residual = time_ns - physics.cherenkov_arrival_time_ns(pos_m, point0, u0, t00)
+            use |= (residual >= window_ns[0]) & (residual <= window_ns[1])
     pos_m, pmt_dir, time_ns = pos_m[use], pmt_dir[use], time_ns[use]
     best = None
     for u0, point0, t00, _ in candidates:
@@ -199,7 +212,8 @@ def likelihood_fit(pos_m: np.ndarray, pmt_dir: np.ndarray, time_ns: np.ndarray,
         def nll(p, point0=point0, t00=t00, e1=e1, e2=e2):
             u = unit_from_angles(p[0], p[1])
             geometry = hit_track_geometry(pos_m, pmt_dir, time_ns, point0 + p[2] * e1 + p[3] * e2, u, t00 + p[4])
-            return -float(np.sum(pdf.log_pdf(*geometry)))
+            log_prior = direction_log_prior(u) if direction_log_prior is not None else 0.0
+            return -float(np.sum(pdf.log_pdf(*geometry))) - log_prior
 
         x = np.array([theta0, phi0, 0.0, 0.0, 0.0])
         for _restart in range(2):  # a simplex restarted where it stopped escapes its own collapse
@@ -282,8 +296,12 @@ class TrackFitBaseline(Baseline):
                                                               log10e[use])
         return self
 
+    def test_events(self, datamodule) -> list:
+        """The test events this baseline scores: the first max_events."""
+        return datamodule.events("test")[: self.max_events]
+
     def evaluate(self, datamodule) -> BaselineResult:
-        test = datamodule.events("test")[: self.max_events]
+        test = self.test_events(datamodule)
         fits = self.fit_events(test)
         true_direction, true_log10e = _true_direction_and_energy(test)
         fits["angular_error_deg"] = np.where(fits["ok"], physics.angle_between_deg(fits["direction"], true_direction),
@@ -328,7 +346,7 @@ class TrackLikelihoodBaseline(TrackFitBaseline):
 
     def fit_events(self, events) -> dict[str, np.ndarray]:
         out = {"direction": [], "ok": [], "n_fit_hits": [], "n_likelihood_hits": [], "nll": []}
-        for event in with_progress(events, f"{self.config_key}: likelihood fits"):
+        for index, event in enumerate(with_progress(events, f"{self.config_key}: likelihood fits")):
             hits = event.hits
             pos, time_ns = hit_positions_m(hits), hits["t_ns"].astype(np.float64)
             pmt_dir = hit_directions(hits)
@@ -347,7 +365,9 @@ class TrackLikelihoodBaseline(TrackFitBaseline):
             chi2 = refit_best_candidate(pos, time_ns, candidates[:1 + self.CHI2_SCAN_STARTS], t_ref, self.sigma_ns)
             candidates = candidates[:1 + self.n_starts]
             candidates.append((chi2.direction, chi2.position_m, chi2.time_ns - t_ref, -np.inf))  # the refit first
-            u, _, _, nll, n_used = likelihood_fit(pos, pmt_dir, time_ns - t_ref, candidates, self.pdf)
+            candidates += self.extra_candidates(index, pos[triggered], time_ns[triggered] - t_ref)
+            u, _, _, nll, n_used = likelihood_fit(pos, pmt_dir, time_ns - t_ref, candidates, self.pdf,
+                                                  direction_log_prior=self.direction_log_prior(index))
             out["direction"].append(u)
             out["ok"].append(True)
             out["n_fit_hits"].append(chi2.n_hits_used)
@@ -357,6 +377,121 @@ class TrackLikelihoodBaseline(TrackFitBaseline):
         fits["direction"] = np.stack(out["direction"]) if out["direction"] else np.zeros((0, 3))
         fits["n_triggered"] = np.array([int(e.hits["triggered"].sum()) for e in events])
         return fits
+
+    def extra_candidates(self, index: int, pos_m: np.ndarray, time_ns: np.ndarray
+                         ) -> list[tuple[np.ndarray, np.ndarray, float, float]]:
+        """Starts of the likelihood fit besides the prefit's for test event `index` (triggered hits, times relative
+        to the prefit's reference; cost -inf: its hits join the chi-square refit's in the fit). Default: none."""
+        return []
+
+    def direction_log_prior(self, index: int) -> Callable[[np.ndarray], float] | None:
+        """A log-prior on the direction of test event `index` added to the likelihood. Default: none (flat)."""
+        return None
+
+
+class NetworkStartedLikelihoodBaseline(TrackLikelihoodBaseline):
+    """The likelihood fit with the network's direction as two more starts (a hybrid: fast estimates seeding a
+    maximum-likelihood fit): the network's direction with the point and time the linearised ring fit gives for it,
+    and the chi-square fit from there. The likelihood sees the hits near the chi-square fit's track or the network's,
+    and the best likelihood over every start wins, so the network helps only where its track explains the hits
+    better than the prefit's; whether it does says whether the network finds the right basin where the prefit
+    does not, and the fit adds the precision of the time residuals that the network lacks.
+
+    Where the fit ends outside the network's `fallback_containment` cone (the network's vMF with its calibrated
+    kappa, the task's `kappa_calibrated`: a 99 % cone holds 99 % of the directions the network believes possible) or
+    fails, the network's direction is the answer: the fit's precision where it agrees with the network, the network's
+    robustness where a track beside it explains the hits better (`fit_direction` and `network_fallback` keep both).
+
+    Args: as TrackLikelihoodBaseline, and
+        fallback_containment: the cone's containment probability (0-1); null: always the fit.
+    """
+
+    label = "likelihood fit from the network"
+    config_key = "baseline.track_likelihood_network_start"
+    uses_network_predictions = True
+
+    #: multiply the likelihood by the network's vMF density (NetworkPriorLikelihoodBaseline)
+    network_prior = False
+
+    def __init__(self, sigma_ns: float = 3.0, max_events: int | None = None, n_starts: int = 3,
+                 fallback_containment: float | None = None) -> None:
+        super().__init__(sigma_ns, max_events, n_starts)
+        if fallback_containment is not None and not 0.0 < fallback_containment < 1.0:
+            raise ConfigError(f"{self.config_key}.fallback_containment={fallback_containment!r}: a probability "
+                              "between 0 and 1 (exclusive), or null for no fallback")
+        self.fallback_containment = fallback_containment
+        self.network_directions: np.ndarray | None = None
+        self.network_kappa: np.ndarray | None = None
+
+    def take_network_predictions(self, predictions: dict[str, np.ndarray]) -> None:
+        if "direction_pred" not in predictions:
+            raise ConfigError(f"{self.config_key}: the network predicts no direction (its predictions: "
+                              f"{sorted(predictions)}); it needs a KM3NeT reconstruction task")
+        directions = np.asarray(predictions["direction_pred"], dtype=np.float64)
+        self.network_directions = directions / np.linalg.norm(directions, axis=1, keepdims=True)
+        if self.network_prior or self.fallback_containment is not None:
+            if "kappa_calibrated" not in predictions:
+                raise ConfigError(f"{self.config_key}: the network predicts no kappa_calibrated for its prior or "
+                                  f"fallback (its predictions: {sorted(predictions)})")
+            self.network_kappa = np.asarray(predictions["kappa_calibrated"], dtype=np.float64)
+
+    def test_events(self, datamodule) -> list:
+        """The first max_events test events, and only those the network predicted (a predict loop limited by
+        fast_dev_run or limit_predict_batches predicts the first batches only)."""
+        test = super().test_events(datamodule)
+        if self.network_directions is None:
+            raise ConfigError(f"{self.config_key}: no network predictions; it runs after a network is tested")
+        if len(self.network_directions) < len(test):
+            log.warning("%s: the network predicted %d of %d test events; the hybrid fits those", self.config_key,
+                        len(self.network_directions), len(test))
+        return test[: len(self.network_directions)]
+
+    def evaluate(self, datamodule) -> BaselineResult:
+        result = super().evaluate(datamodule)
+        if "network_fallback" in result.outputs:
+            result.metrics["network_fallback_fraction"] = float(np.mean(result.outputs["network_fallback"]))
+        return result
+
+    def fit_events(self, events) -> dict[str, np.ndarray]:
+        fits = super().fit_events(events)
+        if self.fallback_containment is None:
+            return fits
+        network = self.network_directions[: len(events)]
+        fit_direction = np.where(fits["ok"][:, None], fits["direction"], network)
+        separation = np.radians(physics.angle_between_deg(fit_direction, network))
+        beyond = vmf_angle_cdf(torch.from_numpy(separation),
+                               torch.from_numpy(self.network_kappa[: len(events)])).numpy() > self.fallback_containment
+        fits["network_fallback"] = beyond | ~fits["ok"]
+        fits["fit_direction"] = fits["direction"]
+        fits["direction"] = np.where(fits["network_fallback"][:, None], network, fits["direction"])
+        fits["ok"] = np.ones(len(events), dtype=bool)  # the network answers where the fit failed
+        return fits
+
+    def extra_candidates(self, index: int, pos_m: np.ndarray, time_ns: np.ndarray
+                         ) -> list[tuple[np.ndarray, np.ndarray, float, float]]:
+        network = ring_fit_track(pos_m, time_ns, self.network_directions[index])
+        refined = chi2_fit(pos_m, time_ns, network.direction, network.point_m, network.time_ns, self.sigma_ns)
+        return [(network.direction, network.point_m, network.time_ns, -np.inf), refined]
+
+    def direction_log_prior(self, index: int) -> Callable[[np.ndarray], float] | None:
+        if not self.network_prior:
+            return None
+        mean, kappa = self.network_directions[index], float(self.network_kappa[index])
+        return lambda u: kappa * float(u @ mean)  # vMF log-density up to a constant
+
+
+class NetworkPriorLikelihoodBaseline(NetworkStartedLikelihoodBaseline):
+    """The network-started likelihood fit with the network's direction also as a prior: its von Mises-Fisher density
+    with the network's calibrated kappa (the task's `kappa_calibrated`, whose 68 % cone holds 68 % of the validation
+    events) multiplies the likelihood, so the fit maximises the posterior and a track far outside the network's
+    cone needs that much more likelihood to win.
+
+    Args: as TrackLikelihoodBaseline.
+    """
+
+    label = "likelihood fit with the network's prior"
+    config_key = "baseline.track_likelihood_network_prior"
+    network_prior = True
 
 
 class OfficialReconstructionBaseline(Baseline):

@@ -140,10 +140,16 @@ def line_fit_track(pos_m: np.ndarray, time_ns: np.ndarray, triggered: np.ndarray
     if len(t) < 2 or np.ptp(t) <= 0:
         return PrefitTrack(np.array([0.0, 0.0, 1.0]), p.mean(axis=0) if len(p) else np.zeros(3),
                            float(t.mean()) if len(t) else 0.0)
-    direction, centre, t_mean = line_fit(p, t)
-    if len(t) < MIN_LINEARISED_HITS:
+    return ring_fit_track(p, t, line_fit(p, t)[0])
+
+
+def ring_fit_track(pos_m: np.ndarray, time_ns: np.ndarray, direction: np.ndarray) -> PrefitTrack:
+    """The track along `direction` whose point and time the linearised ring fit gives on these hits (the hits'
+    centre and mean time with fewer than MIN_LINEARISED_HITS hits or a point beyond MAX_TRACK_OFFSET_M)."""
+    centre, t_mean = pos_m.mean(axis=0), float(time_ns.mean())
+    if len(time_ns) < MIN_LINEARISED_HITS:
         return PrefitTrack(direction, centre, t_mean)
-    fit = linearised_tracks(p, t, direction[None, :])
+    fit = linearised_tracks(pos_m, time_ns, direction[None, :])
     if np.hypot(fit.p1[0, 0], fit.p2[0, 0]) > MAX_TRACK_OFFSET_M:
         return PrefitTrack(direction, centre, t_mean)
     point = centre + fit.p1[0, 0] * fit.e1[0] + fit.p2[0, 0] * fit.e2[0]

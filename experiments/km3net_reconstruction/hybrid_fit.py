@@ -1,0 +1,181 @@
+"""The network, numl's fits, the fits started from the network (and with its prior) and the file's official
+reconstruction on the same test events: median with its bootstrap 95 % interval, mean, share beyond 45 deg and per
+bin of true energy; the paired bootstrap of each hybrid's median against the plain likelihood fit and the official
+one; how far each hybrid ended from the network and from the plain fit. Figure: the cumulative angular error.
+
+    python experiments/km3net_reconstruction/hybrid_fit.py --runs RUN [RUN ...] [--output-dir DIR]
+
+Runs of one checkpoint (`numl.evaluate` runs with different baselines) are merged into one network seed; several
+checkpoints are several seeds, each with its own table. It fits nothing: it reads each run's test_predictions.npz.
+Writes hybrid_fit.{md,json} and figures/hybrid_fit.png under --output-dir (default: results/ beside this script).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from numl.sim.km3net.physics import angle_between_deg  # noqa: E402
+
+METHODS = {"network": "network", "baseline/track_fit": "chi-square fit", "baseline/track_likelihood": "likelihood fit",
+           "baseline/track_likelihood_network_start/fit": "likelihood fit from the network, the fit alone",
+           "baseline/track_likelihood_network_start": "likelihood fit from the network, network outside its 99 % cone",
+           "baseline/track_likelihood_network_prior/fit": "likelihood fit with the network's prior, the fit alone",
+           "baseline/track_likelihood_network_prior": "likelihood fit with the network's prior, network outside its "
+                                                      "99 % cone",
+           "baseline/official_reconstruction": "official (JMuon)"}
+HYBRIDS = ("baseline/track_likelihood_network_start/fit", "baseline/track_likelihood_network_start",
+           "baseline/track_likelihood_network_prior/fit", "baseline/track_likelihood_network_prior")
+ENERGY_EDGES_GEV = (50.0, 100.0, 200.0, 500.0)
+
+
+def merged_seeds(runs: list[Path]) -> dict[str, dict[str, np.ndarray]]:
+    """{checkpoint: {method or key: per-event array}} with every run of a checkpoint merged (same test events)."""
+    seeds: dict[str, dict[str, np.ndarray]] = {}
+    for run in runs:
+        checkpoint = json.loads((run / "test_metrics.json").read_text())["checkpoint"]
+        predictions = np.load(run / "test_predictions.npz")
+        arrays = {key: predictions[key] for key in predictions.files}
+        seed = seeds.setdefault(checkpoint, {})
+        if seed and not np.allclose(seed["network/direction"], arrays["network/direction"]):
+            raise SystemExit(f"hybrid_fit.py: {run} has other test events than the other runs of {checkpoint}")
+        for hybrid in HYBRIDS:  # a hybrid's own fit, before the network answers outside its cone
+            if f"{hybrid}/fit_direction" in arrays:
+                arrays[f"{hybrid}/fit/direction"] = arrays[f"{hybrid}/fit_direction"]
+                arrays[f"{hybrid}/fit/angular_error_deg"] = angle_between_deg(arrays[f"{hybrid}/fit_direction"],
+                                                                              arrays["network/direction"])
+        seed.update(arrays)
+    return seeds
+
+
+def bootstrap_medians(errors: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
+    """Medians of `n` resamples of the events (errors: methods x events; the same events for every method)."""
+    picks = rng.integers(0, errors.shape[-1], size=(n, errors.shape[-1]))
+    return np.median(errors[..., picks], axis=-1)
+
+
+def seed_summary(arrays: dict[str, np.ndarray], rng: np.random.Generator, n_resamples: int) -> dict:
+    methods = [m for m in METHODS if f"{m}/angular_error_deg" in arrays]
+    errors = np.stack([arrays[f"{m}/angular_error_deg"] for m in methods])
+    scored = np.all(np.isfinite(errors), axis=0)  # events every method scored (failed fits are NaN)
+    errors = errors[:, scored]
+    energy_gev = 10.0 ** arrays["network/log10_energy"][scored]
+    resampled = bootstrap_medians(errors, rng, n_resamples)  # methods x resamples
+    rows = {}
+    for i, method in enumerate(methods):
+        bins = {}
+        for lo, hi in zip(ENERGY_EDGES_GEV[:-1], ENERGY_EDGES_GEV[1:], strict=True):
+            chosen = (energy_gev >= lo) & (energy_gev < hi)
+            bins[f"{lo:g}-{hi:g} GeV"] = (float(np.median(errors[i, chosen])) if chosen.any() else None,
+                                          int(chosen.sum()))
+        rows[method] = {"label": METHODS[method], "median": float(np.median(errors[i])),
+                        "median_95": [float(np.percentile(resampled[i], q)) for q in (2.5, 97.5)],
+                        "mean": float(np.mean(errors[i])), "beyond_45": float(np.mean(errors[i] > 45.0)),
+                        "per_energy_bin": bins}
+    paired = {}
+    for hybrid in (h for h in HYBRIDS if h in methods):
+        for reference in ("baseline/track_likelihood", "baseline/official_reconstruction", "network"):
+            if reference not in methods:
+                continue
+            difference = resampled[methods.index(hybrid)] - resampled[methods.index(reference)]
+            observed = rows[hybrid]["median"] - rows[reference]["median"]
+            paired[f"{hybrid} - {reference}"] = {
+                "median_difference": float(observed),
+                "95": [float(np.percentile(difference, 2.5)), float(np.percentile(difference, 97.5))],
+                "share_below_zero": float(np.mean(difference < 0.0))}
+    moved = {}
+    network = arrays["network/direction_pred"][scored]
+    for hybrid in (h for h in HYBRIDS if h in methods):
+        direction = arrays[f"{hybrid}/direction"][scored]
+        from_network = angle_between_deg(direction, network)
+        moved[hybrid] = {"from_network_median": float(np.median(from_network)),
+                         "beyond_20_from_network": float(np.mean(from_network > 20.0))}
+        if f"{hybrid}/network_fallback" in arrays:
+            moved[hybrid]["network_fallback"] = float(np.mean(arrays[f"{hybrid}/network_fallback"][scored]))
+        if "baseline/track_likelihood/direction" in arrays:
+            same = angle_between_deg(direction, arrays["baseline/track_likelihood/direction"][scored]) < 0.5
+            moved[hybrid]["same_as_plain_fit"] = float(np.mean(same))
+    return {"n_events": int(scored.sum()), "methods": rows, "paired": paired, "moved": moved,
+            "errors": {m: errors[i].tolist() for i, m in enumerate(methods)}}
+
+
+def markdown(summaries: dict[str, dict]) -> list[str]:
+    lines = []
+    for checkpoint, summary in summaries.items():
+        bins = list(next(iter(summary["methods"].values()))["per_energy_bin"])
+        counts = [next(iter(summary["methods"].values()))["per_energy_bin"][b][1] for b in bins]
+        lines += [f"`{checkpoint}`: {summary['n_events']} events", "",
+                  "| method | median (deg), 95 % bootstrap | mean (deg) | beyond 45 deg | "
+                  + " | ".join(f"{b} ({n})" for b, n in zip(bins, counts, strict=True)) + " |",
+                  "|---|---|---|---|" + "---|" * len(bins)]
+        for row in summary["methods"].values():
+            per_bin = " | ".join("-" if row["per_energy_bin"][b][0] is None else f"{row['per_energy_bin'][b][0]:.2f}"
+                                 for b in bins)
+            lo, hi = row["median_95"]
+            lines.append(f"| {row['label']} | {row['median']:.2f} ({lo:.2f}-{hi:.2f}) | {row['mean']:.2f} | "
+                         f"{100 * row['beyond_45']:.1f} % | {per_bin} |")
+        lines.append("")
+        for name, paired in summary["paired"].items():
+            hybrid, reference = (METHODS[part] for part in name.split(" - "))
+            lo, hi = paired["95"]
+            lines.append(f"- {hybrid} - {reference}: median {paired['median_difference']:+.2f} deg (95 % {lo:+.2f} to "
+                         f"{hi:+.2f}; {100 * paired['share_below_zero']:.0f} % of resamples below 0)")
+        for hybrid, moved in summary["moved"].items():
+            same = (f"; the plain fit's answer on {100 * moved['same_as_plain_fit']:.0f} % of the events"
+                    if "same_as_plain_fit" in moved else "")
+            fallback = (f"; the network's direction on {100 * moved['network_fallback']:.0f} %"
+                        if "network_fallback" in moved else "")
+            lines.append(f"- {METHODS[hybrid]}: {moved['from_network_median']:.2f} deg from the network's direction "
+                         f"(median), {100 * moved['beyond_20_from_network']:.0f} % beyond 20 deg{same}{fallback}")
+        lines.append("")
+    return lines
+
+
+def plot(summaries: dict[str, dict], path: Path) -> Path:
+    fig, axes = plt.subplots(1, len(summaries), figsize=(6 * len(summaries), 4.5), squeeze=False)
+    for ax, (checkpoint, summary) in zip(axes[0], summaries.items(), strict=True):
+        for method, errors in summary["errors"].items():
+            errors = np.sort(errors)
+            ax.step(errors, np.arange(1, len(errors) + 1) / len(errors), where="post", label=METHODS[method])
+        ax.set_xscale("log")
+        ax.set_xlim(0.3, 180)
+        ax.axhline(0.5, color="grey", lw=0.5)
+        ax.set_xlabel("angular error (deg)")
+        ax.set_ylabel("fraction of events within")
+        ax.set_title(Path(checkpoint).parent.parent.name, fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=Path, nargs="+", required=True)
+    parser.add_argument("--output-dir", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--resamples", type=int, default=10000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    summaries = {checkpoint: seed_summary(arrays, rng, args.resamples)
+                 for checkpoint, arrays in merged_seeds(args.runs).items()}
+    lines = markdown(summaries)
+    print("\n".join(lines))
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / "hybrid_fit.md").write_text("\n".join(lines) + "\n")
+    (args.output_dir / "hybrid_fit.json").write_text(json.dumps(
+        {c: {k: v for k, v in s.items() if k != "errors"} for c, s in summaries.items()}, indent=2))
+    print(f"figure: {plot(summaries, args.output_dir / 'figures' / 'hybrid_fit.png')}")
+
+
+if __name__ == "__main__":
+    main()
