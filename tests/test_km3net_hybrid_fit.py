@@ -68,13 +68,12 @@ def _median_error(baseline, events) -> tuple[float, np.ndarray]:
 
 @pytest.mark.slow
 def test_a_network_at_the_muon_brings_the_fit_to_it_and_a_reversed_one_costs_nothing(fitted_events):
-    plain = TrackLikelihoodBaseline(n_starts=1).fit(fitted_events)
+    plain = TrackLikelihoodBaseline(n_starts=1)
     plain_median, plain_errors = _median_error(plain, fitted_events)
 
     # A network that knows the muon: the fit from there is better and has fewer far-off fits, but not none: where
     # the likelihood of a track beside the muon is higher, the simplex leaves the muon for it
     at_muon = NetworkStartedLikelihoodBaseline(n_starts=1)
-    at_muon.pdf, at_muon.energy_estimator = plain.pdf, plain.energy_estimator
     muon_median, muon_errors = _median_error(at_muon, fitted_events)
     assert muon_median < 0.9 * plain_median
     assert np.mean(muon_errors > 20.0) < np.mean(plain_errors > 20.0)
@@ -85,7 +84,6 @@ def test_a_network_at_the_muon_brings_the_fit_to_it_and_a_reversed_one_costs_not
             super().take_network_predictions({"direction_pred": -predictions["direction_pred"]})
 
     reversed_start = Reversed(n_starts=1)
-    reversed_start.pdf, reversed_start.energy_estimator = plain.pdf, plain.energy_estimator
     reversed_median, reversed_errors = _median_error(reversed_start, fitted_events)
     assert reversed_median < 1.15 * plain_median
     assert np.mean(reversed_errors > 90.0) <= np.mean(plain_errors > 90.0) + 0.05
@@ -104,6 +102,9 @@ def test_the_hybrid_needs_a_network_that_predicts_directions():
     np.testing.assert_allclose(hybrid.network_directions, np.tile([0.0, 0.0, 1.0], (2, 1)))
     # a predict loop limited to its first batches (fast_dev_run): the hybrid fits the events the network predicted
     assert hybrid.test_events(SimulatedEvents([], ["a", "b", "c"])) == ["a", "b"]
+    hybrid.take_network_predictions({"direction_pred": np.tile([0.0, 0.0, 1.0], (2, 1)), "event_index": [1, 0]})
+    with pytest.raises(RuntimeError, match="not in the test events' order"):
+        hybrid.test_events(SimulatedEvents([], ["a", "b", "c"]))
 
 
 def test_evaluate_adds_baselines_of_the_group(tmp_path):
@@ -149,7 +150,9 @@ def test_the_network_answers_where_the_fit_leaves_its_cone_or_fails(monkeypatch)
     fit = np.array([[np.sin(np.radians(5.0)), 0.0, np.cos(np.radians(5.0))],
                     [np.sin(np.radians(40.0)), 0.0, np.cos(np.radians(40.0))], [np.nan] * 3, [1.0, 0.0, 0.0]])
     ok = np.array([True, True, False, True])
-    monkeypatch.setattr(TrackLikelihoodBaseline, "fit_events", lambda self, events: {"direction": fit, "ok": ok})
+    winning_start = np.array([5, 2, -1, 6])  # with n_starts=3 the network's two starts are 5 and 6
+    monkeypatch.setattr(TrackLikelihoodBaseline, "fit_events",
+                        lambda self, events: {"direction": fit, "ok": ok, "winning_start": winning_start})
     hybrid = NetworkStartedLikelihoodBaseline(fallback_containment=0.99)
     hybrid.take_network_predictions({"direction_pred": network, "kappa_calibrated": np.array([100.0, 100.0, 100.0,
                                                                                               1.0])})
@@ -158,6 +161,8 @@ def test_the_network_answers_where_the_fit_leaves_its_cone_or_fails(monkeypatch)
     np.testing.assert_allclose(fits["direction"], [fit[0], network[1], network[2], fit[3]])
     assert fits["ok"].all()
     np.testing.assert_array_equal(fits["fit_direction"], fit)
+    np.testing.assert_array_equal(fits["fit_ok"], ok)
+    np.testing.assert_array_equal(fits["network_start_won"], [True, False, False, True])
     assert "network_fallback" not in NetworkStartedLikelihoodBaseline().fit_events([None] * 4)
     with pytest.raises(ConfigError, match=r"^baseline.track_likelihood_network_start.fallback_containment=1.0: a "
                                           r"probability"):

@@ -34,12 +34,15 @@ def test_runs_of_one_checkpoint_merge_and_the_hybrid_shows_its_fit_alone(tmp_pat
     first = write_run(tmp_path / "a", "seed7.ckpt", {
         "network/angular_error_deg": network, "network/direction_pred": tilted(network),
         "baseline/track_likelihood/angular_error_deg": fit, "baseline/track_likelihood/direction": tilted(fit)}, n)
+    lost = fit > 45.0
     second = write_run(tmp_path / "b", "seed7.ckpt", {
         "network/angular_error_deg": network, "network/direction_pred": tilted(network),
+        "network/n_hits": np.where(lost, 10, 50), "network/kappa_calibrated": np.where(lost, 5.0, 50.0),
+        "baseline/track_likelihood_network_start/network_start_won": np.arange(n) < 50,
         "baseline/track_likelihood_network_start/angular_error_deg": answer,
         "baseline/track_likelihood_network_start/direction": tilted(answer),
         "baseline/track_likelihood_network_start/fit_direction": tilted(fit),
-        "baseline/track_likelihood_network_start/network_fallback": fit > 45.0}, n)
+        "baseline/track_likelihood_network_start/network_fallback": lost}, n)
     out = subprocess.run([sys.executable, str(SCRIPT), "--runs", str(first), str(second), "--output-dir",
                           str(tmp_path / "out"), "--resamples", "500"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -49,6 +52,10 @@ def test_runs_of_one_checkpoint_merge_and_the_hybrid_shows_its_fit_alone(tmp_pat
     with_fallback = rows["likelihood fit from the network, network outside its 99 % cone"]
     assert "| 2.00 (2.00-2.00) | 4.00 | 0.0 % |" in with_fallback
     assert "the network's direction on 25 %" in out.stdout
+    assert "the best likelihood from a network start on 25 %" in out.stdout
+    assert ("the fit from the network beyond 45 deg on 25.0 % of the events: there the network saw 10 hits (median; "
+            "50 on the others), its calibrated kappa is 5.0 (50.0) and its error 10.0 deg (10.0); the network's cone "
+            "takes over 100 % of them") in out.stdout
     assert "the plain fit's answer on 100 % of the events" in out.stdout  # the fit alone is the plain fit here
     summary = json.loads((tmp_path / "out" / "hybrid_fit.json").read_text())
     paired = summary["seed7.ckpt"]["paired"]["baseline/track_likelihood_network_start - network"]

@@ -99,11 +99,31 @@ def seed_summary(arrays: dict[str, np.ndarray], rng: np.random.Generator, n_resa
                          "beyond_20_from_network": float(np.mean(from_network > 20.0))}
         if f"{hybrid}/network_fallback" in arrays:
             moved[hybrid]["network_fallback"] = float(np.mean(arrays[f"{hybrid}/network_fallback"][scored]))
+        if f"{hybrid}/network_start_won" in arrays:
+            moved[hybrid]["network_start_won"] = float(np.mean(arrays[f"{hybrid}/network_start_won"][scored]))
         if "baseline/track_likelihood/direction" in arrays:
             same = angle_between_deg(direction, arrays["baseline/track_likelihood/direction"][scored]) < 0.5
             moved[hybrid]["same_as_plain_fit"] = float(np.mean(same))
     return {"n_events": int(scored.sum()), "methods": rows, "paired": paired, "moved": moved,
+            "lost_events": lost_events(arrays, scored),
             "errors": {m: errors[i].tolist() for i, m in enumerate(methods)}}
+
+
+def lost_events(arrays: dict[str, np.ndarray], scored: np.ndarray) -> dict | None:
+    """The events where the network-started fit alone ends beyond 45 deg of the truth against the others: the
+    network's input hits, its calibrated kappa and its error there, and how many the network's cone takes over."""
+    key = "baseline/track_likelihood_network_start"
+    if f"{key}/fit/angular_error_deg" not in arrays:
+        return None
+    lost = arrays[f"{key}/fit/angular_error_deg"][scored] > 45.0
+    out = {"share": float(np.mean(lost))}
+    for name, values in (("hits", arrays["network/n_hits"]), ("kappa", arrays["network/kappa_calibrated"]),
+                         ("network_error_deg", arrays["network/angular_error_deg"])):
+        values = values[scored]
+        out[name] = [float(np.median(values[lost])), float(np.median(values[~lost]))]
+    if f"{key}/network_fallback" in arrays:
+        out["network_fallback"] = float(np.mean(arrays[f"{key}/network_fallback"][scored][lost]))
+    return out
 
 
 def markdown(summaries: dict[str, dict]) -> list[str]:
@@ -132,8 +152,18 @@ def markdown(summaries: dict[str, dict]) -> list[str]:
                     if "same_as_plain_fit" in moved else "")
             fallback = (f"; the network's direction on {100 * moved['network_fallback']:.0f} %"
                         if "network_fallback" in moved else "")
+            won = (f"; the best likelihood from a network start on {100 * moved['network_start_won']:.0f} %"
+                   if "network_start_won" in moved else "")
             lines.append(f"- {METHODS[hybrid]}: {moved['from_network_median']:.2f} deg from the network's direction "
-                         f"(median), {100 * moved['beyond_20_from_network']:.0f} % beyond 20 deg{same}{fallback}")
+                         f"(median), {100 * moved['beyond_20_from_network']:.0f} % beyond 20 deg{same}{won}{fallback}")
+        lost = summary["lost_events"]
+        if lost:
+            fallback = (f"; the network's cone takes over {100 * lost['network_fallback']:.0f} % of them"
+                        if "network_fallback" in lost else "")
+            lines.append(f"- the fit from the network beyond 45 deg on {100 * lost['share']:.1f} % of the events: "
+                         f"there the network saw {lost['hits'][0]:.0f} hits (median; {lost['hits'][1]:.0f} on the "
+                         f"others), its calibrated kappa is {lost['kappa'][0]:.1f} ({lost['kappa'][1]:.1f}) and its "
+                         f"error {lost['network_error_deg'][0]:.1f} deg ({lost['network_error_deg'][1]:.1f}){fallback}")
         lines.append("")
     return lines
 

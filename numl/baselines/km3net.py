@@ -191,11 +191,12 @@ def likelihood_fit(pos_m: np.ndarray, pmt_dir: np.ndarray, time_ns: np.ndarray,
                    candidates: list[tuple[np.ndarray, np.ndarray, float, float]], pdf: ResidualPdf,
                    window_ns: tuple[float, float] = (-100.0, 600.0),
                    direction_log_prior: Callable[[np.ndarray], float] | None = None
-                   ) -> tuple[np.ndarray, np.ndarray, float, float, int]:
+                   ) -> tuple[np.ndarray, np.ndarray, float, float, int, int]:
     """Maximum-likelihood track from every prefit candidate (Nelder-Mead in two angles, two position offsets and
     time, like JMuon's simplex stage) on the hits within `window_ns` of the lowest-cost candidate (every hit, not
     only triggered ones; where several candidates share the lowest cost, the hits within the window of any of
-    them); returns direction, point, time, negative log-likelihood and the hits used. `direction_log_prior(u)`, if
+    them); returns direction, point, time, negative log-likelihood, the hits used and the index of the candidate the
+    best fit started from. `direction_log_prior(u)`, if
     given, is added to the log-likelihood (the fit then maximises the posterior; the returned value is its negative)."""
     lowest = min(fit[3] for fit in candidates)
     use = np.zeros(len(time_ns), dtype=bool)
@@ -205,7 +206,7 @@ def likelihood_fit(pos_m: np.ndarray, pmt_dir: np.ndarray, time_ns: np.ndarray,
             use |= (residual >= window_ns[0]) & (residual <= window_ns[1])
     pos_m, pmt_dir, time_ns = pos_m[use], pmt_dir[use], time_ns[use]
     best = None
-    for u0, point0, t00, _ in candidates:
+    for start, (u0, point0, t00, _) in enumerate(candidates):
         e1, e2 = perpendicular_basis(u0)
         theta0, phi0 = spherical_angles(u0)
 
@@ -222,9 +223,10 @@ def likelihood_fit(pos_m: np.ndarray, pmt_dir: np.ndarray, time_ns: np.ndarray,
                               options={"initial_simplex": simplex, "xatol": 1e-4, "fatol": 1e-3, "maxfev": 2000})
             x = result.x
         if best is None or result.fun < best[0]:
-            best = (result.fun, result.x, point0, t00, e1, e2)
-    fun, x, point0, t00, e1, e2 = best
-    return unit_from_angles(x[0], x[1]), point0 + x[2] * e1 + x[3] * e2, t00 + x[4], float(fun), int(use.sum())
+            best = (result.fun, result.x, point0, t00, e1, e2, start)
+    fun, x, point0, t00, e1, e2, start = best
+    return (unit_from_angles(x[0], x[1]), point0 + x[2] * e1 + x[3] * e2, t00 + x[4], float(fun), int(use.sum()),
+            start)
 
 
 class HitCountEnergyEstimator:
@@ -320,7 +322,9 @@ class TrackFitBaseline(Baseline):
 class TrackLikelihoodBaseline(TrackFitBaseline):
     """The chi-square fit's candidates refined by a maximum-likelihood fit of every hit's time residual (PDFs per
     distance and PMT facing tabulated from the validation events with their true muons), like JMuon's chain of
-    prefit, simplex and likelihood; the energy is the chi-square fit's hit-count estimate.
+    prefit, simplex and likelihood; the energy is the chi-square fit's hit-count estimate. Per event it keeps the
+    start the best fit came from (`winning_start`: 0 the line fit, 1 to n_starts the scan directions, n_starts + 1 the
+    chi-square fit, beyond that the starts of extra_candidates; -1 where the event was not fitted).
 
     Args:
         sigma_ns: time-residual scale of the chi-square prefit.
@@ -345,7 +349,7 @@ class TrackLikelihoodBaseline(TrackFitBaseline):
         return self
 
     def fit_events(self, events) -> dict[str, np.ndarray]:
-        out = {"direction": [], "ok": [], "n_fit_hits": [], "n_likelihood_hits": [], "nll": []}
+        out = {"direction": [], "ok": [], "n_fit_hits": [], "n_likelihood_hits": [], "nll": [], "winning_start": []}
         for index, event in enumerate(with_progress(events, f"{self.config_key}: likelihood fits")):
             hits = event.hits
             pos, time_ns = hit_positions_m(hits), hits["t_ns"].astype(np.float64)
@@ -359,6 +363,7 @@ class TrackLikelihoodBaseline(TrackFitBaseline):
                 out["n_fit_hits"].append(int(triggered.sum()))
                 out["n_likelihood_hits"].append(0)
                 out["nll"].append(np.nan)
+                out["winning_start"].append(-1)
                 continue
             candidates, t_ref = prefit
             # the chi-square fit is the refit of its own starts (line fit + its scan directions), as fit_track does
@@ -366,13 +371,14 @@ class TrackLikelihoodBaseline(TrackFitBaseline):
             candidates = candidates[:1 + self.n_starts]
             candidates.append((chi2.direction, chi2.position_m, chi2.time_ns - t_ref, -np.inf))  # the refit first
             candidates += self.extra_candidates(index, pos[triggered], time_ns[triggered] - t_ref)
-            u, _, _, nll, n_used = likelihood_fit(pos, pmt_dir, time_ns - t_ref, candidates, self.pdf,
-                                                  direction_log_prior=self.direction_log_prior(index))
+            u, _, _, nll, n_used, start = likelihood_fit(pos, pmt_dir, time_ns - t_ref, candidates, self.pdf,
+                                                         direction_log_prior=self.direction_log_prior(index))
             out["direction"].append(u)
             out["ok"].append(True)
             out["n_fit_hits"].append(chi2.n_hits_used)
             out["n_likelihood_hits"].append(n_used)
             out["nll"].append(nll)
+            out["winning_start"].append(start)
         fits = {k: np.array(v) for k, v in out.items()}
         fits["direction"] = np.stack(out["direction"]) if out["direction"] else np.zeros((0, 3))
         fits["n_triggered"] = np.array([int(e.hits["triggered"].sum()) for e in events])
@@ -422,6 +428,7 @@ class NetworkStartedLikelihoodBaseline(TrackLikelihoodBaseline):
         self.fallback_containment = fallback_containment
         self.network_directions: np.ndarray | None = None
         self.network_kappa: np.ndarray | None = None
+        self.network_event_index: np.ndarray | None = None  # each prediction's position among the test events
 
     def take_network_predictions(self, predictions: dict[str, np.ndarray]) -> None:
         if "direction_pred" not in predictions:
@@ -429,6 +436,8 @@ class NetworkStartedLikelihoodBaseline(TrackLikelihoodBaseline):
                               f"{sorted(predictions)}); it needs a KM3NeT reconstruction task")
         directions = np.asarray(predictions["direction_pred"], dtype=np.float64)
         self.network_directions = directions / np.linalg.norm(directions, axis=1, keepdims=True)
+        self.network_event_index = (np.asarray(predictions["event_index"]) if "event_index" in predictions
+                                    else None)
         if self.network_prior or self.fallback_containment is not None:
             if "kappa_calibrated" not in predictions:
                 raise ConfigError(f"{self.config_key}: the network predicts no kappa_calibrated for its prior or "
@@ -444,16 +453,28 @@ class NetworkStartedLikelihoodBaseline(TrackLikelihoodBaseline):
         if len(self.network_directions) < len(test):
             log.warning("%s: the network predicted %d of %d test events; the hybrid fits those", self.config_key,
                         len(self.network_directions), len(test))
-        return test[: len(self.network_directions)]
+        test = test[: len(self.network_directions)]
+        if self.network_event_index is not None and not np.array_equal(self.network_event_index[: len(test)],
+                                                                        np.arange(len(test))):
+            raise RuntimeError(f"{self.config_key}: the network's predictions are not in the test events' order "
+                               "(their event_index); a predict loop must not shuffle")
+        return test
 
     def evaluate(self, datamodule) -> BaselineResult:
         result = super().evaluate(datamodule)
-        if "network_fallback" in result.outputs:
-            result.metrics["network_fallback_fraction"] = float(np.mean(result.outputs["network_fallback"]))
+        outputs = result.outputs
+        # the fit's own failures (the network answers them when it falls back, so `ok` no longer shows them)
+        result.metrics["fit_failure_fraction"] = float(1.0 - np.mean(outputs["fit_ok"]))
+        result.metrics["network_start_fraction"] = float(np.mean(outputs["network_start_won"]))
+        if "network_fallback" in outputs:
+            result.metrics["network_fallback_fraction"] = float(np.mean(outputs["network_fallback"]))
         return result
 
     def fit_events(self, events) -> dict[str, np.ndarray]:
         fits = super().fit_events(events)
+        # the line fit, n_starts scan directions and the chi-square fit come first (TrackLikelihoodBaseline)
+        fits["network_start_won"] = fits["winning_start"] >= self.n_starts + 2
+        fits["fit_ok"] = fits["ok"]
         if self.fallback_containment is None:
             return fits
         network = self.network_directions[: len(events)]
@@ -486,7 +507,7 @@ class NetworkPriorLikelihoodBaseline(NetworkStartedLikelihoodBaseline):
     events) multiplies the likelihood, so the fit maximises the posterior and a track far outside the network's
     cone needs that much more likelihood to win.
 
-    Args: as TrackLikelihoodBaseline.
+    Args: as NetworkStartedLikelihoodBaseline.
     """
 
     label = "likelihood fit with the network's prior"
