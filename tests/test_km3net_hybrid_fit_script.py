@@ -53,6 +53,10 @@ def test_runs_of_one_checkpoint_merge_and_the_hybrid_shows_its_fit_alone(tmp_pat
     assert "| 2.00 (2.00-2.00) | 4.00 | 0.0 % |" in with_fallback
     assert "the network's direction on 25 %" in out.stdout
     assert "the best likelihood from a network start on 25 %" in out.stdout
+    # the cone recomputed from the fit's direction and the network's kappa: the lost fits are 80 deg from a network
+    # of kappa 5, inside its 99 % cone (cdf 0.984) but outside its 90 % one; the good ones 8 deg from kappa 50
+    assert ("by cone: 0.9: median 2.00, mean 4.00 deg, network 25 %; 0.95: median 2.00, mean 4.00 deg, network 25 %; "
+            "0.99: median 2.00, mean 24.00 deg, network 0 %") in out.stdout
     assert ("the fit from the network beyond 45 deg on 25.0 % of the events: there the network saw 10 hits (median; "
             "50 on the others), its calibrated kappa is 5.0 (50.0) and its error 10.0 deg (10.0); the network's cone "
             "takes over 100 % of them") in out.stdout

@@ -21,8 +21,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from numl.sim.km3net.physics import angle_between_deg  # noqa: E402
+from numl.tasks.losses import vmf_angle_cdf  # noqa: E402
 
 METHODS = {"network": "network", "baseline/track_fit": "chi-square fit", "baseline/track_likelihood": "likelihood fit",
            "baseline/track_likelihood_network_start/fit": "likelihood fit from the network, the fit alone",
@@ -61,7 +63,8 @@ def bootstrap_medians(errors: np.ndarray, rng: np.random.Generator, n: int) -> n
     return np.median(errors[..., picks], axis=-1)
 
 
-def seed_summary(arrays: dict[str, np.ndarray], rng: np.random.Generator, n_resamples: int) -> dict:
+def seed_summary(arrays: dict[str, np.ndarray], rng: np.random.Generator, n_resamples: int,
+                 containments: list[float]) -> dict:
     methods = [m for m in METHODS if f"{m}/angular_error_deg" in arrays]
     errors = np.stack([arrays[f"{m}/angular_error_deg"] for m in methods])
     scored = np.all(np.isfinite(errors), axis=0)  # events every method scored (failed fits are NaN)
@@ -105,8 +108,30 @@ def seed_summary(arrays: dict[str, np.ndarray], rng: np.random.Generator, n_resa
             same = angle_between_deg(direction, arrays["baseline/track_likelihood/direction"][scored]) < 0.5
             moved[hybrid]["same_as_plain_fit"] = float(np.mean(same))
     return {"n_events": int(scored.sum()), "methods": rows, "paired": paired, "moved": moved,
-            "lost_events": lost_events(arrays, scored),
+            "lost_events": lost_events(arrays, scored), "cones": cone_choices(arrays, scored, containments),
             "errors": {m: errors[i].tolist() for i, m in enumerate(methods)}}
+
+
+def cone_choices(arrays: dict[str, np.ndarray], scored: np.ndarray, containments: list[float]) -> dict:
+    """Each hybrid's median and mean angular error had its fallback used other cones (the fit's own direction, the
+    network's direction and calibrated kappa as the baseline has them): how much the result depends on the 99 %."""
+    out = {}
+    truth, network = arrays["network/direction"][scored], arrays["network/direction_pred"][scored]
+    network = network / np.linalg.norm(network, axis=1, keepdims=True)
+    kappa = torch.from_numpy(arrays["network/kappa_calibrated"][scored].astype(np.float64))
+    for hybrid in HYBRIDS:
+        if f"{hybrid}/fit_direction" not in arrays:
+            continue
+        fit = arrays[f"{hybrid}/fit_direction"][scored]
+        fit_ok = np.all(np.isfinite(fit), axis=1)
+        separation = torch.from_numpy(np.radians(angle_between_deg(np.where(fit_ok[:, None], fit, network), network)))
+        out[hybrid] = {}
+        for p in containments:
+            fallback = (vmf_angle_cdf(separation, kappa).numpy() > p) | ~fit_ok
+            errors = angle_between_deg(np.where(fallback[:, None], network, fit), truth)
+            out[hybrid][f"{p:g}"] = {"median": float(np.median(errors)), "mean": float(np.mean(errors)),
+                                     "network_fallback": float(np.mean(fallback))}
+    return out
 
 
 def lost_events(arrays: dict[str, np.ndarray], scored: np.ndarray) -> dict | None:
@@ -156,6 +181,10 @@ def markdown(summaries: dict[str, dict]) -> list[str]:
                    if "network_start_won" in moved else "")
             lines.append(f"- {METHODS[hybrid]}: {moved['from_network_median']:.2f} deg from the network's direction "
                          f"(median), {100 * moved['beyond_20_from_network']:.0f} % beyond 20 deg{same}{won}{fallback}")
+        for hybrid, cones in summary["cones"].items():
+            lines.append(f"- {METHODS[hybrid]}, by cone: " + "; ".join(
+                f"{p}: median {c['median']:.2f}, mean {c['mean']:.2f} deg, network {100 * c['network_fallback']:.0f} %"
+                for p, c in cones.items()))
         lost = summary["lost_events"]
         if lost:
             fallback = (f"; the network's cone takes over {100 * lost['network_fallback']:.0f} % of them"
@@ -194,9 +223,11 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--resamples", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--containments", type=float, nargs="+", default=[0.9, 0.95, 0.99],
+                        help="fallback cones to recompute each hybrid's answer with")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
-    summaries = {checkpoint: seed_summary(arrays, rng, args.resamples)
+    summaries = {checkpoint: seed_summary(arrays, rng, args.resamples, args.containments)
                  for checkpoint, arrays in merged_seeds(args.runs).items()}
     lines = markdown(summaries)
     print("\n".join(lines))
