@@ -42,7 +42,8 @@ def test_runs_of_one_checkpoint_merge_and_the_hybrid_shows_its_fit_alone(tmp_pat
         "baseline/track_likelihood_network_start/angular_error_deg": answer,
         "baseline/track_likelihood_network_start/direction": tilted(answer),
         "baseline/track_likelihood_network_start/fit_direction": tilted(fit),
-        "baseline/track_likelihood_network_start/network_fallback": lost}, n)
+        "baseline/track_likelihood_network_start/network_fallback": lost,
+        "baseline/track_likelihood_network_start/fit_ok": np.ones(n, dtype=bool)}, n)
     out = subprocess.run([sys.executable, str(SCRIPT), "--runs", str(first), str(second), "--output-dir",
                           str(tmp_path / "out"), "--resamples", "500"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

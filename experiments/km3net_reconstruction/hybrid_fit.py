@@ -21,10 +21,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
+from numl.baselines.km3net import network_fallback  # noqa: E402
 from numl.sim.km3net.physics import angle_between_deg  # noqa: E402
-from numl.tasks.losses import vmf_angle_cdf  # noqa: E402
 
 METHODS = {"network": "network", "baseline/track_fit": "chi-square fit", "baseline/track_likelihood": "likelihood fit",
            "baseline/track_likelihood_network_start/fit": "likelihood fit from the network, the fit alone",
@@ -113,21 +112,20 @@ def seed_summary(arrays: dict[str, np.ndarray], rng: np.random.Generator, n_resa
 
 
 def cone_choices(arrays: dict[str, np.ndarray], scored: np.ndarray, containments: list[float]) -> dict:
-    """Each hybrid's median and mean angular error had its fallback used other cones (the fit's own direction, the
-    network's direction and calibrated kappa as the baseline has them): how much the result depends on the 99 %."""
+    """Each hybrid's median and mean angular error had its fallback used other cones (the baseline's own rule on the
+    fit's direction, the network's direction and calibrated kappa): how much the result depends on the 99 %."""
     out = {}
     truth, network = arrays["network/direction"][scored], arrays["network/direction_pred"][scored]
     network = network / np.linalg.norm(network, axis=1, keepdims=True)
-    kappa = torch.from_numpy(arrays["network/kappa_calibrated"][scored].astype(np.float64))
+    kappa = arrays["network/kappa_calibrated"][scored]
     for hybrid in HYBRIDS:
         if f"{hybrid}/fit_direction" not in arrays:
             continue
         fit = arrays[f"{hybrid}/fit_direction"][scored]
-        fit_ok = np.all(np.isfinite(fit), axis=1)
-        separation = torch.from_numpy(np.radians(angle_between_deg(np.where(fit_ok[:, None], fit, network), network)))
+        fit_ok = arrays[f"{hybrid}/fit_ok"][scored]
         out[hybrid] = {}
         for p in containments:
-            fallback = (vmf_angle_cdf(separation, kappa).numpy() > p) | ~fit_ok
+            fallback = network_fallback(fit, fit_ok, network, kappa, p)
             errors = angle_between_deg(np.where(fallback[:, None], network, fit), truth)
             out[hybrid][f"{p:g}"] = {"median": float(np.median(errors)), "mean": float(np.mean(errors)),
                                      "network_fallback": float(np.mean(fallback))}

@@ -196,8 +196,8 @@ def likelihood_fit(pos_m: np.ndarray, pmt_dir: np.ndarray, time_ns: np.ndarray,
     time, like JMuon's simplex stage) on the hits within `window_ns` of the lowest-cost candidate (every hit, not
     only triggered ones; where several candidates share the lowest cost, the hits within the window of any of
     them); returns direction, point, time, negative log-likelihood, the hits used and the index of the candidate the
-    best fit started from. `direction_log_prior(u)`, if
-    given, is added to the log-likelihood (the fit then maximises the posterior; the returned value is its negative)."""
+    best fit started from. `direction_log_prior(u)`, if given, is added to the log-likelihood (the fit then
+    maximises the posterior; the returned value is its negative)."""
     lowest = min(fit[3] for fit in candidates)
     use = np.zeros(len(time_ns), dtype=bool)
     for u0, point0, t00, cost in candidates:
@@ -368,7 +368,7 @@ class TrackLikelihoodBaseline(TrackFitBaseline):
             candidates, t_ref = prefit
             # the chi-square fit is the refit of its own starts (line fit + its scan directions), as fit_track does
             chi2 = refit_best_candidate(pos, time_ns, candidates[:1 + self.CHI2_SCAN_STARTS], t_ref, self.sigma_ns)
-            candidates = candidates[:1 + self.n_starts]
+            candidates = candidates[:self.n_prefit_starts - 1]
             candidates.append((chi2.direction, chi2.position_m, chi2.time_ns - t_ref, -np.inf))  # the refit first
             candidates += self.extra_candidates(index, pos[triggered], time_ns[triggered] - t_ref)
             u, _, _, nll, n_used, start = likelihood_fit(pos, pmt_dir, time_ns - t_ref, candidates, self.pdf,
@@ -384,6 +384,12 @@ class TrackLikelihoodBaseline(TrackFitBaseline):
         fits["n_triggered"] = np.array([int(e.hits["triggered"].sum()) for e in events])
         return fits
 
+    @property
+    def n_prefit_starts(self) -> int:
+        """The likelihood's starts before extra_candidates: the line fit, n_starts scan directions, the chi-square
+        fit."""
+        return self.n_starts + 2
+
     def extra_candidates(self, index: int, pos_m: np.ndarray, time_ns: np.ndarray
                          ) -> list[tuple[np.ndarray, np.ndarray, float, float]]:
         """Starts of the likelihood fit besides the prefit's for test event `index` (triggered hits, times relative
@@ -393,6 +399,16 @@ class TrackLikelihoodBaseline(TrackFitBaseline):
     def direction_log_prior(self, index: int) -> Callable[[np.ndarray], float] | None:
         """A log-prior on the direction of test event `index` added to the likelihood. Default: none (flat)."""
         return None
+
+
+def network_fallback(fit_direction: np.ndarray, fit_ok: np.ndarray, network_direction: np.ndarray,
+                     network_kappa: np.ndarray, containment: float) -> np.ndarray:
+    """Per event, whether the network's direction is the answer: the fit failed, or ended outside the network's
+    `containment` cone (its von Mises-Fisher distribution with the calibrated kappa)."""
+    fit_direction = np.where(fit_ok[:, None], fit_direction, network_direction)
+    separation = np.radians(physics.angle_between_deg(fit_direction, network_direction))
+    cdf = vmf_angle_cdf(torch.from_numpy(separation), torch.from_numpy(np.asarray(network_kappa, dtype=np.float64)))
+    return (cdf.numpy() > containment) | ~fit_ok
 
 
 class NetworkStartedLikelihoodBaseline(TrackLikelihoodBaseline):
@@ -472,17 +488,13 @@ class NetworkStartedLikelihoodBaseline(TrackLikelihoodBaseline):
 
     def fit_events(self, events) -> dict[str, np.ndarray]:
         fits = super().fit_events(events)
-        # the line fit, n_starts scan directions and the chi-square fit come first (TrackLikelihoodBaseline)
-        fits["network_start_won"] = fits["winning_start"] >= self.n_starts + 2
+        fits["network_start_won"] = fits["winning_start"] >= self.n_prefit_starts
         fits["fit_ok"] = fits["ok"]
         if self.fallback_containment is None:
             return fits
         network = self.network_directions[: len(events)]
-        fit_direction = np.where(fits["ok"][:, None], fits["direction"], network)
-        separation = np.radians(physics.angle_between_deg(fit_direction, network))
-        beyond = vmf_angle_cdf(torch.from_numpy(separation),
-                               torch.from_numpy(self.network_kappa[: len(events)])).numpy() > self.fallback_containment
-        fits["network_fallback"] = beyond | ~fits["ok"]
+        fits["network_fallback"] = network_fallback(fits["direction"], fits["ok"], network,
+                                                    self.network_kappa[: len(events)], self.fallback_containment)
         fits["fit_direction"] = fits["direction"]
         fits["direction"] = np.where(fits["network_fallback"][:, None], network, fits["direction"])
         fits["ok"] = np.ones(len(events), dtype=bool)  # the network answers where the fit failed
