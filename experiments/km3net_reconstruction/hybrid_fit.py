@@ -195,24 +195,30 @@ def markdown(summaries: dict[str, dict]) -> list[str]:
     return lines
 
 
-def plot(summaries: dict[str, dict], path: Path) -> Path:
-    fig, axes = plt.subplots(1, len(summaries), figsize=(6 * len(summaries), 4.5), squeeze=False)
-    for ax, (checkpoint, summary) in zip(axes[0], summaries.items(), strict=True):
-        for method, errors in summary["errors"].items():
+def plot_cumulative_errors(panels: dict[str, dict[str, list[float]]], path: Path) -> Path:
+    """One panel per title: the cumulative angular error of each labelled method."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for ax, (title, curves) in zip(axes[0], panels.items(), strict=True):
+        for label, errors in curves.items():
             errors = np.sort(errors)
-            ax.step(errors, np.arange(1, len(errors) + 1) / len(errors), where="post", label=METHODS[method])
+            ax.step(errors, np.arange(1, len(errors) + 1) / len(errors), where="post", label=label)
         ax.set_xscale("log")
         ax.set_xlim(0.3, 180)
         ax.axhline(0.5, color="grey", lw=0.5)
         ax.set_xlabel("angular error (deg)")
         ax.set_ylabel("fraction of events within")
-        ax.set_title(Path(checkpoint).parent.parent.name, fontsize=9)
+        ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot(summaries: dict[str, dict], path: Path) -> Path:
+    return plot_cumulative_errors({Path(checkpoint).parent.parent.name: {METHODS[m]: e for m, e in s["errors"].items()}
+                                   for checkpoint, s in summaries.items()}, path)
 
 
 def main() -> None:

@@ -136,13 +136,19 @@ PDF_FACING_EDGES = np.array([-1.0, 0.0, 0.5, 1.0])
 PDF_RESIDUAL_EDGES_NS = np.arange(-100.0, 601.0, 2.0)
 
 
-def hit_track_geometry(pos_m: np.ndarray, pmt_dir: np.ndarray, time_ns: np.ndarray, point_m: np.ndarray,
-                       direction: np.ndarray, time0_ns: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Time residual, distance to the track and facing cosine of each hit for the track (point, direction, time)."""
+def pmt_track_geometry(pos_m: np.ndarray, pmt_dir: np.ndarray, point_m: np.ndarray, direction: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Distance to the track and facing cosine (PMT axis against the direct Cherenkov photon) of each PMT."""
     _, rho_m, emission_m = physics.track_geometry(pos_m, point_m, direction)
     photon = pos_m - (point_m + emission_m[:, None] * direction)
     photon /= np.maximum(np.linalg.norm(photon, axis=1), 1e-9)[:, None]
-    facing = -np.einsum("ij,ij->i", pmt_dir, photon)
+    return rho_m, -np.einsum("ij,ij->i", pmt_dir, photon)
+
+
+def hit_track_geometry(pos_m: np.ndarray, pmt_dir: np.ndarray, time_ns: np.ndarray, point_m: np.ndarray,
+                       direction: np.ndarray, time0_ns: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Time residual, distance to the track and facing cosine of each hit for the track (point, direction, time)."""
+    rho_m, facing = pmt_track_geometry(pos_m, pmt_dir, point_m, direction)
     residual = time_ns - physics.cherenkov_arrival_time_ns(pos_m, point_m, direction, time0_ns)
     return residual, rho_m, facing
 
@@ -187,23 +193,191 @@ class ResidualPdf:
         return (1.0 - frac) * table[rows, i] + frac * table[rows, i + 1]
 
 
+#: the hits the likelihood fit sees: time residual within this window (ns) of its first track
+LIKELIHOOD_WINDOW_NS = (-100.0, 600.0)
+#: hit-probability bins: the PMT's distance to the track (m) and facing cosine, finer than the residual PDF's (the
+#: probability is interpolated between bin centres, so that the likelihood moves smoothly with the track)
+HIT_DISTANCE_EDGES_M = np.array([0.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 65.0, 80.0, 100.0, 125.0, 150.0,
+                                 200.0, 300.0, np.inf])
+HIT_FACING_EDGES = np.array([-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0])
+#: events are split into brightness classes at these quantiles of their triggered-hit count
+HIT_BRIGHTNESS_QUANTILES = (1.0 / 3.0, 2.0 / 3.0)
+
+
+def _bin_centres(edges: np.ndarray) -> np.ndarray:
+    """Bin centres; an open last bin [a, inf) is placed at 2a."""
+    upper = np.where(np.isfinite(edges[1:]), edges[1:], 3.0 * edges[:-1])
+    return 0.5 * (edges[:-1] + upper)
+
+
+def _bilinear(table: np.ndarray, x_centres: np.ndarray, y_centres: np.ndarray, x: np.ndarray, y: np.ndarray
+              ) -> np.ndarray:
+    """`table` (len(x_centres), len(y_centres)) interpolated at (x, y), constant beyond the outer centres."""
+    ix = np.clip(np.searchsorted(x_centres, x) - 1, 0, len(x_centres) - 2)
+    iy = np.clip(np.searchsorted(y_centres, y) - 1, 0, len(y_centres) - 2)
+    fx = np.clip((x - x_centres[ix]) / (x_centres[ix + 1] - x_centres[ix]), 0.0, 1.0)
+    fy = np.clip((y - y_centres[iy]) / (y_centres[iy + 1] - y_centres[iy]), 0.0, 1.0)
+    return ((1.0 - fx) * (1.0 - fy) * table[ix, iy] + fx * (1.0 - fy) * table[ix + 1, iy]
+            + (1.0 - fx) * fy * table[ix, iy + 1] + fx * fy * table[ix + 1, iy + 1])
+
+
+def pmt_rows(detector, hits: np.ndarray, config_key: str) -> np.ndarray:
+    """Each hit's row in the detector's PMT table (by DOM and channel); a hit on a PMT the detector lacks is a
+    one-line error (a detector that is not the events')."""
+    keys = detector.dom_id.astype(np.int64) * 64 + detector.channel_id
+    order = np.argsort(keys)
+    hit_keys = hits["dom_id"].astype(np.int64) * 64 + hits["channel_id"]
+    index = np.clip(np.searchsorted(keys[order], hit_keys), 0, len(keys) - 1)
+    found = keys[order][index] == hit_keys
+    if not found.all():
+        missing = hits[~found][0]
+        raise ConfigError(f"{config_key}.hit_probability: a hit on DOM {int(missing['dom_id'])} channel "
+                          f"{int(missing['channel_id'])}, which detector {detector.name!r} does not have; the events "
+                          "and data.detector must be the same detector")
+    return order[index]
+
+
+class HitProbability:
+    """Probability that a PMT records at least one hit within the likelihood's time window, per bin of its distance
+    to the muon track, its facing cosine and the event's brightness (its triggered-hit count, in three classes),
+    tabulated from simulated events with their true muons (K-40 noise included, as far as the events' readout holds it).
+    Its log-likelihood over every PMT of the detector, hit and silent, is the hit / no-hit term that time residuals
+    alone lack: a track that explains the times of a faint event's few hits must also not pass close to PMTs
+    facing it that saw nothing (JPP's JMuonStart and JMuonEnergy weigh PMTs with and without hits the same way).
+    The track is taken as infinite, as for the residual PDF, so PMTs behind the vertex or beyond the muon's range
+    are averaged into the table, not modelled."""
+
+    #: the fit evaluates the table on a fine grid (linear in distance, nearest in facing) precomputed from the
+    #: bilinear interpolation between bin centres: the likelihood is evaluated for every PMT at every simplex step
+    FINE_DISTANCE_STEP_M = 0.5
+    FINE_FACING_STEP = 0.02
+
+    def __init__(self, p_hit: np.ndarray, brightness_edges: np.ndarray) -> None:
+        self.p_hit = p_hit  # (brightness classes, distance bins, facing bins)
+        self.brightness_edges = brightness_edges  # triggered-hit counts between the classes
+        self.distance_centres = _bin_centres(HIT_DISTANCE_EDGES_M)
+        self.facing_centres = _bin_centres(HIT_FACING_EDGES)
+        rho = np.arange(0.0, self.distance_centres[-1] + self.FINE_DISTANCE_STEP_M, self.FINE_DISTANCE_STEP_M)
+        facing = np.linspace(-1.0, 1.0, int(round(2.0 / self.FINE_FACING_STEP)) + 1)
+        rho_grid, facing_grid = np.meshgrid(rho, facing, indexing="ij")
+        fine = np.stack([self.probability(rho_grid.ravel(), facing_grid.ravel(), b).reshape(rho_grid.shape)
+                         for b in range(len(p_hit))])
+        self._fine_log_silent = np.log1p(-fine)
+        self._fine_log_hit_ratio = np.log(fine) - self._fine_log_silent
+
+    @classmethod
+    def from_events(cls, events, detector, config_key: str = "baseline.track_likelihood") -> HitProbability:
+        tracked = [e for e in events if vertex_muon_track(e.truth) is not None]
+        if not tracked:
+            raise ConfigError(f"{config_key}.hit_probability: no validation event with a muon to tabulate the hit "
+                              "probability from")
+        n_triggered = np.array([int(e.hits["triggered"].sum()) for e in tracked])
+        brightness_edges = np.quantile(n_triggered, HIT_BRIGHTNESS_QUANTILES)
+        shape = (len(brightness_edges) + 1, len(HIT_DISTANCE_EDGES_M) - 1, len(HIT_FACING_EDGES) - 1)
+        hit_counts, pmt_counts = np.zeros(shape), np.zeros(shape)
+        pmts = DetectorPmts(detector)
+        for event, n in zip(tracked, n_triggered, strict=True):
+            point, direction, time0 = vertex_muon_track(event.truth)
+            hits = event.hits
+            residual = hits["t_ns"] - physics.cherenkov_arrival_time_ns(hit_positions_m(hits), point, direction,
+                                                                        time0)
+            in_window = (residual >= LIKELIHOOD_WINDOW_NS[0]) & (residual <= LIKELIHOOD_WINDOW_NS[1])
+            hit = np.zeros(detector.n_pmts, dtype=bool)
+            hit[pmt_rows(detector, hits[in_window], config_key)] = True
+            rho, facing = pmts.track_geometry(point, direction)
+            b = int(np.searchsorted(brightness_edges, n, side="right"))
+            bins = (HIT_DISTANCE_EDGES_M, HIT_FACING_EDGES)
+            pmt_counts[b] += np.histogram2d(rho, facing, bins=bins)[0]
+            hit_counts[b] += np.histogram2d(rho[hit], facing[hit], bins=bins)[0]
+        # half a hit in one count per cell keeps rare cells strictly between 0 and 1; a distance no PMT of the
+        # tabulated events had takes the nearest shorter distance's value (light only falls off with distance)
+        p_hit = (hit_counts + 0.5) / (pmt_counts + 1.0)
+        seen = pmt_counts > 0
+        nearest_seen = np.maximum.accumulate(np.where(seen, np.arange(shape[1])[None, :, None], 0), axis=1)
+        return cls(np.take_along_axis(p_hit, nearest_seen, axis=1), brightness_edges)
+
+    def brightness_class(self, n_triggered: int) -> int:
+        return int(np.searchsorted(self.brightness_edges, n_triggered, side="right"))
+
+    def probability(self, rho_m: np.ndarray, facing: np.ndarray, brightness_class: int) -> np.ndarray:
+        """The tabulated probability, interpolated bilinearly between bin centres."""
+        return _bilinear(self.p_hit[brightness_class], self.distance_centres, self.facing_centres, rho_m, facing)
+
+    def log_likelihood(self, rho_m: np.ndarray, facing: np.ndarray, hit: np.ndarray, brightness_class: int) -> float:
+        """Log-probability of the pattern `hit` (one flag per PMT) for PMTs at these distances and facings: the
+        silent log-probability of every PMT plus, for the hit ones, log p - log(1 - p)."""
+        x = np.minimum(rho_m / self.FINE_DISTANCE_STEP_M, self._fine_log_silent.shape[1] - 1.001)
+        i = x.astype(np.int64)
+        frac = x - i
+        j = np.rint((np.clip(facing, -1.0, 1.0) + 1.0) / self.FINE_FACING_STEP).astype(np.int64)
+        silent, ratio = self._fine_log_silent[brightness_class], self._fine_log_hit_ratio[brightness_class]
+        total = np.sum((1.0 - frac) * silent[i, j] + frac * silent[i + 1, j])
+        total += np.sum((1.0 - frac[hit]) * ratio[i[hit], j[hit]] + frac[hit] * ratio[i[hit] + 1, j[hit]])
+        return float(total)
+
+
+class DetectorPmts:
+    """A detector's PMTs with the products that do not depend on the track precomputed, for the distance and facing
+    cosine of every PMT at every step of a fit (pmt_track_geometry's numbers, from four matrix-vector products)."""
+
+    def __init__(self, detector) -> None:
+        self.pos_m = np.asarray(detector.pmt_pos_m, dtype=np.float64)
+        self.dir = np.asarray(detector.pmt_dir, dtype=np.float64)
+        self.pos_squared = np.einsum("ij,ij->i", self.pos_m, self.pos_m)
+        self.dir_dot_pos = np.einsum("ij,ij->i", self.dir, self.pos_m)
+
+    def track_geometry(self, point_m: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Distance to the track and facing cosine of each PMT. The direct photon runs from the emission point
+        to the PMT over rho / sin(theta_c)."""
+        along = self.pos_m @ direction - point_m @ direction
+        v_squared = self.pos_squared - 2.0 * (self.pos_m @ point_m) + point_m @ point_m
+        rho = np.sqrt(np.clip(v_squared - along**2, 0.0, None))
+        emission = along - rho / physics.TAN_CHERENKOV
+        dir_dot_v = self.dir_dot_pos - self.dir @ point_m
+        facing = -(dir_dot_v - emission * (self.dir @ direction)) * physics.SIN_CHERENKOV / np.maximum(rho, 1e-9)
+        return rho, np.clip(facing, -1.0, 1.0)
+
+
+class HitPattern:
+    """One event's PMTs for the hit / no-hit term: the detector's PMTs, each hit's row among them, the event's
+    brightness class and the tabulated probability."""
+
+    def __init__(self, table: HitProbability, pmts: DetectorPmts, hit_rows: np.ndarray, brightness_class: int
+                 ) -> None:
+        self.table, self.pmts, self.hit_rows, self.brightness_class = table, pmts, hit_rows, brightness_class
+
+    def log_likelihood_function(self, use: np.ndarray) -> Callable[[np.ndarray, np.ndarray], float]:
+        """The term as a function of the track (point, direction), the PMTs of the hits `use` counting as hit."""
+        hit = np.zeros(len(self.pmts.pos_m), dtype=bool)
+        hit[self.hit_rows[use]] = True
+
+        def log_likelihood(point_m: np.ndarray, direction: np.ndarray) -> float:
+            return self.table.log_likelihood(*self.pmts.track_geometry(point_m, direction), hit,
+                                             self.brightness_class)
+
+        return log_likelihood
+
+
 def likelihood_fit(pos_m: np.ndarray, pmt_dir: np.ndarray, time_ns: np.ndarray,
                    candidates: list[tuple[np.ndarray, np.ndarray, float, float]], pdf: ResidualPdf,
-                   window_ns: tuple[float, float] = (-100.0, 600.0),
-                   direction_log_prior: Callable[[np.ndarray], float] | None = None
+                   window_ns: tuple[float, float] = LIKELIHOOD_WINDOW_NS,
+                   direction_log_prior: Callable[[np.ndarray], float] | None = None,
+                   hit_pattern: HitPattern | None = None
                    ) -> tuple[np.ndarray, np.ndarray, float, float, int, int]:
     """Maximum-likelihood track from every prefit candidate (Nelder-Mead in two angles, two position offsets and
     time, like JMuon's simplex stage) on the hits within `window_ns` of the lowest-cost candidate (every hit, not
     only triggered ones; where several candidates share the lowest cost, the hits within the window of any of
     them); returns direction, point, time, negative log-likelihood, the hits used and the index of the candidate the
     best fit started from. `direction_log_prior(u)`, if given, is added to the log-likelihood (the fit then
-    maximises the posterior; the returned value is its negative)."""
+    maximises the posterior; the returned value is its negative); `hit_pattern`, if given, adds the hit / no-hit
+    log-likelihood of every PMT of the detector (the PMTs of the hits used count as hit)."""
     lowest = min(fit[3] for fit in candidates)
     use = np.zeros(len(time_ns), dtype=bool)
     for u0, point0, t00, cost in candidates:
         if cost == lowest:
             residual = time_ns - physics.cherenkov_arrival_time_ns(pos_m, point0, u0, t00)
             use |= (residual >= window_ns[0]) & (residual <= window_ns[1])
+    pattern_log_likelihood = hit_pattern.log_likelihood_function(use) if hit_pattern is not None else None
     pos_m, pmt_dir, time_ns = pos_m[use], pmt_dir[use], time_ns[use]
     best = None
     for start, (u0, point0, t00, _) in enumerate(candidates):
@@ -212,9 +386,11 @@ def likelihood_fit(pos_m: np.ndarray, pmt_dir: np.ndarray, time_ns: np.ndarray,
 
         def nll(p, point0=point0, t00=t00, e1=e1, e2=e2):
             u = unit_from_angles(p[0], p[1])
-            geometry = hit_track_geometry(pos_m, pmt_dir, time_ns, point0 + p[2] * e1 + p[3] * e2, u, t00 + p[4])
+            point = point0 + p[2] * e1 + p[3] * e2
+            geometry = hit_track_geometry(pos_m, pmt_dir, time_ns, point, u, t00 + p[4])
             log_prior = direction_log_prior(u) if direction_log_prior is not None else 0.0
-            return -float(np.sum(pdf.log_pdf(*geometry))) - log_prior
+            log_pattern = pattern_log_likelihood(point, u) if pattern_log_likelihood is not None else 0.0
+            return -float(np.sum(pdf.log_pdf(*geometry))) - log_prior - log_pattern
 
         x = np.array([theta0, phi0, 0.0, 0.0, 0.0])
         for _restart in range(2):  # a simplex restarted where it stopped escapes its own collapse
@@ -336,17 +512,35 @@ class TrackLikelihoodBaseline(TrackFitBaseline):
     config_key = "baseline.track_likelihood"
     #: scan directions of the chi-square fit itself (fit_track's default): the first of the likelihood's starts
     CHI2_SCAN_STARTS = 3
+    #: also the hit / no-hit log-likelihood of every PMT of the detector (HitProbability, tabulated from the
+    #: validation events on data.detector; TrackHitLikelihoodBaseline)
+    uses_hit_probability = False
 
     def __init__(self, sigma_ns: float = 3.0, max_events: int | None = None, n_starts: int = 3) -> None:
         check_positive(f"{self.config_key}.n_starts", n_starts, integer=True)
         super().__init__(sigma_ns, max_events)
         self.n_starts = int(n_starts)
         self.pdf: ResidualPdf | None = None
+        self.hit_probability: HitProbability | None = None
+        self.detector = None
+        self.detector_pmts: DetectorPmts | None = None
 
     def fit(self, datamodule) -> TrackLikelihoodBaseline:
         super().fit(datamodule)  # the energy estimate, from chi-square fits of the validation events
         self.pdf = ResidualPdf.from_events(datamodule.events("val"))
+        if self.uses_hit_probability:
+            self.detector = datamodule.detector
+            self.detector_pmts = DetectorPmts(self.detector)
+            self.hit_probability = HitProbability.from_events(datamodule.events("val"), self.detector,
+                                                              self.config_key)
         return self
+
+    def hit_pattern(self, hits: np.ndarray) -> HitPattern | None:
+        """The event's hit / no-hit term, where this fit uses one."""
+        if self.hit_probability is None:
+            return None
+        return HitPattern(self.hit_probability, self.detector_pmts, pmt_rows(self.detector, hits, self.config_key),
+                          self.hit_probability.brightness_class(int(hits["triggered"].sum())))
 
     def fit_events(self, events) -> dict[str, np.ndarray]:
         out = {"direction": [], "ok": [], "n_fit_hits": [], "n_likelihood_hits": [], "nll": [], "winning_start": []}
@@ -372,7 +566,8 @@ class TrackLikelihoodBaseline(TrackFitBaseline):
             candidates.append((chi2.direction, chi2.position_m, chi2.time_ns - t_ref, -np.inf))  # the refit first
             candidates += self.extra_candidates(index, pos[triggered], time_ns[triggered] - t_ref)
             u, _, _, nll, n_used, start = likelihood_fit(pos, pmt_dir, time_ns - t_ref, candidates, self.pdf,
-                                                         direction_log_prior=self.direction_log_prior(index))
+                                                         direction_log_prior=self.direction_log_prior(index),
+                                                         hit_pattern=self.hit_pattern(hits))
             out["direction"].append(u)
             out["ok"].append(True)
             out["n_fit_hits"].append(chi2.n_hits_used)
@@ -525,6 +720,29 @@ class NetworkPriorLikelihoodBaseline(NetworkStartedLikelihoodBaseline):
     label = "likelihood fit with the network's prior"
     config_key = "baseline.track_likelihood_network_prior"
     network_prior = True
+
+
+class TrackHitLikelihoodBaseline(TrackLikelihoodBaseline):
+    """The likelihood fit with the hit / no-hit term: besides the time residuals of its hits, the probability of
+    every PMT of the detector to have a hit or none for the track (HitProbability).
+
+    Args: as TrackLikelihoodBaseline.
+    """
+
+    label = "likelihood fit with hit / no-hit"
+    config_key = "baseline.track_likelihood_hit_probability"
+    uses_hit_probability = True
+
+
+class NetworkStartedHitLikelihoodBaseline(NetworkStartedLikelihoodBaseline):
+    """The likelihood fit from the network's starts (NetworkStartedLikelihoodBaseline) with the hit / no-hit term.
+
+    Args: as NetworkStartedLikelihoodBaseline.
+    """
+
+    label = "likelihood fit with hit / no-hit from the network"
+    config_key = "baseline.track_likelihood_hit_probability_network_start"
+    uses_hit_probability = True
 
 
 class OfficialReconstructionBaseline(Baseline):
