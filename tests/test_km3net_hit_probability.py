@@ -14,6 +14,7 @@ from numl.baselines.km3net import (
     DetectorPmts,
     HitPattern,
     HitProbability,
+    NetworkStartedHitLikelihoodBaseline,
     TrackHitLikelihoodBaseline,
     TrackLikelihoodBaseline,
     pmt_rows,
@@ -126,3 +127,13 @@ def test_the_hit_pattern_takes_fits_out_of_wrong_maxima(simulated):
     assert np.mean(errors["hit"] > 20.0) < np.mean(errors["plain"] > 20.0)
     assert np.mean(errors["hit"]) < np.mean(errors["plain"]) - 3.0
     assert np.median(errors["hit"]) < np.median(errors["plain"]) + 2.0
+
+
+def test_the_network_started_fit_takes_the_term_too(simulated):
+    muon = np.array([[e.truth[f"muon_dir_{a}"] for a in "xyz"] for e in simulated.events("test")[:5]])
+    hybrid = NetworkStartedHitLikelihoodBaseline(n_starts=1, max_events=5, fallback_containment=0.99)
+    result = run_baselines({"hybrid": hybrid}, simulated, {"direction_pred": muon,
+                                                           "kappa_calibrated": np.full(5, 50.0)})
+    assert hybrid.hit_probability is not None
+    assert result["hybrid"].label == "likelihood fit with hit / no-hit from the network"
+    assert len(result["hybrid"].outputs["network_start_won"]) == 5
