@@ -15,6 +15,7 @@ from numl.baselines.km3net import (
     HitPattern,
     HitProbability,
     NetworkStartedHitLikelihoodBaseline,
+    NetworkStartedLikelihoodBaseline,
     TrackHitLikelihoodBaseline,
     TrackLikelihoodBaseline,
     pmt_rows,
@@ -72,12 +73,21 @@ def test_hit_probability_falls_with_distance_and_rises_with_brightness(table):
     assert np.all(table.p_hit[-1, within_50m, facing_bin] > table.p_hit[0, within_50m, facing_bin])
     # PMTs that look away see less than those that face the light, near the track
     assert np.all(table.p_hit[-1, :4, 0] < table.p_hit[-1, :4, -1])
-    # the fine grid the fit reads is the bilinear table
-    rho, facing = np.array([3.0, 12.5, 44.0, 90.0]), np.array([0.9, 0.3, -0.2, 0.6])
-    hit = np.array([True, False, True, False])
-    p = table.probability(rho, facing, 2)
-    exact = np.sum(np.log(np.where(hit, p, 1.0 - p)))
-    assert table.log_likelihood(rho, facing, hit, 2) == pytest.approx(exact, abs=0.05)
+
+
+def test_the_fine_grid_is_the_bilinear_table(table):
+    """On the fine grid's own points (and beyond its ends, where both are constant) the fit's look-up is the table."""
+    rho = np.array([0.0, 3.0, 12.5, 44.0, 90.0, 599.5, 600.0, 700.0, 1e4])
+    facing = np.array([-1.0, 1.0, 0.3, -0.2, 0.6, 0.98, -1.0, 1.0, 0.0])
+    for brightness in range(len(table.p_hit)):
+        for hit in (np.zeros(len(rho), dtype=bool), np.ones(len(rho), dtype=bool), np.arange(len(rho)) % 2 == 0):
+            p = table.probability(rho, facing, brightness)
+            exact = np.sum(np.log(np.where(hit, p, 1.0 - p)))
+            assert table.log_likelihood(rho, facing, hit, brightness) == pytest.approx(exact, rel=1e-9, abs=1e-9)
+    # between grid points: linear in distance (44.25 m: halfway between 44.0 and 44.5), nearest in facing (0.317: 0.32)
+    p = table.probability(np.array([44.0, 44.5]), np.array([0.32, 0.32]), 1)
+    assert table.log_likelihood(np.array([44.25]), np.array([0.317]), np.array([True]), 1) == pytest.approx(
+        np.log(p).mean(), rel=1e-9)
 
 
 def _tilted(direction: np.ndarray, degrees: float) -> np.ndarray:
@@ -105,6 +115,17 @@ def test_the_hit_pattern_singles_out_the_true_muon(simulated, table):
     assert true_wins_shifted / n >= 0.75
 
 
+def test_hits_find_their_pmt_in_any_row_order(simulated):
+    """D_ORCA006's PMT table is not sorted by DOM and channel; a shuffled one must give each hit its own PMT."""
+    detector, hits = simulated.detector, simulated.events("test")[0].hits
+    shuffled = np.random.default_rng(3).permutation(detector.n_pmts)
+    fields = {f: getattr(detector, f)[shuffled] for f in ("pmt_pos_m", "pmt_dir", "dom_id", "du_id", "channel_id")}
+    rows = pmt_rows(type(detector)(**fields, det_id=detector.det_id, name=detector.name), hits, "test")
+    np.testing.assert_array_equal(fields["dom_id"][rows], hits["dom_id"])
+    np.testing.assert_array_equal(fields["channel_id"][rows], hits["channel_id"])
+    np.testing.assert_allclose(fields["pmt_pos_m"][rows], hit_positions_m(hits), atol=1e-4)
+
+
 def test_a_hit_on_a_pmt_the_detector_lacks_is_one_line(simulated):
     hits = simulated.events("test")[0].hits.copy()
     hits["dom_id"][0] = 987654321
@@ -129,11 +150,19 @@ def test_the_hit_pattern_takes_fits_out_of_wrong_maxima(simulated):
     assert np.median(errors["hit"]) < np.median(errors["plain"]) + 2.0
 
 
+@pytest.mark.slow
 def test_the_network_started_fit_takes_the_term_too(simulated):
     muon = np.array([[e.truth[f"muon_dir_{a}"] for a in "xyz"] for e in simulated.events("test")[:5]])
     hybrid = NetworkStartedHitLikelihoodBaseline(n_starts=1, max_events=5, fallback_containment=0.99)
     result = run_baselines({"hybrid": hybrid}, simulated, {"direction_pred": muon,
                                                            "kappa_calibrated": np.full(5, 50.0)})
-    assert hybrid.hit_probability is not None
     assert result["hybrid"].label == "likelihood fit with hit / no-hit from the network"
     assert len(result["hybrid"].outputs["network_start_won"]) == 5
+    # the term is in its likelihood (the same fit without it has another maximum value) ...
+    plain = run_baselines({"plain": NetworkStartedLikelihoodBaseline(n_starts=1, max_events=5)}, simulated,
+                          {"direction_pred": muon})["plain"].outputs
+    assert np.all(np.abs(result["hybrid"].outputs["nll"] - plain["nll"]) > 1.0)
+    # ... over the PMTs with a hit in the events fitted (a PMT never hit in them counts as off, not as silent)
+    fitted_rows = np.concatenate([pmt_rows(simulated.detector, e.hits, "test") for e in simulated.events("test")[:5]])
+    np.testing.assert_array_equal(hybrid.detector_pmts.rows, np.unique(fitted_rows))
+    assert len(hybrid.detector_pmts.rows) < simulated.detector.n_pmts
