@@ -17,7 +17,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from hybrid_fit import bootstrap_medians, plot_cumulative_errors  # the script beside this one
 
 PLAIN, WITH_HITS = "baseline/track_likelihood", "baseline/track_likelihood_hit_probability"
 METHODS = {PLAIN: "likelihood fit", WITH_HITS: "likelihood fit with hit / no-hit",
@@ -33,6 +32,10 @@ def run_summary(run: Path, rng: np.random.Generator, n_resamples: int) -> dict:
     if PLAIN not in methods or WITH_HITS not in methods:
         raise SystemExit(f"hit_probability.py: {run} lacks {PLAIN} or {WITH_HITS} (its baselines: "
                          f"{sorted({k.split('/')[1] for k in predictions.files if k.startswith('baseline/')})})")
+    # the script beside this one; imported after the check, since it loads torch (numl.baselines) and a wrong run
+    # should be told at once
+    from hybrid_fit import bootstrap_medians
+
     errors = np.stack([predictions[f"{m}/angular_error_deg"] for m in methods])
     scored = np.all(np.isfinite(errors), axis=0)  # events every method scored (failed fits are NaN)
     errors = errors[:, scored]
@@ -87,6 +90,8 @@ def markdown(summaries: list[dict]) -> list[str]:
 
 
 def plot(summaries: list[dict], path: Path) -> Path:
+    from hybrid_fit import plot_cumulative_errors
+
     return plot_cumulative_errors({f"{Path(s['run']).name} ({s['n_events']} events)":
                                    {METHODS[m]: e for m, e in s["errors"].items()} for s in summaries}, path)
 
