@@ -129,7 +129,7 @@ def test_hits_find_their_pmt_in_any_row_order(simulated):
 def test_a_hit_on_a_pmt_the_detector_lacks_is_one_line(simulated):
     hits = simulated.events("test")[0].hits.copy()
     hits["dom_id"][0] = 987654321
-    with pytest.raises(ConfigError, match=r"^baseline.track_likelihood_hit_probability.hit_probability: a hit on DOM "
+    with pytest.raises(ConfigError, match=r"^baseline.track_likelihood_hit_probability: a hit on DOM "
                                           r"987654321 channel \d+, which detector .* does not have"):
         pmt_rows(simulated.detector, hits, "baseline.track_likelihood_hit_probability")
 

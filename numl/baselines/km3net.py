@@ -231,7 +231,7 @@ def pmt_rows(detector, hits: np.ndarray, config_key: str) -> np.ndarray:
     found = keys[order][index] == hit_keys
     if not found.all():
         missing = hits[~found][0]
-        raise ConfigError(f"{config_key}.hit_probability: a hit on DOM {int(missing['dom_id'])} channel "
+        raise ConfigError(f"{config_key}: a hit on DOM {int(missing['dom_id'])} channel "
                           f"{int(missing['channel_id'])}, which detector {detector.name!r} does not have; the events "
                           "and data.detector must be the same detector")
     return order[index]
@@ -269,8 +269,8 @@ class HitProbability:
     def from_events(cls, events, detector, config_key: str = "baseline.track_likelihood") -> HitProbability:
         tracked = [e for e in events if vertex_muon_track(e.truth) is not None]
         if not tracked:
-            raise ConfigError(f"{config_key}.hit_probability: no validation event with a muon to tabulate the hit "
-                              "probability from")
+            raise ConfigError(f"{config_key}: no validation event with a muon to tabulate the hit probability "
+                              "from")
         n_triggered = np.array([int(e.hits["triggered"].sum()) for e in tracked])
         brightness_edges = np.quantile(n_triggered, HIT_BRIGHTNESS_QUANTILES)
         shape = (len(brightness_edges) + 1, len(HIT_DISTANCE_EDGES_M) - 1, len(HIT_FACING_EDGES) - 1)
@@ -542,21 +542,21 @@ class TrackLikelihoodBaseline(TrackFitBaseline):
                                                               self.config_key)
         return self
 
-    def hit_pattern(self, hits: np.ndarray) -> HitPattern | None:
-        """The event's hit / no-hit term, where this fit uses one."""
-        if self.hit_probability is None:
-            return None
-        return HitPattern(self.hit_probability, self.detector_pmts, pmt_rows(self.detector, hits, self.config_key),
-                          self.hit_probability.brightness_class(int(hits["triggered"].sum())))
+    def hit_patterns(self, events) -> list[HitPattern | None]:
+        """Each event's hit / no-hit term, where this fit uses one. PMTs without a single hit in all the events
+        fitted are taken as off (a real file's dead or masked PMTs: 215 of ORCA6's 3,348 in the 140 file events,
+        where a live PMT has 5 K-40 and light hits on average), not as silent."""
+        if self.hit_probability is None or not events:
+            return [None] * len(events)
+        rows = [pmt_rows(self.detector, e.hits, self.config_key) for e in events]
+        self.detector_pmts = DetectorPmts(self.detector, np.unique(np.concatenate(rows)))
+        return [HitPattern(self.hit_probability, self.detector_pmts, event_rows,
+                           self.hit_probability.brightness_class(int(e.hits["triggered"].sum())))
+                for e, event_rows in zip(events, rows, strict=True)]
 
     def fit_events(self, events) -> dict[str, np.ndarray]:
         out = {"direction": [], "ok": [], "n_fit_hits": [], "n_likelihood_hits": [], "nll": [], "winning_start": []}
-        if self.hit_probability is not None and events:
-            # PMTs without a single hit in all the events fitted are taken as off (a real file's dead or masked PMTs:
-            # 215 of ORCA6's 3,348 in the 140 file events, where a live PMT has 5 K-40 and light hits on average),
-            # not as silent
-            hit_rows = np.concatenate([pmt_rows(self.detector, e.hits, self.config_key) for e in events])
-            self.detector_pmts = DetectorPmts(self.detector, np.unique(hit_rows))
+        hit_patterns = self.hit_patterns(events)
         for index, event in enumerate(with_progress(events, f"{self.config_key}: likelihood fits")):
             hits = event.hits
             pos, time_ns = hit_positions_m(hits), hits["t_ns"].astype(np.float64)
@@ -580,7 +580,7 @@ class TrackLikelihoodBaseline(TrackFitBaseline):
             candidates += self.extra_candidates(index, pos[triggered], time_ns[triggered] - t_ref)
             u, _, _, nll, n_used, start = likelihood_fit(pos, pmt_dir, time_ns - t_ref, candidates, self.pdf,
                                                          direction_log_prior=self.direction_log_prior(index),
-                                                         hit_pattern=self.hit_pattern(hits))
+                                                         hit_pattern=hit_patterns[index])
             out["direction"].append(u)
             out["ok"].append(True)
             out["n_fit_hits"].append(chi2.n_hits_used)
